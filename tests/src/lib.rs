@@ -1,0 +1,1 @@
+//! Shared helpers for p9persist's integration tests and simulation harness.
