@@ -128,3 +128,30 @@ pub fn arbitrary_fcall(u: &mut Unstructured<'_>, dialect: Dialect) -> Result<Fca
         msg: ty.arbitrary_msg(u, dialect)?,
     })
 }
+
+/// The decoding property that fuzzing checks, on any input: in every dialect, decoding either
+/// fails with an error or yields a message whose encoding is exactly the input (the codec is
+/// canonical), and the cheap header and fid readers agree with the full decode. Panics if not.
+pub fn check_decode(frame: &[u8]) {
+    let frame = Bytes::copy_from_slice(frame);
+    for dialect in Dialect::ALL {
+        let decoded = Fcall::decode(&frame, dialect);
+        let fids = crate::request_fids(&frame, dialect);
+        let Ok(fcall) = decoded else {
+            if let Ok(header) = crate::Header::parse(&frame) {
+                // The fid reader validates the body too, so it must fail alike.
+                if header.msg_type_in(dialect).is_ok() {
+                    assert!(fids.is_err(), "fids read from an undecodable frame");
+                }
+            }
+            continue;
+        };
+        assert!(fids.is_ok(), "fid reader rejects a frame that decodes");
+        let again = fcall.to_frame().expect("a decoded message re-encodes");
+        assert_eq!(&again[..], &frame[..], "re-encoding differs in {dialect}");
+        assert_eq!(fcall.encoded_len(), frame.len());
+        let header = crate::Header::parse(&frame).expect("decoded frame has a header");
+        assert_eq!(header.tag, fcall.tag);
+        assert_eq!(header.msg_type, fcall.msg.msg_type() as u8);
+    }
+}
