@@ -58,12 +58,9 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Decode(e) => write!(f, "undecodable reply: {e}"),
             ClientError::UnknownTag(t) => write!(f, "reply with tag {t}, which no request uses"),
-            ClientError::WrongReplyType { request, reply } => write!(
-                f,
-                "{} answered with {}",
-                request.name(),
-                reply.name()
-            ),
+            ClientError::WrongReplyType { request, reply } => {
+                write!(f, "{} answered with {}", request.name(), reply.name())
+            }
             ClientError::VersionRejected(v) => write!(f, "server offered version {v:?}"),
             ClientError::NotReady => f.write_str("request sent before version negotiation"),
             ClientError::TagsExhausted => f.write_str("all tags are in use"),

@@ -40,22 +40,27 @@ pub enum DecodeErrorKind {
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.msg_type {
-            Some(ty) => match MsgType::from_u8(ty) {
+        if let Some(ty) = self.msg_type {
+            match MsgType::from_u8(ty) {
                 Some(t) => write!(f, "{}: ", t.name())?,
                 None => write!(f, "message type {ty}: ")?,
-            },
-            None => {}
+            }
         }
         match &self.kind {
             DecodeErrorKind::FrameTooShort { len } => {
                 write!(f, "frame of {len} bytes is shorter than the 7-byte header")
             }
             DecodeErrorKind::FrameTooLarge { size, max } => {
-                write!(f, "frame of {size} bytes exceeds the maximum message size {max}")
+                write!(
+                    f,
+                    "frame of {size} bytes exceeds the maximum message size {max}"
+                )
             }
             DecodeErrorKind::SizeMismatch { declared, actual } => {
-                write!(f, "size field says {declared} bytes but the frame has {actual}")
+                write!(
+                    f,
+                    "size field says {declared} bytes but the frame has {actual}"
+                )
             }
             DecodeErrorKind::UnknownType { dialect } => {
                 write!(f, "not a message of {}", dialect.version_string())
@@ -66,7 +71,11 @@ impl fmt::Display for DecodeError {
                 self.offset
             ),
             DecodeErrorKind::TrailingBytes { extra } => {
-                write!(f, "{extra} unexpected bytes after the last field at byte {}", self.offset)
+                write!(
+                    f,
+                    "{extra} unexpected bytes after the last field at byte {}",
+                    self.offset
+                )
             }
             DecodeErrorKind::TooManyWalkElements { count } => {
                 write!(f, "{count} walk elements, more than the 16 allowed")

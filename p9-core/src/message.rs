@@ -252,7 +252,8 @@ message_table! {
     Treaddir = 40 in DOTL { fid: Fid, offset: u64, count: u32 }
     /// `Rreaddir tag[2] count[4] data[count]`: entries, see [`crate::dir::dirents`].
     Rreaddir = 41 in DOTL { data: Data }
-    /// `Tfsync tag[2] fid[4] datasync[4]`
+    /// `Tfsync tag[2] fid[4] datasync[4]`. diod's protocol.md shows only `fid[4]`, but the Linux
+    /// client and QEMU's server put `datasync[4]` on the wire, so that form is the real one.
     Tfsync = 50 in DOTL { fid: Fid, datasync: u32 }
     /// `Rfsync tag[2]`
     Rfsync = 51 in DOTL {}
@@ -289,7 +290,7 @@ message_table! {
 impl MsgType {
     /// T-messages have even numbers, their replies the next odd one.
     pub fn is_request(self) -> bool {
-        (self as u8) % 2 == 0
+        (self as u8) & 1 == 0
     }
 
     /// The reply type that answers this request (None for replies).

@@ -152,7 +152,7 @@ impl<'a> Iterator for WalkNameIter<'a> {
 impl fmt::Debug for WalkNames {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.iter().map(|n| Bytes::copy_from_slice(n)))
+            .entries(self.iter().map(Bytes::copy_from_slice))
             .finish()
     }
 }

@@ -271,7 +271,12 @@ impl core::fmt::Debug for Data {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // Payloads can be megabytes: show the size and a short prefix.
         let head = &self.0[..self.0.len().min(16)];
-        write!(f, "Data({} bytes, {:?}", self.0.len(), Bytes::copy_from_slice(head))?;
+        write!(
+            f,
+            "Data({} bytes, {:?}",
+            self.0.len(),
+            Bytes::copy_from_slice(head)
+        )?;
         if self.0.len() > head.len() {
             f.write_str("...")?;
         }

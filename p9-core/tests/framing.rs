@@ -89,16 +89,24 @@ fn undersized_frame_is_refused() {
         let mut dec = FrameDecoder::new(MSIZE);
         dec.push(&size.to_le_bytes());
         let err = dec.next_frame().unwrap_err();
-        assert_eq!(err.kind, DecodeErrorKind::FrameTooShort { len: size as usize });
+        assert_eq!(
+            err.kind,
+            DecodeErrorKind::FrameTooShort { len: size as usize }
+        );
     }
 }
 
 #[test]
 fn a_frame_of_exactly_msize_is_accepted() {
     let data = vec![1u8; MSIZE as usize - 11];
-    let frame = Fcall::new(1, p9_core::Rread { data: p9_core::Data(data.into()) })
-        .to_frame()
-        .unwrap();
+    let frame = Fcall::new(
+        1,
+        p9_core::Rread {
+            data: p9_core::Data(data.into()),
+        },
+    )
+    .to_frame()
+    .unwrap();
     assert_eq!(frame.len(), MSIZE as usize);
     let mut dec = FrameDecoder::new(MSIZE);
     assert_eq!(dec.push(&frame), frame.len());
@@ -117,5 +125,8 @@ fn frames_share_the_read_buffer() {
     dec.read_buf().put_slice(&b);
     let fa = dec.next_frame().unwrap().unwrap();
     let fb = dec.next_frame().unwrap().unwrap();
-    assert_eq!((fa.as_ptr() as usize, fb.as_ptr() as usize), (base, base + a.len()));
+    assert_eq!(
+        (fa.as_ptr() as usize, fb.as_ptr() as usize),
+        (base, base + a.len())
+    );
 }

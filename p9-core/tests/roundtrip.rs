@@ -49,7 +49,10 @@ fn every_type_of_every_dialect_round_trips() {
 #[test]
 fn messages_outside_their_dialect_are_rejected() {
     for ty in MsgType::ALL {
-        let dialect = Dialect::ALL.into_iter().find(|d| ty.in_dialect(*d)).unwrap();
+        let dialect = Dialect::ALL
+            .into_iter()
+            .find(|d| ty.in_dialect(*d))
+            .unwrap();
         let mut u = Unstructured::new(&[7; 64]);
         let frame = Fcall {
             tag: 1,
@@ -92,7 +95,12 @@ fn random_frames_decode_canonically_or_not_at_all() {
 fn mutated_valid_frames_decode_canonically_or_not_at_all() {
     runner(20_000)
         .run(
-            &(vec(any::<u8>(), 0..600), any::<usize>(), any::<u8>(), 0..4u8),
+            &(
+                vec(any::<u8>(), 0..600),
+                any::<usize>(),
+                any::<u8>(),
+                0..4u8,
+            ),
             |(seed, at, byte, how)| {
                 let mut u = Unstructured::new(&seed);
                 let dialect = Dialect::ALL[seed.first().copied().unwrap_or(0) as usize % 3];
