@@ -358,9 +358,20 @@ impl Header {
     }
 }
 
-/// Overwrite the tag of an encoded frame in place (a proxy renumbering requests).
-pub fn set_tag(frame: &mut [u8], tag: u16) {
-    crate::wire::put_u16_at(frame, 5, tag);
+/// Overwrite the tag of an encoded frame in place (a proxy renumbering requests). Fails, and
+/// changes nothing, if `frame` is shorter than a header.
+pub fn set_tag(frame: &mut [u8], tag: u16) -> Result<(), DecodeError> {
+    match frame.get_mut(5..HEADER_LEN) {
+        Some(field) => {
+            field.copy_from_slice(&tag.to_le_bytes());
+            Ok(())
+        }
+        None => Err(DecodeError {
+            msg_type: None,
+            offset: 0,
+            kind: DecodeErrorKind::FrameTooShort { len: frame.len() },
+        }),
+    }
 }
 
 /// The fids a request names (e.g. `fid` and `newfid` of a Twalk), found by stepping over the

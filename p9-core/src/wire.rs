@@ -348,8 +348,3 @@ impl Dialect {
         }
     }
 }
-
-/// Little helpers for writing fixed fields in place (qid rewriting, tag rewriting).
-pub(crate) fn put_u16_at(buf: &mut [u8], at: usize, v: u16) {
-    buf[at..at + 2].copy_from_slice(&v.to_le_bytes());
-}

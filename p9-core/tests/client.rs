@@ -242,3 +242,16 @@ fn tags_are_exhausted_at_65535_in_flight() {
         Err(ClientError::TagsExhausted)
     );
 }
+
+#[test]
+fn set_tag_rewrites_only_the_tag() {
+    let mut f = frame(5, Tclunk { fid: Fid(9) }).to_vec();
+    set_tag(&mut f, 0x0102).unwrap();
+    assert_eq!(
+        Fcall::decode(&f.into(), Dialect::DotL).unwrap(),
+        Fcall::new(0x0102, Tclunk { fid: Fid(9) })
+    );
+    let mut short = [7u8, 0, 0, 0, 120, 1];
+    assert!(set_tag(&mut short, 3).is_err());
+    assert_eq!(short, [7, 0, 0, 0, 120, 1]);
+}

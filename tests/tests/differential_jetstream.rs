@@ -19,14 +19,19 @@
 //!    stops reading after the last field and ignores the rest. Confirmed by: jetstream left
 //!    exactly that many bytes unread, and our decode of the frame cut before them equals
 //!    jetstream's value.
-//! b. `walk-limit`: ours enforces walk(5)'s limit of 16 names per Twalk and 16 qids per Rwalk
+//! b. `walk-limit`: ours enforces walk(5)'s limit ("a maximum of sixteen name elements or qids
+//!    may be packed in a single message", MAXWELEM) on Twalk and Rwalk
 //!    (`TooManyWalkElements`); jetstream reads any u16 count. Confirmed by: jetstream read
-//!    exactly that many elements, and re-encoding jetstream's value reproduces the bytes it read.
-//! c. `non-utf8`: ours accepts any bytes in a string (9P names are byte strings; intro(5) only
-//!    says text is UTF-8 by convention, and Linux passes file names through unchanged);
-//!    jetstream's `String` decoder requires UTF-8. Confirmed by: one of our decoded strings is
-//!    not UTF-8, jetstream's error is `InvalidData`, and once those strings' bytes are made
-//!    ASCII in place both codecs accept the frame and agree.
+//!    exactly that many elements, and re-encoding jetstream's value reproduces the bytes it
+//!    read. Ours stops at the count, so it never sees a last name running past the end, which
+//!    jetstream reads short as in (d): that combination is counted as `b+d`, confirmed the same
+//!    way after lowering that name's length to what is there.
+//! c. `non-utf8`: intro(5) calls `string[s]` "s bytes of UTF-8 text" and jetstream's `String`
+//!    decoder enforces that; ours deliberately takes strings as bytes (p9-core's wire.rs: "Names
+//!    are bytes; no UTF-8 requirement"), since 9P2000.L serves Linux file names, which are
+//!    arbitrary bytes. Confirmed by: one of our decoded strings is not UTF-8, jetstream's error
+//!    is `InvalidData`, and once those strings' bytes are made ASCII in place both codecs
+//!    accept the frame and agree.
 //! d. `short-string`: when a string's length runs past the end of the frame ours rejects
 //!    (`Truncated`); jetstream's `String` decoder reads through `Read::take` and silently
 //!    returns the shorter string (it only fails if a later field is then missing, so this
@@ -38,7 +43,7 @@
 //! p9-core's `arbitrary` support (raw, and with every string made ASCII), random bodies under
 //! a correct size prefix, and mutations of valid frames.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io;
 use std::time::Instant;
@@ -97,7 +102,7 @@ fn hex(b: &[u8]) -> String {
     s
 }
 
-/// `body` (everything after `size[4]`) with a correct `size[4]` in front.
+/// `rest` (everything after `size[4]`) with a correct `size[4]` in front.
 fn sized(rest: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(rest.len() + 4);
     v.extend_from_slice(&((rest.len() + 4) as u32).to_le_bytes());
@@ -120,6 +125,24 @@ fn resized(prefix: &[u8]) -> Bytes {
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+/// In a Twalk frame of `count` names, the offset of the last name's `len[2]` if that name (and
+/// only it) runs past the end of the frame.
+fn last_wname_overrun(frame: &[u8], count: usize) -> Option<usize> {
+    // size[4] type[1] tag[2] fid[4] newfid[4] nwname[2]
+    let mut at = HEADER_LEN + 10;
+    for k in 0..count {
+        if at + 2 > frame.len() {
+            return None;
+        }
+        let end = at + 2 + u16_at(frame, at) as usize;
+        if end > frame.len() {
+            return (k + 1 == count).then_some(at);
+        }
+        at = end;
+    }
+    None
 }
 
 /// Every string field of one of our decoded messages, as slices of the frame it came from.
@@ -449,7 +472,10 @@ fn from_rmessage(m: &js::Rmessage) -> Result<Msg, String> {
                 .map_err(|e| format!("jetstream Rwalk does not fit ours: {e}"))?,
         }
         .into(),
-        R::Read(m) => p9::Rread { data: data(&m.data) }.into(),
+        R::Read(m) => p9::Rread {
+            data: data(&m.data),
+        }
+        .into(),
         R::Write(m) => p9::Rwrite { count: m.count }.into(),
         R::Clunk => p9::Rclunk {}.into(),
         R::Remove => p9::Rremove {}.into(),
@@ -510,7 +536,10 @@ fn from_rmessage(m: &js::Rmessage) -> Result<Msg, String> {
         R::SetAttr => p9::Rsetattr {}.into(),
         R::XattrWalk(m) => p9::Rxattrwalk { size: m.size }.into(),
         R::XattrCreate => p9::Rxattrcreate {}.into(),
-        R::Readdir(m) => p9::Rreaddir { data: data(&m.data) }.into(),
+        R::Readdir(m) => p9::Rreaddir {
+            data: data(&m.data),
+        }
+        .into(),
         R::Fsync => p9::Rfsync {}.into(),
         R::Lock(m) => p9::Rlock { status: m.status }.into(),
         R::GetLock(m) => p9::Rgetlock {
@@ -545,16 +574,21 @@ struct Jet {
 fn jet_decode(frame: &[u8]) -> io::Result<Jet> {
     // jetstream trusts size[4] (and an Rframe of size < 4 underflows): only give it sane ones.
     assert!(frame.len() >= HEADER_LEN);
-    assert_eq!(u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize, frame.len());
+    assert_eq!(
+        u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize,
+        frame.len()
+    );
     let mut rest = frame;
     let mut reencoded = Vec::new();
-    let (tag, msg, walk_len) = if frame[4] % 2 == 0 {
+    let (tag, msg, walk_len) = if frame[4] & 1 == 0 {
         let t = <js::Tframe as WireFormat>::decode(&mut rest)?;
         let tframe = js::Tframe {
             tag: t.tag,
             msg: Ok(t.msg?),
         };
-        tframe.encode(&mut reencoded)?;
+        tframe
+            .encode(&mut reencoded)
+            .expect("jetstream re-encodes what it decoded");
         let m = tframe.msg.as_ref().expect("checked above");
         let walk_len = match m {
             js::Tmessage::Walk(w) => Some(w.wnames.len()),
@@ -563,7 +597,8 @@ fn jet_decode(frame: &[u8]) -> io::Result<Jet> {
         (tframe.tag, from_tmessage(m), walk_len)
     } else {
         let r = <js::Rframe as WireFormat>::decode(&mut rest)?;
-        r.encode(&mut reencoded)?;
+        r.encode(&mut reencoded)
+            .expect("jetstream re-encodes what it decoded");
         let walk_len = match &r.msg {
             js::Rmessage::Walk(w) => Some(w.wqids.len()),
             _ => None,
@@ -589,6 +624,8 @@ enum Class {
     TrailingBytes,
     /// (b)
     WalkLimit,
+    /// (b) and (d) together: past the walk limit, and the last name is short.
+    WalkLimitShortString,
     /// (c)
     NonUtf8,
     /// (d)
@@ -602,6 +639,7 @@ impl Class {
             Class::BothReject => "both reject",
             Class::TrailingBytes => "(a) trailing-bytes",
             Class::WalkLimit => "(b) walk-limit",
+            Class::WalkLimitShortString => "(b+d) walk-limit+short",
             Class::NonUtf8 => "(c) non-utf8",
             Class::ShortString => "(d) short-string",
         }
@@ -640,7 +678,10 @@ fn classify(frame: &Bytes) -> Result<Class, String> {
 /// Ours accepted, jetstream rejected: only (c) explains that.
 fn explain_jetstream_rejects(frame: &Bytes, ours: &Fcall, e: &io::Error) -> Result<Class, String> {
     let unexplained = |why: &str| {
-        format!("ours accepts {ours:?}, jetstream rejects ({:?}: {e}); {why}", e.kind())
+        format!(
+            "ours accepts {ours:?}, jetstream rejects ({:?}: {e}); {why}",
+            e.kind()
+        )
     };
     let bad = string_spans(frame, &ours.msg, |s| std::str::from_utf8(s).is_err());
     if bad.is_empty() {
@@ -688,18 +729,33 @@ fn explain_ours_rejects(frame: &Bytes, oe: &DecodeError, j: Jet) -> Result<Class
             }
         }
         DecodeErrorKind::TooManyWalkElements { count } => {
-            if (count as usize) <= p9::MAXWELEM || j.walk_len != Some(count as usize) {
-                return Err(unexplained(&format!("jetstream read {:?} elements", j.walk_len)));
+            let count = count as usize;
+            if count <= p9::MAXWELEM || j.walk_len != Some(count) {
+                return Err(unexplained(&format!(
+                    "jetstream read {:?} elements",
+                    j.walk_len
+                )));
             }
-            // jetstream's value must be a faithful reading of exactly the bytes it consumed.
-            let consumed = resized(&frame[..len - j.unread]);
-            if j.reencoded != consumed[..] {
+            // jetstream's value must be a faithful reading of exactly the bytes it consumed
+            // (any unread trailing bytes are (a)), except that ours stopped at the count and
+            // so never saw a last name running past the end, which jetstream reads short (d).
+            let mut expect = frame[..len - j.unread].to_vec();
+            let mut class = Class::WalkLimit;
+            if frame[4] == MsgType::Twalk as u8 && j.unread == 0 {
+                if let Some(at) = last_wname_overrun(frame, count) {
+                    let available = (len - at - 2) as u16;
+                    expect[at..at + 2].copy_from_slice(&available.to_le_bytes());
+                    class = Class::WalkLimitShortString;
+                }
+            }
+            fix_size(&mut expect);
+            if j.reencoded != expect {
                 return Err(unexplained(&format!(
                     "jetstream re-encodes it as {}",
                     hex(&j.reencoded)
                 )));
             }
-            Ok(Class::WalkLimit)
+            Ok(class)
         }
         DecodeErrorKind::Truncated { needed, available } => {
             let at = oe.offset;
@@ -713,9 +769,10 @@ fn explain_ours_rejects(frame: &Bytes, oe: &DecodeError, j: Jet) -> Result<Class
             }
             let mut patched = frame.to_vec();
             patched[at - 2..at].copy_from_slice(&(available as u16).to_le_bytes());
-            let ours_patched = Fcall::decode(&Bytes::from(patched), Dialect::DotL).map_err(|e| {
-                unexplained(&format!("with the string length lowered ours says {e}"))
-            })?;
+            let ours_patched =
+                Fcall::decode(&Bytes::from(patched), Dialect::DotL).map_err(|e| {
+                    unexplained(&format!("with the string length lowered ours says {e}"))
+                })?;
             match j.fcall {
                 Ok(conv) if conv == ours_patched => Ok(Class::ShortString),
                 _ => Err(unexplained(&format!(
@@ -733,6 +790,8 @@ struct Report {
     counts: BTreeMap<Class, usize>,
     failures: Vec<String>,
     frames: usize,
+    /// Type numbers of the frames both codecs accepted.
+    accepted_types: BTreeSet<u8>,
 }
 
 impl Report {
@@ -742,6 +801,7 @@ impl Report {
             counts: BTreeMap::new(),
             failures: Vec::new(),
             frames: 0,
+            accepted_types: BTreeSet::new(),
         }
     }
 
@@ -750,6 +810,9 @@ impl Report {
         match classify(frame) {
             Ok(class) => {
                 *self.counts.entry(class).or_default() += 1;
+                if class == Class::BothAccept {
+                    self.accepted_types.insert(frame[4]);
+                }
                 Some(class)
             }
             Err(why) => {
@@ -767,8 +830,9 @@ impl Report {
         self.counts.get(&class).copied().unwrap_or(0)
     }
 
-    /// Print the counts, then fail on any unexplained disagreement or too few both-accepts.
-    fn finish(self, started: Instant, min_both_accept: usize) {
+    /// Print the counts, then fail on any unexplained disagreement, on too few both-accepts,
+    /// or on fewer than `min_types` message types among them.
+    fn finish(self, started: Instant, min_both_accept: usize, min_types: usize) {
         println!(
             "differential_jetstream [{}]: {} frames in {:.2?}",
             self.family,
@@ -780,15 +844,21 @@ impl Report {
             Class::BothReject,
             Class::TrailingBytes,
             Class::WalkLimit,
+            Class::WalkLimitShortString,
             Class::NonUtf8,
             Class::ShortString,
         ] {
             println!("    {:<22} {:>6}", class.name(), self.count(class));
         }
+        println!(
+            "    message types accepted by both: {} of {}",
+            self.accepted_types.len(),
+            dotl_types().len()
+        );
         if !self.failures.is_empty() {
             let shown = self.failures.iter().take(20).cloned().collect::<Vec<_>>();
             panic!(
-                "[{}] {} unexplained disagreements between p9-core and jetstream, first {}:\n{}",
+                "[{}] {} unexplained disagreements (or broken expectations) between p9-core and jetstream, first {}:\n{}",
                 self.family,
                 self.failures.len(),
                 shown.len(),
@@ -802,11 +872,34 @@ impl Report {
             self.family,
             self.count(Class::BothAccept)
         );
+        assert!(
+            self.accepted_types.len() >= min_types,
+            "[{}] both codecs accepted frames of only {} message types (want {min_types})",
+            self.family,
+            self.accepted_types.len()
+        );
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Input families.
+
+/// A number from the environment, for longer or different exploratory runs.
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
+}
+
+/// How many times more frames to try than the default, from `DIFF_JETSTREAM_SCALE`.
+fn scale() -> usize {
+    env_number("DIFF_JETSTREAM_SCALE")
+        .filter(|&n| n > 0)
+        .unwrap_or(1) as usize
+}
+
+/// The PRNG of one family: a fixed seed, varied by `DIFF_JETSTREAM_SEED` if set.
+fn rng_for(family: u64) -> Rng {
+    Rng((0x9e57_0000 + family) ^ (env_number("DIFF_JETSTREAM_SEED").unwrap_or(0) << 8))
+}
 
 /// The message types of 9P2000.L, as p9-core lists them.
 fn dotl_types() -> Vec<MsgType> {
@@ -818,7 +911,7 @@ fn dotl_types() -> Vec<MsgType> {
 fn valid_fcall(rng: &mut Rng, i: usize, types: &[MsgType]) -> Fcall {
     let seed = rng.bytes(4096);
     let mut u = Unstructured::new(&seed);
-    let fcall = if i % 2 == 0 {
+    let fcall = if i & 1 == 0 {
         p9::arbitrary::arbitrary_fcall(&mut u, Dialect::DotL)
     } else {
         let ty = types[(i / 2) % types.len()];
@@ -842,9 +935,9 @@ fn valid_frame(rng: &mut Rng, i: usize, types: &[MsgType]) -> Bytes {
 fn valid_frames_agree() {
     let started = Instant::now();
     let mut report = Report::new("valid");
-    let mut rng = Rng(0x9e57_0001);
+    let mut rng = rng_for(1);
     let types = dotl_types();
-    for i in 0..4000 {
+    for i in 0..4000 * scale() {
         let fcall = valid_fcall(&mut rng, i, &types);
         let frame = fcall.to_frame().expect("arbitrary messages encode");
         match Fcall::decode(&frame, Dialect::DotL) {
@@ -863,7 +956,7 @@ fn valid_frames_agree() {
             Some(other) => report.fail(&ascii, &format!("ASCII frame classified {other:?}")),
         }
     }
-    report.finish(started, 4000);
+    report.finish(started, 4000, types.len());
 }
 
 /// Type numbers worth aiming at: every 9P2000.L message (Linux `include/net/9p/9p.h`), the
@@ -887,11 +980,19 @@ fn token_soup(rng: &mut Rng) -> Vec<u8> {
         match rng.below(8) {
             0 => body.push(rng.byte()),
             1 => {
-                let v = if rng.percent(50) { rng.below(20) as u16 } else { rng.next_u64() as u16 };
+                let v = if rng.percent(50) {
+                    rng.below(20) as u16
+                } else {
+                    rng.next_u64() as u16
+                };
                 body.extend_from_slice(&v.to_le_bytes());
             }
             2 => {
-                let v = if rng.percent(30) { rng.below(20) as u32 } else { rng.next_u64() as u32 };
+                let v = if rng.percent(30) {
+                    rng.below(20) as u32
+                } else {
+                    rng.next_u64() as u32
+                };
                 body.extend_from_slice(&v.to_le_bytes());
             }
             3 => body.extend_from_slice(&rng.next_u64().to_le_bytes()),
@@ -919,10 +1020,14 @@ fn token_soup(rng: &mut Rng) -> Vec<u8> {
 fn random_frames_agree() {
     let started = Instant::now();
     let mut report = Report::new("random");
-    let mut rng = Rng(0x9e57_0002);
+    let mut rng = rng_for(2);
     let types = interesting_types();
-    for _ in 0..30000 {
-        let ty = if rng.percent(85) { rng.pick(&types) } else { rng.byte() };
+    for _ in 0..60000 * scale() {
+        let ty = if rng.percent(85) {
+            rng.pick(&types)
+        } else {
+            rng.byte()
+        };
         let mut rest = vec![ty, rng.byte(), rng.byte()];
         if rng.percent(30) {
             let n = rng.below(48);
@@ -932,7 +1037,7 @@ fn random_frames_agree() {
         }
         report.check(&Bytes::from(sized(&rest)));
     }
-    report.finish(started, 1000);
+    report.finish(started, 1000, 40);
 }
 
 /// Apply one random mutation, keeping at least the 7 header bytes. The size field is fixed
@@ -1011,12 +1116,16 @@ fn grow_walk(rng: &mut Rng, v: &mut Vec<u8>) {
 fn mutated_frames_agree() {
     let started = Instant::now();
     let mut report = Report::new("mutated");
-    let mut rng = Rng(0x9e57_0003);
+    let mut rng = rng_for(3);
     let types = dotl_types();
-    for i in 0..8000 {
+    for i in 0..8000 * scale() {
         let frame = valid_frame(&mut rng, i, &types);
         // Mostly mutate ASCII-string frames, which jetstream can accept.
-        let base = if rng.percent(80) { asciify(&frame) } else { frame };
+        let base = if rng.percent(80) {
+            asciify(&frame)
+        } else {
+            frame
+        };
         for _ in 0..4 {
             let mut v = base.to_vec();
             for _ in 0..1 + rng.below(3) {
@@ -1026,5 +1135,5 @@ fn mutated_frames_agree() {
             report.check(&Bytes::from(v));
         }
     }
-    report.finish(started, 5000);
+    report.finish(started, 5000, types.len());
 }
