@@ -21,4 +21,19 @@ step "no_std build of p9-core"
 cargo build --quiet -p p9-core --no-default-features
 
 step "tests"
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# cargo prints one "test result" line per test binary, the last often an empty doc-test run;
+# close with the totals so the outcome is one line.
+awk '/^test result:/ {
+        for (i = 2; i <= NF; i++) {
+            if ($i ~ /^passed;/) p += $(i - 1)
+            if ($i ~ /^failed;/) f += $(i - 1)
+        }
+    }
+    END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
