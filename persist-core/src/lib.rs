@@ -1,4 +1,74 @@
-//! The p9persist session state machine: keeps a 9P session alive across server restarts.
+//! The p9persist session: a sans-IO state machine that keeps a 9P session alive for its client
+//! while the server restarts or the network drops (Inferno's styxpersist(2), done right).
 //!
-//! Not written yet: this crate is a shell so the workspace builds (see issue "persist-core").
+//! It never does I/O, never reads a clock, never spawns and never draws randomness it was not
+//! given (the seed in [`Config`]). A driver feeds it inputs, each with the current time, and
+//! carries out what it asks:
+//!
+//! | input | when |
+//! |---|---|
+//! | [`Session::handle_client_frame`] | a whole frame arrived from the client |
+//! | [`Session::handle_server_frame`] | a whole frame arrived on a link |
+//! | [`Session::handle_link_up`] / [`Session::handle_dial_failed`] | a dial it asked for finished |
+//! | [`Session::handle_link_down`] | a link closed or failed |
+//! | [`Session::handle_client_closed`] | the client went away |
+//! | [`Session::handle_timeout`] | the time from [`Session::poll_timeout`] arrived |
+//!
+//! After every input the driver drains [`Session::poll_output`] (frames to send, dials, closes,
+//! in order) and [`Session::poll_event`] (things to log), then sleeps until the next input or
+//! [`Session::poll_timeout`]. While [`Session::wants_client_input`] is false it stops reading the
+//! client (backpressure). The whole loop, for a blocking driver:
+//!
+//! ```no_run
+//! # use persist_core::*;
+//! # fn now() -> Instant { unimplemented!() }
+//! # enum Input { Client(bytes::Bytes), Server(LinkId, bytes::Bytes), Up(LinkId), Down(LinkId), Timeout }
+//! # fn wait_for_input(_deadline: Option<Instant>, _read_client: bool) -> Input { unimplemented!() }
+//! # fn carry_out(_o: Output) {}
+//! let mut session = Session::new(Config::default(), BackendId(0), now());
+//! loop {
+//!     while let Some(output) = session.poll_output() {
+//!         carry_out(output); // send a frame, dial, close a link or the client
+//!     }
+//!     while let Some(event) = session.poll_event() {
+//!         eprintln!("{event:?}");
+//!     }
+//!     if session.is_closed() {
+//!         break;
+//!     }
+//!     match wait_for_input(session.poll_timeout(), session.wants_client_input()) {
+//!         Input::Client(frame) => session.handle_client_frame(now(), frame),
+//!         Input::Server(link, frame) => session.handle_server_frame(now(), link, frame),
+//!         Input::Up(link) => session.handle_link_up(now(), link),
+//!         Input::Down(link) => session.handle_link_down(now(), link, "connection reset"),
+//!         Input::Timeout => session.handle_timeout(now()),
+//!     }
+//! }
+//! ```
+//!
+//! Where things live: the session's state is [`Session`] (`session.rs`); what happens to a
+//! request in flight when a link dies is the one table in `replay.rs`; rebuilding fids after a
+//! reconnect is `recovery.rs`; fids and the shared name tree are `fids.rs` and `names.rs`.
 #![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+mod config;
+mod event;
+mod fids;
+mod hash;
+mod names;
+mod recovery;
+mod replay;
+mod reply;
+mod rng;
+mod session;
+mod time;
+
+pub use config::{Backoff, Config};
+pub use event::{BackendId, Event, LinkId, Output, Peer};
+pub use fids::LostReason;
+pub use reply::Failure;
+pub use session::Session;
+pub use time::Instant;

@@ -1,0 +1,92 @@
+//! Session configuration: backoff, bounds, recovery window, soft mode. Every knob has a default
+//! suitable for a production proxy.
+
+use core::time::Duration;
+
+use crate::rng::Rng;
+
+/// Redial schedule: exponential with jitter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the first redial.
+    pub initial: Duration,
+    /// Growth per attempt, in percent (150 = ×1.5).
+    pub multiplier_percent: u32,
+    /// Upper bound of the delay (before jitter).
+    pub max: Duration,
+    /// Random spread around the delay, in percent (25 = ±25 %).
+    pub jitter_percent: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(1),
+            multiplier_percent: 150,
+            max: Duration::from_secs(30),
+            jitter_percent: 25,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before redial number `attempt` (0 for the first).
+    pub(crate) fn delay(&self, attempt: u32, rng: &mut Rng) -> Duration {
+        let mut base = self.initial.as_nanos() as u64;
+        let max = self.max.as_nanos() as u64;
+        for _ in 0..attempt {
+            base = base.saturating_mul(self.multiplier_percent as u64) / 100;
+            if base >= max {
+                break;
+            }
+        }
+        let base = base.min(max);
+        let spread = base / 100 * self.jitter_percent.min(100) as u64;
+        let jittered = base - spread + rng.upto(2 * spread);
+        Duration::from_nanos(jittered)
+    }
+}
+
+/// Everything a session needs to know besides its inputs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub backoff: Backoff,
+    /// Seed of the session's random choices (backoff jitter). Same seed, same run.
+    pub seed: u64,
+    /// Most client requests held while the server is away; past it the driver is told to stop
+    /// reading the client ([`Session::wants_client_input`](crate::Session::wants_client_input)).
+    pub queue_max_requests: usize,
+    /// Most bytes of client requests held while the server is away.
+    pub queue_max_bytes: usize,
+    /// Requests in flight at once while rebuilding fids (1 = one at a time, like styxpersist).
+    pub recovery_window: usize,
+    /// A recovery that gets no reply for this long is abandoned and the server redialed.
+    pub watchdog: Duration,
+    /// Soft mode: after this long without a server, held and new requests fail with EIO
+    /// (redialing goes on). `None` is hard mode: block and redial forever.
+    pub give_up_after: Option<Duration>,
+    /// How many times to retry reopening an exclusive-use file before declaring it stale.
+    pub exclusive_open_retries: u32,
+    /// Pause between those retries.
+    pub exclusive_retry_delay: Duration,
+    /// Most successful lock requests remembered per fid for replay; a fid with more is stale
+    /// after a reconnect (a whole-file unlock clears the history).
+    pub max_lock_history: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            backoff: Backoff::default(),
+            seed: 0,
+            queue_max_requests: 4096,
+            queue_max_bytes: 16 << 20,
+            recovery_window: 64,
+            watchdog: Duration::from_secs(30),
+            give_up_after: None,
+            exclusive_open_retries: 3,
+            exclusive_retry_delay: Duration::from_millis(500),
+            max_lock_history: 64,
+        }
+    }
+}

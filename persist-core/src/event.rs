@@ -1,0 +1,79 @@
+//! What a session gives back: outputs the driver must carry out, and events it may log.
+
+use alloc::string::String;
+use core::time::Duration;
+
+use bytes::Bytes;
+use p9_core::MsgType;
+
+use crate::fids::LostReason;
+
+/// A backend: one server the session can dial (the mux has several).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendId(pub u32);
+
+/// One connection to a backend, named by the session when it asks for the dial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(pub u64);
+
+/// Work for the driver, in the order it must be done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send this frame to the client.
+    ToClient(Bytes),
+    /// Send this frame on the link.
+    ToLink { link: LinkId, frame: Bytes },
+    /// Connect to the backend; report `handle_link_up(link)` or `handle_dial_failed(link)`.
+    Dial { link: LinkId, backend: BackendId },
+    /// Close the link; report nothing more about it.
+    CloseLink { link: LinkId },
+    /// Close the client connection: the session is over.
+    CloseClient,
+}
+
+/// Which side broke the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Client,
+    Server,
+}
+
+/// Something worth telling an operator. Events never need an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A link to a backend is up and usable.
+    Connected { backend: BackendId, link: LinkId },
+    /// The link to the server was lost.
+    Disconnected { link: LinkId, reason: String },
+    /// The next dial happens after `delay` (`attempt` counts from 1).
+    Redialing { attempt: u32, delay: Duration },
+    /// A dial failed.
+    DialFailed { backend: BackendId, reason: String },
+    /// Service resumed after a reconnect: `fids` rebuilt, `stale` lost, in `elapsed`.
+    Recovered {
+        fids: usize,
+        stale: usize,
+        elapsed: Duration,
+    },
+    /// A fid could not be kept.
+    FidLost {
+        fid: u32,
+        reason: LostReason,
+        why: &'static str,
+    },
+    /// A request was answered with an error because it may have happened on a lost link (or,
+    /// in soft mode, because the server stayed away too long).
+    RequestFailed {
+        tag: u16,
+        request: MsgType,
+        why: &'static str,
+    },
+    /// Soft mode: the outage passed the give-up time; requests now fail until the server is back.
+    GaveUp { outage: Duration },
+    /// A recovery made no progress for the watchdog time and was abandoned.
+    RecoveryStalled { link: LinkId },
+    /// A peer broke the protocol; the client's session or the server's link was closed.
+    ProtocolViolation { peer: Peer, what: String },
+    /// The client went away; the session is over.
+    ClientClosed,
+}

@@ -1,0 +1,232 @@
+//! What the session knows of each client fid: its root, its path (a node of the shared name
+//! tree), its kind, open mode, qid, directory offset and lock history. Updated only on
+//! successful replies.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use bytes::Bytes;
+use p9_core::Qid;
+
+use crate::hash::HashMap;
+use crate::names::{NameTree, NodeId};
+
+/// An attach's identity: what a re-attach must repeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Root {
+    pub uname: Bytes,
+    pub aname: Bytes,
+    pub n_uname: Option<u32>,
+    /// Attached with an afid: needs re-authentication to rebuild.
+    pub authenticated: bool,
+    /// The root of this attach's paths in the name tree.
+    pub node: NodeId,
+    refs: u32,
+}
+
+pub(crate) type RootId = u32;
+
+/// Why a fid can no longer be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostReason {
+    /// Could not be rebuilt after a reconnect: "unable to reopen file" (.L: ESTALE).
+    Stale,
+    /// Was open on a backend that failed (mux): "i/o error" (.L: EIO).
+    Io,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FidKind {
+    /// Stands for a file, not open.
+    Walked,
+    /// Open for I/O with `FidRec::mode`.
+    Open,
+    /// An authentication fid.
+    Auth,
+    /// An extended-attribute fid (Txattrwalk/Txattrcreate).
+    Xattr,
+    /// Lost: every request on it fails until it is clunked.
+    Lost(LostReason),
+}
+
+/// Fid flags.
+pub(crate) mod flag {
+    /// Writes acknowledged since the last successful fsync.
+    pub const UNSYNCED: u8 = 1;
+    /// Some of those were acknowledged on a link that died: the next fsync must fail.
+    pub const WRITES_LOST: u8 = 2;
+    /// Opened in 9P2000.L (mode holds Tlopen flags, else a Topen mode byte).
+    pub const DOTL_FLAGS: u8 = 4;
+    /// Its directory position was restored after the last reconnect.
+    pub const FAST_FORWARDED: u8 = 8;
+    /// Lock history overflowed: it cannot be replayed.
+    pub const LOCKS_OVERFLOWED: u8 = 16;
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct FidRec {
+    pub root: RootId,
+    pub node: NodeId,
+    pub qid: Qid,
+    pub kind: FidKind,
+    /// Topen mode byte or Tlopen/Tlcreate flags (see `flag::DOTL_FLAGS`).
+    pub mode: u32,
+    /// For an open directory: the offset the client's next read will use.
+    pub dir_offset: u64,
+    pub flags: u8,
+    /// Successful Tlock frames, in order, for replay after a reconnect.
+    pub locks: Option<Box<Vec<Bytes>>>,
+}
+
+impl FidRec {
+    pub fn is_lost(&self) -> Option<LostReason> {
+        match self.kind {
+            FidKind::Lost(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// The fid table with the roots and name tree it refers to.
+#[derive(Default)]
+pub(crate) struct FidTable {
+    pub fids: HashMap<u32, FidRec>,
+    pub names: NameTree,
+    roots: Vec<Option<Root>>,
+}
+
+impl FidTable {
+    /// The root for these attach parameters, shared with any fid already using it; one more
+    /// reference for the caller.
+    pub fn intern_root(
+        &mut self,
+        uname: &Bytes,
+        aname: &Bytes,
+        n_uname: Option<u32>,
+        authenticated: bool,
+    ) -> RootId {
+        let found = self.roots.iter().position(|r| {
+            r.as_ref().is_some_and(|r| {
+                r.uname == *uname
+                    && r.aname == *aname
+                    && r.n_uname == n_uname
+                    && r.authenticated == authenticated
+            })
+        });
+        if let Some(i) = found {
+            self.roots[i].as_mut().expect("found").refs += 1;
+            return i as RootId;
+        }
+        let node = self.names.new_root();
+        let root = Root {
+            uname: Bytes::copy_from_slice(uname),
+            aname: Bytes::copy_from_slice(aname),
+            n_uname,
+            authenticated,
+            node,
+            refs: 1,
+        };
+        match self.roots.iter().position(Option::is_none) {
+            Some(i) => {
+                self.roots[i] = Some(root);
+                i as RootId
+            }
+            None => {
+                self.roots.push(Some(root));
+                (self.roots.len() - 1) as RootId
+            }
+        }
+    }
+
+    pub fn root(&self, id: RootId) -> &Root {
+        self.roots[id as usize].as_ref().expect("live root")
+    }
+
+    /// Roots in use, with their ids.
+    pub fn roots(&self) -> impl Iterator<Item = (RootId, &Root)> {
+        self.roots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.as_ref().map(|r| (i as RootId, r)))
+    }
+
+    /// Drop one reference on a root (freeing it and its node at zero).
+    pub fn release_root_ref(&mut self, id: RootId) {
+        let slot = &mut self.roots[id as usize];
+        let root = slot.as_mut().expect("live root");
+        root.refs -= 1;
+        if root.refs == 0 {
+            let node = root.node;
+            *slot = None;
+            self.names.release(node);
+        }
+    }
+
+    /// Add or replace `fid` (the record's root and node references pass to the table).
+    pub fn insert(&mut self, fid: u32, rec: FidRec) {
+        if let Some(old) = self.fids.insert(fid, rec) {
+            self.drop_refs(&old);
+        }
+    }
+
+    /// Forget `fid`.
+    pub fn remove(&mut self, fid: u32) -> Option<FidRec> {
+        let rec = self.fids.remove(&fid)?;
+        self.drop_refs(&rec);
+        Some(rec)
+    }
+
+    fn drop_refs(&mut self, rec: &FidRec) {
+        self.names.release(rec.node);
+        self.release_root_ref(rec.root);
+    }
+
+    /// A new record standing for `node` of `root`, taking one more reference on each.
+    pub fn record_at(&mut self, root: RootId, node: NodeId, qid: Qid) -> FidRec {
+        self.roots[root as usize].as_mut().expect("live root").refs += 1;
+        self.names.retain(node);
+        FidRec {
+            root,
+            node,
+            qid,
+            kind: FidKind::Walked,
+            mode: 0,
+            dir_offset: 0,
+            flags: 0,
+            locks: None,
+        }
+    }
+
+    /// Forget every fid (a new Tversion resets the session).
+    pub fn clear(&mut self) {
+        let fids: Vec<u32> = self.fids.keys().copied().collect();
+        for fid in fids {
+            self.remove(fid);
+        }
+    }
+
+    pub fn get(&self, fid: u32) -> Option<&FidRec> {
+        self.fids.get(&fid)
+    }
+
+    pub fn get_mut(&mut self, fid: u32) -> Option<&mut FidRec> {
+        self.fids.get_mut(&fid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.fids.len()
+    }
+
+    /// Approximate heap bytes: fid table, roots and name tree.
+    pub fn heap_bytes(&self) -> usize {
+        self.fids.allocation_size()
+            + self
+                .fids
+                .values()
+                .filter_map(|f| f.locks.as_ref())
+                .map(|l| l.capacity() * core::mem::size_of::<Bytes>() + l.iter().map(Bytes::len).sum::<usize>())
+                .sum::<usize>()
+            + self.roots.capacity() * core::mem::size_of::<Option<Root>>()
+            + self.names.heap_bytes()
+    }
+}

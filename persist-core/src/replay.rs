@@ -1,0 +1,116 @@
+//! The replay rules: what happens to a request that was in flight when its link died
+//! (DESIGN §3.3). This one table decides; the session carries it out after the fids are
+//! rebuilt, in the requests' original order.
+
+use p9_core::{lflags, open_mode, qid_type, Msg, NOFID};
+
+use crate::fids::{flag, FidKind, FidRec};
+use crate::reply::Failure;
+
+/// What to do with an orphaned request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// Send it again on the new link (through the normal path, so lost fids still answer).
+    Resend,
+    /// Answer with this error, never resend.
+    Fail(Failure),
+    /// Answer Rclunk locally and forget the fid.
+    ClunkLocally,
+    /// Answer Rflush locally, dropping the flushed request if it is still pending.
+    FlushLocally,
+}
+
+/// Lock type of an unlock request (Linux `P9_LOCK_TYPE_UNLCK`).
+pub(crate) const LOCK_UNLOCK: u8 = 2;
+
+/// Whether writes to this fid append (their effect depends on how often they happen).
+pub(crate) fn appends(fid: &FidRec) -> bool {
+    if fid.qid.typ & qid_type::APPEND != 0 {
+        return true;
+    }
+    fid.flags & flag::DOTL_FLAGS != 0 && fid.mode & lflags::APPEND != 0
+}
+
+/// The rule for `msg`, whose first fid has the record `fid` (after the rebuild).
+pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>) -> Settle {
+    use Settle::*;
+    let is_dir = fid.is_some_and(|f| f.qid.is_dir());
+    let fast_forwarded = fid.is_some_and(|f| f.flags & flag::FAST_FORWARDED != 0);
+    let not_completed = Fail(Failure::NOT_COMPLETED);
+    match msg {
+        // Reads and lookups have no effect: send again.
+        Msg::Tstat(_)
+        | Msg::Tgetattr(_)
+        | Msg::Treadlink(_)
+        | Msg::Tstatfs(_)
+        | Msg::Txattrwalk(_)
+        | Msg::Tgetlock(_)
+        | Msg::Twalk(_)
+        | Msg::Topen(_)
+        | Msg::Tlopen(_)
+        | Msg::Tsetattr(_)
+        | Msg::Tversion(_) => Resend,
+        Msg::Tattach(a) if a.afid == NOFID => Resend,
+        Msg::Tattach(_) => not_completed,
+        // A wstat that renames is not idempotent; one that changes attributes is.
+        Msg::Twstat(w) if w.stat.name.is_empty() => Resend,
+        Msg::Twstat(_) => not_completed,
+        // A directory read depends on the position the lost link had, unless restored.
+        Msg::Tread(r) if is_dir => {
+            if r.offset == 0 || fast_forwarded {
+                Resend
+            } else {
+                not_completed
+            }
+        }
+        Msg::Treaddir(r) => {
+            if r.offset == 0 || fast_forwarded {
+                Resend
+            } else {
+                not_completed
+            }
+        }
+        Msg::Tread(_) => Resend,
+        // A write at an offset is idempotent; an append is not.
+        Msg::Twrite(_) if fid.is_some_and(appends) => not_completed,
+        Msg::Twrite(_) => Resend,
+        // Creating, removing, renaming, linking, authenticating: may have happened.
+        Msg::Tcreate(_)
+        | Msg::Tlcreate(_)
+        | Msg::Tmkdir(_)
+        | Msg::Tsymlink(_)
+        | Msg::Tmknod(_)
+        | Msg::Tlink(_)
+        | Msg::Tremove(_)
+        | Msg::Tunlinkat(_)
+        | Msg::Trename(_)
+        | Msg::Trenameat(_)
+        | Msg::Txattrcreate(_)
+        | Msg::Tauth(_) => not_completed,
+        Msg::Tlock(l) if l.typ == LOCK_UNLOCK => Resend,
+        Msg::Tlock(_) => not_completed,
+        // A clunk of a fid the new link knows goes to the server (else the server would keep
+        // the fid and refuse its number later); otherwise it is answered here.
+        Msg::Tclunk(_) => match fid {
+            Some(f) if matches!(f.kind, FidKind::Walked | FidKind::Open) => Resend,
+            _ => ClunkLocally,
+        },
+        Msg::Tfsync(_) if fid.is_some_and(|f| f.flags & flag::WRITES_LOST != 0) => {
+            Fail(Failure::WRITES_LOST)
+        }
+        Msg::Tfsync(_) => Resend,
+        Msg::Tflush(_) => FlushLocally,
+        // Replies never sit in the request table.
+        _ => not_completed,
+    }
+}
+
+/// The open mode to reopen with: truncation and create/exclusive flags stripped so a reopen
+/// never changes the file; ORCLOSE and O_APPEND kept.
+pub(crate) fn reopen_mode(fid: &FidRec) -> u32 {
+    if fid.flags & flag::DOTL_FLAGS != 0 {
+        fid.mode & !(lflags::TRUNC | lflags::CREATE | lflags::EXCL)
+    } else {
+        fid.mode & !(open_mode::TRUNC as u32)
+    }
+}

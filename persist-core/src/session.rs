@@ -1,0 +1,1042 @@
+//! The session: one client, one backend, and everything needed to rebuild the server's view of
+//! the client after the link dies. Inputs are `handle_*` calls with the current time; outputs
+//! are pulled with `poll_output`, `poll_event` and `poll_timeout`.
+
+use alloc::collections::VecDeque;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use p9_core::{
+    dir, Dialect, Fcall, FidList, Header, Msg, MsgType, Qid, Rclunk, Rflush, NOFID, NOTAG,
+};
+
+use crate::config::Config;
+use crate::event::{BackendId, Event, LinkId, Output, Peer};
+use crate::fids::{flag, FidKind, FidRec, FidTable, LostReason};
+use crate::hash::HashMap;
+use crate::recovery::Recovery;
+use crate::replay::{self, Settle, LOCK_UNLOCK};
+use crate::reply::{self, Failure};
+use crate::rng::Rng;
+use crate::time::Instant;
+
+/// Rread's fixed part: size[4] type[1] tag[2] count[4].
+const RREAD_HEADER: u32 = 11;
+/// Twrite's fixed part: size[4] type[1] tag[2] fid[4] offset[8] count[4].
+const TWRITE_HEADER: usize = 23;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LinkState {
+    /// No link; the next dial is due at `redial_at`.
+    Down { redial_at: Instant },
+    /// A dial was asked for.
+    Dialing { link: LinkId, since: Instant },
+    /// Connected; fids are being rebuilt (see `Session::recovery`).
+    Recovering { link: LinkId },
+    /// Serving the client.
+    Up { link: LinkId },
+    /// The session is over.
+    Closed,
+}
+
+/// What the client and server agreed on in the client's Tversion.
+#[derive(Clone, Debug)]
+pub(crate) struct Negotiated {
+    pub version: Bytes,
+    pub dialect: Dialect,
+    pub msize: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RequestState {
+    /// Held until the link is up.
+    Queued,
+    /// Sent on this link.
+    Sent(LinkId),
+    /// Sent on a link that died; settled after the rebuild.
+    Orphaned,
+}
+
+/// A client request the session holds until its reply goes out.
+#[derive(Clone, Debug)]
+pub(crate) struct Request {
+    /// Order of arrival.
+    pub seq: u64,
+    pub frame: Bytes,
+    pub ty: MsgType,
+    pub state: RequestState,
+}
+
+/// A 9P session kept alive across the loss of its server. See the crate docs for the drive loop.
+pub struct Session {
+    pub(crate) cfg: Config,
+    pub(crate) backend: BackendId,
+    pub(crate) link: LinkState,
+    next_link: u64,
+    /// Dials since the last recovered link.
+    attempt: u32,
+    outage_since: Option<Instant>,
+    gave_up: bool,
+    pub(crate) negotiated: Option<Negotiated>,
+    /// The msize of the current link (at most the negotiated one).
+    pub(crate) server_msize: u32,
+    pub(crate) fids: FidTable,
+    pub(crate) requests: HashMap<u16, Request>,
+    next_seq: u64,
+    queue: VecDeque<u16>,
+    held_bytes: usize,
+    pub(crate) recovery: Option<Recovery>,
+    out: VecDeque<Output>,
+    events: VecDeque<Event>,
+    pub(crate) rng: Rng,
+}
+
+impl Session {
+    /// A session for a client that just connected, served by `backend`. The first output is
+    /// the dial.
+    pub fn new(cfg: Config, backend: BackendId, now: Instant) -> Session {
+        let rng = Rng::new(cfg.seed);
+        let mut s = Session {
+            cfg,
+            backend,
+            link: LinkState::Down { redial_at: now },
+            next_link: 0,
+            attempt: 0,
+            outage_since: Some(now),
+            gave_up: false,
+            negotiated: None,
+            server_msize: u32::MAX,
+            fids: FidTable::default(),
+            requests: HashMap::default(),
+            next_seq: 0,
+            queue: VecDeque::new(),
+            held_bytes: 0,
+            recovery: None,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            rng,
+        };
+        s.dial(now);
+        s
+    }
+
+    // ---- outputs -------------------------------------------------------------------------
+
+    /// The next thing the driver must do. Drain it (until `None`) after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// The next event worth logging. Drain after every input.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When the driver must call [`handle_timeout`](Self::handle_timeout) next, if at all.
+    /// Calling it early or late is harmless.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        match self.link {
+            LinkState::Down { redial_at } => consider(redial_at),
+            LinkState::Dialing { since, .. } => consider(since + self.cfg.watchdog),
+            LinkState::Recovering { .. } => {
+                if let Some(r) = &self.recovery {
+                    consider(r.last_progress + self.cfg.watchdog);
+                    if let Some(t) = r.next_retry() {
+                        consider(t);
+                    }
+                }
+            }
+            LinkState::Up { .. } | LinkState::Closed => {}
+        }
+        if let (Some(since), Some(limit), false) =
+            (self.outage_since, self.cfg.give_up_after, self.gave_up)
+        {
+            if !matches!(self.link, LinkState::Up { .. } | LinkState::Closed) {
+                consider(since + limit);
+            }
+        }
+        next
+    }
+
+    /// Whether the driver should read more from the client. False while the held requests
+    /// are at their bound (backpressure) or the session is over.
+    pub fn wants_client_input(&self) -> bool {
+        self.link != LinkState::Closed
+            && self.queue.len() < self.cfg.queue_max_requests
+            && self.held_bytes < self.cfg.queue_max_bytes
+    }
+
+    /// Whether the session is over (client gone or expelled).
+    pub fn is_closed(&self) -> bool {
+        self.link == LinkState::Closed
+    }
+
+    /// The msize the client negotiated, which bounds the frames it may send; before Tversion,
+    /// the bound for a Tversion.
+    pub fn client_msize(&self) -> u32 {
+        self.negotiated.as_ref().map_or(8192, |n| n.msize)
+    }
+
+    /// The largest frame the current server may send.
+    pub fn server_msize(&self) -> u32 {
+        self.server_msize.min(self.client_msize())
+    }
+
+    /// Fids tracked.
+    pub fn fid_count(&self) -> usize {
+        self.fids.len()
+    }
+
+    /// Client requests held (in flight or queued).
+    pub fn requests_held(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Bytes of client requests held.
+    pub fn bytes_held(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Approximate heap bytes of the fid table, names and roots.
+    pub fn fid_table_bytes(&self) -> usize {
+        self.fids.heap_bytes()
+    }
+
+    pub(crate) fn dialect(&self) -> Option<Dialect> {
+        self.negotiated.as_ref().map(|n| n.dialect)
+    }
+
+    pub(crate) fn emit(&mut self, o: Output) {
+        self.out.push_back(o);
+    }
+
+    pub(crate) fn event(&mut self, e: Event) {
+        self.events.push_back(e);
+    }
+
+    pub(crate) fn to_client(&mut self, frame: Bytes) {
+        self.out.push_back(Output::ToClient(frame));
+    }
+
+    fn current_link(&self) -> Option<LinkId> {
+        match self.link {
+            LinkState::Dialing { link, .. }
+            | LinkState::Recovering { link }
+            | LinkState::Up { link } => Some(link),
+            _ => None,
+        }
+    }
+
+    // ---- link lifecycle --------------------------------------------------------------------
+
+    fn dial(&mut self, now: Instant) {
+        self.next_link += 1;
+        let link = LinkId(self.next_link);
+        self.link = LinkState::Dialing { link, since: now };
+        self.emit(Output::Dial {
+            link,
+            backend: self.backend,
+        });
+    }
+
+    /// The dial of `link` succeeded.
+    pub fn handle_link_up(&mut self, now: Instant, link: LinkId) {
+        if !matches!(self.link, LinkState::Dialing { link: l, .. } if l == link) {
+            return;
+        }
+        self.event(Event::Connected {
+            backend: self.backend,
+            link,
+        });
+        if self.negotiated.is_none() {
+            // Nothing to rebuild: the client has not even settled a version.
+            self.server_msize = u32::MAX;
+            self.link_recovered(now, link);
+        } else {
+            self.link = LinkState::Recovering { link };
+            self.start_recovery(now, link);
+        }
+    }
+
+    /// The dial of `link` failed.
+    pub fn handle_dial_failed(&mut self, now: Instant, link: LinkId, reason: &str) {
+        if !matches!(self.link, LinkState::Dialing { link: l, .. } if l == link) {
+            return;
+        }
+        self.event(Event::DialFailed {
+            backend: self.backend,
+            reason: reason.to_string(),
+        });
+        self.schedule_redial(now);
+    }
+
+    /// `link` closed or failed.
+    pub fn handle_link_down(&mut self, now: Instant, link: LinkId, reason: &str) {
+        if self.current_link() != Some(link) {
+            return;
+        }
+        if matches!(self.link, LinkState::Dialing { .. }) {
+            return self.handle_dial_failed(now, link, reason);
+        }
+        self.event(Event::Disconnected {
+            link,
+            reason: reason.to_string(),
+        });
+        self.lose_link(now);
+    }
+
+    /// Give up on the current link ourselves (violation, watchdog) and redial.
+    pub(crate) fn abandon_link(&mut self, now: Instant, link: LinkId, reason: String) {
+        self.emit(Output::CloseLink { link });
+        self.event(Event::Disconnected { link, reason });
+        if matches!(self.link, LinkState::Dialing { .. }) {
+            self.schedule_redial(now);
+        } else {
+            self.lose_link(now);
+        }
+    }
+
+    /// The link is gone: orphan what was in flight on it, remember which fids had writes
+    /// not yet made durable, and schedule a redial.
+    fn lose_link(&mut self, now: Instant) {
+        let Some(link) = self.current_link() else {
+            return;
+        };
+        self.recovery = None;
+        let mut flushes = Vec::new();
+        for (tag, req) in self.requests.iter_mut() {
+            if req.state == RequestState::Sent(link) {
+                req.state = RequestState::Orphaned;
+                if req.ty == MsgType::Tflush {
+                    flushes.push((req.seq, *tag));
+                }
+            }
+        }
+        // A flush in flight is answered now: its request will never be answered.
+        flushes.sort_unstable();
+        for (_, tag) in flushes {
+            self.flush_locally(tag);
+        }
+        for rec in self.fids.fids.values_mut() {
+            if rec.flags & flag::UNSYNCED != 0 {
+                rec.flags |= flag::WRITES_LOST;
+            }
+            rec.flags &= !flag::FAST_FORWARDED;
+        }
+        if self.outage_since.is_none() {
+            self.outage_since = Some(now);
+        }
+        self.schedule_redial(now);
+    }
+
+    fn schedule_redial(&mut self, now: Instant) {
+        let delay = self.cfg.backoff.delay(self.attempt, &mut self.rng);
+        self.attempt = self.attempt.saturating_add(1);
+        self.link = LinkState::Down {
+            redial_at: now + delay,
+        };
+        self.event(Event::Redialing {
+            attempt: self.attempt,
+            delay,
+        });
+    }
+
+    /// The link is usable again: settle what was orphaned, then release the queue.
+    pub(crate) fn link_recovered(&mut self, _now: Instant, link: LinkId) {
+        self.link = LinkState::Up { link };
+        self.recovery = None;
+        self.attempt = 0;
+        self.outage_since = None;
+        self.gave_up = false;
+        let mut orphans: Vec<(u64, u16)> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.state == RequestState::Orphaned)
+            .map(|(t, r)| (r.seq, *t))
+            .collect();
+        orphans.sort_unstable();
+        for (_, tag) in orphans {
+            self.settle_orphan(tag);
+        }
+        while let Some(tag) = self.queue.pop_front() {
+            self.dispatch(tag);
+        }
+    }
+
+    /// Apply the replay table to one orphaned request.
+    fn settle_orphan(&mut self, tag: u16) {
+        let Some(req) = self.requests.get(&tag) else {
+            return; // answered meanwhile (flushed)
+        };
+        if req.state != RequestState::Orphaned {
+            return;
+        }
+        let Some(msg) = self.decode_request(&req.frame) else {
+            return self.fail(tag, Failure::MALFORMED, "undecodable");
+        };
+        let fid = primary_fid(&msg).and_then(|f| self.fids.get(f));
+        match replay::settle(&msg, fid) {
+            Settle::Resend => self.dispatch(tag),
+            Settle::Fail(f) => {
+                self.apply_failure(&msg);
+                self.fail(tag, f, "in flight when the link died")
+            }
+            Settle::ClunkLocally => self.clunk_locally(tag, &msg),
+            Settle::FlushLocally => self.flush_locally(tag),
+        }
+    }
+
+    // ---- timeouts ------------------------------------------------------------------------
+
+    /// Time has reached (or passed) `poll_timeout`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.link {
+            LinkState::Down { redial_at } if now >= redial_at => self.dial(now),
+            LinkState::Dialing { link, since } if now >= since + self.cfg.watchdog => {
+                self.abandon_link(now, link, "dial timed out".into())
+            }
+            LinkState::Recovering { link } => {
+                let stalled = self
+                    .recovery
+                    .as_ref()
+                    .is_some_and(|r| now >= r.last_progress + self.cfg.watchdog);
+                if stalled {
+                    self.event(Event::RecoveryStalled { link });
+                    self.abandon_link(now, link, "recovery made no progress".into());
+                } else {
+                    self.recovery_timeout(now);
+                }
+            }
+            _ => {}
+        }
+        if let (Some(since), Some(limit), false) =
+            (self.outage_since, self.cfg.give_up_after, self.gave_up)
+        {
+            let up = matches!(self.link, LinkState::Up { .. } | LinkState::Closed);
+            if !up && now >= since + limit {
+                self.give_up(now.since(since));
+            }
+        }
+    }
+
+    /// Soft mode: the outage is too long. Everything held fails; so will new requests until
+    /// the server is back.
+    fn give_up(&mut self, outage: Duration) {
+        self.gave_up = true;
+        self.event(Event::GaveUp { outage });
+        let mut held: Vec<(u64, u16)> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| matches!(r.state, RequestState::Orphaned | RequestState::Queued))
+            .map(|(t, r)| (r.seq, *t))
+            .collect();
+        held.sort_unstable();
+        self.queue.clear();
+        for (_, tag) in held {
+            self.fail_unavailable(tag);
+        }
+    }
+
+    /// Answer a held request now that soft mode gave up: orphans by the replay table (a request
+    /// that may have happened still says so), everything else "unavailable".
+    fn fail_unavailable(&mut self, tag: u16) {
+        let Some(req) = self.requests.get(&tag) else {
+            return;
+        };
+        let orphaned = req.state == RequestState::Orphaned;
+        let Some(msg) = self.decode_request(&req.frame) else {
+            return self.fail(tag, Failure::MALFORMED, "undecodable");
+        };
+        let fid = primary_fid(&msg).and_then(|f| self.fids.get(f));
+        match replay::settle(&msg, fid) {
+            Settle::ClunkLocally | Settle::Resend if matches!(msg, Msg::Tclunk(_)) => {
+                self.clunk_locally(tag, &msg)
+            }
+            Settle::FlushLocally => self.flush_locally(tag),
+            Settle::Fail(f) if orphaned => {
+                self.apply_failure(&msg);
+                self.fail(tag, f, "in flight when the link died")
+            }
+            _ => {
+                self.apply_failure(&msg);
+                self.fail(tag, Failure::UNAVAILABLE, "server unavailable (soft mode)")
+            }
+        }
+    }
+
+    // ---- client input --------------------------------------------------------------------
+
+    /// The client went away.
+    pub fn handle_client_closed(&mut self, _now: Instant) {
+        if self.link == LinkState::Closed {
+            return;
+        }
+        self.event(Event::ClientClosed);
+        self.close();
+    }
+
+    fn close(&mut self) {
+        if let Some(link) = self.current_link() {
+            self.emit(Output::CloseLink { link });
+        }
+        self.link = LinkState::Closed;
+        self.recovery = None;
+        self.requests.clear();
+        self.queue.clear();
+        self.held_bytes = 0;
+        self.fids.clear();
+    }
+
+    fn client_violation(&mut self, what: String) {
+        self.event(Event::ProtocolViolation {
+            peer: Peer::Client,
+            what,
+        });
+        self.emit(Output::CloseClient);
+        self.close();
+    }
+
+    /// One whole frame from the client (the driver frames the stream with
+    /// [`client_msize`](Self::client_msize) as the bound).
+    pub fn handle_client_frame(&mut self, _now: Instant, frame: Bytes) {
+        if self.link == LinkState::Closed {
+            return;
+        }
+        let header = match Header::parse(&frame) {
+            Ok(h) => h,
+            Err(e) => return self.client_violation(alloc::format!("bad frame: {e}")),
+        };
+        let Some(ty) = MsgType::from_u8(header.msg_type).filter(|t| t.is_request()) else {
+            return self.client_violation(alloc::format!(
+                "message type {} is not a request",
+                header.msg_type
+            ));
+        };
+        let tag = header.tag;
+        if self.requests.contains_key(&tag) {
+            return self.client_violation(alloc::format!("tag {tag} is already in use"));
+        }
+        if ty == MsgType::Tversion && tag != NOTAG || ty != MsgType::Tversion && tag == NOTAG {
+            // Answerable: the tag is ours to reply to.
+            let dialect = self.dialect();
+            return self.to_client(Failure::MALFORMED.reply(tag, dialect));
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.held_bytes += frame.len();
+        self.requests.insert(
+            tag,
+            Request {
+                seq,
+                frame,
+                ty,
+                state: RequestState::Queued,
+            },
+        );
+        match self.link {
+            LinkState::Up { .. } => self.dispatch(tag),
+            _ if ty == MsgType::Tflush => self.flush_locally(tag),
+            _ if self.gave_up => self.fail_unavailable(tag),
+            _ => self.queue.push_back(tag),
+        }
+    }
+
+    pub(crate) fn decode_request(&self, frame: &Bytes) -> Option<Msg> {
+        // Before a version is settled only Tversion is decodable, and it is the same in all.
+        let dialect = self.dialect().unwrap_or(Dialect::DotL);
+        Fcall::decode(frame, dialect).ok().map(|f| f.msg)
+    }
+
+    /// Remove a request, answering it with `frame`.
+    fn answer(&mut self, tag: u16, frame: Bytes) {
+        if let Some(req) = self.requests.remove(&tag) {
+            self.held_bytes -= req.frame.len();
+            self.to_client(frame);
+        }
+    }
+
+    pub(crate) fn fail(&mut self, tag: u16, failure: Failure, why: &'static str) {
+        let Some(req) = self.requests.get(&tag) else {
+            return;
+        };
+        if matches!(failure, Failure::NOT_COMPLETED | Failure::UNAVAILABLE | Failure::WRITES_LOST)
+        {
+            let request = req.ty;
+            self.event(Event::RequestFailed { tag, request, why });
+        }
+        let frame = failure.reply(tag, self.dialect());
+        self.answer(tag, frame);
+    }
+
+    /// What a failed request still does to the fid table: Tremove forgets its fid even when it
+    /// fails, and a failed fsync has reported the lost writes.
+    fn apply_failure(&mut self, msg: &Msg) {
+        match msg {
+            Msg::Tremove(r) => {
+                self.fids.remove(r.fid.0);
+            }
+            Msg::Tfsync(f) => {
+                if let Some(rec) = self.fids.get_mut(f.fid.0) {
+                    rec.flags &= !(flag::UNSYNCED | flag::WRITES_LOST);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn clunk_locally(&mut self, tag: u16, msg: &Msg) {
+        if let Msg::Tclunk(c) = msg {
+            self.fids.remove(c.fid.0);
+        }
+        self.answer(tag, reply::local(tag, Rclunk {}));
+    }
+
+    /// Answer a Tflush here: drop the request it names (never to be answered) and reply Rflush.
+    fn flush_locally(&mut self, tag: u16) {
+        let oldtag = self
+            .requests
+            .get(&tag)
+            .and_then(|r| self.decode_request(&r.frame))
+            .and_then(|m| match m {
+                Msg::Tflush(f) => Some(f.oldtag),
+                _ => None,
+            });
+        if let Some(old) = oldtag.filter(|&o| o != tag) {
+            if let Some(req) = self.requests.remove(&old) {
+                self.held_bytes -= req.frame.len();
+                self.queue.retain(|&t| t != old);
+            }
+        }
+        self.queue.retain(|&t| t != tag);
+        self.answer(tag, reply::local(tag, Rflush {}));
+    }
+
+    /// Send a held request to the server, or answer it here when it names a lost fid, cannot
+    /// fit the current server, or reports lost writes.
+    fn dispatch(&mut self, tag: u16) {
+        let LinkState::Up { link } = self.link else {
+            if let Some(req) = self.requests.get_mut(&tag) {
+                req.state = RequestState::Queued;
+                self.queue.push_back(tag);
+            }
+            return;
+        };
+        let Some(req) = self.requests.get(&tag) else {
+            return;
+        };
+        let (ty, frame) = (req.ty, req.frame.clone());
+        if self.negotiated.is_none() && ty != MsgType::Tversion {
+            return self.fail(tag, Failure::NOT_VERSIONED, "before Tversion");
+        }
+        // The hot path (reads and writes on live fids) needs only the fid, at a fixed offset.
+        if !matches!(ty, MsgType::Tread | MsgType::Twrite) || frame.len() > self.server_msize() as usize {
+            let Some(msg) = self.decode_request(&frame) else {
+                return self.fail(tag, Failure::MALFORMED, "undecodable");
+            };
+            if let Some(lost) = lost_fid(&self.fids, &msg) {
+                return match msg {
+                    Msg::Tclunk(_) => self.clunk_locally(tag, &msg),
+                    _ => self.fail(tag, lost_failure(lost), "fid lost"),
+                };
+            }
+            match &msg {
+                Msg::Tfsync(f) => {
+                    let lost = self
+                        .fids
+                        .get(f.fid.0)
+                        .is_some_and(|r| r.flags & flag::WRITES_LOST != 0);
+                    if lost {
+                        self.apply_failure(&msg);
+                        return self.fail(tag, Failure::WRITES_LOST, "writes lost with a link");
+                    }
+                }
+                Msg::Tversion(_) => self.start_version_reset(tag),
+                _ => {}
+            }
+        } else {
+            let fid = u32::from_le_bytes(frame[7..11].try_into().expect("4 bytes"));
+            if let Some(lost) = self.fids.get(fid).and_then(FidRec::is_lost) {
+                return self.fail(tag, lost_failure(lost), "fid lost");
+            }
+        }
+        let Some(wire) = self.fit_to_server(&frame, ty) else {
+            return self.fail(tag, Failure::TOO_LARGE, "larger than the server's msize");
+        };
+        if let Some(req) = self.requests.get_mut(&tag) {
+            req.state = RequestState::Sent(link);
+        }
+        self.emit(Output::ToLink { link, frame: wire });
+    }
+
+    /// A later Tversion resets the session: every other request is abandoned (version(5)).
+    fn start_version_reset(&mut self, tag: u16) {
+        let others: Vec<u16> = self.requests.keys().copied().filter(|&t| t != tag).collect();
+        for t in others {
+            if let Some(req) = self.requests.remove(&t) {
+                self.held_bytes -= req.frame.len();
+            }
+        }
+        self.queue.clear();
+    }
+
+    /// The frame as the current server can take it: reads clamped and writes shortened when
+    /// its msize is smaller than the client's (short reads and writes are legal 9P).
+    fn fit_to_server(&self, frame: &Bytes, ty: MsgType) -> Option<Bytes> {
+        let msize = self.server_msize();
+        let limit = msize as usize;
+        match ty {
+            MsgType::Tread | MsgType::Treaddir => {
+                let count = u32::from_le_bytes(frame.get(19..23)?.try_into().ok()?);
+                let most = msize.saturating_sub(RREAD_HEADER);
+                if count <= most {
+                    return Some(frame.clone());
+                }
+                let mut f = BytesMut::from(&frame[..]);
+                f[19..23].copy_from_slice(&most.to_le_bytes());
+                Some(f.freeze())
+            }
+            MsgType::Twrite if frame.len() > limit => {
+                let keep = limit.checked_sub(TWRITE_HEADER)?;
+                let mut f = BytesMut::with_capacity(limit);
+                f.put_u32_le(limit as u32);
+                f.put_slice(&frame[4..19]);
+                f.put_u32_le(keep as u32);
+                f.put_slice(&frame[TWRITE_HEADER..TWRITE_HEADER + keep]);
+                Some(f.freeze())
+            }
+            _ if frame.len() > limit => None,
+            _ => Some(frame.clone()),
+        }
+    }
+
+    // ---- server input --------------------------------------------------------------------
+
+    fn server_violation(&mut self, now: Instant, link: LinkId, what: String) {
+        self.event(Event::ProtocolViolation {
+            peer: Peer::Server,
+            what: what.clone(),
+        });
+        self.abandon_link(now, link, what);
+    }
+
+    /// One whole frame from the server on `link`.
+    pub fn handle_server_frame(&mut self, now: Instant, link: LinkId, frame: Bytes) {
+        match self.link {
+            LinkState::Up { link: l } if l == link => self.server_reply(now, link, frame),
+            LinkState::Recovering { link: l } if l == link => {
+                self.recovery_reply(now, link, frame)
+            }
+            _ => {} // a link we no longer use
+        }
+    }
+
+    fn server_reply(&mut self, now: Instant, link: LinkId, frame: Bytes) {
+        let header = match Header::parse(&frame) {
+            Ok(h) => h,
+            Err(e) => return self.server_violation(now, link, alloc::format!("bad frame: {e}")),
+        };
+        let tag = header.tag;
+        let Some(req) = self.requests.get(&tag).filter(|r| r.state == RequestState::Sent(link))
+        else {
+            return self.server_violation(now, link, alloc::format!("reply to unknown tag {tag}"));
+        };
+        let request_ty = req.ty;
+        let dialect = if request_ty == MsgType::Tversion {
+            Dialect::DotL // Rversion reads the same in every dialect
+        } else {
+            self.dialect().unwrap_or(Dialect::DotL)
+        };
+        let reply = match Fcall::decode(&frame, dialect) {
+            Ok(f) => f.msg,
+            Err(e) => return self.server_violation(now, link, alloc::format!("{e}")),
+        };
+        let reply_ty = reply.msg_type();
+        let is_error = matches!(reply_ty, MsgType::Rerror | MsgType::Rlerror);
+        if Some(reply_ty) != request_ty.reply() && !is_error {
+            return self.server_violation(
+                now,
+                link,
+                alloc::format!("{} answered with {}", request_ty.name(), reply_ty.name()),
+            );
+        }
+        let req = self.requests.remove(&tag).expect("looked up above");
+        self.held_bytes -= req.frame.len();
+        self.apply_reply(&req, &reply, is_error);
+        self.to_client(frame);
+    }
+
+    /// Record what a reply did: the fid table changes only on success (but clunk and remove
+    /// forget their fid whatever the outcome).
+    fn apply_reply(&mut self, req: &Request, reply: &Msg, is_error: bool) {
+        match (req.ty, reply) {
+            // Hot path: nothing to decode for plain reads; writes only mark the fid unsynced.
+            (MsgType::Twrite, Msg::Rwrite(_)) => {
+                let fid = u32::from_le_bytes(req.frame[7..11].try_into().expect("4 bytes"));
+                if let Some(rec) = self.fids.get_mut(fid) {
+                    rec.flags |= flag::UNSYNCED;
+                }
+                return;
+            }
+            (MsgType::Tread, Msg::Rread(r)) => {
+                let fid = u32::from_le_bytes(req.frame[7..11].try_into().expect("4 bytes"));
+                if let Some(rec) = self.fids.get_mut(fid).filter(|f| f.qid.is_dir()) {
+                    let offset = u64::from_le_bytes(req.frame[11..19].try_into().expect("8"));
+                    rec.dir_offset = offset + r.data.0.len() as u64;
+                }
+                return;
+            }
+            _ => {}
+        }
+        let Some(msg) = self.decode_request(&req.frame) else {
+            return;
+        };
+        if is_error {
+            match msg {
+                Msg::Tclunk(c) => drop(self.fids.remove(c.fid.0)),
+                Msg::Tremove(r) => drop(self.fids.remove(r.fid.0)),
+                _ => {}
+            }
+            return;
+        }
+        self.record(&msg, reply, &req.frame);
+    }
+
+    /// The fid-table effect of a successful request.
+    pub(crate) fn record(&mut self, msg: &Msg, reply: &Msg, frame: &Bytes) {
+        let fids = &mut self.fids;
+        match (msg, reply) {
+            (Msg::Tversion(_), Msg::Rversion(rv)) => {
+                fids.clear();
+                self.negotiated = Dialect::from_version(&rv.version).map(|dialect| Negotiated {
+                    version: Bytes::copy_from_slice(&rv.version),
+                    dialect,
+                    msize: rv.msize,
+                });
+                self.server_msize = rv.msize;
+            }
+            (Msg::Tattach(a), Msg::Rattach(r)) => {
+                let root = fids.intern_root(&a.uname, &a.aname, a.n_uname, a.afid != NOFID);
+                let node = fids.root(root).node;
+                let rec = fids.record_at(root, node, r.qid);
+                fids.insert(a.fid.0, rec);
+                fids.release_root_ref(root);
+            }
+            (Msg::Tauth(a), Msg::Rauth(r)) => {
+                let root = fids.intern_root(&a.uname, &a.aname, a.n_uname, true);
+                let node = fids.root(root).node;
+                let mut rec = fids.record_at(root, node, r.aqid);
+                rec.kind = FidKind::Auth;
+                fids.insert(a.afid.0, rec);
+                fids.release_root_ref(root);
+            }
+            (Msg::Twalk(w), Msg::Rwalk(r)) if r.wqids.len() == w.wnames.len() => {
+                let Some(src) = fids.get(w.fid.0) else {
+                    return;
+                };
+                let (root, start, src_qid) = (src.root, src.node, src.qid);
+                let mut node = start;
+                fids.names.retain(node);
+                for name in w.wnames.iter() {
+                    let next = fids.names.child(node, name);
+                    fids.names.release(node);
+                    node = next;
+                }
+                let qid = r.wqids.last().unwrap_or(src_qid);
+                let rec = fids.record_at(root, node, qid);
+                fids.names.release(node);
+                fids.insert(w.newfid.0, rec);
+            }
+            (Msg::Topen(o), Msg::Ropen(r)) => open(fids, o.fid.0, o.mode as u32, r.qid, false),
+            (Msg::Tlopen(o), Msg::Rlopen(r)) => open(fids, o.fid.0, o.flags, r.qid, true),
+            (Msg::Tcreate(c), Msg::Rcreate(r)) => {
+                move_to_child(fids, c.fid.0, &c.name);
+                open(fids, c.fid.0, c.mode as u32, r.qid, false)
+            }
+            (Msg::Tlcreate(c), Msg::Rlcreate(r)) => {
+                move_to_child(fids, c.fid.0, &c.name);
+                open(fids, c.fid.0, c.flags, r.qid, true)
+            }
+            (Msg::Tclunk(c), _) => drop(fids.remove(c.fid.0)),
+            (Msg::Tremove(r), _) => drop(fids.remove(r.fid.0)),
+            (Msg::Twstat(w), Msg::Rwstat(_)) if !w.stat.name.is_empty() => {
+                if let Some(node) = fids.get(w.fid.0).map(|f| f.node) {
+                    if let Some(parent) = fids.names.parent(node) {
+                        fids.names.rename(node, parent, &w.stat.name);
+                    }
+                }
+            }
+            (Msg::Trename(t), Msg::Rrename(_)) => {
+                let (Some(node), Some(dir)) = (
+                    fids.get(t.fid.0).map(|f| f.node),
+                    fids.get(t.dfid.0).map(|f| f.node),
+                ) else {
+                    return;
+                };
+                fids.names.rename(node, dir, &t.name);
+            }
+            (Msg::Trenameat(t), Msg::Rrenameat(_)) => {
+                let (Some(old), Some(new)) = (
+                    fids.get(t.olddirfid.0).map(|f| f.node),
+                    fids.get(t.newdirfid.0).map(|f| f.node),
+                ) else {
+                    return;
+                };
+                if let Some(node) = fids.names.lookup(old, &t.oldname) {
+                    fids.names.rename(node, new, &t.newname);
+                }
+            }
+            (Msg::Treaddir(t), Msg::Rreaddir(r)) => {
+                let last = dir::dirents(&r.data.0).filter_map(Result::ok).last();
+                if let Some(rec) = fids.get_mut(t.fid.0) {
+                    rec.dir_offset = last.map_or(t.offset, |d| d.offset);
+                }
+            }
+            (Msg::Tfsync(f), Msg::Rfsync(_)) => {
+                if let Some(rec) = fids.get_mut(f.fid.0) {
+                    rec.flags &= !(flag::UNSYNCED | flag::WRITES_LOST);
+                }
+            }
+            (Msg::Tlock(l), Msg::Rlock(r)) if r.status == 0 => {
+                let max = self.cfg.max_lock_history;
+                if let Some(rec) = fids.get_mut(l.fid.0) {
+                    if l.typ == LOCK_UNLOCK && l.start == 0 && l.length == 0 {
+                        rec.locks = None;
+                    } else {
+                        let history = rec.locks.get_or_insert_with(Default::default);
+                        if history.len() < max {
+                            history.push(frame.clone());
+                        } else {
+                            rec.flags |= flag::LOCKS_OVERFLOWED;
+                        }
+                    }
+                }
+            }
+            (Msg::Txattrwalk(x), Msg::Rxattrwalk(_)) => {
+                if let Some((root, node, qid)) = fids.get(x.fid.0).map(|f| (f.root, f.node, f.qid)) {
+                    let mut rec = fids.record_at(root, node, qid);
+                    rec.kind = FidKind::Xattr;
+                    fids.insert(x.newfid.0, rec);
+                }
+            }
+            (Msg::Txattrcreate(x), Msg::Rxattrcreate(_)) => {
+                if let Some(rec) = fids.get_mut(x.fid.0) {
+                    rec.kind = FidKind::Xattr;
+                }
+            }
+            (Msg::Tflush(f), Msg::Rflush(_)) => {
+                // flush(5): after Rflush the old request gets no reply.
+                if let Some(old) = self.requests.remove(&f.oldtag) {
+                    self.held_bytes -= old.frame.len();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Mark `fid` lost, telling the operator why.
+    pub(crate) fn lose_fid(&mut self, fid: u32, reason: LostReason, why: &'static str) {
+        if let Some(rec) = self.fids.get_mut(fid) {
+            rec.kind = FidKind::Lost(reason);
+            rec.locks = None;
+            self.event(Event::FidLost { fid, reason, why });
+        }
+    }
+}
+
+/// The fid a request acts on (the one its replay rule looks at).
+pub(crate) fn primary_fid(msg: &Msg) -> Option<u32> {
+    Some(
+        match msg {
+            Msg::Tattach(a) if a.afid != NOFID => a.afid,
+            Msg::Twalk(m) => m.fid,
+            Msg::Topen(m) => m.fid,
+            Msg::Tcreate(m) => m.fid,
+            Msg::Tread(m) => m.fid,
+            Msg::Twrite(m) => m.fid,
+            Msg::Tclunk(m) => m.fid,
+            Msg::Tremove(m) => m.fid,
+            Msg::Tstat(m) => m.fid,
+            Msg::Twstat(m) => m.fid,
+            Msg::Tstatfs(m) => m.fid,
+            Msg::Tlopen(m) => m.fid,
+            Msg::Tlcreate(m) => m.fid,
+            Msg::Tsymlink(m) => m.fid,
+            Msg::Tmknod(m) => m.dfid,
+            Msg::Trename(m) => m.fid,
+            Msg::Treadlink(m) => m.fid,
+            Msg::Tgetattr(m) => m.fid,
+            Msg::Tsetattr(m) => m.fid,
+            Msg::Txattrwalk(m) => m.fid,
+            Msg::Txattrcreate(m) => m.fid,
+            Msg::Treaddir(m) => m.fid,
+            Msg::Tfsync(m) => m.fid,
+            Msg::Tlock(m) => m.fid,
+            Msg::Tgetlock(m) => m.fid,
+            Msg::Tlink(m) => m.dfid,
+            Msg::Tmkdir(m) => m.dfid,
+            Msg::Trenameat(m) => m.olddirfid,
+            Msg::Tunlinkat(m) => m.dirfid,
+            _ => return None,
+        }
+        .0,
+    )
+}
+
+/// The fids a request uses that must already exist (not the new fid of a walk or attach).
+fn used_fids(msg: &Msg) -> FidList {
+    let mut fids = FidList::default();
+    if let Some(f) = primary_fid(msg) {
+        fids.push(f);
+    }
+    match msg {
+        Msg::Trename(m) => fids.push(m.dfid.0),
+        Msg::Tlink(m) => fids.push(m.fid.0),
+        Msg::Trenameat(m) => fids.push(m.newdirfid.0),
+        _ => {}
+    }
+    fids
+}
+
+fn lost_fid(fids: &FidTable, msg: &Msg) -> Option<LostReason> {
+    used_fids(msg)
+        .as_slice()
+        .iter()
+        .find_map(|&f| fids.get(f).and_then(FidRec::is_lost))
+}
+
+fn lost_failure(reason: LostReason) -> Failure {
+    match reason {
+        LostReason::Stale => Failure::STALE,
+        LostReason::Io => Failure::IO,
+    }
+}
+
+fn open(fids: &mut FidTable, fid: u32, mode: u32, qid: Qid, dotl: bool) {
+    if let Some(rec) = fids.get_mut(fid) {
+        rec.kind = FidKind::Open;
+        rec.mode = mode;
+        rec.qid = qid;
+        rec.dir_offset = 0;
+        if dotl {
+            rec.flags |= flag::DOTL_FLAGS;
+        } else {
+            rec.flags &= !flag::DOTL_FLAGS;
+        }
+    }
+}
+
+/// Tcreate/Tlcreate: the fid becomes the new file inside the directory it stood for.
+fn move_to_child(fids: &mut FidTable, fid: u32, name: &[u8]) {
+    let Some(node) = fids.get(fid).map(|f| f.node) else {
+        return;
+    };
+    let child = fids.names.child(node, name);
+    fids.names.release(node);
+    if let Some(rec) = fids.get_mut(fid) {
+        rec.node = child;
+    }
+}
