@@ -142,14 +142,6 @@ impl FidTable {
         self.roots[id as usize].as_ref().expect("live root")
     }
 
-    /// Roots in use, with their ids.
-    pub fn roots(&self) -> impl Iterator<Item = (RootId, &Root)> {
-        self.roots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| r.as_ref().map(|r| (i as RootId, r)))
-    }
-
     /// Drop one reference on a root (freeing it and its node at zero).
     pub fn release_root_ref(&mut self, id: RootId) {
         let slot = &mut self.roots[id as usize];

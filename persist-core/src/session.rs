@@ -201,6 +201,11 @@ impl Session {
         self.held_bytes
     }
 
+    /// Distinct path names stored (shared by all fids).
+    pub fn path_nodes(&self) -> usize {
+        self.fids.names.len()
+    }
+
     /// Approximate heap bytes of the fid table, names and roots.
     pub fn fid_table_bytes(&self) -> usize {
         self.fids.heap_bytes()
