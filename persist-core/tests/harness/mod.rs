@@ -200,13 +200,32 @@ impl Pair {
         }
     }
 
+    /// Like `serve`, returning every frame the server was given.
+    pub fn serve_log(&mut self) -> Vec<Fcall> {
+        let mut log = Vec::new();
+        while let Some((link, fc)) = self.to_server.pop_front() {
+            if Some(link) != self.link {
+                continue;
+            }
+            let reply = self.server.answer(&fc);
+            log.push(fc.clone());
+            self.reply(fc.tag, reply);
+        }
+        log
+    }
+
     /// Redial after a kill and let the stub answer the whole recovery.
     pub fn reconnect(&mut self) {
+        self.reconnect_log();
+    }
+
+    /// `reconnect`, returning every frame the server was given.
+    pub fn reconnect_log(&mut self) -> Vec<Fcall> {
         while self.pending_dial.is_none() {
             self.advance();
         }
         self.accept_dial();
-        self.serve();
+        self.serve_log()
     }
 
     /// Replies the client got for `tag`.
@@ -435,7 +454,21 @@ impl Stub {
                 .into(),
                 None => self.err(errno::EBADF),
             },
-            Msg::Treaddir(_) => Rreaddir { data: Data(Bytes::new()) }.into(),
+            Msg::Treaddir(r) => {
+                // Three entries, "e0".."e2", whose cookies are 100, 200, 300.
+                let mut data = bytes::BytesMut::new();
+                if r.offset < 300 {
+                    let i = r.offset / 100;
+                    let entry = dir::Dirent {
+                        qid: Qid { typ: 0, version: 0, path: 1000 + i },
+                        offset: r.offset + 100,
+                        typ: 0,
+                        name: format!("e{i}").into(),
+                    };
+                    entry.encode(&mut data);
+                }
+                Rreaddir { data: Data(data.freeze()) }.into()
+            }
             Msg::Tmkdir(_) => Rmkdir { qid: Qid::default() }.into(),
             Msg::Tsetattr(_) => Rsetattr {}.into(),
             Msg::Twstat(_) => Rwstat {}.into(),
