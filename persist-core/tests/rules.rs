@@ -1,0 +1,401 @@
+//! The session's rules besides the replay table: backoff, bounds and backpressure, soft mode,
+//! the watchdog, protocol violations, smaller msize, stale fids, exclusive opens, lock replay,
+//! authentication, renames, version resets, flush.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::*;
+use p9_core::*;
+use persist_core::{Config, Event, Output, Peer};
+
+fn redial_delays(p: &Pair) -> Vec<Duration> {
+    p.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Redialing { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn redials_back_off_exponentially_with_jitter_up_to_the_cap() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.kill();
+    for _ in 0..14 {
+        p.advance();
+        p.refuse_dial();
+    }
+    let delays = redial_delays(&p);
+    assert_eq!(delays.len(), 15);
+    let mut base = 1.0f64;
+    for (i, d) in delays.iter().enumerate() {
+        let s = d.as_secs_f64();
+        assert!(s >= base * 0.75 - 1e-6 && s <= base * 1.25 + 1e-6, "attempt {i}: {s} s vs base {base}");
+        base = (base * 1.5).min(30.0);
+    }
+    // Jitter really varies the delays.
+    let first = redial_delays(&Pair::attached_with(Dialect::DotL, Config { seed: 99, ..config() }).tap_kill());
+    assert_ne!(first[0], delays[0]);
+}
+
+trait TapKill {
+    fn tap_kill(self) -> Self;
+}
+impl TapKill for Pair {
+    fn tap_kill(mut self) -> Self {
+        self.kill();
+        self
+    }
+}
+
+#[test]
+fn requests_wait_while_the_server_is_away_and_backpressure_holds_the_client() {
+    let cfg = Config { queue_max_requests: 3, ..config() };
+    let mut p = Pair::attached_with(Dialect::DotL, cfg);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    p.kill();
+    for tag in 10..13 {
+        assert!(p.s.wants_client_input());
+        p.client(tag, Tread { fid: Fid(1), offset: 0, count: 1 });
+    }
+    assert!(!p.s.wants_client_input(), "three requests held: stop reading the client");
+    assert!(p.to_client.is_empty());
+    p.reconnect();
+    assert!(p.s.wants_client_input());
+    // Released in order, each answered once.
+    let tags: Vec<u16> = p.to_client.iter().map(|f| f.tag).collect();
+    assert_eq!(tags, [10, 11, 12]);
+    assert_eq!(p.s.requests_held(), 0);
+    assert_eq!(p.s.bytes_held(), 0);
+}
+
+#[test]
+fn soft_mode_fails_requests_after_the_limit_and_heals_when_the_server_returns() {
+    let cfg = Config { give_up_after: Some(Duration::from_secs(5)), ..config() };
+    let mut p = Pair::attached_with(Dialect::DotL, cfg);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    p.kill();
+    p.client(10, Tread { fid: Fid(1), offset: 0, count: 1 });
+    let start = p.now;
+    for _ in 0..100 {
+        if !p.replies_to(10).is_empty() {
+            break;
+        }
+        p.advance();
+        if p.pending_dial.is_some() {
+            p.refuse_dial();
+        }
+    }
+    let waited = p.now.since(start);
+    assert!(waited >= Duration::from_secs(5) && waited < Duration::from_secs(6), "{waited:?}");
+    assert_eq!(p.reply_to(10), &Msg::Rlerror(Rlerror { ecode: errno::EIO }));
+    assert!(p.events.iter().any(|e| matches!(e, Event::GaveUp { .. })));
+    // While it stays away, new requests fail at once.
+    p.client(11, Tread { fid: Fid(1), offset: 0, count: 1 });
+    assert_eq!(p.reply_to(11), &Msg::Rlerror(Rlerror { ecode: errno::EIO }));
+    // The server comes back: fids are rebuilt and service resumes.
+    p.reconnect();
+    p.client(12, Tread { fid: Fid(1), offset: 0, count: 1 });
+    p.serve();
+    assert!(p.is_success(12));
+}
+
+#[test]
+fn a_stalled_recovery_is_abandoned_and_redialed() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.kill();
+    while p.pending_dial.is_none() {
+        p.advance();
+    }
+    let first = p.accept_dial();
+    // The server accepts the connection but never answers.
+    let waited = p.advance();
+    assert_eq!(waited, Duration::from_secs(30));
+    assert!(p.closed_links.contains(&first));
+    assert!(p.events.iter().any(|e| matches!(e, Event::RecoveryStalled { .. })));
+    p.reconnect();
+    assert!(p.events.iter().any(|e| matches!(e, Event::Recovered { .. })));
+}
+
+#[test]
+fn a_duplicate_tag_from_the_client_ends_its_session() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.client(7, Tclunk { fid: Fid(0) });
+    p.client(7, Tclunk { fid: Fid(0) });
+    assert!(p.client_closed);
+    assert!(p.s.is_closed());
+    assert!(p.events.iter().any(|e| matches!(e, Event::ProtocolViolation { peer: Peer::Client, .. })));
+}
+
+#[test]
+fn garbage_from_the_client_ends_its_session() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.client_raw(Bytes::from_static(&[9, 0, 0, 0, 101, 1, 0, 0, 0])); // an R-message
+    assert!(p.client_closed);
+}
+
+#[test]
+fn an_undecodable_request_gets_an_error_not_a_disconnect() {
+    let mut p = Pair::attached(Dialect::DotL);
+    // A Tclunk with a trailing byte: its tag can be answered.
+    p.client_raw(Bytes::from_static(&[12, 0, 0, 0, 120, 5, 0, 0, 0, 0, 0, 0]));
+    assert!(!p.client_closed);
+    assert!(is_error(p.reply_to(5)));
+}
+
+#[test]
+fn a_server_breaking_the_protocol_loses_its_link_and_is_redialed() {
+    for bad in ["unknown tag", "wrong type", "garbage"] {
+        let mut p = Pair::attached(Dialect::DotL);
+        p.open_file(2, 1, &["f"], lflags::RDWR);
+        p.client(10, Tread { fid: Fid(1), offset: 0, count: 4 });
+        let link = p.link.unwrap();
+        match bad {
+            "unknown tag" => p.reply(999, Rclunk {}),
+            "wrong type" => p.reply(10, Rclunk {}),
+            _ => p.reply_raw(Bytes::from_static(&[8, 0, 0, 0, 117, 10, 0, 7])),
+        }
+        assert!(p.closed_links.contains(&link), "{bad}");
+        assert!(p.events.iter().any(|e| matches!(e, Event::ProtocolViolation { peer: Peer::Server, .. })), "{bad}");
+        p.reconnect();
+        assert_eq!(p.replies_to(10).len(), 1, "{bad}: the read is resent and answered once");
+    }
+}
+
+#[test]
+fn a_smaller_msize_after_reconnect_clamps_reads_and_shortens_writes() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    p.kill();
+    p.server.msize = 4096;
+    p.reconnect();
+    assert_eq!(p.s.server_msize(), 4096);
+    p.client(10, Tread { fid: Fid(1), offset: 0, count: 8000 });
+    let Msg::Tread(r) = p.next_request().msg else { panic!("not a read") };
+    assert_eq!(r.count, 4096 - 11);
+    p.client(11, Twrite { fid: Fid(1), offset: 0, data: Data(vec![1u8; 6000].into()) });
+    let fc = p.next_request();
+    let Msg::Twrite(w) = &fc.msg else { panic!("not a write") };
+    assert_eq!(w.data.0.len(), 4096 - 23);
+    let reply = p.server.answer(&fc);
+    p.reply(fc.tag, reply);
+    assert_eq!(p.reply_to(11), &Msg::Rwrite(Rwrite { count: 4096 - 23 }), "a short write");
+}
+
+#[test]
+fn a_replaced_file_makes_its_open_fid_stale_in_each_dialects_form() {
+    for d in Dialect::ALL {
+        let mut p = Pair::attached(d);
+        let mode = if d == Dialect::DotL { lflags::RDWR } else { open_mode::RDWR as u32 };
+        p.open_file(2, 1, &["f"], mode);
+        p.kill();
+        p.server.replace(&["f"]);
+        p.reconnect();
+        assert!(p.events.iter().any(|e| matches!(e, Event::Recovered { stale: 1, .. })), "{d}");
+        assert!(p.events.iter().any(|e| matches!(e, Event::FidLost { fid: 1, .. })), "{d}");
+        p.server.executed.clear();
+        p.client(10, Tread { fid: Fid(1), offset: 0, count: 1 });
+        let expected: Msg = match d {
+            Dialect::DotL => Rlerror { ecode: errno::ESTALE }.into(),
+            Dialect::DotU => Rerror { ename: "unable to reopen file".into(), errno: Some(errno::ESTALE) }.into(),
+            Dialect::Base => Rerror { ename: "unable to reopen file".into(), errno: None }.into(),
+        };
+        assert_eq!(p.reply_to(10), &expected, "{d}");
+        p.client(11, Tclunk { fid: Fid(1) });
+        assert_eq!(p.reply_to(11), &Msg::Rclunk(Rclunk {}), "{d}: clunk answered locally");
+        assert!(p.server.executed.is_empty(), "{d}: nothing reached the server");
+        // The fid number is free again.
+        p.client(12, Twalk { fid: Fid(0), newfid: Fid(1), wnames: WalkNames::new(["f"]).unwrap() });
+        p.serve();
+        assert!(p.is_success(12), "{d}");
+    }
+}
+
+#[test]
+fn an_unopened_fid_follows_its_path_to_the_new_file() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.server.touch(&["f"], false);
+    p.client(2, Twalk { fid: Fid(0), newfid: Fid(1), wnames: WalkNames::new(["f"]).unwrap() });
+    p.serve();
+    p.kill();
+    p.server.replace(&["f"]);
+    p.reconnect();
+    assert!(p.events.iter().any(|e| matches!(e, Event::Recovered { fids: 2, stale: 0, .. })));
+}
+
+#[test]
+fn an_exclusive_file_is_reopened_after_retries() {
+    let mut p = Pair::attached(Dialect::Base);
+    p.server.touch(&["x"], false);
+    p.server.files.get_mut(&vec![b"x".to_vec()]).unwrap().0.typ = qid_type::EXCL;
+    p.open_file(2, 1, &["x"], open_mode::RDWR as u32);
+    p.kill();
+    while p.pending_dial.is_none() {
+        p.advance();
+    }
+    p.accept_dial();
+    let mut refusals = 0;
+    loop {
+        while let Some((_, fc)) = p.to_server.pop_front() {
+            if matches!(fc.msg, Msg::Topen(_)) && refusals < 2 {
+                refusals += 1;
+                p.reply(fc.tag, Rerror { ename: "file in use".into(), errno: None });
+            } else {
+                let r = p.server.answer(&fc);
+                p.reply(fc.tag, r);
+            }
+        }
+        if p.events.iter().any(|e| matches!(e, Event::Recovered { .. })) {
+            break;
+        }
+        assert_eq!(p.advance(), Duration::from_millis(500), "retry after the configured pause");
+    }
+    assert_eq!(refusals, 2);
+    assert!(p.events.iter().any(|e| matches!(e, Event::Recovered { stale: 0, .. })));
+}
+
+#[test]
+fn held_locks_are_replayed_in_order_and_a_refused_one_makes_the_fid_stale() {
+    for refuse in [false, true] {
+        let mut p = Pair::attached(Dialect::DotL);
+        p.open_file(2, 1, &["f"], lflags::RDWR);
+        let lock = |start| Tlock { fid: Fid(1), typ: 1, flags: 0, start, length: 10, proc_id: 7, client_id: "c".into() };
+        p.client(3, lock(0));
+        p.client(4, lock(100));
+        p.serve();
+        p.kill();
+        while p.pending_dial.is_none() {
+            p.advance();
+        }
+        p.accept_dial();
+        let mut replayed = Vec::new();
+        while let Some((_, fc)) = p.to_server.pop_front() {
+            if let Msg::Tlock(l) = &fc.msg {
+                replayed.push(l.start);
+                if refuse {
+                    p.reply(fc.tag, Rlock { status: 1 });
+                    continue;
+                }
+            }
+            let r = p.server.answer(&fc);
+            p.reply(fc.tag, r);
+        }
+        if refuse {
+            assert_eq!(replayed, [0]);
+            assert!(p.events.iter().any(|e| matches!(e, Event::Recovered { stale: 1, .. })));
+        } else {
+            assert_eq!(replayed, [0, 100]);
+            assert!(p.events.iter().any(|e| matches!(e, Event::Recovered { stale: 0, .. })));
+        }
+    }
+}
+
+#[test]
+fn fids_from_an_authenticated_attach_go_stale_without_an_authenticator() {
+    let mut p = Pair::attached(Dialect::DotU);
+    p.client(2, Tauth { afid: Fid(50), uname: "glenda".into(), aname: "".into(), n_uname: Some(1) });
+    let tag = p.next_request().tag;
+    p.reply(tag, Rauth { aqid: Qid { typ: qid_type::AUTH, version: 0, path: 77 } });
+    p.client(3, Tattach { fid: Fid(51), afid: Fid(50), uname: "glenda".into(), aname: "".into(), n_uname: Some(1) });
+    let tag = p.next_request().tag;
+    p.reply(tag, Rattach { qid: Qid { typ: qid_type::DIR, version: 0, path: 1 } });
+    p.kill();
+    p.reconnect();
+    let lost: Vec<u32> = p
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::FidLost { fid, .. } => Some(*fid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost, [50, 51]);
+    p.client(4, Tstat { fid: Fid(51) });
+    assert_eq!(error_of(p.reply_to(4)).as_deref(), Some("unable to reopen file"));
+}
+
+#[test]
+fn renames_move_the_paths_that_recovery_walks() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.server.touch(&["a", "b"], false);
+    p.client(2, Twalk { fid: Fid(0), newfid: Fid(1), wnames: WalkNames::new(["a"]).unwrap() });
+    p.client(3, Twalk { fid: Fid(1), newfid: Fid(2), wnames: WalkNames::new(["b"]).unwrap() });
+    p.serve();
+    p.client(4, Trenameat { olddirfid: Fid(0), oldname: "a".into(), newdirfid: Fid(0), newname: "z".into() });
+    p.serve();
+    p.kill();
+    p.server.touch(&["z", "b"], false);
+    let log = p.reconnect_log();
+    let walked: Vec<Vec<Vec<u8>>> = log
+        .iter()
+        .filter_map(|f| match &f.msg {
+            Msg::Twalk(w) if w.newfid == Fid(2) => Some(w.wnames.iter().map(<[u8]>::to_vec).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(walked, [vec![b"z".to_vec(), b"b".to_vec()]]);
+}
+
+#[test]
+fn a_new_tversion_resets_the_session() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    assert_eq!(p.s.fid_count(), 2);
+    p.client(NOTAG, Tversion { msize: 8192, version: "9P2000.L".into() });
+    p.serve();
+    assert_eq!(p.s.fid_count(), 0);
+}
+
+#[test]
+fn a_reply_after_rflush_never_reaches_the_client() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    p.client(10, Tread { fid: Fid(1), offset: 0, count: 4 });
+    p.client(11, Tflush { oldtag: 10 });
+    p.reply(11, Rflush {});
+    assert_eq!(p.reply_to(11), &Msg::Rflush(Rflush {}));
+    // The server answers the flushed request anyway: that reply must not go through.
+    p.reply(10, Rread { data: Data("late".into()) });
+    assert!(p.replies_to(10).is_empty());
+}
+
+#[test]
+fn flush_while_the_server_is_away_is_answered_at_once_never_with_an_error() {
+    for d in Dialect::ALL {
+        let mut p = Pair::attached(d);
+        p.kill();
+        p.client(10, Tstat { fid: Fid(0) });
+        p.client(11, Tflush { oldtag: 10 });
+        p.client(12, Tflush { oldtag: 4242 });
+        assert_eq!(p.reply_to(11), &Msg::Rflush(Rflush {}), "{d}");
+        assert_eq!(p.reply_to(12), &Msg::Rflush(Rflush {}), "{d}");
+        p.reconnect();
+        assert!(p.replies_to(10).is_empty(), "{d}: flushed, never answered");
+    }
+}
+
+#[test]
+fn requests_before_the_first_connection_wait_for_it() {
+    let mut p = Pair::new(Dialect::DotL);
+    p.client(NOTAG, Tversion { msize: 8192, version: "9P2000.L".into() });
+    p.refuse_dial();
+    assert!(p.to_client.is_empty());
+    p.advance();
+    p.accept_dial();
+    p.serve();
+    assert!(matches!(p.reply_to(NOTAG), Msg::Rversion(_)));
+}
+
+#[test]
+fn the_client_leaving_closes_the_link() {
+    let mut p = Pair::attached(Dialect::DotL);
+    let link = p.link.unwrap();
+    p.s.handle_client_closed(p.now);
+    assert_eq!(p.s.poll_output(), Some(Output::CloseLink { link }));
+    assert!(p.s.is_closed());
+}
+
+use bytes::Bytes;
