@@ -63,6 +63,10 @@ pub(crate) mod flag {
     pub const LOCKS_OVERFLOWED: u8 = 16;
 }
 
+/// The Tlock requests that succeeded on a fid, oldest first.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LockHistory(pub Vec<Bytes>);
+
 #[derive(Clone, Debug)]
 pub(crate) struct FidRec {
     pub root: RootId,
@@ -74,8 +78,9 @@ pub(crate) struct FidRec {
     /// For an open directory: the offset the client's next read will use.
     pub dir_offset: u64,
     pub flags: u8,
-    /// Successful Tlock frames, in order, for replay after a reconnect.
-    pub locks: Option<Box<Vec<Bytes>>>,
+    /// Successful Tlock frames, in order, for replay after a reconnect. Boxed: most fids
+    /// never lock, and the record stays small.
+    pub locks: Option<Box<LockHistory>>,
 }
 
 impl FidRec {
@@ -216,7 +221,10 @@ impl FidTable {
                 .fids
                 .values()
                 .filter_map(|f| f.locks.as_ref())
-                .map(|l| l.capacity() * core::mem::size_of::<Bytes>() + l.iter().map(Bytes::len).sum::<usize>())
+                .map(|l| {
+                    l.0.capacity() * core::mem::size_of::<Bytes>()
+                        + l.0.iter().map(Bytes::len).sum::<usize>()
+                })
                 .sum::<usize>()
             + self.roots.capacity() * core::mem::size_of::<Option<Root>>()
             + self.names.heap_bytes()

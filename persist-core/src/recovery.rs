@@ -113,7 +113,9 @@ impl Session {
             msize: neg.msize,
             version: neg.version,
         };
-        let frame = Fcall::new(NOTAG, tversion).to_frame().expect("Tversion encodes");
+        let frame = Fcall::new(NOTAG, tversion)
+            .to_frame()
+            .expect("Tversion encodes");
         r.waiting.insert(NOTAG, (MsgType::Tversion, Wait::Version));
         self.emit(crate::Output::ToLink { link, frame });
         self.recovery = Some(r);
@@ -123,7 +125,9 @@ impl Session {
         let msg = msg.into();
         let tag = self.take_tag(r);
         let ty = msg.msg_type();
-        let frame = Fcall { tag, msg }.to_frame().expect("recovery requests encode");
+        let frame = Fcall { tag, msg }
+            .to_frame()
+            .expect("recovery requests encode");
         self.send_frame(r, tag, ty, frame, wait);
     }
 
@@ -164,10 +168,18 @@ impl Session {
     }
 
     /// Take one reply; an `Err` is a reason to drop the link.
-    fn recovery_step(&mut self, now: Instant, r: &mut Recovery, frame: &Bytes) -> Result<(), String> {
+    fn recovery_step(
+        &mut self,
+        now: Instant,
+        r: &mut Recovery,
+        frame: &Bytes,
+    ) -> Result<(), String> {
         let header = Header::parse(frame).map_err(|e| alloc::format!("bad frame: {e}"))?;
         let Some((ty, wait)) = r.waiting.remove(&header.tag) else {
-            return Err(alloc::format!("reply to unknown tag {} during recovery", header.tag));
+            return Err(alloc::format!(
+                "reply to unknown tag {} during recovery",
+                header.tag
+            ));
         };
         let dialect = self.dialect().unwrap_or(Dialect::DotL);
         let reply = Fcall::decode(frame, dialect)
@@ -176,7 +188,11 @@ impl Session {
         let reply_ty = reply.msg_type();
         let is_error = matches!(reply_ty, MsgType::Rerror | MsgType::Rlerror);
         if Some(reply_ty) != ty.reply() && !is_error {
-            return Err(alloc::format!("{} answered with {}", ty.name(), reply_ty.name()));
+            return Err(alloc::format!(
+                "{} answered with {}",
+                ty.name(),
+                reply_ty.name()
+            ));
         }
         r.last_progress = now;
         match wait {
@@ -374,7 +390,9 @@ impl Session {
             newfid: Fid(job.fid),
             wnames: WalkNames::new(chunk).expect("at most 16 stored names"),
         };
-        job.step = Step::Walk { chunk: end - job.walked };
+        job.step = Step::Walk {
+            chunk: end - job.walked,
+        };
         self.send(r, walk, Wait::Job(job));
     }
 
@@ -510,7 +528,7 @@ impl Session {
             .fids
             .get(job.fid)
             .and_then(|f| f.locks.as_ref())
-            .and_then(|l| l.get(index))
+            .and_then(|l| l.0.get(index))
             .cloned();
         let Some(lock) = next else {
             r.rebuilt += 1;

@@ -223,7 +223,7 @@ impl Session {
         self.events.push_back(e);
     }
 
-    pub(crate) fn to_client(&mut self, frame: Bytes) {
+    pub(crate) fn send_to_client(&mut self, frame: Bytes) {
         self.out.push_back(Output::ToClient(frame));
     }
 
@@ -528,7 +528,7 @@ impl Session {
         if ty == MsgType::Tversion && tag != NOTAG || ty != MsgType::Tversion && tag == NOTAG {
             // Answerable: the tag is ours to reply to.
             let dialect = self.dialect();
-            return self.to_client(Failure::MALFORMED.reply(tag, dialect));
+            return self.send_to_client(Failure::MALFORMED.reply(tag, dialect));
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -560,7 +560,7 @@ impl Session {
     fn answer(&mut self, tag: u16, frame: Bytes) {
         if let Some(req) = self.requests.remove(&tag) {
             self.held_bytes -= req.frame.len();
-            self.to_client(frame);
+            self.send_to_client(frame);
         }
     }
 
@@ -568,8 +568,10 @@ impl Session {
         let Some(req) = self.requests.get(&tag) else {
             return;
         };
-        if matches!(failure, Failure::NOT_COMPLETED | Failure::UNAVAILABLE | Failure::WRITES_LOST)
-        {
+        if matches!(
+            failure,
+            Failure::NOT_COMPLETED | Failure::UNAVAILABLE | Failure::WRITES_LOST
+        ) {
             let request = req.ty;
             self.event(Event::RequestFailed { tag, request, why });
         }
@@ -638,7 +640,9 @@ impl Session {
             return self.fail(tag, Failure::NOT_VERSIONED, "before Tversion");
         }
         // The hot path (reads and writes on live fids) needs only the fid, at a fixed offset.
-        if !matches!(ty, MsgType::Tread | MsgType::Twrite) || frame.len() > self.server_msize() as usize {
+        if !matches!(ty, MsgType::Tread | MsgType::Twrite)
+            || frame.len() > self.server_msize() as usize
+        {
             let Some(msg) = self.decode_request(&frame) else {
                 return self.fail(tag, Failure::MALFORMED, "undecodable");
             };
@@ -679,7 +683,12 @@ impl Session {
 
     /// A later Tversion resets the session: every other request is abandoned (version(5)).
     fn start_version_reset(&mut self, tag: u16) {
-        let others: Vec<u16> = self.requests.keys().copied().filter(|&t| t != tag).collect();
+        let others: Vec<u16> = self
+            .requests
+            .keys()
+            .copied()
+            .filter(|&t| t != tag)
+            .collect();
         for t in others {
             if let Some(req) = self.requests.remove(&t) {
                 self.held_bytes -= req.frame.len();
@@ -732,9 +741,7 @@ impl Session {
     pub fn handle_server_frame(&mut self, now: Instant, link: LinkId, frame: Bytes) {
         match self.link {
             LinkState::Up { link: l } if l == link => self.server_reply(now, link, frame),
-            LinkState::Recovering { link: l } if l == link => {
-                self.recovery_reply(now, link, frame)
-            }
+            LinkState::Recovering { link: l } if l == link => self.recovery_reply(now, link, frame),
             _ => {} // a link we no longer use
         }
     }
@@ -745,7 +752,10 @@ impl Session {
             Err(e) => return self.server_violation(now, link, alloc::format!("bad frame: {e}")),
         };
         let tag = header.tag;
-        let Some(req) = self.requests.get(&tag).filter(|r| r.state == RequestState::Sent(link))
+        let Some(req) = self
+            .requests
+            .get(&tag)
+            .filter(|r| r.state == RequestState::Sent(link))
         else {
             return self.server_violation(now, link, alloc::format!("reply to unknown tag {tag}"));
         };
@@ -771,7 +781,7 @@ impl Session {
         let req = self.requests.remove(&tag).expect("looked up above");
         self.held_bytes -= req.frame.len();
         self.apply_reply(&req, &reply, is_error);
-        self.to_client(frame);
+        self.send_to_client(frame);
     }
 
     /// Record what a reply did: the fid table changes only on success (but clunk and remove
@@ -912,8 +922,8 @@ impl Session {
                         rec.locks = None;
                     } else {
                         let history = rec.locks.get_or_insert_with(Default::default);
-                        if history.len() < max {
-                            history.push(frame.clone());
+                        if history.0.len() < max {
+                            history.0.push(frame.clone());
                         } else {
                             rec.flags |= flag::LOCKS_OVERFLOWED;
                         }
@@ -921,7 +931,8 @@ impl Session {
                 }
             }
             (Msg::Txattrwalk(x), Msg::Rxattrwalk(_)) => {
-                if let Some((root, node, qid)) = fids.get(x.fid.0).map(|f| (f.root, f.node, f.qid)) {
+                if let Some((root, node, qid)) = fids.get(x.fid.0).map(|f| (f.root, f.node, f.qid))
+                {
                     let mut rec = fids.record_at(root, node, qid);
                     rec.kind = FidKind::Xattr;
                     fids.insert(x.newfid.0, rec);

@@ -18,21 +18,62 @@ fn an_open_file_survives_a_server_restart_in_every_dialect() {
     for d in Dialect::ALL {
         let mut p = Pair::attached(d);
         p.open_file(2, 1, &["a", "b"], rdwr(d));
-        p.client(3, Twrite { fid: Fid(1), offset: 0, data: Data("hello".into()) });
+        p.client(
+            3,
+            Twrite {
+                fid: Fid(1),
+                offset: 0,
+                data: Data("hello".into()),
+            },
+        );
         p.serve();
         p.kill();
         p.server.executed.clear();
         p.reconnect();
-        let reopen = if d == Dialect::DotL { MsgType::Tlopen } else { MsgType::Topen };
+        let reopen = if d == Dialect::DotL {
+            MsgType::Tlopen
+        } else {
+            MsgType::Topen
+        };
         assert_eq!(
             p.server.executed,
-            [MsgType::Tversion, MsgType::Tattach, MsgType::Twalk, MsgType::Twalk, reopen, MsgType::Tclunk],
+            [
+                MsgType::Tversion,
+                MsgType::Tattach,
+                MsgType::Twalk,
+                MsgType::Twalk,
+                reopen,
+                MsgType::Tclunk
+            ],
             "{d}"
         );
-        assert!(p.events.iter().any(|e| matches!(e, Event::Recovered { fids: 2, stale: 0, .. })), "{d}");
-        p.client(4, Tread { fid: Fid(1), offset: 0, count: 100 });
+        assert!(
+            p.events.iter().any(|e| matches!(
+                e,
+                Event::Recovered {
+                    fids: 2,
+                    stale: 0,
+                    ..
+                }
+            )),
+            "{d}"
+        );
+        p.client(
+            4,
+            Tread {
+                fid: Fid(1),
+                offset: 0,
+                count: 100,
+            },
+        );
         p.serve();
-        assert_eq!(p.reply_to(4), &Msg::Rread(Rread { data: Data("hello".into()) }), "{d}");
+        assert_eq!(
+            p.reply_to(4),
+            &Msg::Rread(Rread {
+                data: Data("hello".into())
+            }),
+            "{d}"
+        );
     }
 }
 
@@ -40,13 +81,25 @@ fn an_open_file_survives_a_server_restart_in_every_dialect() {
 #[test]
 fn errored_and_resent_request() {
     let mut p = Pair::attached(Dialect::DotL);
-    p.client(5, Twalk { fid: Fid(0), newfid: Fid(1), wnames: WalkNames::new(["missing"]).unwrap() });
+    p.client(
+        5,
+        Twalk {
+            fid: Fid(0),
+            newfid: Fid(1),
+            wnames: WalkNames::new(["missing"]).unwrap(),
+        },
+    );
     p.serve();
     assert!(is_error(p.reply_to(5)));
     p.kill();
     p.server.executed.clear();
     p.reconnect();
-    assert_eq!(p.executed(MsgType::Twalk), 1, "only fid 0's rebuild walks: {:?}", p.server.executed);
+    assert_eq!(
+        p.executed(MsgType::Twalk),
+        1,
+        "only fid 0's rebuild walks: {:?}",
+        p.server.executed
+    );
     assert_eq!(p.replies_to(5).len(), 1, "one reply, never a second");
 }
 
@@ -57,16 +110,35 @@ fn created_fid_not_reopenable() {
     for d in Dialect::ALL {
         let mut p = Pair::attached(d);
         p.server.touch(&["dir"], true);
-        p.client(2, Twalk { fid: Fid(0), newfid: Fid(1), wnames: WalkNames::new(["dir"]).unwrap() });
+        p.client(
+            2,
+            Twalk {
+                fid: Fid(0),
+                newfid: Fid(1),
+                wnames: WalkNames::new(["dir"]).unwrap(),
+            },
+        );
         p.serve();
         match d {
             Dialect::DotL => p.client(
                 3,
-                Tlcreate { fid: Fid(1), name: "new".into(), flags: lflags::RDWR | lflags::CREATE | lflags::EXCL, mode: 0o644, gid: 0 },
+                Tlcreate {
+                    fid: Fid(1),
+                    name: "new".into(),
+                    flags: lflags::RDWR | lflags::CREATE | lflags::EXCL,
+                    mode: 0o644,
+                    gid: 0,
+                },
             ),
             _ => p.client(
                 3,
-                Tcreate { fid: Fid(1), name: "new".into(), perm: 0o644, mode: open_mode::RDWR, extension: d.is_extended().then(Bytes::new) },
+                Tcreate {
+                    fid: Fid(1),
+                    name: "new".into(),
+                    perm: 0o644,
+                    mode: open_mode::RDWR,
+                    extension: d.is_extended().then(Bytes::new),
+                },
             ),
         }
         p.serve();
@@ -81,7 +153,9 @@ fn created_fid_not_reopenable() {
         let mut opens = Vec::new();
         while let Some((_, fc)) = p.to_server.pop_front() {
             match &fc.msg {
-                Msg::Twalk(w) if w.newfid == Fid(1) => walks.push(w.wnames.iter().map(<[u8]>::to_vec).collect::<Vec<_>>()),
+                Msg::Twalk(w) if w.newfid == Fid(1) => {
+                    walks.push(w.wnames.iter().map(<[u8]>::to_vec).collect::<Vec<_>>())
+                }
                 Msg::Topen(o) => opens.push(o.mode as u32),
                 Msg::Tlopen(o) => opens.push(o.flags),
                 _ => {}
@@ -90,9 +164,16 @@ fn created_fid_not_reopenable() {
             p.reply(fc.tag, reply);
         }
         assert_eq!(walks, [vec![b"dir".to_vec(), b"new".to_vec()]], "{d}");
-        let expected = if d == Dialect::DotL { lflags::RDWR } else { open_mode::RDWR as u32 };
+        let expected = if d == Dialect::DotL {
+            lflags::RDWR
+        } else {
+            open_mode::RDWR as u32
+        };
         assert_eq!(opens, [expected], "{d}: reopened without create/excl");
-        assert!(p.events.iter().any(|e| matches!(e, Event::Recovered { stale: 0, .. })));
+        assert!(p
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Recovered { stale: 0, .. })));
     }
 }
 
@@ -102,7 +183,10 @@ fn otrunc_reapplied() {
     for d in Dialect::ALL {
         let mut p = Pair::attached(d);
         let (mode, kept) = match d {
-            Dialect::DotL => (lflags::WRONLY | lflags::TRUNC | lflags::APPEND, lflags::WRONLY | lflags::APPEND),
+            Dialect::DotL => (
+                lflags::WRONLY | lflags::TRUNC | lflags::APPEND,
+                lflags::WRONLY | lflags::APPEND,
+            ),
             _ => (
                 (open_mode::WRITE | open_mode::TRUNC | open_mode::RCLOSE) as u32,
                 (open_mode::WRITE | open_mode::RCLOSE) as u32,
@@ -124,7 +208,11 @@ fn otrunc_reapplied() {
             let reply = p.server.answer(&fc);
             p.reply(fc.tag, reply);
         }
-        assert_eq!(opens, [kept], "{d}: truncation stripped, ORCLOSE/O_APPEND kept");
+        assert_eq!(
+            opens,
+            [kept],
+            "{d}: truncation stripped, ORCLOSE/O_APPEND kept"
+        );
     }
 }
 
@@ -134,11 +222,25 @@ fn otrunc_reapplied() {
 fn directory_read_at_nonzero_offset() {
     let mut p = Pair::attached(Dialect::Base);
     p.open_dir(2, 1, &["d"]);
-    p.client(3, Tread { fid: Fid(1), offset: 0, count: 100 });
+    p.client(
+        3,
+        Tread {
+            fid: Fid(1),
+            offset: 0,
+            count: 100,
+        },
+    );
     p.serve();
     assert!(p.is_success(3));
     // The next read is in flight when the server dies.
-    p.client(400, Tread { fid: Fid(1), offset: 100, count: 100 });
+    p.client(
+        400,
+        Tread {
+            fid: Fid(1),
+            offset: 100,
+            count: 100,
+        },
+    );
     p.kill();
     while p.pending_dial.is_none() {
         p.advance();
@@ -164,10 +266,20 @@ fn directory_read_fails_when_the_position_cannot_be_restored() {
     let mut p = Pair::attached(Dialect::Base);
     p.open_dir(2, 1, &["d"]);
     // A read at 100 that never had a predecessor on this fid: nothing to fast-forward to.
-    p.client(4, Tread { fid: Fid(1), offset: 100, count: 100 });
+    p.client(
+        4,
+        Tread {
+            fid: Fid(1),
+            offset: 100,
+            count: 100,
+        },
+    );
     p.kill();
     p.reconnect();
-    assert_eq!(error_of(p.reply_to(4)).as_deref(), Some("operation possibly not completed"));
+    assert_eq!(
+        error_of(p.reply_to(4)).as_deref(),
+        Some("operation possibly not completed")
+    );
 }
 
 /// styxpersist rebuilt one fid at a time; the rebuild must be pipelined, and window 1 must
@@ -175,7 +287,10 @@ fn directory_read_fails_when_the_position_cannot_be_restored() {
 #[test]
 fn one_fid_at_a_time_recovery() {
     for (window, expected_first_batch) in [(64, 10), (1, 1)] {
-        let cfg = Config { recovery_window: window, ..config() };
+        let cfg = Config {
+            recovery_window: window,
+            ..config()
+        };
         let mut p = Pair::attached_with(Dialect::DotL, cfg);
         for fid in 1..=9u32 {
             p.open_file(2, fid, &[&format!("f{fid}")], lflags::RDONLY);
@@ -191,11 +306,22 @@ fn one_fid_at_a_time_recovery() {
             let reply = p.server.answer(&fc);
             p.reply(fc.tag, reply);
         }
-        let batch = p.to_server.iter().filter(|(_, f)| matches!(f.msg, Msg::Twalk(_))).count();
+        let batch = p
+            .to_server
+            .iter()
+            .filter(|(_, f)| matches!(f.msg, Msg::Twalk(_)))
+            .count();
         assert_eq!(batch, expected_first_batch, "window {window}");
         p.serve();
         assert!(
-            p.events.iter().any(|e| matches!(e, Event::Recovered { fids: 10, stale: 0, .. })),
+            p.events.iter().any(|e| matches!(
+                e,
+                Event::Recovered {
+                    fids: 10,
+                    stale: 0,
+                    ..
+                }
+            )),
             "window {window}: {:?}",
             p.events
         );

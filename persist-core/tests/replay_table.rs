@@ -27,12 +27,33 @@ fn setup(d: Dialect, file_mode: u32, dir_read: bool) -> Pair {
     p.open_file(2, FILE, &["f"], file_mode);
     p.open_dir(3, DIR, &["d"]);
     p.server.touch(&["g"], false);
-    p.client(4, Twalk { fid: Fid(0), newfid: Fid(WALKED), wnames: WalkNames::new(["g"]).unwrap() });
+    p.client(
+        4,
+        Twalk {
+            fid: Fid(0),
+            newfid: Fid(WALKED),
+            wnames: WalkNames::new(["g"]).unwrap(),
+        },
+    );
     p.serve();
     if dir_read {
         match d {
-            Dialect::DotL => p.client(5, Treaddir { fid: Fid(DIR), offset: 0, count: 100 }),
-            _ => p.client(5, Tread { fid: Fid(DIR), offset: 0, count: 100 }),
+            Dialect::DotL => p.client(
+                5,
+                Treaddir {
+                    fid: Fid(DIR),
+                    offset: 0,
+                    count: 100,
+                },
+            ),
+            _ => p.client(
+                5,
+                Tread {
+                    fid: Fid(DIR),
+                    offset: 0,
+                    count: 100,
+                },
+            ),
         }
         p.serve();
     }
@@ -51,12 +72,19 @@ fn rdwr(d: Dialect) -> u32 {
 fn check(d: Dialect, name: &str, mut p: Pair, msg: Msg, expect: Outcome) {
     let ty = msg.msg_type();
     p.client(TAG, msg);
-    assert!(p.to_client.is_empty(), "{d} {name}: answered before the link died");
+    assert!(
+        p.to_client.is_empty(),
+        "{d} {name}: answered before the link died"
+    );
     p.kill();
     let log = p.reconnect_log();
     let resent = log.iter().any(|f| f.tag == TAG && f.msg.msg_type() == ty);
     let replies = p.replies_to(TAG);
-    assert_eq!(replies.len(), 1, "{d} {name}: exactly one reply, got {replies:?}");
+    assert_eq!(
+        replies.len(),
+        1,
+        "{d} {name}: exactly one reply, got {replies:?}"
+    );
     let reply = replies[0];
     match expect {
         Resend => assert!(resent, "{d} {name}: not resent"),
@@ -64,8 +92,16 @@ fn check(d: Dialect, name: &str, mut p: Pair, msg: Msg, expect: Outcome) {
             assert!(!resent, "{d} {name}: failed and also resent");
             let expected: Msg = match d {
                 Dialect::DotL => Rlerror { ecode: errno::EIO }.into(),
-                Dialect::DotU => Rerror { ename: "operation possibly not completed".into(), errno: Some(errno::EIO) }.into(),
-                Dialect::Base => Rerror { ename: "operation possibly not completed".into(), errno: None }.into(),
+                Dialect::DotU => Rerror {
+                    ename: "operation possibly not completed".into(),
+                    errno: Some(errno::EIO),
+                }
+                .into(),
+                Dialect::Base => Rerror {
+                    ename: "operation possibly not completed".into(),
+                    errno: None,
+                }
+                .into(),
             };
             assert_eq!(reply, &expected, "{d} {name}");
         }
@@ -77,17 +113,65 @@ fn rows_common_to_every_dialect() {
     for d in Dialect::ALL {
         let ext = d.is_extended().then_some(1000);
         let rows: Vec<(&str, Msg, Outcome)> = vec![
-            ("Tread file", Tread { fid: Fid(FILE), offset: 0, count: 10 }.into(), Resend),
-            ("Twrite file", Twrite { fid: Fid(FILE), offset: 0, data: Data("x".into()) }.into(), Resend),
-            ("Twalk", Twalk { fid: Fid(0), newfid: Fid(9), wnames: WalkNames::new(["g"]).unwrap() }.into(), Resend),
+            (
+                "Tread file",
+                Tread {
+                    fid: Fid(FILE),
+                    offset: 0,
+                    count: 10,
+                }
+                .into(),
+                Resend,
+            ),
+            (
+                "Twrite file",
+                Twrite {
+                    fid: Fid(FILE),
+                    offset: 0,
+                    data: Data("x".into()),
+                }
+                .into(),
+                Resend,
+            ),
+            (
+                "Twalk",
+                Twalk {
+                    fid: Fid(0),
+                    newfid: Fid(9),
+                    wnames: WalkNames::new(["g"]).unwrap(),
+                }
+                .into(),
+                Resend,
+            ),
             (
                 "Tattach without afid",
-                Tattach { fid: Fid(9), afid: NOFID, uname: "glenda".into(), aname: "".into(), n_uname: ext }.into(),
+                Tattach {
+                    fid: Fid(9),
+                    afid: NOFID,
+                    uname: "glenda".into(),
+                    aname: "".into(),
+                    n_uname: ext,
+                }
+                .into(),
                 Resend,
             ),
             ("Tremove", Tremove { fid: Fid(WALKED) }.into(), Fail),
-            ("Tauth", Tauth { afid: Fid(9), uname: "glenda".into(), aname: "".into(), n_uname: ext }.into(), Fail),
-            ("Tclunk of a rebuilt fid", Tclunk { fid: Fid(WALKED) }.into(), Resend),
+            (
+                "Tauth",
+                Tauth {
+                    afid: Fid(9),
+                    uname: "glenda".into(),
+                    aname: "".into(),
+                    n_uname: ext,
+                }
+                .into(),
+                Fail,
+            ),
+            (
+                "Tclunk of a rebuilt fid",
+                Tclunk { fid: Fid(WALKED) }.into(),
+                Resend,
+            ),
         ];
         for (name, msg, expect) in rows {
             check(d, name, setup(d, rdwr(d), false), msg, expect);
@@ -102,29 +186,102 @@ fn rows_of_9p2000_and_u() {
         let stat = |name: &'static str| Stat {
             typ: !0,
             dev: !0,
-            qid: Qid { typ: !0, version: !0, path: !0 },
+            qid: Qid {
+                typ: !0,
+                version: !0,
+                path: !0,
+            },
             mode: !0,
             atime: !0,
             mtime: !0,
             length: !0,
             name: name.into(),
-            ext: ext.then(|| StatExt { n_uid: !0, n_gid: !0, n_muid: !0, ..Default::default() }),
+            ext: ext.then(|| StatExt {
+                n_uid: !0,
+                n_gid: !0,
+                n_muid: !0,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let rows: Vec<(&str, Msg, Outcome, bool)> = vec![
             ("Tstat", Tstat { fid: Fid(FILE) }.into(), Resend, false),
-            ("Topen", Topen { fid: Fid(WALKED), mode: open_mode::READ }.into(), Resend, false),
-            ("Twstat without rename", Twstat { fid: Fid(FILE), stat: stat("") }.into(), Resend, false),
-            ("Twstat with rename", Twstat { fid: Fid(FILE), stat: stat("renamed") }.into(), Fail, false),
             (
-                "Tcreate",
-                Tcreate { fid: Fid(WALKED), name: "n".into(), perm: 0o644, mode: 0, extension: ext.then(Bytes::new) }.into(),
+                "Topen",
+                Topen {
+                    fid: Fid(WALKED),
+                    mode: open_mode::READ,
+                }
+                .into(),
+                Resend,
+                false,
+            ),
+            (
+                "Twstat without rename",
+                Twstat {
+                    fid: Fid(FILE),
+                    stat: stat(""),
+                }
+                .into(),
+                Resend,
+                false,
+            ),
+            (
+                "Twstat with rename",
+                Twstat {
+                    fid: Fid(FILE),
+                    stat: stat("renamed"),
+                }
+                .into(),
                 Fail,
                 false,
             ),
-            ("directory Tread at 0", Tread { fid: Fid(DIR), offset: 0, count: 100 }.into(), Resend, false),
-            ("directory Tread, fast-forwarded", Tread { fid: Fid(DIR), offset: 100, count: 100 }.into(), Resend, true),
-            ("directory Tread, not fast-forwarded", Tread { fid: Fid(DIR), offset: 100, count: 100 }.into(), Fail, false),
+            (
+                "Tcreate",
+                Tcreate {
+                    fid: Fid(WALKED),
+                    name: "n".into(),
+                    perm: 0o644,
+                    mode: 0,
+                    extension: ext.then(Bytes::new),
+                }
+                .into(),
+                Fail,
+                false,
+            ),
+            (
+                "directory Tread at 0",
+                Tread {
+                    fid: Fid(DIR),
+                    offset: 0,
+                    count: 100,
+                }
+                .into(),
+                Resend,
+                false,
+            ),
+            (
+                "directory Tread, fast-forwarded",
+                Tread {
+                    fid: Fid(DIR),
+                    offset: 100,
+                    count: 100,
+                }
+                .into(),
+                Resend,
+                true,
+            ),
+            (
+                "directory Tread, not fast-forwarded",
+                Tread {
+                    fid: Fid(DIR),
+                    offset: 100,
+                    count: 100,
+                }
+                .into(),
+                Fail,
+                false,
+            ),
         ];
         for (name, msg, expect, dir_read) in rows {
             check(d, name, setup(d, rdwr(d), dir_read), msg, expect);
@@ -135,40 +292,233 @@ fn rows_of_9p2000_and_u() {
 #[test]
 fn rows_of_9p2000_l() {
     let d = Dialect::DotL;
-    let lock = |typ: u8| Tlock { fid: Fid(FILE), typ, flags: 0, start: 0, length: 0, proc_id: 1, client_id: "c".into() };
+    let lock = |typ: u8| Tlock {
+        fid: Fid(FILE),
+        typ,
+        flags: 0,
+        start: 0,
+        length: 0,
+        proc_id: 1,
+        client_id: "c".into(),
+    };
     let rows: Vec<(&str, Msg, Outcome, bool)> = vec![
-        ("Tgetattr", Tgetattr { fid: Fid(FILE), request_mask: 0x7ff }.into(), Resend, false),
-        ("Treadlink", Treadlink { fid: Fid(WALKED) }.into(), Resend, false),
-        ("Tstatfs", Tstatfs { fid: Fid(0) }.into(), Resend, false),
-        ("Txattrwalk", Txattrwalk { fid: Fid(FILE), newfid: Fid(9), name: "user.x".into() }.into(), Resend, false),
         (
-            "Tgetlock",
-            Tgetlock { fid: Fid(FILE), typ: 1, start: 0, length: 0, proc_id: 1, client_id: "c".into() }.into(),
+            "Tgetattr",
+            Tgetattr {
+                fid: Fid(FILE),
+                request_mask: 0x7ff,
+            }
+            .into(),
             Resend,
             false,
         ),
-        ("Tlopen", Tlopen { fid: Fid(WALKED), flags: lflags::RDONLY }.into(), Resend, false),
-        ("Tsetattr", Tsetattr { fid: Fid(FILE), valid: 1, mode: 0o600, ..Default::default() }.into(), Resend, false),
-        ("Treaddir at 0", Treaddir { fid: Fid(DIR), offset: 0, count: 100 }.into(), Resend, false),
-        ("Treaddir, position kept", Treaddir { fid: Fid(DIR), offset: 100, count: 100 }.into(), Resend, true),
-        ("Treaddir, no position", Treaddir { fid: Fid(DIR), offset: 100, count: 100 }.into(), Fail, false),
-        ("Tlcreate", Tlcreate { fid: Fid(WALKED), name: "n".into(), flags: 0, mode: 0o644, gid: 0 }.into(), Fail, false),
-        ("Tmkdir", Tmkdir { dfid: Fid(0), name: "n".into(), mode: 0o755, gid: 0 }.into(), Fail, false),
-        ("Tsymlink", Tsymlink { fid: Fid(0), name: "n".into(), symtgt: "t".into(), gid: 0 }.into(), Fail, false),
-        ("Tmknod", Tmknod { dfid: Fid(0), name: "n".into(), mode: 0, major: 0, minor: 0, gid: 0 }.into(), Fail, false),
-        ("Tlink", Tlink { dfid: Fid(0), fid: Fid(FILE), name: "n".into() }.into(), Fail, false),
-        ("Tunlinkat", Tunlinkat { dirfid: Fid(0), name: "g".into(), flags: 0 }.into(), Fail, false),
-        ("Trename", Trename { fid: Fid(WALKED), dfid: Fid(0), name: "n".into() }.into(), Fail, false),
         (
-            "Trenameat",
-            Trenameat { olddirfid: Fid(0), oldname: "g".into(), newdirfid: Fid(0), newname: "n".into() }.into(),
+            "Treadlink",
+            Treadlink { fid: Fid(WALKED) }.into(),
+            Resend,
+            false,
+        ),
+        ("Tstatfs", Tstatfs { fid: Fid(0) }.into(), Resend, false),
+        (
+            "Txattrwalk",
+            Txattrwalk {
+                fid: Fid(FILE),
+                newfid: Fid(9),
+                name: "user.x".into(),
+            }
+            .into(),
+            Resend,
+            false,
+        ),
+        (
+            "Tgetlock",
+            Tgetlock {
+                fid: Fid(FILE),
+                typ: 1,
+                start: 0,
+                length: 0,
+                proc_id: 1,
+                client_id: "c".into(),
+            }
+            .into(),
+            Resend,
+            false,
+        ),
+        (
+            "Tlopen",
+            Tlopen {
+                fid: Fid(WALKED),
+                flags: lflags::RDONLY,
+            }
+            .into(),
+            Resend,
+            false,
+        ),
+        (
+            "Tsetattr",
+            Tsetattr {
+                fid: Fid(FILE),
+                valid: 1,
+                mode: 0o600,
+                ..Default::default()
+            }
+            .into(),
+            Resend,
+            false,
+        ),
+        (
+            "Treaddir at 0",
+            Treaddir {
+                fid: Fid(DIR),
+                offset: 0,
+                count: 100,
+            }
+            .into(),
+            Resend,
+            false,
+        ),
+        (
+            "Treaddir, position kept",
+            Treaddir {
+                fid: Fid(DIR),
+                offset: 100,
+                count: 100,
+            }
+            .into(),
+            Resend,
+            true,
+        ),
+        (
+            "Treaddir, no position",
+            Treaddir {
+                fid: Fid(DIR),
+                offset: 100,
+                count: 100,
+            }
+            .into(),
             Fail,
             false,
         ),
-        ("Txattrcreate", Txattrcreate { fid: Fid(FILE), name: "user.x".into(), attr_size: 1, flags: 0 }.into(), Fail, false),
+        (
+            "Tlcreate",
+            Tlcreate {
+                fid: Fid(WALKED),
+                name: "n".into(),
+                flags: 0,
+                mode: 0o644,
+                gid: 0,
+            }
+            .into(),
+            Fail,
+            false,
+        ),
+        (
+            "Tmkdir",
+            Tmkdir {
+                dfid: Fid(0),
+                name: "n".into(),
+                mode: 0o755,
+                gid: 0,
+            }
+            .into(),
+            Fail,
+            false,
+        ),
+        (
+            "Tsymlink",
+            Tsymlink {
+                fid: Fid(0),
+                name: "n".into(),
+                symtgt: "t".into(),
+                gid: 0,
+            }
+            .into(),
+            Fail,
+            false,
+        ),
+        (
+            "Tmknod",
+            Tmknod {
+                dfid: Fid(0),
+                name: "n".into(),
+                mode: 0,
+                major: 0,
+                minor: 0,
+                gid: 0,
+            }
+            .into(),
+            Fail,
+            false,
+        ),
+        (
+            "Tlink",
+            Tlink {
+                dfid: Fid(0),
+                fid: Fid(FILE),
+                name: "n".into(),
+            }
+            .into(),
+            Fail,
+            false,
+        ),
+        (
+            "Tunlinkat",
+            Tunlinkat {
+                dirfid: Fid(0),
+                name: "g".into(),
+                flags: 0,
+            }
+            .into(),
+            Fail,
+            false,
+        ),
+        (
+            "Trename",
+            Trename {
+                fid: Fid(WALKED),
+                dfid: Fid(0),
+                name: "n".into(),
+            }
+            .into(),
+            Fail,
+            false,
+        ),
+        (
+            "Trenameat",
+            Trenameat {
+                olddirfid: Fid(0),
+                oldname: "g".into(),
+                newdirfid: Fid(0),
+                newname: "n".into(),
+            }
+            .into(),
+            Fail,
+            false,
+        ),
+        (
+            "Txattrcreate",
+            Txattrcreate {
+                fid: Fid(FILE),
+                name: "user.x".into(),
+                attr_size: 1,
+                flags: 0,
+            }
+            .into(),
+            Fail,
+            false,
+        ),
         ("Tlock acquire", lock(1).into(), Fail, false),
         ("Tlock release", lock(2).into(), Resend, false),
-        ("Tfsync, nothing written", Tfsync { fid: Fid(FILE), datasync: 0 }.into(), Resend, false),
+        (
+            "Tfsync, nothing written",
+            Tfsync {
+                fid: Fid(FILE),
+                datasync: 0,
+            }
+            .into(),
+            Resend,
+            false,
+        ),
     ];
     for (name, msg, expect, dir_read) in rows {
         check(d, name, setup(d, rdwr(d), dir_read), msg, expect);
@@ -179,14 +529,41 @@ fn rows_of_9p2000_l() {
 fn appending_writes_fail_instead_of_repeating() {
     // .L: a fid opened with O_APPEND.
     let p = setup(Dialect::DotL, lflags::WRONLY | lflags::APPEND, false);
-    check(Dialect::DotL, "Twrite O_APPEND", p, Twrite { fid: Fid(FILE), offset: 0, data: Data("x".into()) }.into(), Fail);
+    check(
+        Dialect::DotL,
+        "Twrite O_APPEND",
+        p,
+        Twrite {
+            fid: Fid(FILE),
+            offset: 0,
+            data: Data("x".into()),
+        }
+        .into(),
+        Fail,
+    );
     // 9P2000: an append-only file (QTAPPEND in its qid).
     for d in [Dialect::Base, Dialect::DotU] {
         let mut p = Pair::attached(d);
         p.server.touch(&["log"], false);
-        p.server.files.get_mut(&vec![b"log".to_vec()]).unwrap().0.typ = qid_type::APPEND;
+        p.server
+            .files
+            .get_mut(&vec![b"log".to_vec()])
+            .unwrap()
+            .0
+            .typ = qid_type::APPEND;
         p.open_file(2, FILE, &["log"], open_mode::WRITE as u32);
-        check(d, "Twrite append-only", p, Twrite { fid: Fid(FILE), offset: 0, data: Data("x".into()) }.into(), Fail);
+        check(
+            d,
+            "Twrite append-only",
+            p,
+            Twrite {
+                fid: Fid(FILE),
+                offset: 0,
+                data: Data("x".into()),
+            }
+            .into(),
+            Fail,
+        );
     }
 }
 
@@ -208,22 +585,52 @@ fn clunk_of_a_fid_that_could_not_be_rebuilt_is_answered_locally() {
 fn flush_in_flight_is_answered_locally_and_its_request_dropped() {
     for d in Dialect::ALL {
         let mut p = setup(d, rdwr(d), false);
-        p.client(TAG, Tread { fid: Fid(FILE), offset: 0, count: 10 });
+        p.client(
+            TAG,
+            Tread {
+                fid: Fid(FILE),
+                offset: 0,
+                count: 10,
+            },
+        );
         p.client(TAG + 1, Tflush { oldtag: TAG });
         p.kill();
         assert_eq!(p.reply_to(TAG + 1), &Msg::Rflush(Rflush {}), "{d}");
         let log = p.reconnect_log();
-        assert!(p.replies_to(TAG).is_empty(), "{d}: the flushed read got a reply");
-        assert!(!log.iter().any(|f| f.tag == TAG || f.tag == TAG + 1), "{d}: resent");
+        assert!(
+            p.replies_to(TAG).is_empty(),
+            "{d}: the flushed read got a reply"
+        );
+        assert!(
+            !log.iter().any(|f| f.tag == TAG || f.tag == TAG + 1),
+            "{d}: resent"
+        );
     }
 }
 
 #[test]
 fn fsync_fails_when_acknowledged_writes_died_with_the_link() {
     let mut p = setup(Dialect::DotL, lflags::RDWR, false);
-    p.client(6, Twrite { fid: Fid(FILE), offset: 0, data: Data("data".into()) });
+    p.client(
+        6,
+        Twrite {
+            fid: Fid(FILE),
+            offset: 0,
+            data: Data("data".into()),
+        },
+    );
     p.serve();
     p.to_client.clear();
     // The write was acknowledged, then the server died before any fsync.
-    check(Dialect::DotL, "Tfsync after lost writes", p, Tfsync { fid: Fid(FILE), datasync: 0 }.into(), Outcome::Fail);
+    check(
+        Dialect::DotL,
+        "Tfsync after lost writes",
+        p,
+        Tfsync {
+            fid: Fid(FILE),
+            datasync: 0,
+        }
+        .into(),
+        Outcome::Fail,
+    );
 }

@@ -33,11 +33,23 @@ fn redials_back_off_exponentially_with_jitter_up_to_the_cap() {
     let mut base = 1.0f64;
     for (i, d) in delays.iter().enumerate() {
         let s = d.as_secs_f64();
-        assert!(s >= base * 0.75 - 1e-6 && s <= base * 1.25 + 1e-6, "attempt {i}: {s} s vs base {base}");
+        assert!(
+            s >= base * 0.75 - 1e-6 && s <= base * 1.25 + 1e-6,
+            "attempt {i}: {s} s vs base {base}"
+        );
         base = (base * 1.5).min(30.0);
     }
     // Jitter really varies the delays.
-    let first = redial_delays(&Pair::attached_with(Dialect::DotL, Config { seed: 99, ..config() }).tap_kill());
+    let first = redial_delays(
+        &Pair::attached_with(
+            Dialect::DotL,
+            Config {
+                seed: 99,
+                ..config()
+            },
+        )
+        .tap_kill(),
+    );
     assert_ne!(first[0], delays[0]);
 }
 
@@ -53,15 +65,28 @@ impl TapKill for Pair {
 
 #[test]
 fn requests_wait_while_the_server_is_away_and_backpressure_holds_the_client() {
-    let cfg = Config { queue_max_requests: 3, ..config() };
+    let cfg = Config {
+        queue_max_requests: 3,
+        ..config()
+    };
     let mut p = Pair::attached_with(Dialect::DotL, cfg);
     p.open_file(2, 1, &["f"], lflags::RDWR);
     p.kill();
     for tag in 10..13 {
         assert!(p.s.wants_client_input());
-        p.client(tag, Tread { fid: Fid(1), offset: 0, count: 1 });
+        p.client(
+            tag,
+            Tread {
+                fid: Fid(1),
+                offset: 0,
+                count: 1,
+            },
+        );
     }
-    assert!(!p.s.wants_client_input(), "three requests held: stop reading the client");
+    assert!(
+        !p.s.wants_client_input(),
+        "three requests held: stop reading the client"
+    );
     assert!(p.to_client.is_empty());
     p.reconnect();
     assert!(p.s.wants_client_input());
@@ -74,11 +99,21 @@ fn requests_wait_while_the_server_is_away_and_backpressure_holds_the_client() {
 
 #[test]
 fn soft_mode_fails_requests_after_the_limit_and_heals_when_the_server_returns() {
-    let cfg = Config { give_up_after: Some(Duration::from_secs(5)), ..config() };
+    let cfg = Config {
+        give_up_after: Some(Duration::from_secs(5)),
+        ..config()
+    };
     let mut p = Pair::attached_with(Dialect::DotL, cfg);
     p.open_file(2, 1, &["f"], lflags::RDWR);
     p.kill();
-    p.client(10, Tread { fid: Fid(1), offset: 0, count: 1 });
+    p.client(
+        10,
+        Tread {
+            fid: Fid(1),
+            offset: 0,
+            count: 1,
+        },
+    );
     let start = p.now;
     for _ in 0..100 {
         if !p.replies_to(10).is_empty() {
@@ -90,15 +125,32 @@ fn soft_mode_fails_requests_after_the_limit_and_heals_when_the_server_returns() 
         }
     }
     let waited = p.now.since(start);
-    assert!(waited >= Duration::from_secs(5) && waited < Duration::from_secs(6), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
     assert_eq!(p.reply_to(10), &Msg::Rlerror(Rlerror { ecode: errno::EIO }));
     assert!(p.events.iter().any(|e| matches!(e, Event::GaveUp { .. })));
     // While it stays away, new requests fail at once.
-    p.client(11, Tread { fid: Fid(1), offset: 0, count: 1 });
+    p.client(
+        11,
+        Tread {
+            fid: Fid(1),
+            offset: 0,
+            count: 1,
+        },
+    );
     assert_eq!(p.reply_to(11), &Msg::Rlerror(Rlerror { ecode: errno::EIO }));
     // The server comes back: fids are rebuilt and service resumes.
     p.reconnect();
-    p.client(12, Tread { fid: Fid(1), offset: 0, count: 1 });
+    p.client(
+        12,
+        Tread {
+            fid: Fid(1),
+            offset: 0,
+            count: 1,
+        },
+    );
     p.serve();
     assert!(p.is_success(12));
 }
@@ -115,9 +167,15 @@ fn a_stalled_recovery_is_abandoned_and_redialed() {
     let waited = p.advance();
     assert_eq!(waited, Duration::from_secs(30));
     assert!(p.closed_links.contains(&first));
-    assert!(p.events.iter().any(|e| matches!(e, Event::RecoveryStalled { .. })));
+    assert!(p
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::RecoveryStalled { .. })));
     p.reconnect();
-    assert!(p.events.iter().any(|e| matches!(e, Event::Recovered { .. })));
+    assert!(p
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Recovered { .. })));
 }
 
 #[test]
@@ -127,7 +185,13 @@ fn a_duplicate_tag_from_the_client_ends_its_session() {
     p.client(7, Tclunk { fid: Fid(0) });
     assert!(p.client_closed);
     assert!(p.s.is_closed());
-    assert!(p.events.iter().any(|e| matches!(e, Event::ProtocolViolation { peer: Peer::Client, .. })));
+    assert!(p.events.iter().any(|e| matches!(
+        e,
+        Event::ProtocolViolation {
+            peer: Peer::Client,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -151,7 +215,14 @@ fn a_server_breaking_the_protocol_loses_its_link_and_is_redialed() {
     for bad in ["unknown tag", "wrong type", "garbage"] {
         let mut p = Pair::attached(Dialect::DotL);
         p.open_file(2, 1, &["f"], lflags::RDWR);
-        p.client(10, Tread { fid: Fid(1), offset: 0, count: 4 });
+        p.client(
+            10,
+            Tread {
+                fid: Fid(1),
+                offset: 0,
+                count: 4,
+            },
+        );
         let link = p.link.unwrap();
         match bad {
             "unknown tag" => p.reply(999, Rclunk {}),
@@ -159,9 +230,22 @@ fn a_server_breaking_the_protocol_loses_its_link_and_is_redialed() {
             _ => p.reply_raw(Bytes::from_static(&[8, 0, 0, 0, 117, 10, 0, 7])),
         }
         assert!(p.closed_links.contains(&link), "{bad}");
-        assert!(p.events.iter().any(|e| matches!(e, Event::ProtocolViolation { peer: Peer::Server, .. })), "{bad}");
+        assert!(
+            p.events.iter().any(|e| matches!(
+                e,
+                Event::ProtocolViolation {
+                    peer: Peer::Server,
+                    ..
+                }
+            )),
+            "{bad}"
+        );
         p.reconnect();
-        assert_eq!(p.replies_to(10).len(), 1, "{bad}: the read is resent and answered once");
+        assert_eq!(
+            p.replies_to(10).len(),
+            1,
+            "{bad}: the read is resent and answered once"
+        );
     }
 }
 
@@ -173,42 +257,110 @@ fn a_smaller_msize_after_reconnect_clamps_reads_and_shortens_writes() {
     p.server.msize = 4096;
     p.reconnect();
     assert_eq!(p.s.server_msize(), 4096);
-    p.client(10, Tread { fid: Fid(1), offset: 0, count: 8000 });
-    let Msg::Tread(r) = p.next_request().msg else { panic!("not a read") };
+    p.client(
+        10,
+        Tread {
+            fid: Fid(1),
+            offset: 0,
+            count: 8000,
+        },
+    );
+    let Msg::Tread(r) = p.next_request().msg else {
+        panic!("not a read")
+    };
     assert_eq!(r.count, 4096 - 11);
-    p.client(11, Twrite { fid: Fid(1), offset: 0, data: Data(vec![1u8; 6000].into()) });
+    p.client(
+        11,
+        Twrite {
+            fid: Fid(1),
+            offset: 0,
+            data: Data(vec![1u8; 6000].into()),
+        },
+    );
     let fc = p.next_request();
-    let Msg::Twrite(w) = &fc.msg else { panic!("not a write") };
+    let Msg::Twrite(w) = &fc.msg else {
+        panic!("not a write")
+    };
     assert_eq!(w.data.0.len(), 4096 - 23);
     let reply = p.server.answer(&fc);
     p.reply(fc.tag, reply);
-    assert_eq!(p.reply_to(11), &Msg::Rwrite(Rwrite { count: 4096 - 23 }), "a short write");
+    assert_eq!(
+        p.reply_to(11),
+        &Msg::Rwrite(Rwrite { count: 4096 - 23 }),
+        "a short write"
+    );
 }
 
 #[test]
 fn a_replaced_file_makes_its_open_fid_stale_in_each_dialects_form() {
     for d in Dialect::ALL {
         let mut p = Pair::attached(d);
-        let mode = if d == Dialect::DotL { lflags::RDWR } else { open_mode::RDWR as u32 };
+        let mode = if d == Dialect::DotL {
+            lflags::RDWR
+        } else {
+            open_mode::RDWR as u32
+        };
         p.open_file(2, 1, &["f"], mode);
         p.kill();
         p.server.replace(&["f"]);
         p.reconnect();
-        assert!(p.events.iter().any(|e| matches!(e, Event::Recovered { stale: 1, .. })), "{d}");
-        assert!(p.events.iter().any(|e| matches!(e, Event::FidLost { fid: 1, .. })), "{d}");
+        assert!(
+            p.events
+                .iter()
+                .any(|e| matches!(e, Event::Recovered { stale: 1, .. })),
+            "{d}"
+        );
+        assert!(
+            p.events
+                .iter()
+                .any(|e| matches!(e, Event::FidLost { fid: 1, .. })),
+            "{d}"
+        );
         p.server.executed.clear();
-        p.client(10, Tread { fid: Fid(1), offset: 0, count: 1 });
+        p.client(
+            10,
+            Tread {
+                fid: Fid(1),
+                offset: 0,
+                count: 1,
+            },
+        );
         let expected: Msg = match d {
-            Dialect::DotL => Rlerror { ecode: errno::ESTALE }.into(),
-            Dialect::DotU => Rerror { ename: "unable to reopen file".into(), errno: Some(errno::ESTALE) }.into(),
-            Dialect::Base => Rerror { ename: "unable to reopen file".into(), errno: None }.into(),
+            Dialect::DotL => Rlerror {
+                ecode: errno::ESTALE,
+            }
+            .into(),
+            Dialect::DotU => Rerror {
+                ename: "unable to reopen file".into(),
+                errno: Some(errno::ESTALE),
+            }
+            .into(),
+            Dialect::Base => Rerror {
+                ename: "unable to reopen file".into(),
+                errno: None,
+            }
+            .into(),
         };
         assert_eq!(p.reply_to(10), &expected, "{d}");
         p.client(11, Tclunk { fid: Fid(1) });
-        assert_eq!(p.reply_to(11), &Msg::Rclunk(Rclunk {}), "{d}: clunk answered locally");
-        assert!(p.server.executed.is_empty(), "{d}: nothing reached the server");
+        assert_eq!(
+            p.reply_to(11),
+            &Msg::Rclunk(Rclunk {}),
+            "{d}: clunk answered locally"
+        );
+        assert!(
+            p.server.executed.is_empty(),
+            "{d}: nothing reached the server"
+        );
         // The fid number is free again.
-        p.client(12, Twalk { fid: Fid(0), newfid: Fid(1), wnames: WalkNames::new(["f"]).unwrap() });
+        p.client(
+            12,
+            Twalk {
+                fid: Fid(0),
+                newfid: Fid(1),
+                wnames: WalkNames::new(["f"]).unwrap(),
+            },
+        );
         p.serve();
         assert!(p.is_success(12), "{d}");
     }
@@ -218,12 +370,26 @@ fn a_replaced_file_makes_its_open_fid_stale_in_each_dialects_form() {
 fn an_unopened_fid_follows_its_path_to_the_new_file() {
     let mut p = Pair::attached(Dialect::DotL);
     p.server.touch(&["f"], false);
-    p.client(2, Twalk { fid: Fid(0), newfid: Fid(1), wnames: WalkNames::new(["f"]).unwrap() });
+    p.client(
+        2,
+        Twalk {
+            fid: Fid(0),
+            newfid: Fid(1),
+            wnames: WalkNames::new(["f"]).unwrap(),
+        },
+    );
     p.serve();
     p.kill();
     p.server.replace(&["f"]);
     p.reconnect();
-    assert!(p.events.iter().any(|e| matches!(e, Event::Recovered { fids: 2, stale: 0, .. })));
+    assert!(p.events.iter().any(|e| matches!(
+        e,
+        Event::Recovered {
+            fids: 2,
+            stale: 0,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -242,19 +408,35 @@ fn an_exclusive_file_is_reopened_after_retries() {
         while let Some((_, fc)) = p.to_server.pop_front() {
             if matches!(fc.msg, Msg::Topen(_)) && refusals < 2 {
                 refusals += 1;
-                p.reply(fc.tag, Rerror { ename: "file in use".into(), errno: None });
+                p.reply(
+                    fc.tag,
+                    Rerror {
+                        ename: "file in use".into(),
+                        errno: None,
+                    },
+                );
             } else {
                 let r = p.server.answer(&fc);
                 p.reply(fc.tag, r);
             }
         }
-        if p.events.iter().any(|e| matches!(e, Event::Recovered { .. })) {
+        if p.events
+            .iter()
+            .any(|e| matches!(e, Event::Recovered { .. }))
+        {
             break;
         }
-        assert_eq!(p.advance(), Duration::from_millis(500), "retry after the configured pause");
+        assert_eq!(
+            p.advance(),
+            Duration::from_millis(500),
+            "retry after the configured pause"
+        );
     }
     assert_eq!(refusals, 2);
-    assert!(p.events.iter().any(|e| matches!(e, Event::Recovered { stale: 0, .. })));
+    assert!(p
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Recovered { stale: 0, .. })));
 }
 
 #[test]
@@ -262,7 +444,15 @@ fn held_locks_are_replayed_in_order_and_a_refused_one_makes_the_fid_stale() {
     for refuse in [false, true] {
         let mut p = Pair::attached(Dialect::DotL);
         p.open_file(2, 1, &["f"], lflags::RDWR);
-        let lock = |start| Tlock { fid: Fid(1), typ: 1, flags: 0, start, length: 10, proc_id: 7, client_id: "c".into() };
+        let lock = |start| Tlock {
+            fid: Fid(1),
+            typ: 1,
+            flags: 0,
+            start,
+            length: 10,
+            proc_id: 7,
+            client_id: "c".into(),
+        };
         p.client(3, lock(0));
         p.client(4, lock(100));
         p.serve();
@@ -285,10 +475,16 @@ fn held_locks_are_replayed_in_order_and_a_refused_one_makes_the_fid_stale() {
         }
         if refuse {
             assert_eq!(replayed, [0]);
-            assert!(p.events.iter().any(|e| matches!(e, Event::Recovered { stale: 1, .. })));
+            assert!(p
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Recovered { stale: 1, .. })));
         } else {
             assert_eq!(replayed, [0, 100]);
-            assert!(p.events.iter().any(|e| matches!(e, Event::Recovered { stale: 0, .. })));
+            assert!(p
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Recovered { stale: 0, .. })));
         }
     }
 }
@@ -296,12 +492,47 @@ fn held_locks_are_replayed_in_order_and_a_refused_one_makes_the_fid_stale() {
 #[test]
 fn fids_from_an_authenticated_attach_go_stale_without_an_authenticator() {
     let mut p = Pair::attached(Dialect::DotU);
-    p.client(2, Tauth { afid: Fid(50), uname: "glenda".into(), aname: "".into(), n_uname: Some(1) });
+    p.client(
+        2,
+        Tauth {
+            afid: Fid(50),
+            uname: "glenda".into(),
+            aname: "".into(),
+            n_uname: Some(1),
+        },
+    );
     let tag = p.next_request().tag;
-    p.reply(tag, Rauth { aqid: Qid { typ: qid_type::AUTH, version: 0, path: 77 } });
-    p.client(3, Tattach { fid: Fid(51), afid: Fid(50), uname: "glenda".into(), aname: "".into(), n_uname: Some(1) });
+    p.reply(
+        tag,
+        Rauth {
+            aqid: Qid {
+                typ: qid_type::AUTH,
+                version: 0,
+                path: 77,
+            },
+        },
+    );
+    p.client(
+        3,
+        Tattach {
+            fid: Fid(51),
+            afid: Fid(50),
+            uname: "glenda".into(),
+            aname: "".into(),
+            n_uname: Some(1),
+        },
+    );
     let tag = p.next_request().tag;
-    p.reply(tag, Rattach { qid: Qid { typ: qid_type::DIR, version: 0, path: 1 } });
+    p.reply(
+        tag,
+        Rattach {
+            qid: Qid {
+                typ: qid_type::DIR,
+                version: 0,
+                path: 1,
+            },
+        },
+    );
     p.kill();
     p.reconnect();
     let lost: Vec<u32> = p
@@ -314,17 +545,42 @@ fn fids_from_an_authenticated_attach_go_stale_without_an_authenticator() {
         .collect();
     assert_eq!(lost, [50, 51]);
     p.client(4, Tstat { fid: Fid(51) });
-    assert_eq!(error_of(p.reply_to(4)).as_deref(), Some("unable to reopen file"));
+    assert_eq!(
+        error_of(p.reply_to(4)).as_deref(),
+        Some("unable to reopen file")
+    );
 }
 
 #[test]
 fn renames_move_the_paths_that_recovery_walks() {
     let mut p = Pair::attached(Dialect::DotL);
     p.server.touch(&["a", "b"], false);
-    p.client(2, Twalk { fid: Fid(0), newfid: Fid(1), wnames: WalkNames::new(["a"]).unwrap() });
-    p.client(3, Twalk { fid: Fid(1), newfid: Fid(2), wnames: WalkNames::new(["b"]).unwrap() });
+    p.client(
+        2,
+        Twalk {
+            fid: Fid(0),
+            newfid: Fid(1),
+            wnames: WalkNames::new(["a"]).unwrap(),
+        },
+    );
+    p.client(
+        3,
+        Twalk {
+            fid: Fid(1),
+            newfid: Fid(2),
+            wnames: WalkNames::new(["b"]).unwrap(),
+        },
+    );
     p.serve();
-    p.client(4, Trenameat { olddirfid: Fid(0), oldname: "a".into(), newdirfid: Fid(0), newname: "z".into() });
+    p.client(
+        4,
+        Trenameat {
+            olddirfid: Fid(0),
+            oldname: "a".into(),
+            newdirfid: Fid(0),
+            newname: "z".into(),
+        },
+    );
     p.serve();
     p.kill();
     p.server.touch(&["z", "b"], false);
@@ -332,7 +588,9 @@ fn renames_move_the_paths_that_recovery_walks() {
     let walked: Vec<Vec<Vec<u8>>> = log
         .iter()
         .filter_map(|f| match &f.msg {
-            Msg::Twalk(w) if w.newfid == Fid(2) => Some(w.wnames.iter().map(<[u8]>::to_vec).collect()),
+            Msg::Twalk(w) if w.newfid == Fid(2) => {
+                Some(w.wnames.iter().map(<[u8]>::to_vec).collect())
+            }
             _ => None,
         })
         .collect();
@@ -344,7 +602,13 @@ fn a_new_tversion_resets_the_session() {
     let mut p = Pair::attached(Dialect::DotL);
     p.open_file(2, 1, &["f"], lflags::RDWR);
     assert_eq!(p.s.fid_count(), 2);
-    p.client(NOTAG, Tversion { msize: 8192, version: "9P2000.L".into() });
+    p.client(
+        NOTAG,
+        Tversion {
+            msize: 8192,
+            version: "9P2000.L".into(),
+        },
+    );
     p.serve();
     assert_eq!(p.s.fid_count(), 0);
 }
@@ -353,12 +617,24 @@ fn a_new_tversion_resets_the_session() {
 fn a_reply_after_rflush_never_reaches_the_client() {
     let mut p = Pair::attached(Dialect::DotL);
     p.open_file(2, 1, &["f"], lflags::RDWR);
-    p.client(10, Tread { fid: Fid(1), offset: 0, count: 4 });
+    p.client(
+        10,
+        Tread {
+            fid: Fid(1),
+            offset: 0,
+            count: 4,
+        },
+    );
     p.client(11, Tflush { oldtag: 10 });
     p.reply(11, Rflush {});
     assert_eq!(p.reply_to(11), &Msg::Rflush(Rflush {}));
     // The server answers the flushed request anyway: that reply must not go through.
-    p.reply(10, Rread { data: Data("late".into()) });
+    p.reply(
+        10,
+        Rread {
+            data: Data("late".into()),
+        },
+    );
     assert!(p.replies_to(10).is_empty());
 }
 
@@ -380,7 +656,13 @@ fn flush_while_the_server_is_away_is_answered_at_once_never_with_an_error() {
 #[test]
 fn requests_before_the_first_connection_wait_for_it() {
     let mut p = Pair::new(Dialect::DotL);
-    p.client(NOTAG, Tversion { msize: 8192, version: "9P2000.L".into() });
+    p.client(
+        NOTAG,
+        Tversion {
+            msize: 8192,
+            version: "9P2000.L".into(),
+        },
+    );
     p.refuse_dial();
     assert!(p.to_client.is_empty());
     p.advance();

@@ -69,7 +69,13 @@ impl Pair {
     pub fn attached_with(dialect: Dialect, cfg: Config) -> Pair {
         let mut p = Pair::with_config(dialect, cfg);
         p.accept_dial();
-        p.client(NOTAG, Tversion { msize: 8192, version: dialect.version_string().into() });
+        p.client(
+            NOTAG,
+            Tversion {
+                msize: 8192,
+                version: dialect.version_string().into(),
+            },
+        );
         p.serve();
         p.client(
             1,
@@ -92,12 +98,20 @@ impl Pair {
         while let Some(o) = self.s.poll_output() {
             match o {
                 Output::ToClient(f) => {
-                    let d = if f[4] == MsgType::Rversion as u8 { Dialect::DotL } else { self.dialect };
+                    let d = if f[4] == MsgType::Rversion as u8 {
+                        Dialect::DotL
+                    } else {
+                        self.dialect
+                    };
                     let fc = Fcall::decode(&f, d).expect("the session sends valid replies");
                     self.to_client.push(fc);
                 }
                 Output::ToLink { link, frame } => {
-                    let d = if frame[4] == MsgType::Tversion as u8 { Dialect::DotL } else { self.dialect };
+                    let d = if frame[4] == MsgType::Tversion as u8 {
+                        Dialect::DotL
+                    } else {
+                        self.dialect
+                    };
                     let fc = Fcall::decode(&frame, d).expect("the session sends valid requests");
                     self.to_server.push_back((link, fc));
                 }
@@ -139,7 +153,8 @@ impl Pair {
 
     pub fn refuse_dial(&mut self) {
         let link = self.pending_dial.take().expect("a dial was asked for");
-        self.s.handle_dial_failed(self.now, link, "connection refused");
+        self.s
+            .handle_dial_failed(self.now, link, "connection refused");
         self.drain();
     }
 
@@ -172,7 +187,10 @@ impl Pair {
 
     /// Take the next frame sent to the server.
     pub fn next_request(&mut self) -> Fcall {
-        self.to_server.pop_front().expect("a request was sent to the server").1
+        self.to_server
+            .pop_front()
+            .expect("a request was sent to the server")
+            .1
     }
 
     /// Deliver one server reply on the current link.
@@ -230,13 +248,21 @@ impl Pair {
 
     /// Replies the client got for `tag`.
     pub fn replies_to(&self, tag: u16) -> Vec<&Msg> {
-        self.to_client.iter().filter(|f| f.tag == tag).map(|f| &f.msg).collect()
+        self.to_client
+            .iter()
+            .filter(|f| f.tag == tag)
+            .map(|f| &f.msg)
+            .collect()
     }
 
     /// The single reply to `tag` (fails if there are none or several).
     pub fn reply_to(&self, tag: u16) -> &Msg {
         let r = self.replies_to(tag);
-        assert_eq!(r.len(), 1, "expected exactly one reply to tag {tag}, got {r:?}");
+        assert_eq!(
+            r.len(),
+            1,
+            "expected exactly one reply to tag {tag}, got {r:?}"
+        );
         r[0]
     }
 
@@ -249,24 +275,66 @@ impl Pair {
     /// dialect); the stub creates the file if needed.
     pub fn open_file(&mut self, tag: u16, newfid: u32, path: &[&str], mode: u32) {
         self.server.touch(path, false);
-        self.client(tag, Twalk { fid: Fid(0), newfid: Fid(newfid), wnames: WalkNames::new(path).unwrap() });
+        self.client(
+            tag,
+            Twalk {
+                fid: Fid(0),
+                newfid: Fid(newfid),
+                wnames: WalkNames::new(path).unwrap(),
+            },
+        );
         self.serve();
         match self.dialect {
-            Dialect::DotL => self.client(tag, Tlopen { fid: Fid(newfid), flags: mode }),
-            _ => self.client(tag, Topen { fid: Fid(newfid), mode: mode as u8 }),
+            Dialect::DotL => self.client(
+                tag,
+                Tlopen {
+                    fid: Fid(newfid),
+                    flags: mode,
+                },
+            ),
+            _ => self.client(
+                tag,
+                Topen {
+                    fid: Fid(newfid),
+                    mode: mode as u8,
+                },
+            ),
         }
         self.serve();
-        assert!(self.is_success(tag), "open failed: {:?}", self.replies_to(tag));
+        assert!(
+            self.is_success(tag),
+            "open failed: {:?}",
+            self.replies_to(tag)
+        );
         self.to_client.clear();
     }
 
     pub fn open_dir(&mut self, tag: u16, newfid: u32, path: &[&str]) {
         self.server.touch(path, true);
-        self.client(tag, Twalk { fid: Fid(0), newfid: Fid(newfid), wnames: WalkNames::new(path).unwrap() });
+        self.client(
+            tag,
+            Twalk {
+                fid: Fid(0),
+                newfid: Fid(newfid),
+                wnames: WalkNames::new(path).unwrap(),
+            },
+        );
         self.serve();
         match self.dialect {
-            Dialect::DotL => self.client(tag, Tlopen { fid: Fid(newfid), flags: lflags::DIRECTORY }),
-            _ => self.client(tag, Topen { fid: Fid(newfid), mode: open_mode::READ }),
+            Dialect::DotL => self.client(
+                tag,
+                Tlopen {
+                    fid: Fid(newfid),
+                    flags: lflags::DIRECTORY,
+                },
+            ),
+            _ => self.client(
+                tag,
+                Topen {
+                    fid: Fid(newfid),
+                    mode: open_mode::READ,
+                },
+            ),
         }
         self.serve();
         self.to_client.clear();
@@ -306,8 +374,25 @@ pub struct Stub {
 impl Stub {
     pub fn new(dialect: Dialect) -> Stub {
         let mut files = BTreeMap::new();
-        files.insert(Vec::new(), (Qid { typ: qid_type::DIR, version: 0, path: 1 }, Vec::new()));
-        Stub { dialect, files, fids: BTreeMap::new(), executed: Vec::new(), msize: 8192, next_path: 2 }
+        files.insert(
+            Vec::new(),
+            (
+                Qid {
+                    typ: qid_type::DIR,
+                    version: 0,
+                    path: 1,
+                },
+                Vec::new(),
+            ),
+        );
+        Stub {
+            dialect,
+            files,
+            fids: BTreeMap::new(),
+            executed: Vec::new(),
+            msize: 8192,
+            next_path: 2,
+        }
     }
 
     pub fn crash_connection(&mut self) {
@@ -321,8 +406,16 @@ impl Stub {
             p.push(name.as_bytes().to_vec());
             let is_dir = dir || i + 1 < path.len();
             if !self.files.contains_key(&p) {
-                let typ = if is_dir { qid_type::DIR } else { qid_type::FILE };
-                let qid = Qid { typ, version: 0, path: self.next_path };
+                let typ = if is_dir {
+                    qid_type::DIR
+                } else {
+                    qid_type::FILE
+                };
+                let qid = Qid {
+                    typ,
+                    version: 0,
+                    path: self.next_path,
+                };
                 self.next_path += 1;
                 self.files.insert(p.clone(), (qid, Vec::new()));
             }
@@ -332,7 +425,11 @@ impl Stub {
     /// Replace the file at `path` with a new one (new qid path).
     pub fn replace(&mut self, path: &[&str]) {
         let p: Vec<Vec<u8>> = path.iter().map(|n| n.as_bytes().to_vec()).collect();
-        let qid = Qid { typ: qid_type::FILE, version: 0, path: self.next_path };
+        let qid = Qid {
+            typ: qid_type::FILE,
+            version: 0,
+            path: self.next_path,
+        };
         self.next_path += 1;
         self.files.insert(p, (qid, Vec::new()));
     }
@@ -345,25 +442,45 @@ impl Stub {
     fn err(&self, errno: u32) -> Msg {
         match self.dialect {
             Dialect::DotL => Rlerror { ecode: errno }.into(),
-            Dialect::DotU => Rerror { ename: "error".into(), errno: Some(errno) }.into(),
-            Dialect::Base => Rerror { ename: "error".into(), errno: None }.into(),
+            Dialect::DotU => Rerror {
+                ename: "error".into(),
+                errno: Some(errno),
+            }
+            .into(),
+            Dialect::Base => Rerror {
+                ename: "error".into(),
+                errno: None,
+            }
+            .into(),
         }
     }
 
     fn qid_of(&self, fid: Fid) -> Option<Qid> {
-        self.fids.get(&fid.0).and_then(|p| self.files.get(p)).map(|(q, _)| *q)
+        self.fids
+            .get(&fid.0)
+            .and_then(|p| self.files.get(p))
+            .map(|(q, _)| *q)
     }
 
     pub fn answer(&mut self, fc: &Fcall) -> Msg {
         self.executed.push(fc.msg.msg_type());
         match &fc.msg {
-            Msg::Tversion(v) => Rversion { msize: v.msize.min(self.msize), version: v.version.clone() }.into(),
+            Msg::Tversion(v) => Rversion {
+                msize: v.msize.min(self.msize),
+                version: v.version.clone(),
+            }
+            .into(),
             Msg::Tattach(a) => {
                 self.fids.insert(a.fid.0, Vec::new());
-                Rattach { qid: self.files[&Vec::new()].0 }.into()
+                Rattach {
+                    qid: self.files[&Vec::new()].0,
+                }
+                .into()
             }
             Msg::Twalk(w) => {
-                let Some(mut path) = self.fids.get(&w.fid.0).cloned() else { return self.err(errno::EBADF) };
+                let Some(mut path) = self.fids.get(&w.fid.0).cloned() else {
+                    return self.err(errno::EBADF);
+                };
                 let mut qids = Vec::new();
                 for name in w.wnames.iter() {
                     if name == b".." {
@@ -382,7 +499,10 @@ impl Stub {
                 if qids.len() == w.wnames.len() {
                     self.fids.insert(w.newfid.0, path);
                 }
-                Rwalk { wqids: WalkQids::new(&qids).unwrap() }.into()
+                Rwalk {
+                    wqids: WalkQids::new(&qids).unwrap(),
+                }
+                .into()
             }
             Msg::Topen(o) => match self.qid_of(o.fid) {
                 Some(qid) => Ropen { qid, iounit: 0 }.into(),
@@ -393,9 +513,15 @@ impl Stub {
                 None => self.err(errno::ENOENT),
             },
             Msg::Tcreate(Tcreate { fid, name, .. }) | Msg::Tlcreate(Tlcreate { fid, name, .. }) => {
-                let Some(mut path) = self.fids.get(&fid.0).cloned() else { return self.err(errno::EBADF) };
+                let Some(mut path) = self.fids.get(&fid.0).cloned() else {
+                    return self.err(errno::EBADF);
+                };
                 path.push(name.to_vec());
-                let qid = Qid { typ: qid_type::FILE, version: 0, path: self.next_path };
+                let qid = Qid {
+                    typ: qid_type::FILE,
+                    version: 0,
+                    path: self.next_path,
+                };
                 self.next_path += 1;
                 self.files.insert(path.clone(), (qid, Vec::new()));
                 self.fids.insert(fid.0, path);
@@ -406,29 +532,41 @@ impl Stub {
                 }
             }
             Msg::Tread(r) => {
-                let Some(path) = self.fids.get(&r.fid.0) else { return self.err(errno::EBADF) };
+                let Some(path) = self.fids.get(&r.fid.0) else {
+                    return self.err(errno::EBADF);
+                };
                 let (qid, data) = &self.files[path];
                 let data = if qid.is_dir() {
                     // A listing of 100 bytes per step, enough to test positions.
                     let total = 300u64;
-                    let n = (total.saturating_sub(r.offset)).min(r.count as u64).min(100);
+                    let n = (total.saturating_sub(r.offset))
+                        .min(r.count as u64)
+                        .min(100);
                     vec![b'd'; n as usize]
                 } else {
                     let start = (r.offset as usize).min(data.len());
                     let end = (start + r.count as usize).min(data.len());
                     data[start..end].to_vec()
                 };
-                Rread { data: Data(data.into()) }.into()
+                Rread {
+                    data: Data(data.into()),
+                }
+                .into()
             }
             Msg::Twrite(w) => {
-                let Some(path) = self.fids.get(&w.fid.0).cloned() else { return self.err(errno::EBADF) };
+                let Some(path) = self.fids.get(&w.fid.0).cloned() else {
+                    return self.err(errno::EBADF);
+                };
                 let (_, data) = self.files.get_mut(&path).unwrap();
                 let end = w.offset as usize + w.data.0.len();
                 if data.len() < end {
                     data.resize(end, 0);
                 }
                 data[w.offset as usize..end].copy_from_slice(&w.data.0);
-                Rwrite { count: w.data.0.len() as u32 }.into()
+                Rwrite {
+                    count: w.data.0.len() as u32,
+                }
+                .into()
             }
             Msg::Tclunk(c) => {
                 self.fids.remove(&c.fid.0);
@@ -444,12 +582,20 @@ impl Stub {
             Msg::Tfsync(_) => Rfsync {}.into(),
             Msg::Tlock(_) => Rlock { status: 0 }.into(),
             Msg::Tgetattr(g) => match self.qid_of(g.fid) {
-                Some(qid) => Rgetattr { qid, ..Default::default() }.into(),
+                Some(qid) => Rgetattr {
+                    qid,
+                    ..Default::default()
+                }
+                .into(),
                 None => self.err(errno::EBADF),
             },
             Msg::Tstat(s) => match self.qid_of(s.fid) {
                 Some(qid) => Rstat {
-                    stat: Stat { qid, ext: self.dialect.is_extended().then(StatExt::default), ..Default::default() },
+                    stat: Stat {
+                        qid,
+                        ext: self.dialect.is_extended().then(StatExt::default),
+                        ..Default::default()
+                    },
                 }
                 .into(),
                 None => self.err(errno::EBADF),
@@ -460,16 +606,26 @@ impl Stub {
                 if r.offset < 300 {
                     let i = r.offset / 100;
                     let entry = dir::Dirent {
-                        qid: Qid { typ: 0, version: 0, path: 1000 + i },
+                        qid: Qid {
+                            typ: 0,
+                            version: 0,
+                            path: 1000 + i,
+                        },
                         offset: r.offset + 100,
                         typ: 0,
                         name: format!("e{i}").into(),
                     };
                     entry.encode(&mut data);
                 }
-                Rreaddir { data: Data(data.freeze()) }.into()
+                Rreaddir {
+                    data: Data(data.freeze()),
+                }
+                .into()
             }
-            Msg::Tmkdir(_) => Rmkdir { qid: Qid::default() }.into(),
+            Msg::Tmkdir(_) => Rmkdir {
+                qid: Qid::default(),
+            }
+            .into(),
             Msg::Tsetattr(_) => Rsetattr {}.into(),
             Msg::Twstat(_) => Rwstat {}.into(),
             Msg::Trename(_) => Rrename {}.into(),
