@@ -535,7 +535,9 @@ impl Stub {
                 let Some(path) = self.fids.get(&r.fid.0) else {
                     return self.err(errno::EBADF);
                 };
-                let (qid, data) = &self.files[path];
+                let Some((qid, data)) = self.files.get(path) else {
+                    return self.err(errno::ENOENT);
+                };
                 let data = if qid.is_dir() {
                     // A listing of 100 bytes per step, enough to test positions.
                     let total = 300u64;
@@ -557,7 +559,9 @@ impl Stub {
                 let Some(path) = self.fids.get(&w.fid.0).cloned() else {
                     return self.err(errno::EBADF);
                 };
-                let (_, data) = self.files.get_mut(&path).unwrap();
+                let Some((_, data)) = self.files.get_mut(&path) else {
+                    return self.err(errno::ENOENT);
+                };
                 let end = w.offset as usize + w.data.0.len();
                 if data.len() < end {
                     data.resize(end, 0);
@@ -573,8 +577,10 @@ impl Stub {
                 Rclunk {}.into()
             }
             Msg::Tremove(r) => {
-                if let Some(p) = self.fids.remove(&r.fid.0) {
-                    self.files.remove(&p);
+                match self.fids.remove(&r.fid.0) {
+                    Some(p) if p.is_empty() => return self.err(errno::EPERM),
+                    Some(p) => drop(self.files.remove(&p)),
+                    None => return self.err(errno::EBADF),
                 }
                 Rremove {}.into()
             }
