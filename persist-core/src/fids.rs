@@ -96,6 +96,8 @@ impl FidRec {
 #[derive(Default)]
 pub(crate) struct FidTable {
     pub fids: HashMap<u32, FidRec>,
+    /// How many fids are lost: while none are, requests need no lost-fid lookup.
+    lost: usize,
     pub names: NameTree,
     roots: Vec<Option<Root>>,
 }
@@ -173,7 +175,28 @@ impl FidTable {
         Some(rec)
     }
 
+    /// Mark `fid` lost; false if there is no such fid.
+    pub fn mark_lost(&mut self, fid: u32, reason: LostReason) -> bool {
+        let Some(rec) = self.fids.get_mut(&fid) else {
+            return false;
+        };
+        if rec.is_lost().is_none() {
+            self.lost += 1;
+        }
+        rec.kind = FidKind::Lost(reason);
+        rec.locks = None;
+        true
+    }
+
+    /// Whether any fid is lost.
+    pub fn any_lost(&self) -> bool {
+        self.lost > 0
+    }
+
     fn drop_refs(&mut self, rec: &FidRec) {
+        if rec.is_lost().is_some() {
+            self.lost -= 1;
+        }
         self.names.release(rec.node);
         self.release_root_ref(rec.root);
     }

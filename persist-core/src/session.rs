@@ -26,6 +26,15 @@ use crate::time::Instant;
 const RREAD_HEADER: u32 = 11;
 /// Twrite's fixed part: size[4] type[1] tag[2] fid[4] offset[8] count[4].
 const TWRITE_HEADER: usize = 23;
+/// An Rwrite: size[4] type[1] tag[2] count[4].
+const RWRITE_LEN: usize = 11;
+/// A Tread is all fixed fields: size[4] type[1] tag[2] fid[4] offset[8] count[4].
+const TREAD_LEN: usize = 23;
+
+/// A little-endian u32 at `at` of a frame whose length was checked.
+fn field_u32(frame: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]])
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LinkState {
@@ -206,9 +215,14 @@ impl Session {
         self.fids.names.len()
     }
 
-    /// Approximate heap bytes of the fid table, names and roots.
+    /// Approximate heap bytes of the fid records (with lock histories and roots).
     pub fn fid_table_bytes(&self) -> usize {
-        self.fids.heap_bytes()
+        self.fids.heap_bytes() - self.fids.names.heap_bytes()
+    }
+
+    /// Approximate heap bytes of the shared path names.
+    pub fn path_name_bytes(&self) -> usize {
+        self.fids.names.heap_bytes()
     }
 
     pub(crate) fn dialect(&self) -> Option<Dialect> {
@@ -521,6 +535,11 @@ impl Session {
                 header.msg_type
             ));
         };
+        if let LinkState::Up { link } = self.link {
+            if self.forward_io(link, &header, &frame) {
+                return;
+            }
+        }
         let tag = header.tag;
         if self.requests.contains_key(&tag) {
             return self.client_violation(alloc::format!("tag {tag} is already in use"));
@@ -548,6 +567,54 @@ impl Session {
             _ if self.gave_up => self.fail_unavailable(tag),
             _ => self.queue.push_back(tag),
         }
+    }
+
+    /// The hot path: a well-formed Tread or Twrite on a fid that is not lost, fitting the
+    /// server, goes straight to the link with one table insert and no decoding. Returns false
+    /// to leave the frame to the general path.
+    fn forward_io(&mut self, link: LinkId, header: &Header, frame: &Bytes) -> bool {
+        let len = frame.len();
+        let ty = match MsgType::from_u8(header.msg_type) {
+            Some(MsgType::Tread) if len == TREAD_LEN => MsgType::Tread,
+            Some(MsgType::Twrite)
+                if len >= TWRITE_HEADER && field_u32(frame, 19) as usize == len - TWRITE_HEADER =>
+            {
+                MsgType::Twrite
+            }
+            _ => return false,
+        };
+        let msize = self.server_msize();
+        let fits = match ty {
+            MsgType::Tread => field_u32(frame, 19) <= msize.saturating_sub(RREAD_HEADER),
+            _ => len <= msize as usize,
+        };
+        if !fits || header.tag == NOTAG || self.negotiated.is_none() {
+            return false;
+        }
+        if self.fids.any_lost()
+            && self
+                .fids
+                .get(field_u32(frame, 7))
+                .is_some_and(|f| f.is_lost().is_some())
+        {
+            return false;
+        }
+        let hashbrown::hash_map::Entry::Vacant(slot) = self.requests.entry(header.tag) else {
+            return false;
+        };
+        slot.insert(Request {
+            seq: self.next_seq,
+            frame: frame.clone(),
+            ty,
+            state: RequestState::Sent(link),
+        });
+        self.next_seq += 1;
+        self.held_bytes += len;
+        self.out.push_back(Output::ToLink {
+            link,
+            frame: frame.clone(),
+        });
+        true
     }
 
     pub(crate) fn decode_request(&self, frame: &Bytes) -> Option<Msg> {
@@ -752,58 +819,73 @@ impl Session {
             Err(e) => return self.server_violation(now, link, alloc::format!("bad frame: {e}")),
         };
         let tag = header.tag;
-        let Some(req) = self
-            .requests
-            .get(&tag)
-            .filter(|r| r.state == RequestState::Sent(link))
-        else {
+        let Some(req) = self.requests.remove(&tag) else {
             return self.server_violation(now, link, alloc::format!("reply to unknown tag {tag}"));
         };
-        let request_ty = req.ty;
-        let dialect = if request_ty == MsgType::Tversion {
+        if req.state != RequestState::Sent(link) {
+            self.requests.insert(tag, req);
+            return self.server_violation(now, link, alloc::format!("reply to unknown tag {tag}"));
+        }
+        // Hot path: Rread and Rwrite are checked by their lengths alone.
+        let len = frame.len();
+        let fast = match (req.ty, MsgType::from_u8(header.msg_type)) {
+            (MsgType::Tread, Some(MsgType::Rread)) => {
+                len >= RREAD_HEADER as usize
+                    && field_u32(&frame, 7) as usize == len - RREAD_HEADER as usize
+            }
+            (MsgType::Twrite, Some(MsgType::Rwrite)) => len == RWRITE_LEN,
+            _ => false,
+        };
+        if fast {
+            self.held_bytes -= req.frame.len();
+            self.apply_io_reply(&req, len);
+            return self.send_to_client(frame);
+        }
+        let dialect = if req.ty == MsgType::Tversion {
             Dialect::DotL // Rversion reads the same in every dialect
         } else {
             self.dialect().unwrap_or(Dialect::DotL)
         };
         let reply = match Fcall::decode(&frame, dialect) {
             Ok(f) => f.msg,
-            Err(e) => return self.server_violation(now, link, alloc::format!("{e}")),
+            Err(e) => {
+                self.requests.insert(tag, req);
+                return self.server_violation(now, link, alloc::format!("{e}"));
+            }
         };
         let reply_ty = reply.msg_type();
         let is_error = matches!(reply_ty, MsgType::Rerror | MsgType::Rlerror);
-        if Some(reply_ty) != request_ty.reply() && !is_error {
-            return self.server_violation(
-                now,
-                link,
-                alloc::format!("{} answered with {}", request_ty.name(), reply_ty.name()),
-            );
+        if Some(reply_ty) != req.ty.reply() && !is_error {
+            let what = alloc::format!("{} answered with {}", req.ty.name(), reply_ty.name());
+            self.requests.insert(tag, req);
+            return self.server_violation(now, link, what);
         }
-        let req = self.requests.remove(&tag).expect("looked up above");
         self.held_bytes -= req.frame.len();
         self.apply_reply(&req, &reply, is_error);
         self.send_to_client(frame);
+    }
+
+    /// What a successful read or write changes: a directory's position, a fid's unsynced mark.
+    fn apply_io_reply(&mut self, req: &Request, reply_len: usize) {
+        let Some(rec) = self.fids.get_mut(field_u32(&req.frame, 7)) else {
+            return;
+        };
+        if req.ty == MsgType::Twrite {
+            rec.flags |= flag::UNSYNCED;
+        } else if rec.qid.is_dir() {
+            let offset = u64::from_le_bytes(req.frame[11..19].try_into().expect("8 bytes"));
+            rec.dir_offset = offset + (reply_len - RREAD_HEADER as usize) as u64;
+        }
     }
 
     /// Record what a reply did: the fid table changes only on success (but clunk and remove
     /// forget their fid whatever the outcome).
     fn apply_reply(&mut self, req: &Request, reply: &Msg, is_error: bool) {
         match (req.ty, reply) {
-            // Hot path: nothing to decode for plain reads; writes only mark the fid unsynced.
-            (MsgType::Twrite, Msg::Rwrite(_)) => {
-                let fid = u32::from_le_bytes(req.frame[7..11].try_into().expect("4 bytes"));
-                if let Some(rec) = self.fids.get_mut(fid) {
-                    rec.flags |= flag::UNSYNCED;
-                }
-                return;
-            }
             (MsgType::Tread, Msg::Rread(r)) => {
-                let fid = u32::from_le_bytes(req.frame[7..11].try_into().expect("4 bytes"));
-                if let Some(rec) = self.fids.get_mut(fid).filter(|f| f.qid.is_dir()) {
-                    let offset = u64::from_le_bytes(req.frame[11..19].try_into().expect("8"));
-                    rec.dir_offset = offset + r.data.0.len() as u64;
-                }
-                return;
+                return self.apply_io_reply(req, RREAD_HEADER as usize + r.data.0.len())
             }
+            (MsgType::Twrite, Msg::Rwrite(_)) => return self.apply_io_reply(req, RWRITE_LEN),
             _ => {}
         }
         let Some(msg) = self.decode_request(&req.frame) else {
@@ -955,9 +1037,7 @@ impl Session {
 
     /// Mark `fid` lost, telling the operator why.
     pub(crate) fn lose_fid(&mut self, fid: u32, reason: LostReason, why: &'static str) {
-        if let Some(rec) = self.fids.get_mut(fid) {
-            rec.kind = FidKind::Lost(reason);
-            rec.locks = None;
+        if self.fids.mark_lost(fid, reason) {
             self.event(Event::FidLost { fid, reason, why });
         }
     }

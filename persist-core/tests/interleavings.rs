@@ -134,7 +134,7 @@ struct Checker {
 
 impl Checker {
     fn take_replies(&mut self, p: &mut Pair) {
-        for fc in p.to_client[self.seen..].to_vec() {
+        for fc in p.to_client[self.seen..].iter().cloned() {
             let Some((ty, flushes)) = self.outstanding.remove(&fc.tag) else {
                 panic!(
                     "reply to tag {} that has no request outstanding: {:?}",
