@@ -198,6 +198,23 @@ fn forward(rig: &mut Rig, request: &Bytes, reply: &Bytes, n: u64) -> (f64, f64) 
     (n as f64 / elapsed.as_secs_f64(), allocs as f64 / n as f64)
 }
 
+/// The same frame traffic as `forward` without a session: clone in, drop out.
+fn driver_baseline(request: &Bytes, reply: &Bytes, n: u64) -> f64 {
+    let mut out = std::collections::VecDeque::with_capacity(4);
+    let start = WallClock::now();
+    for _ in 0..n {
+        out.push_back(black_box(request.clone()));
+        while let Some(f) = out.pop_front() {
+            black_box(f);
+        }
+        out.push_back(black_box(reply.clone()));
+        while let Some(f) = out.pop_front() {
+            black_box(f);
+        }
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
 fn main() {
     let n: u64 = std::env::var("BENCH_PAIRS")
         .ok()
@@ -254,9 +271,22 @@ fn main() {
         },
     ));
     let (walk_rate, walk_allocs) = forward(&mut rig, &twalk, &rwalk, n / 4);
+    // What a driver spends anyway per pair (taking each frame in, handing it on): measured in
+    // the same run so the session's own cost can be told apart.
+    let base = driver_baseline(&tread, &rread, n);
+    let own = |rate: f64| 1e9 / (1e9 / rate - 1e9 / base);
     println!("forwarding, pairs per second (allocations per pair):");
-    println!("  Tread/Rread 8 KiB  {read_rate:>12.0}  ({read_allocs:.3})");
-    println!("  Twalk/Rwalk 2 names{walk_rate:>12.0}  ({walk_allocs:.3})");
+    println!("  driver baseline     {base:>12.0}  (frame hand-offs alone)");
+    println!(
+        "  Tread/Rread 8 KiB  {read_rate:>12.0}  ({read_allocs:.3})  session alone: {:.0}/s, {:.0} ns/pair",
+        own(read_rate),
+        1e9 / own(read_rate)
+    );
+    println!(
+        "  Twalk/Rwalk 2 names{walk_rate:>12.0}  ({walk_allocs:.3})  session alone: {:.0}/s, {:.0} ns/pair",
+        own(walk_rate),
+        1e9 / own(walk_rate)
+    );
 
     // --- fid memory ---
     let fids: u32 = std::env::var("BENCH_FIDS")

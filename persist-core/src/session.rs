@@ -535,11 +535,13 @@ impl Session {
                 header.msg_type
             ));
         };
-        if let LinkState::Up { link } = self.link {
-            if self.forward_io(link, &header, &frame) {
-                return;
-            }
-        }
+        let frame = match self.link {
+            LinkState::Up { link } => match self.forward_io(link, &header, frame) {
+                Some(frame) => frame,
+                None => return,
+            },
+            _ => frame,
+        };
         let tag = header.tag;
         if self.requests.contains_key(&tag) {
             return self.client_violation(alloc::format!("tag {tag} is already in use"));
@@ -570,37 +572,38 @@ impl Session {
     }
 
     /// The hot path: a well-formed Tread or Twrite on a fid that is not lost, fitting the
-    /// server, goes straight to the link with one table insert and no decoding. Returns false
-    /// to leave the frame to the general path.
-    fn forward_io(&mut self, link: LinkId, header: &Header, frame: &Bytes) -> bool {
+    /// server, goes straight to the link with one table insert and no decoding. Gives the frame
+    /// back to leave it to the general path.
+    fn forward_io(&mut self, link: LinkId, header: &Header, frame: Bytes) -> Option<Bytes> {
         let len = frame.len();
         let ty = match MsgType::from_u8(header.msg_type) {
             Some(MsgType::Tread) if len == TREAD_LEN => MsgType::Tread,
             Some(MsgType::Twrite)
-                if len >= TWRITE_HEADER && field_u32(frame, 19) as usize == len - TWRITE_HEADER =>
+                if len >= TWRITE_HEADER
+                    && field_u32(&frame, 19) as usize == len - TWRITE_HEADER =>
             {
                 MsgType::Twrite
             }
-            _ => return false,
+            _ => return Some(frame),
         };
         let msize = self.server_msize();
         let fits = match ty {
-            MsgType::Tread => field_u32(frame, 19) <= msize.saturating_sub(RREAD_HEADER),
+            MsgType::Tread => field_u32(&frame, 19) <= msize.saturating_sub(RREAD_HEADER),
             _ => len <= msize as usize,
         };
         if !fits || header.tag == NOTAG || self.negotiated.is_none() {
-            return false;
+            return Some(frame);
         }
         if self.fids.any_lost()
             && self
                 .fids
-                .get(field_u32(frame, 7))
+                .get(field_u32(&frame, 7))
                 .is_some_and(|f| f.is_lost().is_some())
         {
-            return false;
+            return Some(frame);
         }
         let hashbrown::hash_map::Entry::Vacant(slot) = self.requests.entry(header.tag) else {
-            return false;
+            return Some(frame);
         };
         slot.insert(Request {
             seq: self.next_seq,
@@ -610,11 +613,8 @@ impl Session {
         });
         self.next_seq += 1;
         self.held_bytes += len;
-        self.out.push_back(Output::ToLink {
-            link,
-            frame: frame.clone(),
-        });
-        true
+        self.out.push_back(Output::ToLink { link, frame });
+        None
     }
 
     pub(crate) fn decode_request(&self, frame: &Bytes) -> Option<Msg> {
