@@ -54,6 +54,7 @@
 
 extern crate alloc;
 
+mod auth;
 mod config;
 mod event;
 mod fids;
@@ -66,6 +67,7 @@ mod rng;
 mod session;
 mod time;
 
+pub use auth::{AuthConversation, AuthInput, AuthStep, Authenticator};
 pub use config::{Backoff, Config};
 pub use event::{BackendId, Event, LinkId, Output, Peer};
 pub use fids::LostReason;

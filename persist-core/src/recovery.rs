@@ -4,16 +4,18 @@
 //! replay its locks — with up to `recovery_window` requests in flight. Fids that cannot be
 //! rebuilt become stale. Finally the proxy fids are clunked and the session resumes.
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use bytes::{Bytes, BytesMut};
 use p9_core::{
-    qid_type, set_tag, Dialect, Fcall, Fid, Header, Msg, MsgType, Qid, Tattach, Tclunk, Tlopen,
-    Topen, Tread, Tversion, Twalk, WalkNames, MAXWELEM, NOFID, NOTAG,
+    qid_type, set_tag, Data, Dialect, Fcall, Fid, Header, Msg, MsgType, Qid, Tattach, Tauth,
+    Tclunk, Tlopen, Topen, Tread, Tversion, Twalk, Twrite, WalkNames, MAXWELEM, NOFID, NOTAG,
 };
 
+use crate::auth::{AuthConversation, AuthInput, AuthStep};
 use crate::event::LinkId;
 use crate::fids::{flag, FidKind, LostReason, RootId};
 use crate::hash::HashMap;
@@ -53,10 +55,16 @@ struct RootAttach {
     pfid: u32,
     qid: Option<Qid>,
     failed: bool,
+    /// For an authenticated root: the proxy-owned auth fid and the conversation on it.
+    afid: Option<u32>,
+    conversation: Option<Box<dyn AuthConversation>>,
 }
 
 enum Wait {
     Version,
+    /// Tauth for a root, then the reads and writes of its conversation.
+    Auth(usize),
+    AuthIo(usize),
     Attach(usize),
     Job(Job),
     Clunk,
@@ -214,6 +222,23 @@ impl Session {
                 self.server_msize = rv.msize.min(neg.msize);
                 self.begin_attach(r);
             }
+            Wait::Auth(i) => match reply {
+                Msg::Rauth(_) => {
+                    let root = self.fids.root(r.roots[i].root);
+                    let conversation = self
+                        .authenticator
+                        .as_ref()
+                        .map(|a| a.converse(&root.uname, &root.aname));
+                    r.roots[i].conversation = conversation;
+                    self.auth_step(r, i, AuthInput::Start);
+                }
+                _ => r.roots[i].failed = true,
+            },
+            Wait::AuthIo(i) => match &reply {
+                Msg::Rwrite(w) => self.auth_step(r, i, AuthInput::Wrote(w.count)),
+                Msg::Rread(d) => self.auth_step(r, i, AuthInput::Read(&d.data.0)),
+                _ => r.roots[i].failed = true,
+            },
             Wait::Attach(i) => match reply {
                 Msg::Rattach(a) => r.roots[i].qid = Some(a.qid),
                 _ => r.roots[i].failed = true,
@@ -226,40 +251,99 @@ impl Session {
 
     fn begin_attach(&mut self, r: &mut Recovery) {
         r.phase = Phase::Attach;
-        // A root is needed if a fid that can be rebuilt uses it.
+        // A root is needed if a fid that can be rebuilt uses it; an authenticated one only if
+        // there is an authenticator to redo the authentication.
+        let can_auth = self.authenticator.is_some();
         let mut needed: Vec<RootId> = self
             .fids
             .fids
             .values()
             .filter(|f| matches!(f.kind, FidKind::Walked | FidKind::Open))
             .map(|f| f.root)
-            .filter(|&root| !self.fids.root(root).authenticated)
+            .filter(|&root| can_auth || !self.fids.root(root).authenticated)
             .collect();
         needed.sort_unstable();
         needed.dedup();
         let mut next_pfid = NOFID.0 - 1;
-        for root in needed {
-            while self.fids.get(next_pfid).is_some() {
+        let mut proxy_fid = |fids: &crate::fids::FidTable| {
+            while fids.get(next_pfid).is_some() {
                 next_pfid -= 1;
             }
+            next_pfid -= 1;
+            next_pfid + 1
+        };
+        for root in needed {
+            let pfid = proxy_fid(&self.fids);
+            let afid = self
+                .fids
+                .root(root)
+                .authenticated
+                .then(|| proxy_fid(&self.fids));
             r.roots.push(RootAttach {
                 root,
-                pfid: next_pfid,
+                pfid,
                 qid: None,
                 failed: false,
+                afid,
+                conversation: None,
             });
-            next_pfid -= 1;
         }
         for i in 0..r.roots.len() {
             let root = self.fids.root(r.roots[i].root);
-            let attach = Tattach {
-                fid: Fid(r.roots[i].pfid),
-                afid: NOFID,
-                uname: root.uname.clone(),
-                aname: root.aname.clone(),
-                n_uname: root.n_uname,
-            };
-            self.send(r, attach, Wait::Attach(i));
+            match r.roots[i].afid {
+                Some(afid) => {
+                    let auth = Tauth {
+                        afid: Fid(afid),
+                        uname: root.uname.clone(),
+                        aname: root.aname.clone(),
+                        n_uname: root.n_uname,
+                    };
+                    self.send(r, auth, Wait::Auth(i));
+                }
+                None => self.attach_root(r, i),
+            }
+        }
+    }
+
+    fn attach_root(&mut self, r: &mut Recovery, i: usize) {
+        let root = self.fids.root(r.roots[i].root);
+        let attach = Tattach {
+            fid: Fid(r.roots[i].pfid),
+            afid: r.roots[i].afid.map_or(NOFID, Fid),
+            uname: root.uname.clone(),
+            aname: root.aname.clone(),
+            n_uname: root.n_uname,
+        };
+        self.send(r, attach, Wait::Attach(i));
+    }
+
+    /// Carry the authentication conversation of root `i` one step. Auth files are streams,
+    /// so reads and writes go at offset 0.
+    fn auth_step(&mut self, r: &mut Recovery, i: usize, input: AuthInput<'_>) {
+        let (Some(afid), Some(conversation)) = (r.roots[i].afid, r.roots[i].conversation.as_mut())
+        else {
+            r.roots[i].failed = true;
+            return;
+        };
+        match conversation.step(input) {
+            AuthStep::Write(data) => {
+                let write = Twrite {
+                    fid: Fid(afid),
+                    offset: 0,
+                    data: Data(data),
+                };
+                self.send(r, write, Wait::AuthIo(i));
+            }
+            AuthStep::Read(count) => {
+                let read = Tread {
+                    fid: Fid(afid),
+                    offset: 0,
+                    count: count.min(self.server_msize().saturating_sub(11)),
+                };
+                self.send(r, read, Wait::AuthIo(i));
+            }
+            AuthStep::Done => self.attach_root(r, i),
+            AuthStep::Fail => r.roots[i].failed = true,
         }
     }
 
@@ -290,11 +374,19 @@ impl Session {
                         break;
                     }
                     r.phase = Phase::Clunk;
+                    // The proxy's own fids: attached roots, and every auth fid the server
+                    // granted (a failed conversation's too).
                     let pfids: Vec<u32> = r
                         .roots
                         .iter()
                         .filter(|a| a.qid.is_some())
                         .map(|a| a.pfid)
+                        .chain(
+                            r.roots
+                                .iter()
+                                .filter(|a| a.conversation.is_some())
+                                .filter_map(|a| a.afid),
+                        )
                         .collect();
                     for pfid in pfids {
                         self.send(&mut r, Tclunk { fid: Fid(pfid) }, Wait::Clunk);
@@ -340,7 +432,7 @@ impl Session {
             FidKind::Lost(_) => return,
             FidKind::Auth => Some("authentication fids cannot be rebuilt"),
             FidKind::Xattr => Some("extended-attribute fids cannot be rebuilt"),
-            _ if self.fids.root(rec.root).authenticated => {
+            _ if self.fids.root(rec.root).authenticated && self.authenticator.is_none() => {
                 Some("attached with authentication and no authenticator is configured")
             }
             _ if rec.flags & flag::LOCKS_OVERFLOWED != 0 => Some("too many locks to replay"),

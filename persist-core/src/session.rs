@@ -2,6 +2,7 @@
 //! the client after the link dies. Inputs are `handle_*` calls with the current time; outputs
 //! are pulled with `poll_output`, `poll_event` and `poll_timeout`.
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -12,6 +13,7 @@ use p9_core::{
     dir, Dialect, Fcall, FidList, Header, Msg, MsgType, Qid, Rclunk, Rflush, NOFID, NOTAG,
 };
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::event::{BackendId, Event, LinkId, Output, Peer};
 use crate::fids::{flag, FidKind, FidRec, FidTable, LostReason};
@@ -100,6 +102,7 @@ pub struct Session {
     out: VecDeque<Output>,
     events: VecDeque<Event>,
     pub(crate) rng: Rng,
+    pub(crate) authenticator: Option<Box<dyn Authenticator>>,
 }
 
 impl Session {
@@ -126,9 +129,15 @@ impl Session {
             out: VecDeque::new(),
             events: VecDeque::new(),
             rng,
+            authenticator: None,
         };
         s.dial(now);
         s
+    }
+
+    /// Let the session redo authenticated attaches after a reconnect (see [`Authenticator`]).
+    pub fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
+        self.authenticator = Some(authenticator);
     }
 
     // ---- outputs -------------------------------------------------------------------------

@@ -681,3 +681,147 @@ fn the_client_leaving_closes_the_link() {
 }
 
 use bytes::Bytes;
+
+/// A toy authenticator: write the password, read the verdict.
+struct Password;
+struct PasswordTalk {
+    sent: bool,
+}
+impl persist_core::Authenticator for Password {
+    fn converse(&self, _uname: &[u8], _aname: &[u8]) -> Box<dyn persist_core::AuthConversation> {
+        Box::new(PasswordTalk { sent: false })
+    }
+}
+impl persist_core::AuthConversation for PasswordTalk {
+    fn step(&mut self, input: persist_core::AuthInput<'_>) -> persist_core::AuthStep {
+        use persist_core::{AuthInput, AuthStep};
+        match input {
+            AuthInput::Start if !self.sent => {
+                self.sent = true;
+                AuthStep::Write(Bytes::from_static(b"sesame"))
+            }
+            AuthInput::Wrote(_) => AuthStep::Read(16),
+            AuthInput::Read(b"ok") => AuthStep::Done,
+            _ => AuthStep::Fail,
+        }
+    }
+}
+
+#[test]
+fn an_authenticator_redoes_authenticated_attaches() {
+    for verdict in ["ok", "no"] {
+        let mut p = Pair::attached(Dialect::DotU);
+        p.s.set_authenticator(Box::new(Password));
+        p.client(
+            2,
+            Tauth {
+                afid: Fid(50),
+                uname: "glenda".into(),
+                aname: "".into(),
+                n_uname: Some(1),
+            },
+        );
+        let tag = p.next_request().tag;
+        p.reply(
+            tag,
+            Rauth {
+                aqid: Qid {
+                    typ: qid_type::AUTH,
+                    version: 0,
+                    path: 77,
+                },
+            },
+        );
+        p.client(
+            3,
+            Tattach {
+                fid: Fid(51),
+                afid: Fid(50),
+                uname: "glenda".into(),
+                aname: "".into(),
+                n_uname: Some(1),
+            },
+        );
+        let tag = p.next_request().tag;
+        p.reply(
+            tag,
+            Rattach {
+                qid: Qid {
+                    typ: qid_type::DIR,
+                    version: 0,
+                    path: 1,
+                },
+            },
+        );
+        p.kill();
+        while p.pending_dial.is_none() {
+            p.advance();
+        }
+        p.accept_dial();
+        let mut seen = Vec::new();
+        let mut auth_fid = None;
+        while let Some((_, fc)) = p.to_server.pop_front() {
+            seen.push(fc.msg.msg_type());
+            let reply: Msg = match &fc.msg {
+                Msg::Tauth(a) => {
+                    auth_fid = Some(a.afid);
+                    Rauth {
+                        aqid: Qid {
+                            typ: qid_type::AUTH,
+                            version: 0,
+                            path: 78,
+                        },
+                    }
+                    .into()
+                }
+                Msg::Twrite(w) => {
+                    assert_eq!(&w.data.0[..], b"sesame");
+                    Rwrite { count: 6 }.into()
+                }
+                Msg::Tread(_) => Rread {
+                    data: Data(verdict.into()),
+                }
+                .into(),
+                Msg::Tattach(a) if a.afid != NOFID => {
+                    assert_eq!(Some(a.afid), auth_fid, "attached with the new auth fid");
+                    Rattach {
+                        qid: Qid {
+                            typ: qid_type::DIR,
+                            version: 0,
+                            path: 1,
+                        },
+                    }
+                    .into()
+                }
+                _ => p.server.answer(&fc),
+            };
+            p.reply(fc.tag, reply);
+        }
+        let lost: Vec<u32> = p
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::FidLost { fid, .. } => Some(*fid),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            seen.contains(&MsgType::Twrite) && seen.contains(&MsgType::Tread),
+            "{seen:?}"
+        );
+        if verdict == "ok" {
+            // The client's own auth fid cannot be rebuilt; the attach made with it can.
+            assert_eq!(lost, [50]);
+            p.client(4, Tstat { fid: Fid(51) });
+            p.serve();
+            assert!(p.is_success(4));
+        } else {
+            assert_eq!(lost, [50, 51]);
+        }
+        assert_eq!(
+            seen.last(),
+            Some(&MsgType::Tclunk),
+            "the proxy's fids are clunked"
+        );
+    }
+}
