@@ -818,3 +818,48 @@ fn an_authenticator_redoes_authenticated_attaches() {
         );
     }
 }
+
+#[test]
+fn deep_paths_are_rewalked_in_chunks_of_sixteen_names() {
+    let mut p = Pair::attached(Dialect::DotL);
+    let names: Vec<String> = (0..20).map(|i| format!("n{i}")).collect();
+    let path: Vec<&str> = names.iter().map(String::as_str).collect();
+    p.server.touch(&path, false);
+    p.client(
+        2,
+        Twalk {
+            fid: Fid(0),
+            newfid: Fid(1),
+            wnames: WalkNames::new(&path[..16]).unwrap(),
+        },
+    );
+    p.client(
+        3,
+        Twalk {
+            fid: Fid(1),
+            newfid: Fid(1),
+            wnames: WalkNames::new(&path[16..]).unwrap(),
+        },
+    );
+    p.serve();
+    assert!(p.is_success(2) && p.is_success(3));
+    p.kill();
+    let log = p.reconnect_log();
+    let walks: Vec<(u32, u32, usize)> = log
+        .iter()
+        .filter_map(|f| match &f.msg {
+            Msg::Twalk(w) if w.newfid == Fid(1) => Some((w.fid.0, w.newfid.0, w.wnames.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(walks.len(), 2, "{walks:?}");
+    assert_eq!(
+        (walks[0].2, walks[1]),
+        (16, (1, 1, 4)),
+        "first from the root, then fid to itself"
+    );
+    assert!(p
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Recovered { stale: 0, .. })));
+}
