@@ -1,1 +1,3 @@
-//! Shared helpers for p9persist's integration tests and simulation harness.
+//! Shared code of p9persist's integration tests: the deterministic simulation harness.
+
+pub mod sim;

@@ -1,0 +1,863 @@
+//! The model client: independent lanes, each with one operation in flight at a time on files of
+//! its own (so that concurrency never makes the expected outcome ambiguous), checking every
+//! reply against a reference model of its directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use p9_core::*;
+
+use super::rng::Rng;
+
+/// Largest offset a lane writes at, and largest write.
+const FILE_SPAN: u64 = 16 * 1024;
+
+/// An operation a lane has in flight.
+#[derive(Clone, Debug)]
+pub enum Op {
+    WalkDir,
+    WalkData,
+    OpenData,
+    Write {
+        off: u64,
+        data: Bytes,
+    },
+    Read {
+        off: u64,
+        len: u32,
+    },
+    Stat,
+    WalkLog,
+    OpenLog,
+    Append {
+        data: Bytes,
+    },
+    WalkTemp,
+    CreateTemp {
+        name: Vec<u8>,
+    },
+    WriteTemp {
+        data: Bytes,
+    },
+    RenameTemp {
+        to: Vec<u8>,
+    },
+    RemoveTemp,
+    ClunkTemp,
+    Mkdir {
+        name: Vec<u8>,
+    },
+    WalkList,
+    OpenList,
+    ReadList {
+        offset: u64,
+    },
+    ClunkList,
+    Lock {
+        start: u64,
+        unlock: bool,
+    },
+    Fsync,
+    ClunkData,
+    /// Clunk a fid whose state is uncertain; any reply will do.
+    Forget(Which),
+}
+
+/// The fids of a lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Dir,
+    Data,
+    Log,
+    Temp,
+    List,
+}
+
+impl Op {
+    /// Whether the server may run it twice for one request without changing the result.
+    pub fn idempotent(&self) -> bool {
+        !matches!(
+            self,
+            Op::Append { .. }
+                | Op::CreateTemp { .. }
+                | Op::RenameTemp { .. }
+                | Op::RemoveTemp
+                | Op::Mkdir { .. }
+                | Op::Lock { unlock: false, .. }
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FidState {
+    Absent,
+    Walked,
+    Open,
+    /// What the session knows of it is unsure (a flushed walk, an unrecorded rename): clunk it.
+    Uncertain,
+}
+
+/// One lane of the client: its fids, its reference model, what it has in flight.
+pub struct Lane {
+    pub id: usize,
+    dialect: Dialect,
+    dir: FidState,
+    data: FidState,
+    data_qid: Option<Qid>,
+    log: FidState,
+    temp_state: FidState,
+    /// The file the temp fid stands for, once created.
+    temp_name: Option<Vec<u8>>,
+    list: FidState,
+    listed: BTreeSet<Vec<u8>>,
+    next_name: u32,
+    locks: BTreeSet<u64>,
+    /// The model: file contents and subdirectories of this lane's directory.
+    pub files: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub subdirs: BTreeSet<Vec<u8>>,
+    /// The operation in flight and its tag; and a Tflush of it, if sent.
+    pub busy: Option<(u16, Op)>,
+    pub flush: Option<u16>,
+}
+
+/// Expected errors: the session's "possibly not completed" (and lost fsyncs).
+pub fn is_not_completed(m: &Msg) -> bool {
+    match m {
+        Msg::Rlerror(e) => e.ecode == errno::EIO,
+        Msg::Rerror(e) => {
+            &e.ename[..] == b"operation possibly not completed"
+                || &e.ename[..] == b"written data possibly lost"
+        }
+        _ => false,
+    }
+}
+
+pub fn is_error(m: &Msg) -> bool {
+    matches!(m, Msg::Rerror(_) | Msg::Rlerror(_))
+}
+
+impl Lane {
+    pub fn new(id: usize, dialect: Dialect) -> Lane {
+        let mut files = BTreeMap::new();
+        files.insert(b"data".to_vec(), Vec::new());
+        files.insert(b"log".to_vec(), Vec::new());
+        Lane {
+            id,
+            dialect,
+            dir: FidState::Absent,
+            data: FidState::Absent,
+            data_qid: None,
+            log: FidState::Absent,
+            temp_state: FidState::Absent,
+            temp_name: None,
+            list: FidState::Absent,
+            listed: BTreeSet::new(),
+            next_name: 0,
+            locks: BTreeSet::new(),
+            files,
+            subdirs: BTreeSet::new(),
+            busy: None,
+            flush: None,
+        }
+    }
+
+    /// The lane's directory name under the root.
+    pub fn dir_name(&self) -> String {
+        format!("l{}", self.id)
+    }
+
+    fn fid(&self, k: u32) -> Fid {
+        Fid(16 + self.id as u32 * 8 + k)
+    }
+    fn dir_fid(&self) -> Fid {
+        self.fid(0)
+    }
+    fn data_fid(&self) -> Fid {
+        self.fid(1)
+    }
+    fn log_fid(&self) -> Fid {
+        self.fid(2)
+    }
+    fn temp_fid(&self) -> Fid {
+        self.fid(3)
+    }
+    fn list_fid(&self) -> Fid {
+        self.fid(4)
+    }
+
+    fn walk(&self, newfid: Fid, names: &[&[u8]]) -> Msg {
+        Twalk {
+            fid: Fid(0),
+            newfid,
+            wnames: WalkNames::new(names).expect("short paths"),
+        }
+        .into()
+    }
+
+    fn open(&self, fid: Fid, write: bool, append: bool) -> Msg {
+        match self.dialect {
+            Dialect::DotL => {
+                let mut flags = if write { lflags::RDWR } else { lflags::RDONLY };
+                if append {
+                    flags |= lflags::APPEND;
+                }
+                Tlopen { fid, flags }.into()
+            }
+            _ => Topen {
+                fid,
+                mode: if write {
+                    open_mode::RDWR
+                } else {
+                    open_mode::READ
+                },
+            }
+            .into(),
+        }
+    }
+
+    /// The next operation, when the lane is idle; `None` while it waits for nothing new
+    /// (when `winding_down`, it starts nothing).
+    fn state_of(&mut self, which: Which) -> &mut FidState {
+        match which {
+            Which::Dir => &mut self.dir,
+            Which::Data => &mut self.data,
+            Which::Log => &mut self.log,
+            Which::List => &mut self.list,
+            Which::Temp => &mut self.temp_state,
+        }
+    }
+
+    fn fid_of(&self, which: Which) -> Fid {
+        match which {
+            Which::Dir => self.dir_fid(),
+            Which::Data => self.data_fid(),
+            Which::Log => self.log_fid(),
+            Which::Temp => self.temp_fid(),
+            Which::List => self.list_fid(),
+        }
+    }
+
+    /// The fid an operation works on, for marking it uncertain.
+    fn fid_used(op: &Op) -> Option<Which> {
+        Some(match op {
+            Op::WalkDir | Op::Mkdir { .. } => Which::Dir,
+            Op::WalkData
+            | Op::OpenData
+            | Op::Write { .. }
+            | Op::Read { .. }
+            | Op::Stat
+            | Op::Lock { .. }
+            | Op::Fsync
+            | Op::ClunkData => Which::Data,
+            Op::WalkLog | Op::OpenLog | Op::Append { .. } => Which::Log,
+            Op::WalkTemp
+            | Op::CreateTemp { .. }
+            | Op::WriteTemp { .. }
+            | Op::RenameTemp { .. }
+            | Op::RemoveTemp
+            | Op::ClunkTemp => Which::Temp,
+            Op::WalkList | Op::OpenList | Op::ReadList { .. } | Op::ClunkList => Which::List,
+            Op::Forget(w) => *w,
+        })
+    }
+
+    pub fn next_op(&mut self, rng: &mut Rng) -> (Msg, Op) {
+        for which in [
+            Which::Dir,
+            Which::Data,
+            Which::Log,
+            Which::Temp,
+            Which::List,
+        ] {
+            if *self.state_of(which) == FidState::Uncertain {
+                return (
+                    Tclunk {
+                        fid: self.fid_of(which),
+                    }
+                    .into(),
+                    Op::Forget(which),
+                );
+            }
+        }
+        let dir = self.dir_name();
+        let d = dir.as_bytes();
+        let dotl = self.dialect == Dialect::DotL;
+        if self.dir == FidState::Absent {
+            return (self.walk(self.dir_fid(), &[d]), Op::WalkDir);
+        }
+        if self.data == FidState::Absent {
+            return (self.walk(self.data_fid(), &[d, b"data"]), Op::WalkData);
+        }
+        if self.data == FidState::Walked {
+            return (self.open(self.data_fid(), true, false), Op::OpenData);
+        }
+        // Finish what a multi-step operation started.
+        if self.temp_state != FidState::Absent {
+            return match (self.temp_state, self.temp_name.clone()) {
+                (FidState::Walked, None) if rng.chance(80) => {
+                    let name = format!("t{}", self.next_name).into_bytes();
+                    self.next_name += 1;
+                    let msg: Msg = if dotl {
+                        Tlcreate {
+                            fid: self.temp_fid(),
+                            name: name.clone().into(),
+                            flags: lflags::RDWR,
+                            mode: 0o644,
+                            gid: 0,
+                        }
+                        .into()
+                    } else {
+                        Tcreate {
+                            fid: self.temp_fid(),
+                            name: name.clone().into(),
+                            perm: 0o644,
+                            mode: open_mode::RDWR,
+                            extension: self.dialect.is_extended().then(Bytes::new),
+                        }
+                        .into()
+                    };
+                    (msg, Op::CreateTemp { name })
+                }
+                (FidState::Open, Some(_)) if rng.chance(40) => {
+                    let data = Bytes::from(rng.data(1, 200));
+                    let msg = Twrite {
+                        fid: self.temp_fid(),
+                        offset: 0,
+                        data: Data(data.clone()),
+                    }
+                    .into();
+                    (msg, Op::WriteTemp { data })
+                }
+                (FidState::Open, Some(name)) if rng.chance(30) => {
+                    let to = format!("r{}", self.next_name).into_bytes();
+                    self.next_name += 1;
+                    let msg: Msg = if dotl {
+                        Trenameat {
+                            olddirfid: self.dir_fid(),
+                            oldname: name.clone().into(),
+                            newdirfid: self.dir_fid(),
+                            newname: to.clone().into(),
+                        }
+                        .into()
+                    } else {
+                        let ext = self.dialect.is_extended();
+                        Twstat {
+                            fid: self.temp_fid(),
+                            stat: Stat {
+                                typ: !0,
+                                dev: !0,
+                                qid: Qid {
+                                    typ: !0,
+                                    version: !0,
+                                    path: !0,
+                                },
+                                mode: !0,
+                                atime: !0,
+                                mtime: !0,
+                                length: !0,
+                                name: to.clone().into(),
+                                ext: ext.then(|| StatExt {
+                                    extension: Bytes::new(),
+                                    n_uid: !0,
+                                    n_gid: !0,
+                                    n_muid: !0,
+                                }),
+                                ..Default::default()
+                            },
+                        }
+                        .into()
+                    };
+                    (msg, Op::RenameTemp { to })
+                }
+                (FidState::Open, Some(_)) if rng.chance(50) => (
+                    Tremove {
+                        fid: self.temp_fid(),
+                    }
+                    .into(),
+                    Op::RemoveTemp,
+                ),
+                _ => (
+                    Tclunk {
+                        fid: self.temp_fid(),
+                    }
+                    .into(),
+                    Op::ClunkTemp,
+                ),
+            };
+        }
+        if self.list != FidState::Absent {
+            return match self.list {
+                FidState::Walked => (self.open(self.list_fid(), false, false), Op::OpenList),
+                // A listing whose position was lost starts over.
+                _ => self.read_list(0),
+            };
+        }
+        match rng.below(100) {
+            0..=29 => {
+                let off = rng.below(FILE_SPAN);
+                let data = Bytes::from(rng.data(1, 3000));
+                let msg = Twrite {
+                    fid: self.data_fid(),
+                    offset: off,
+                    data: Data(data.clone()),
+                }
+                .into();
+                (msg, Op::Write { off, data })
+            }
+            30..=54 => {
+                let off = rng.below(FILE_SPAN);
+                let len = rng.range(1, 4000) as u32;
+                (
+                    Tread {
+                        fid: self.data_fid(),
+                        offset: off,
+                        count: len,
+                    }
+                    .into(),
+                    Op::Read { off, len },
+                )
+            }
+            55..=61 => {
+                let msg: Msg = if dotl {
+                    Tgetattr {
+                        fid: self.data_fid(),
+                        request_mask: 0x7ff,
+                    }
+                    .into()
+                } else {
+                    Tstat {
+                        fid: self.data_fid(),
+                    }
+                    .into()
+                };
+                (msg, Op::Stat)
+            }
+            62..=69 => match self.log {
+                FidState::Absent => (self.walk(self.log_fid(), &[d, b"log"]), Op::WalkLog),
+                FidState::Walked => (self.open(self.log_fid(), true, true), Op::OpenLog),
+                FidState::Open | FidState::Uncertain => {
+                    let data = Bytes::from(rng.data(1, 100));
+                    let msg = Twrite {
+                        fid: self.log_fid(),
+                        offset: 0,
+                        data: Data(data.clone()),
+                    }
+                    .into();
+                    (msg, Op::Append { data })
+                }
+            },
+            70..=79 => {
+                self.temp_name = None;
+                (self.walk(self.temp_fid(), &[d]), Op::WalkTemp)
+            }
+            80..=84 => {
+                self.listed.clear();
+                (self.walk(self.list_fid(), &[d]), Op::WalkList)
+            }
+            85..=87 if dotl => {
+                let name = format!("m{}", self.next_name).into_bytes();
+                self.next_name += 1;
+                (
+                    Tmkdir {
+                        dfid: self.dir_fid(),
+                        name: name.clone().into(),
+                        mode: 0o755,
+                        gid: 0,
+                    }
+                    .into(),
+                    Op::Mkdir { name },
+                )
+            }
+            88..=92 if dotl => {
+                let unlock = !self.locks.is_empty() && rng.chance(50);
+                let start = if unlock {
+                    *self.locks.iter().next().expect("a lock")
+                } else {
+                    rng.below(100) * 100
+                };
+                let typ = if unlock { 2 } else { 1 };
+                let msg = Tlock {
+                    fid: self.data_fid(),
+                    typ,
+                    flags: 0,
+                    start,
+                    length: 50,
+                    proc_id: self.id as u32,
+                    client_id: "sim".into(),
+                };
+                (msg.into(), Op::Lock { start, unlock })
+            }
+            93..=96 if dotl => (
+                Tfsync {
+                    fid: self.data_fid(),
+                    datasync: 0,
+                }
+                .into(),
+                Op::Fsync,
+            ),
+            97..=99 => {
+                self.locks.clear(); // closing the file drops its locks
+                (
+                    Tclunk {
+                        fid: self.data_fid(),
+                    }
+                    .into(),
+                    Op::ClunkData,
+                )
+            }
+            _ => (
+                Tread {
+                    fid: self.data_fid(),
+                    offset: 0,
+                    count: 100,
+                }
+                .into(),
+                Op::Read { off: 0, len: 100 },
+            ),
+        }
+    }
+
+    fn read_list(&self, offset: u64) -> (Msg, Op) {
+        let msg: Msg = if self.dialect == Dialect::DotL {
+            Treaddir {
+                fid: self.list_fid(),
+                offset,
+                count: 4000,
+            }
+            .into()
+        } else {
+            Tread {
+                fid: self.list_fid(),
+                offset,
+                count: 4000,
+            }
+            .into()
+        };
+        (msg, Op::ReadList { offset })
+    }
+
+    /// The model's view of this lane's directory listing.
+    fn expected_names(&self) -> BTreeSet<Vec<u8>> {
+        self.files
+            .keys()
+            .cloned()
+            .chain(self.subdirs.iter().cloned())
+            .collect()
+    }
+
+    /// Take the outcome of `op`: `reply` is what the client got, `effective` what the server
+    /// actually did (its successful reply), if anything; `flushed` when an Rflush came first,
+    /// so that by flush(5) the request counts as never sent — while its effect on the files may
+    /// still have happened on a connection that died. Returns a follow-up operation for
+    /// multi-step reads, or an error describing a broken promise.
+    pub fn complete(
+        &mut self,
+        op: Op,
+        reply: &Msg,
+        effective: Option<&Msg>,
+        flushed: bool,
+    ) -> Result<Option<(Msg, Op)>, String> {
+        if let Op::Forget(which) = op {
+            // A flushed clunk was never sent (flush(5)): the fid is still there.
+            if flushed {
+                return Ok(None);
+            }
+            *self.state_of(which) = FidState::Absent;
+            if which == Which::Temp {
+                self.temp_name = None;
+            }
+            return Ok(None);
+        }
+        if is_error(reply) && !is_not_completed(reply) {
+            return Err(format!(
+                "lane {}: {op:?} got an unexpected error {reply:?}",
+                self.id
+            ));
+        }
+        // Effects on the files follow what the server did; fids and locks change only on a
+        // success the client saw (the session records nothing else).
+        self.apply_to_files(&op, effective)?;
+        let ok = effective.is_some() && !is_error(reply);
+        let executed = effective.is_some();
+        if flushed {
+            // What the session knows of the fid is unsure now: clunk it before using it again.
+            if let Some(which) = Self::fid_used(&op) {
+                if *self.state_of(which) != FidState::Absent
+                    || !matches!(
+                        op,
+                        Op::Write { .. }
+                            | Op::Read { .. }
+                            | Op::Stat
+                            | Op::Fsync
+                            | Op::Append { .. }
+                            | Op::WriteTemp { .. }
+                    )
+                {
+                    *self.state_of(which) = FidState::Uncertain;
+                }
+            }
+            if let Op::Lock { start, .. } = op {
+                self.locks.remove(&start);
+            }
+            return Ok(None);
+        }
+        match op {
+            Op::WalkDir => {
+                self.dir = if ok {
+                    FidState::Walked
+                } else {
+                    FidState::Absent
+                }
+            }
+            Op::WalkData => {
+                self.data = if ok {
+                    FidState::Walked
+                } else {
+                    FidState::Absent
+                }
+            }
+            Op::OpenData => {
+                if let Some(Msg::Ropen(Ropen { qid, .. }) | Msg::Rlopen(Rlopen { qid, .. })) =
+                    effective
+                {
+                    self.data = FidState::Open;
+                    self.data_qid = Some(*qid);
+                }
+            }
+            Op::Read { off, len } => {
+                if let Msg::Rread(r) = reply {
+                    let file = &self.files[&b"data"[..]];
+                    let start = (off as usize).min(file.len());
+                    let end = (start + len as usize).min(file.len());
+                    let got = &r.data.0[..];
+                    if got.len() > end - start || got != &file[start..start + got.len()] {
+                        return Err(format!(
+                            "lane {}: read {len} at {off} returned {} bytes that differ from the {} written",
+                            self.id,
+                            got.len(),
+                            end - start
+                        ));
+                    }
+                }
+            }
+            Op::Stat => {
+                let (qid, length) = match reply {
+                    Msg::Rgetattr(a) => (a.qid, a.size),
+                    Msg::Rstat(s) => (s.stat.qid, s.stat.length),
+                    _ => return Ok(None),
+                };
+                let want = self.files[&b"data"[..]].len() as u64;
+                if length != want {
+                    return Err(format!(
+                        "lane {}: size {length}, model says {want}",
+                        self.id
+                    ));
+                }
+                if self.data_qid.is_some_and(|q| q.path != qid.path) {
+                    return Err(format!(
+                        "lane {}: the open data fid now names another file",
+                        self.id
+                    ));
+                }
+            }
+            Op::WalkLog => {
+                self.log = if ok {
+                    FidState::Walked
+                } else {
+                    FidState::Absent
+                }
+            }
+            Op::OpenLog => {
+                if ok {
+                    self.log = FidState::Open;
+                }
+            }
+            Op::WalkTemp => {
+                self.temp_state = if ok {
+                    FidState::Walked
+                } else {
+                    FidState::Absent
+                }
+            }
+            Op::CreateTemp { name } => {
+                if ok {
+                    self.temp_state = FidState::Open;
+                    self.temp_name = Some(name);
+                }
+            }
+            Op::RenameTemp { to } => {
+                if ok {
+                    self.temp_name = Some(to);
+                } else if executed {
+                    // Renamed, but the session was told it failed: it still has the old path.
+                    self.temp_state = FidState::Uncertain;
+                }
+            }
+            // Tremove forgets the fid whatever happened; so does a clunk.
+            Op::RemoveTemp | Op::ClunkTemp => {
+                self.temp_state = FidState::Absent;
+                self.temp_name = None;
+            }
+            Op::WalkList => {
+                self.list = if ok {
+                    FidState::Walked
+                } else {
+                    FidState::Absent
+                }
+            }
+            Op::OpenList => {
+                if ok {
+                    self.list = FidState::Open;
+                }
+            }
+            Op::ReadList { offset } => return self.listing(offset, reply),
+            Op::ClunkList => self.list = FidState::Absent,
+            Op::Lock { start, unlock } => {
+                if let (Msg::Rlock(l), true) = (reply, ok) {
+                    if l.status != 0 {
+                        return Err(format!(
+                            "lane {}: lock at {start} refused (status {})",
+                            self.id, l.status
+                        ));
+                    }
+                    if unlock {
+                        self.locks.remove(&start);
+                    } else {
+                        self.locks.insert(start);
+                    }
+                }
+            }
+            Op::ClunkData => {
+                self.data = FidState::Absent;
+                self.data_qid = None;
+            }
+            Op::Write { .. }
+            | Op::Append { .. }
+            | Op::WriteTemp { .. }
+            | Op::Mkdir { .. }
+            | Op::Fsync
+            | Op::Forget(_) => {}
+        }
+        Ok(None)
+    }
+
+    /// The model's files change exactly as the server changed them.
+    fn apply_to_files(&mut self, op: &Op, effective: Option<&Msg>) -> Result<(), String> {
+        let Some(done) = effective else {
+            return Ok(());
+        };
+        match (op, done) {
+            (Op::Write { off, data }, Msg::Rwrite(w)) => {
+                let n = w.count as usize;
+                if n > data.len() || n == 0 {
+                    return Err(format!(
+                        "lane {}: write of {} answered {n}",
+                        self.id,
+                        data.len()
+                    ));
+                }
+                write_at(
+                    self.files.get_mut(&b"data"[..]).expect("data"),
+                    *off,
+                    &data[..n],
+                );
+            }
+            (Op::Append { data }, Msg::Rwrite(w)) => {
+                let n = (w.count as usize).min(data.len());
+                self.files
+                    .get_mut(&b"log"[..])
+                    .expect("log")
+                    .extend_from_slice(&data[..n]);
+            }
+            (Op::WriteTemp { data }, Msg::Rwrite(w)) => {
+                if let Some(name) = &self.temp_name {
+                    let n = (w.count as usize).min(data.len());
+                    write_at(self.files.get_mut(name).expect("temp file"), 0, &data[..n]);
+                }
+            }
+            (Op::CreateTemp { name }, _) => {
+                self.files.insert(name.clone(), Vec::new());
+            }
+            (Op::RenameTemp { to }, _) => {
+                if let Some(name) = &self.temp_name {
+                    let contents = self.files.remove(name).expect("temp file");
+                    self.files.insert(to.clone(), contents);
+                }
+            }
+            (Op::RemoveTemp, _) => {
+                if let Some(name) = &self.temp_name {
+                    self.files.remove(name);
+                }
+            }
+            (Op::Mkdir { name }, _) => {
+                self.subdirs.insert(name.clone());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// One read of a directory listing: continue, or compare the whole listing with the model.
+    fn listing(&mut self, offset: u64, reply: &Msg) -> Result<Option<(Msg, Op)>, String> {
+        let (names, next) = match reply {
+            Msg::Rread(r) => {
+                let names: Result<Vec<_>, _> = dir::stat_records(&r.data.0, self.dialect)
+                    .map(|s| s.map(|s| s.name.to_vec()))
+                    .collect();
+                (
+                    names.map_err(|e| e.to_string())?,
+                    offset + r.data.0.len() as u64,
+                )
+            }
+            Msg::Rreaddir(r) => {
+                let entries: Result<Vec<_>, _> = dir::dirents(&r.data.0).collect();
+                let entries = entries.map_err(|e| e.to_string())?;
+                let next = entries.last().map_or(offset, |e| e.offset);
+                let names = entries
+                    .into_iter()
+                    .map(|e| e.name.to_vec())
+                    .filter(|n| n != b"." && n != b"..")
+                    .collect();
+                (names, next)
+            }
+            // The listing position was lost with a link: start over.
+            _ => {
+                self.listed.clear();
+                return Ok(None);
+            }
+        };
+        if names.is_empty() {
+            let want = self.expected_names();
+            let got = std::mem::take(&mut self.listed);
+            if got != want {
+                return Err(format!(
+                    "lane {}: listing {:?} but the model has {:?}",
+                    self.id,
+                    got.iter()
+                        .map(|n| String::from_utf8_lossy(n).into_owned())
+                        .collect::<Vec<_>>(),
+                    want.iter()
+                        .map(|n| String::from_utf8_lossy(n).into_owned())
+                        .collect::<Vec<_>>()
+                ));
+            }
+            return Ok(Some((
+                Tclunk {
+                    fid: self.list_fid(),
+                }
+                .into(),
+                Op::ClunkList,
+            )));
+        }
+        self.listed.extend(names);
+        Ok(Some(self.read_list(next)))
+    }
+}
+
+fn write_at(file: &mut Vec<u8>, off: u64, data: &[u8]) {
+    let end = off as usize + data.len();
+    if file.len() < end {
+        file.resize(end, 0);
+    }
+    file[off as usize..end].copy_from_slice(data);
+}

@@ -1,0 +1,56 @@
+//! The fault knobs, chosen by the seed itself (as TigerBeetle's VOPR does): one seed may be a
+//! calm run with a slow server, the next a storm of drops and refused dials.
+
+use p9_core::Dialect;
+
+use super::rng::Rng;
+
+#[derive(Clone, Debug)]
+pub struct Knobs {
+    pub dialect: Dialect,
+    /// Client pipelining depth: independent lanes, one operation in flight each.
+    pub lanes: usize,
+    /// One-way latency between proxy and server, milliseconds.
+    pub latency_ms: (u64, u64),
+    /// Extra time the server may take per request, milliseconds.
+    pub server_slowness_ms: u64,
+    /// Chance that the next frame delivered is not the oldest one due.
+    pub reorder_percent: u32,
+    /// Chance per step that the link dies.
+    pub drop_per_mille: u32,
+    /// When it dies, chance that what was on its way to the server got executed first.
+    pub drop_after_exec_percent: u32,
+    /// Chance that a drop is a server restart (down for an outage) rather than a network blip.
+    pub restart_percent: u32,
+    /// How long a restarted server stays down, at most, milliseconds.
+    pub outage_ms: u64,
+    /// Chance that a dial fails even though the server is up.
+    pub dial_fail_percent: u32,
+    /// Chance that a restarted server offers a smaller msize.
+    pub smaller_msize_percent: u32,
+    /// The msize the client asks for.
+    pub client_msize: u32,
+    /// Steps of the safety phase.
+    pub steps: u32,
+}
+
+impl Knobs {
+    pub fn from_rng(rng: &mut Rng) -> Knobs {
+        let lo = rng.range(0, 3);
+        Knobs {
+            dialect: Dialect::ALL[rng.below(3) as usize],
+            lanes: rng.range(1, 8) as usize,
+            latency_ms: (lo, lo + rng.range(0, 5)),
+            server_slowness_ms: [0, 0, 2, 20][rng.below(4) as usize],
+            reorder_percent: [0, 10, 50][rng.below(3) as usize] as u32,
+            drop_per_mille: [0, 5, 20, 60][rng.below(4) as usize] as u32,
+            drop_after_exec_percent: rng.range(0, 100) as u32,
+            restart_percent: rng.range(0, 100) as u32,
+            outage_ms: [0, 500, 3000, 20_000][rng.below(4) as usize],
+            dial_fail_percent: [0, 10, 50][rng.below(3) as usize] as u32,
+            smaller_msize_percent: [0, 30][rng.below(2) as usize] as u32,
+            client_msize: [8192, 65536][rng.below(2) as usize] as u32,
+            steps: rng.range(200, 600) as u32,
+        }
+    }
+}

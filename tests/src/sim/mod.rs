@@ -1,0 +1,66 @@
+//! The deterministic simulation (DESIGN §5): one u64 seed chooses the fault knobs and every
+//! random decision; virtual time; the real persist-core session between a model client and the
+//! ramfs server; invariants checked on every step, then a liveness phase.
+
+mod client;
+mod knobs;
+mod rng;
+mod world;
+
+pub use knobs::Knobs;
+pub use world::{Stats, World};
+
+/// The outcome of one seed.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub seed: u64,
+    /// Digest of every frame and event: equal for equal seeds.
+    pub digest: u64,
+    pub stats: Stats,
+    pub knobs: Knobs,
+    /// The readable trace, when the run was traced.
+    pub trace: Option<String>,
+}
+
+/// A seed that broke a promise.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub what: String,
+    /// The readable trace, when the run was traced.
+    pub trace: Option<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "seed {} failed: {}\nreplay with: SIM_SEED={} cargo test -p tests --test simulation -- --nocapture", self.seed, self.what, self.seed)
+    }
+}
+
+/// Run one seed; `trace` keeps a readable log of the run.
+pub fn run(seed: u64, trace: bool) -> Result<Report, Failure> {
+    let mut world = World::new(seed, trace);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
+    let what = match result {
+        Ok(Ok(())) => {
+            return Ok(Report {
+                seed,
+                digest: world.digest(),
+                stats: world.stats.clone(),
+                knobs: world.knobs.clone(),
+                trace: world.trace.take(),
+            });
+        }
+        Ok(Err(what)) => what,
+        Err(panic) => panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into()),
+    };
+    Err(Failure {
+        seed,
+        what: format!("{what}\n(knobs: {:?})", world.knobs),
+        trace: world.trace.take(),
+    })
+}
