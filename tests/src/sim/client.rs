@@ -43,7 +43,13 @@ pub enum Op {
         to: Vec<u8>,
     },
     RemoveTemp,
+    /// 9P2000.L: unlink the temp file by name (its fid stays open on it).
+    UnlinkTemp,
     ClunkTemp,
+    /// Set the data file's length (Tsetattr, or Twstat with only the length).
+    Truncate {
+        len: u64,
+    },
     Mkdir {
         name: Vec<u8>,
     },
@@ -82,6 +88,7 @@ impl Op {
                 | Op::CreateTemp { .. }
                 | Op::RenameTemp { .. }
                 | Op::RemoveTemp
+                | Op::UnlinkTemp
                 | Op::Mkdir { .. }
                 | Op::Lock { unlock: false, .. }
         )
@@ -255,7 +262,9 @@ impl Lane {
             | Op::WriteTemp { .. }
             | Op::RenameTemp { .. }
             | Op::RemoveTemp
+            | Op::UnlinkTemp
             | Op::ClunkTemp => Which::Temp,
+            Op::Truncate { .. } => Which::Data,
             Op::WalkList | Op::OpenList | Op::ReadList { .. } | Op::ClunkList => Which::List,
             Op::Forget(w) => *w,
         })
@@ -340,34 +349,23 @@ impl Lane {
                         }
                         .into()
                     } else {
-                        let ext = self.dialect.is_extended();
+                        let mut stat = dont_touch(self.dialect);
+                        stat.name = to.clone().into();
                         Twstat {
                             fid: self.temp_fid(),
-                            stat: Stat {
-                                typ: !0,
-                                dev: !0,
-                                qid: Qid {
-                                    typ: !0,
-                                    version: !0,
-                                    path: !0,
-                                },
-                                mode: !0,
-                                atime: !0,
-                                mtime: !0,
-                                length: !0,
-                                name: to.clone().into(),
-                                ext: ext.then(|| StatExt {
-                                    extension: Bytes::new(),
-                                    n_uid: !0,
-                                    n_gid: !0,
-                                    n_muid: !0,
-                                }),
-                                ..Default::default()
-                            },
+                            stat,
                         }
                         .into()
                     };
                     (msg, Op::RenameTemp { to })
+                }
+                (FidState::Open, Some(name)) if dotl && rng.chance(30) => {
+                    let msg = Tunlinkat {
+                        dirfid: self.dir_fid(),
+                        name: name.into(),
+                        flags: 0,
+                    };
+                    (msg.into(), Op::UnlinkTemp)
                 }
                 (FidState::Open, Some(_)) if rng.chance(50) => (
                     Tremove {
@@ -495,7 +493,28 @@ impl Lane {
                 .into(),
                 Op::Fsync,
             ),
-            97..=99 => {
+            97 => {
+                let len = rng.below(FILE_SPAN);
+                let msg: Msg = if dotl {
+                    Tsetattr {
+                        fid: self.data_fid(),
+                        valid: 0x8,
+                        size: len,
+                        ..Default::default()
+                    }
+                    .into()
+                } else {
+                    let mut stat = dont_touch(self.dialect);
+                    stat.length = len;
+                    Twstat {
+                        fid: self.data_fid(),
+                        stat,
+                    }
+                    .into()
+                };
+                (msg, Op::Truncate { len })
+            }
+            98..=99 => {
                 self.locks.clear(); // closing the file drops its locks
                 (
                     Tclunk {
@@ -731,7 +750,14 @@ impl Lane {
                 self.data = FidState::Absent;
                 self.data_qid = None;
             }
-            Op::Write { .. }
+            // The fid stays open on the unlinked file: it is clunked next.
+            Op::UnlinkTemp => {
+                if ok {
+                    self.temp_name = None;
+                }
+            }
+            Op::Truncate { .. }
+            | Op::Write { .. }
             | Op::Append { .. }
             | Op::WriteTemp { .. }
             | Op::Mkdir { .. }
@@ -784,7 +810,13 @@ impl Lane {
                     self.files.insert(to.clone(), contents);
                 }
             }
-            (Op::RemoveTemp, _) => {
+            (Op::Truncate { len }, _) => {
+                self.files
+                    .get_mut(&b"data"[..])
+                    .expect("data")
+                    .resize(*len as usize, 0);
+            }
+            (Op::RemoveTemp | Op::UnlinkTemp, _) => {
                 if let Some(name) = &self.temp_name {
                     self.files.remove(name);
                 }
@@ -851,6 +883,30 @@ impl Lane {
         }
         self.listed.extend(names);
         Ok(Some(self.read_list(next)))
+    }
+}
+
+/// A stat whose every field says "don't touch" (stat(5)), to change one field with Twstat.
+fn dont_touch(dialect: Dialect) -> Stat {
+    Stat {
+        typ: !0,
+        dev: !0,
+        qid: Qid {
+            typ: !0,
+            version: !0,
+            path: !0,
+        },
+        mode: !0,
+        atime: !0,
+        mtime: !0,
+        length: !0,
+        ext: dialect.is_extended().then(|| StatExt {
+            extension: Bytes::new(),
+            n_uid: !0,
+            n_gid: !0,
+            n_muid: !0,
+        }),
+        ..Default::default()
     }
 }
 
