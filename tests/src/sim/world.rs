@@ -198,7 +198,16 @@ impl World {
             }
             note!(self, "event {e:?}");
         }
-        // Bounded memory: the session holds no more than the client has outstanding.
+        // Bounded memory: the session holds no more than the client has outstanding, and its
+        // bytes stay within the configured bound (plus what each lane may add past it).
+        let byte_bound = Config::default().queue_max_bytes
+            + self.lanes.len() * 2 * self.knobs.client_msize as usize;
+        if self.session.bytes_held() > byte_bound {
+            return Err(format!(
+                "the session holds {} bytes, over its bound {byte_bound}",
+                self.session.bytes_held()
+            ));
+        }
         if self.session.requests_held() > self.outstanding.len() {
             return Err(format!(
                 "the session holds {} requests for {} outstanding",
