@@ -33,13 +33,14 @@ pub enum AuthStep {
     Fail,
 }
 
-/// One authentication exchange, driven by the session. Must be deterministic (no I/O).
-pub trait AuthConversation {
+/// One authentication exchange, driven by the session. Must be deterministic (no I/O); `Send`
+/// so a session can move between threads.
+pub trait AuthConversation: Send {
     fn step(&mut self, input: AuthInput<'_>) -> AuthStep;
 }
 
 /// Starts conversations for roots that were attached with authentication.
-pub trait Authenticator {
+pub trait Authenticator: Send {
     /// A conversation authenticating `uname` for the tree `aname`.
     fn converse(&self, uname: &[u8], aname: &[u8]) -> Box<dyn AuthConversation>;
 }

@@ -1,0 +1,152 @@
+//! Addresses: dial strings in Plan 9 form (`tcp!host!port`, `unix!/path`) and the usual ones
+//! (`host:port`, `unix:/path`), and listen addresses (a bare port means loopback).
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Where to connect or listen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Addr {
+    /// `host:port` (IPv6 hosts in brackets).
+    Tcp(String),
+    Unix(PathBuf),
+    /// Standard input and output (listening only).
+    Stdio,
+}
+
+/// A malformed address, with what was expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddrError(pub String);
+
+impl fmt::Display for AddrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AddrError {}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Tcp(a) => match a.rsplit_once(':') {
+                Some((host, port)) => {
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    write!(f, "tcp!{host}!{port}")
+                }
+                None => write!(f, "tcp!{a}"),
+            },
+            Addr::Unix(p) => write!(f, "unix!{}", p.display()),
+            Addr::Stdio => f.write_str("stdio"),
+        }
+    }
+}
+
+fn bad(s: &str) -> AddrError {
+    AddrError(format!(
+        "cannot read address {s:?}: use tcp!HOST!PORT, HOST:PORT, unix!/PATH or unix:/PATH"
+    ))
+}
+
+fn port(s: &str, p: &str) -> Result<u16, AddrError> {
+    p.parse()
+        .map_err(|_| AddrError(format!("{s:?}: {p:?} is not a port number")))
+}
+
+impl Addr {
+    /// Parse a dial string (where to connect).
+    pub fn dial(s: &str) -> Result<Addr, AddrError> {
+        let s = s.trim();
+        if let Some(rest) = s.strip_prefix("unix!").or_else(|| s.strip_prefix("unix:")) {
+            if rest.is_empty() {
+                return Err(bad(s));
+            }
+            return Ok(Addr::Unix(PathBuf::from(rest)));
+        }
+        if let Some(rest) = s.strip_prefix("tcp!").or_else(|| s.strip_prefix("net!")) {
+            let (host, p) = rest.rsplit_once('!').ok_or_else(|| bad(s))?;
+            port(s, p)?;
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
+            } else {
+                host.to_string()
+            };
+            return Ok(Addr::Tcp(format!("{host}:{p}")));
+        }
+        let (host, p) = s.rsplit_once(':').ok_or_else(|| bad(s))?;
+        if host.is_empty() {
+            return Err(bad(s));
+        }
+        port(s, p)?;
+        Ok(Addr::Tcp(s.to_string()))
+    }
+
+    /// Parse a listen address: like a dial string, but a bare port (or `:port`) means the
+    /// loopback interface, `-` or `stdio` means standard input and output.
+    pub fn listen(s: &str) -> Result<Addr, AddrError> {
+        let s = s.trim();
+        if s == "-" || s == "stdio" {
+            return Ok(Addr::Stdio);
+        }
+        if let Some(p) = s
+            .strip_prefix(':')
+            .or(Some(s).filter(|s| s.chars().all(|c| c.is_ascii_digit())))
+        {
+            port(s, p)?;
+            return Ok(Addr::Tcp(format!("127.0.0.1:{p}")));
+        }
+        Addr::dial(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dial_strings() {
+        assert_eq!(
+            Addr::dial("tcp!10.0.0.1!564"),
+            Ok(Addr::Tcp("10.0.0.1:564".into()))
+        );
+        assert_eq!(Addr::dial("tcp!::1!564"), Ok(Addr::Tcp("[::1]:564".into())));
+        assert_eq!(
+            Addr::dial("localhost:5640"),
+            Ok(Addr::Tcp("localhost:5640".into()))
+        );
+        assert_eq!(Addr::dial("[::1]:5640"), Ok(Addr::Tcp("[::1]:5640".into())));
+        assert_eq!(Addr::dial("unix!/tmp/s"), Ok(Addr::Unix("/tmp/s".into())));
+        assert_eq!(Addr::dial("unix:/tmp/s"), Ok(Addr::Unix("/tmp/s".into())));
+        assert!(Addr::dial("tcp!host").is_err());
+        assert!(Addr::dial("host:port").is_err());
+        assert!(Addr::dial("nonsense").is_err());
+        assert!(Addr::dial("unix:").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(Addr::listen("5640"), Ok(Addr::Tcp("127.0.0.1:5640".into())));
+        assert_eq!(
+            Addr::listen(":5640"),
+            Ok(Addr::Tcp("127.0.0.1:5640".into()))
+        );
+        assert_eq!(
+            Addr::listen("0.0.0.0:5640"),
+            Ok(Addr::Tcp("0.0.0.0:5640".into()))
+        );
+        assert_eq!(Addr::listen("-"), Ok(Addr::Stdio));
+        assert_eq!(
+            Addr::listen("unix!/run/p9"),
+            Ok(Addr::Unix("/run/p9".into()))
+        );
+    }
+
+    #[test]
+    fn display_is_plan9_form() {
+        assert_eq!(
+            Addr::dial("localhost:564").unwrap().to_string(),
+            "tcp!localhost!564"
+        );
+        assert_eq!(Addr::dial("unix:/x").unwrap().to_string(), "unix!/x");
+    }
+}

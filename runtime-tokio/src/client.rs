@@ -1,0 +1,76 @@
+//! A small async 9P client on p9-core's sans-IO [`p9_core::client::Client`]: for the demo and
+//! the integration tests.
+
+use std::io;
+
+use bytes::Bytes;
+use p9_core::client::{Client, Reply};
+use p9_core::{Dialect, FrameDecoder, Msg, NOTAG};
+use tokio::io::AsyncReadExt;
+
+use crate::addr::Addr;
+use crate::driver::write_frames;
+use crate::net::{self, Reader, Writer};
+
+pub struct NineP {
+    r: Reader,
+    w: Writer,
+    pub client: Client,
+    decoder: FrameDecoder,
+}
+
+fn other<E: std::fmt::Display>(e: E) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl NineP {
+    /// Connect to `addr` and negotiate `dialect` with `msize`.
+    pub async fn connect(addr: &Addr, msize: u32, dialect: Dialect) -> io::Result<NineP> {
+        let (r, w) = net::dial(addr).await?;
+        let mut c = NineP {
+            r,
+            w,
+            client: Client::new(msize, dialect),
+            decoder: FrameDecoder::new(msize),
+        };
+        c.flush().await?;
+        let reply = c.wait(NOTAG).await?;
+        if c.client.dialect() != Some(dialect) {
+            return Err(other(format!(
+                "server answered Tversion with {:?}",
+                reply.msg
+            )));
+        }
+        c.decoder.set_max_size(c.client.msize());
+        Ok(c)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        let mut frames: Vec<Bytes> = std::iter::from_fn(|| self.client.poll_transmit()).collect();
+        write_frames(&mut self.w, &mut frames).await
+    }
+
+    /// Read until the reply to `tag` arrives (other replies are dropped: the client here keeps
+    /// one request in flight).
+    async fn wait(&mut self, tag: u16) -> io::Result<Reply> {
+        loop {
+            while let Some(frame) = self.decoder.next_frame().map_err(other)? {
+                let reply = self.client.handle_frame(&frame).map_err(other)?;
+                if reply.tag == tag {
+                    return Ok(reply);
+                }
+            }
+            self.decoder.read_buf().reserve(64 * 1024);
+            if self.r.read_buf(self.decoder.read_buf()).await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    /// Send one request and wait for its reply.
+    pub async fn call(&mut self, msg: impl Into<Msg>) -> io::Result<Reply> {
+        let tag = self.client.send(msg).map_err(other)?;
+        self.flush().await?;
+        self.wait(tag).await
+    }
+}

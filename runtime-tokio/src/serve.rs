@@ -1,0 +1,113 @@
+//! Serving the in-memory ramfs over real connections: one `ramfs::Conn` per client, one tree
+//! for all. The tree survives [`RamfsServer::cut_off`], which drops every connection and refuses
+//! new ones for a while — a server restart, as the demo and the tests need it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use p9_core::FrameDecoder;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use crate::driver::write_frames;
+use crate::net::{Listener, Reader, Writer};
+
+/// A ramfs tree served on a listener.
+pub struct RamfsServer {
+    pub fs: Arc<Mutex<ramfs::Fs>>,
+    /// Bumped by every cut-off; connections end when it changes.
+    generation: watch::Sender<u64>,
+    refuse_until: Mutex<Option<tokio::time::Instant>>,
+    msize: u32,
+}
+
+impl RamfsServer {
+    pub fn new(fs: ramfs::Fs, msize: u32) -> Arc<RamfsServer> {
+        Arc::new(RamfsServer {
+            fs: Arc::new(Mutex::new(fs)),
+            generation: watch::channel(0).0,
+            refuse_until: Mutex::new(None),
+            msize,
+        })
+    }
+
+    /// Drop every connection now and refuse new ones for `down`: a crash and restart.
+    pub fn cut_off(&self, down: Duration) {
+        *self.refuse_until.lock().expect("lock") = Some(tokio::time::Instant::now() + down);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Accept and serve clients until `shutdown` turns true. During a cut-off the listening
+    /// socket is closed, so dials are refused as they would be by a stopped server.
+    pub async fn serve(
+        self: Arc<Self>,
+        mut listener: Listener,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let addr = listener.local_addr();
+        let mut generation = self.generation.subscribe();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Some((r, w, peer)) = accepted? else { return Ok(()) };
+                    debug!("ramfs: client {peer} connected");
+                    tokio::spawn(self.clone().serve_conn(r, w));
+                }
+                _ = generation.changed() => {
+                    let (Some(addr), Some(until)) = (addr.clone(), *self.refuse_until.lock().expect("lock")) else { continue };
+                    drop(listener);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => {}
+                        _ = shutdown.changed() => return Ok(()),
+                    }
+                    listener = Listener::bind(&addr).await?;
+                    info!("ramfs: back on {addr}");
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    async fn serve_conn(self: Arc<Self>, mut r: Reader, mut w: Writer) {
+        let mut conn = ramfs::Conn::new(&mut self.fs.lock().expect("lock"), self.msize);
+        let mut gen = self.generation.subscribe();
+        gen.borrow_and_update();
+        let mut decoder = FrameDecoder::new(self.msize);
+        let mut replies: Vec<Bytes> = Vec::new();
+        loop {
+            decoder.read_buf().reserve(64 * 1024);
+            tokio::select! {
+                n = r.read_buf(decoder.read_buf()) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                },
+                _ = gen.changed() => {
+                    // Crashed: whatever the connection held is gone with it.
+                    drop(conn);
+                    return;
+                }
+            }
+            decoder.set_max_size(conn.msize().max(self.msize));
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        let reply = conn.handle(&mut self.fs.lock().expect("lock"), &frame);
+                        replies.push(reply);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        info!("ramfs: closing a connection that sent a bad frame: {e}");
+                        conn.close(&mut self.fs.lock().expect("lock"));
+                        return;
+                    }
+                }
+            }
+            if write_frames(&mut w, &mut replies).await.is_err() {
+                break;
+            }
+        }
+        conn.close(&mut self.fs.lock().expect("lock"));
+    }
+}
