@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command: checks formatting and lints, proves the pure crates build without
-# std, then runs every test of the workspace. CI (.ci/run) calls exactly this.
+# The project's test command: installs what the tests need (Debian's diod, a real 9P2000.L
+# server), checks formatting and lints, proves the pure crates build without std, then runs
+# every test of the workspace. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,20 @@ step() { printf '\n== %s\n' "$*"; }
 if ! command -v cargo >/dev/null 2>&1; then
     echo "test.sh: cargo is not installed; install Rust (https://rustup.rs) and run again" >&2
     exit 1
+fi
+
+# Real peers the integration tests use, installed when missing.
+need=()
+[ -x /usr/sbin/diod ] || [ -x /usr/bin/diod ] || need+=(diod)
+if [ ${#need[@]} -gt 0 ]; then
+    step "installing ${need[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test.sh: ${need[*]} missing and not running as root; install with: sudo apt-get install -y ${need[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}"
 fi
 
 step "formatting (cargo fmt --check)"

@@ -155,7 +155,7 @@ pub async fn serve_client(
                 }
             },
             _ = sleep_until(deadline) => session.handle_timeout(now()),
-            _ = shutdown.changed() => {
+            _ = crate::shutdown_requested(&mut shutdown) => {
                 info!("client {client}: shutting down");
                 break;
             }

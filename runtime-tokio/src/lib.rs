@@ -18,6 +18,18 @@ pub use driver::{serve_client, EventSink, ProxyConfig};
 pub use net::Listener;
 pub use serve::RamfsServer;
 
+/// Resolves once `shutdown` holds true. A dropped sender means no shutdown will ever come.
+pub async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Accept clients on `listener` and proxy each to the backend, until `shutdown` turns true.
 pub async fn run_proxy(
     mut listener: Listener,
@@ -41,7 +53,7 @@ pub async fn run_proxy(
                 }
                 Err(e) => error!("accept failed: {e}"),
             },
-            _ = shutdown.changed() => {
+            _ = shutdown_requested(&mut shutdown) => {
                 info!("shutting down: closing {} client sessions", clients.len());
                 while clients.join_next().await.is_some() {}
                 return Ok(());

@@ -20,6 +20,9 @@ pub struct RamfsServer {
     /// Bumped by every cut-off; connections end when it changes.
     generation: watch::Sender<u64>,
     refuse_until: Mutex<Option<tokio::time::Instant>>,
+    /// While true, connections read but do not execute requests (a hung server; tests use it
+    /// to have a request in flight when the server dies).
+    frozen: watch::Sender<bool>,
     msize: u32,
 }
 
@@ -29,8 +32,14 @@ impl RamfsServer {
             fs: Arc::new(Mutex::new(fs)),
             generation: watch::channel(0).0,
             refuse_until: Mutex::new(None),
+            frozen: watch::channel(false).0,
             msize,
         })
+    }
+
+    /// Stop (or resume) executing requests, keeping connections open.
+    pub fn freeze(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
     }
 
     /// Drop every connection now and refuse new ones for `down`: a crash and restart.
@@ -60,12 +69,12 @@ impl RamfsServer {
                     drop(listener);
                     tokio::select! {
                         _ = tokio::time::sleep_until(until) => {}
-                        _ = shutdown.changed() => return Ok(()),
+                        _ = crate::shutdown_requested(&mut shutdown) => return Ok(()),
                     }
                     listener = Listener::bind(&addr).await?;
                     info!("ramfs: back on {addr}");
                 }
-                _ = shutdown.changed() => return Ok(()),
+                _ = crate::shutdown_requested(&mut shutdown) => return Ok(()),
             }
         }
     }
@@ -76,6 +85,7 @@ impl RamfsServer {
         gen.borrow_and_update();
         let mut decoder = FrameDecoder::new(self.msize);
         let mut replies: Vec<Bytes> = Vec::new();
+        let mut frozen = self.frozen.subscribe();
         loop {
             decoder.read_buf().reserve(64 * 1024);
             tokio::select! {
@@ -88,6 +98,12 @@ impl RamfsServer {
                     drop(conn);
                     return;
                 }
+            }
+            // A frozen server executes nothing; a cut-off still ends the connection.
+            tokio::select! {
+                biased;
+                _ = gen.changed() => return,
+                _ = frozen.wait_for(|f| !*f) => {}
             }
             decoder.set_max_size(conn.msize().max(self.msize));
             loop {
