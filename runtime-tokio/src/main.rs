@@ -147,8 +147,21 @@ async fn run(cli: Cli) -> Result<(), String> {
         } => {
             init_logging(cli.verbose, false);
             let backend = Addr::dial(&server).map_err(|e| format!("--server: {e}"))?;
-            if backend == Addr::Stdio {
-                return Err("--server: cannot dial stdio".into());
+            match &backend {
+                Addr::Stdio => return Err("--server: cannot dial stdio".into()),
+                Addr::Tcp(a) => {
+                    // A name that does not resolve is a mistake; a server that is down is
+                    // what this program is for.
+                    let _addresses = tokio::net::lookup_host(a)
+                        .await
+                        .map_err(|e| format!("--server: cannot resolve {a}: {e}"))?;
+                }
+                Addr::Unix(_) => {}
+            }
+            match tokio::time::timeout(Duration::from_secs(2), runtime_tokio::net::dial(&backend)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("server {backend} is not reachable now ({e}); each client's session will keep redialing it"),
+                Err(_) => tracing::warn!("server {backend} does not answer now; each client's session will keep redialing it"),
             }
             let listener = bind("clients", &listen).await?;
             let session = Config {

@@ -1,0 +1,117 @@
+//! The p9persist binary: clear one-line errors and a non-zero exit for bad input; a unix
+//! listener created 0600; a proxy that serves a client end to end.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn p9persist(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_p9persist"))
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_addresses_are_one_line_errors() {
+    for (args, expect) in [
+        (
+            &["proxy", "--listen", "nonsense", "--server", "localhost:1"][..],
+            "--listen: cannot read address",
+        ),
+        (
+            &["proxy", "--listen", "0", "--server", "tcp!host"][..],
+            "--server: cannot read address",
+        ),
+        (
+            &[
+                "proxy",
+                "--listen",
+                "0",
+                "--server",
+                "no-such-host.invalid:564",
+            ][..],
+            "--server: cannot resolve",
+        ),
+        (
+            &[
+                "proxy",
+                "--listen",
+                "0",
+                "--server",
+                "localhost:1",
+                "--give-up-after",
+                "3x",
+            ][..],
+            "unknown unit",
+        ),
+        (
+            &["ramfs", "--listen", "unix!/nonexistent-dir/sock"][..],
+            "cannot listen on unix!/nonexistent-dir/sock",
+        ),
+    ] {
+        let (ok, err) = p9persist(args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(
+            err.trim().lines().count() <= 3,
+            "{args:?}: a short message, got {err}"
+        );
+    }
+}
+
+#[test]
+fn a_unix_listener_is_private() {
+    let dir = std::env::temp_dir().join(format!("p9persist-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("ramfs.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_p9persist"))
+        .args(["ramfs", "--listen", &format!("unix!{}", sock.display())])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no socket appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn the_demo_reports_exact_data() {
+    let out = Command::new(env!("CARGO_BIN_EXE_p9persist"))
+        .args([
+            "demo",
+            "--outages",
+            "1",
+            "--outage",
+            "800ms",
+            "--files",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("rebuilt"), "{text}");
+    assert!(
+        text.contains("data read back exact, listings complete  yes"),
+        "{text}"
+    );
+}
