@@ -177,8 +177,7 @@ impl Client {
 
     /// Most bytes of data one Tread/Twrite can move in this session.
     pub fn iounit(&self) -> u32 {
-        // Twrite's header is size[4] type[1] tag[2] fid[4] offset[8] count[4] = 23 bytes.
-        self.msize.saturating_sub(23)
+        self.msize.saturating_sub(crate::types::IOHDRSZ)
     }
 
     /// Requests sent and not yet answered.

@@ -58,6 +58,10 @@ impl Wire for Qid {
     }
 }
 
+/// Room servers reserve for the fixed fields of an I/O message: data per Tread/Twrite is at
+/// most `msize - IOHDRSZ`. Linux's P9_IOHDRSZ; diod refuses larger (a Twrite's fields take 23).
+pub const IOHDRSZ: u32 = 24;
+
 /// The most names one Twalk may carry, and qids one Rwalk may return.
 pub const MAXWELEM: usize = 16;
 

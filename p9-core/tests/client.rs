@@ -45,7 +45,7 @@ fn version_negotiation_takes_the_smaller_msize_and_the_servers_dialect() {
     .unwrap();
     assert_eq!(c.dialect(), Some(Dialect::Base));
     assert_eq!(c.msize(), 8192);
-    assert_eq!(c.iounit(), 8192 - 23);
+    assert_eq!(c.iounit(), 8192 - IOHDRSZ);
 }
 
 #[test]

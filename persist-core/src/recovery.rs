@@ -338,7 +338,7 @@ impl Session {
                 let read = Tread {
                     fid: Fid(afid),
                     offset: 0,
-                    count: count.min(self.server_msize().saturating_sub(11)),
+                    count: count.min(self.server_msize().saturating_sub(p9_core::IOHDRSZ)),
                 };
                 self.send(r, read, Wait::AuthIo(i));
             }
@@ -604,7 +604,7 @@ impl Session {
 
     /// 9P2000 directories are read only sequentially: read (and drop) up to the client's offset.
     fn job_read_dir(&mut self, r: &mut Recovery, mut job: Job, at: u64, target: u64) {
-        let most = self.server_msize().saturating_sub(11) as u64;
+        let most = self.server_msize().saturating_sub(p9_core::IOHDRSZ) as u64;
         let count = (target - at).min(most) as u32;
         job.step = Step::FastForward { at };
         let read = Tread {

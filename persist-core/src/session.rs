@@ -10,7 +10,7 @@ use core::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use p9_core::{
-    dir, Dialect, Fcall, FidList, Header, Msg, MsgType, Qid, Rclunk, Rflush, NOFID, NOTAG,
+    dir, Dialect, Fcall, FidList, Header, Msg, MsgType, Qid, Rclunk, Rflush, IOHDRSZ, NOFID, NOTAG,
 };
 
 use crate::auth::Authenticator;
@@ -597,8 +597,8 @@ impl Session {
         };
         let msize = self.server_msize();
         let fits = match ty {
-            MsgType::Tread => field_u32(&frame, 19) <= msize.saturating_sub(RREAD_HEADER),
-            _ => len <= msize as usize,
+            MsgType::Tread => field_u32(&frame, 19) <= msize.saturating_sub(IOHDRSZ),
+            _ => (len - TWRITE_HEADER) as u32 <= msize.saturating_sub(IOHDRSZ),
         };
         if !fits || header.tag == NOTAG || self.negotiated.is_none() {
             return Some(frame);
@@ -781,7 +781,7 @@ impl Session {
         match ty {
             MsgType::Tread | MsgType::Treaddir => {
                 let count = u32::from_le_bytes(frame.get(19..23)?.try_into().ok()?);
-                let most = msize.saturating_sub(RREAD_HEADER);
+                let most = msize.saturating_sub(IOHDRSZ);
                 if count <= most {
                     return Some(frame.clone());
                 }
@@ -789,10 +789,12 @@ impl Session {
                 f[19..23].copy_from_slice(&most.to_le_bytes());
                 Some(f.freeze())
             }
-            MsgType::Twrite if frame.len() > limit => {
-                let keep = limit.checked_sub(TWRITE_HEADER)?;
-                let mut f = BytesMut::with_capacity(limit);
-                f.put_u32_le(limit as u32);
+            MsgType::Twrite
+                if frame.len() - TWRITE_HEADER > msize.saturating_sub(IOHDRSZ) as usize =>
+            {
+                let keep = msize.checked_sub(IOHDRSZ)? as usize;
+                let mut f = BytesMut::with_capacity(TWRITE_HEADER + keep);
+                f.put_u32_le((TWRITE_HEADER + keep) as u32);
                 f.put_slice(&frame[4..19]);
                 f.put_u32_le(keep as u32);
                 f.put_slice(&frame[TWRITE_HEADER..TWRITE_HEADER + keep]);

@@ -268,7 +268,7 @@ fn a_smaller_msize_after_reconnect_clamps_reads_and_shortens_writes() {
     let Msg::Tread(r) = p.next_request().msg else {
         panic!("not a read")
     };
-    assert_eq!(r.count, 4096 - 11);
+    assert_eq!(r.count, 4096 - IOHDRSZ);
     p.client(
         11,
         Twrite {
@@ -281,12 +281,14 @@ fn a_smaller_msize_after_reconnect_clamps_reads_and_shortens_writes() {
     let Msg::Twrite(w) = &fc.msg else {
         panic!("not a write")
     };
-    assert_eq!(w.data.0.len(), 4096 - 23);
+    assert_eq!(w.data.0.len(), 4096 - IOHDRSZ as usize);
     let reply = p.server.answer(&fc);
     p.reply(fc.tag, reply);
     assert_eq!(
         p.reply_to(11),
-        &Msg::Rwrite(Rwrite { count: 4096 - 23 }),
+        &Msg::Rwrite(Rwrite {
+            count: 4096 - IOHDRSZ
+        }),
         "a short write"
     );
 }
