@@ -115,3 +115,48 @@ fn the_demo_reports_exact_data() {
         "{text}"
     );
 }
+
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let dir = std::env::temp_dir().join(format!("p9persist-term-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("proxy.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_p9persist"))
+        .args([
+            "proxy",
+            "--listen",
+            &format!("unix!{}", sock.display()),
+            "--server",
+            "localhost:1",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no socket appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let left = sock.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success(), "exit status {status:?}");
+    assert!(!left, "the socket file is removed on shutdown");
+}
