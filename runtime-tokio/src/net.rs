@@ -129,3 +129,22 @@ impl Drop for Listener {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Upstream TCP links carry keepalive and TCP_USER_TIMEOUT, so a silent server is noticed.
+    #[tokio::test]
+    async fn upstream_links_detect_dead_peers() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let s = TcpStream::connect(addr).await.unwrap();
+        tune_upstream(&s).unwrap();
+        let sock = socket2::SockRef::from(&s);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE);
+        assert_eq!(sock.tcp_user_timeout().unwrap(), Some(USER_TIMEOUT));
+        assert!(sock.tcp_nodelay().unwrap());
+    }
+}

@@ -57,12 +57,17 @@ impl RamfsServer {
     ) -> std::io::Result<()> {
         let addr = listener.local_addr();
         let mut generation = self.generation.subscribe();
+        let mut conns = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Some((r, w, peer)) = accepted? else { return Ok(()) };
+                    let Some((r, w, peer)) = accepted? else {
+                        // No more clients will come (stdio): serve the ones there are.
+                        while conns.join_next().await.is_some() {}
+                        return Ok(());
+                    };
                     debug!("ramfs: client {peer} connected");
-                    tokio::spawn(self.clone().serve_conn(r, w));
+                    conns.spawn(self.clone().serve_conn(r, w));
                 }
                 _ = generation.changed() => {
                     let (Some(addr), Some(until)) = (addr.clone(), *self.refuse_until.lock().expect("lock")) else { continue };

@@ -160,3 +160,49 @@ fn sigterm_shuts_down_cleanly() {
     assert!(status.success(), "exit status {status:?}");
     assert!(!left, "the socket file is removed on shutdown");
 }
+
+#[test]
+fn ramfs_serves_standard_input_and_output() {
+    use p9_core::{Dialect, Fcall, Msg, Tversion, NOTAG};
+    use std::io::{Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_p9persist"))
+        .args(["ramfs", "--listen", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tv = Fcall::new(
+        NOTAG,
+        Tversion {
+            msize: 8192,
+            version: "9P2000.L".into(),
+        },
+    )
+    .to_frame()
+    .unwrap();
+    child.stdin.as_mut().unwrap().write_all(&tv).unwrap();
+    let mut size = [0u8; 4];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut size)
+        .unwrap();
+    let mut rest = vec![0u8; u32::from_le_bytes(size) as usize - 4];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut rest)
+        .unwrap();
+    let frame: Vec<u8> = size.iter().chain(rest.iter()).copied().collect();
+    let reply = Fcall::decode(&frame.into(), Dialect::DotL).unwrap();
+    drop(child.stdin.take()); // end of input ends the server
+    let status = child.wait().unwrap();
+    assert!(
+        matches!(reply.msg, Msg::Rversion(ref r) if &r.version[..] == b"9P2000.L"),
+        "{reply:?}"
+    );
+    assert!(status.success());
+}
