@@ -282,6 +282,34 @@ impl Stat {
     /// Offset of the qid inside a stat record (after `size[2] type[2] dev[4]`).
     pub const QID_OFFSET: usize = 8;
 
+    /// A Twstat record that changes nothing: every field says "don't touch" (stat(5): ~0 for
+    /// numbers, empty strings). Set the fields to change.
+    pub fn unchanged(dialect: crate::Dialect) -> Stat {
+        Stat {
+            typ: !0,
+            dev: !0,
+            qid: Qid {
+                typ: !0,
+                version: !0,
+                path: !0,
+            },
+            mode: !0,
+            atime: !0,
+            mtime: !0,
+            length: !0,
+            name: Bytes::new(),
+            uid: Bytes::new(),
+            gid: Bytes::new(),
+            muid: Bytes::new(),
+            ext: dialect.is_extended().then(|| StatExt {
+                extension: Bytes::new(),
+                n_uid: !0,
+                n_gid: !0,
+                n_muid: !0,
+            }),
+        }
+    }
+
     fn body_len(&self) -> usize {
         2 + 4
             + Qid::LEN

@@ -184,25 +184,8 @@ fn rows_of_9p2000_and_u() {
     for d in [Dialect::Base, Dialect::DotU] {
         let ext = d.is_extended();
         let stat = |name: &'static str| Stat {
-            typ: !0,
-            dev: !0,
-            qid: Qid {
-                typ: !0,
-                version: !0,
-                path: !0,
-            },
-            mode: !0,
-            atime: !0,
-            mtime: !0,
-            length: !0,
             name: name.into(),
-            ext: ext.then(|| StatExt {
-                n_uid: !0,
-                n_gid: !0,
-                n_muid: !0,
-                ..Default::default()
-            }),
-            ..Default::default()
+            ..Stat::unchanged(d)
         };
         let rows: Vec<(&str, Msg, Outcome, bool)> = vec![
             ("Tstat", Tstat { fid: Fid(FILE) }.into(), Resend, false),

@@ -274,15 +274,33 @@ impl Pair {
     /// Walk fid 0 to `newfid` along `path` and open it with `mode` (Topen or Tlopen by
     /// dialect); the stub creates the file if needed.
     pub fn open_file(&mut self, tag: u16, newfid: u32, path: &[&str], mode: u32) {
-        self.server.touch(path, false);
-        self.client(
-            tag,
-            Twalk {
-                fid: Fid(0),
-                newfid: Fid(newfid),
-                wnames: WalkNames::new(path).unwrap(),
-            },
+        self.open_path(tag, newfid, path, false, mode);
+        assert!(
+            self.is_success(tag),
+            "open failed: {:?}",
+            self.replies_to(tag)
         );
+        self.to_client.clear();
+    }
+
+    /// Walk fid 0 to the directory `path` and open it for reading.
+    pub fn open_dir(&mut self, tag: u16, newfid: u32, path: &[&str]) {
+        let mode = match self.dialect {
+            Dialect::DotL => lflags::DIRECTORY,
+            _ => open_mode::READ as u32,
+        };
+        self.open_path(tag, newfid, path, true, mode);
+        self.to_client.clear();
+    }
+
+    fn open_path(&mut self, tag: u16, newfid: u32, path: &[&str], dir: bool, mode: u32) {
+        self.server.touch(path, dir);
+        let walk = Twalk {
+            fid: Fid(0),
+            newfid: Fid(newfid),
+            wnames: WalkNames::new(path).unwrap(),
+        };
+        self.client(tag, walk);
         self.serve();
         match self.dialect {
             Dialect::DotL => self.client(
@@ -301,43 +319,6 @@ impl Pair {
             ),
         }
         self.serve();
-        assert!(
-            self.is_success(tag),
-            "open failed: {:?}",
-            self.replies_to(tag)
-        );
-        self.to_client.clear();
-    }
-
-    pub fn open_dir(&mut self, tag: u16, newfid: u32, path: &[&str]) {
-        self.server.touch(path, true);
-        self.client(
-            tag,
-            Twalk {
-                fid: Fid(0),
-                newfid: Fid(newfid),
-                wnames: WalkNames::new(path).unwrap(),
-            },
-        );
-        self.serve();
-        match self.dialect {
-            Dialect::DotL => self.client(
-                tag,
-                Tlopen {
-                    fid: Fid(newfid),
-                    flags: lflags::DIRECTORY,
-                },
-            ),
-            _ => self.client(
-                tag,
-                Topen {
-                    fid: Fid(newfid),
-                    mode: open_mode::READ,
-                },
-            ),
-        }
-        self.serve();
-        self.to_client.clear();
     }
 
     /// Whether every reply to `tag` so far is a success.

@@ -201,29 +201,7 @@ pub fn tcreate(fid: Fid, name: &str, perm: u32, mode: u8, dialect: Dialect) -> T
 
 /// A 9P2000/.u Twstat that changes nothing ("don't touch" in every field).
 pub fn blank_stat(dialect: Dialect) -> Stat {
-    Stat {
-        typ: !0,
-        dev: !0,
-        qid: Qid {
-            typ: !0,
-            version: !0,
-            path: !0,
-        },
-        mode: !0,
-        atime: !0,
-        mtime: !0,
-        length: !0,
-        name: Bytes::new(),
-        uid: Bytes::new(),
-        gid: Bytes::new(),
-        muid: Bytes::new(),
-        ext: dialect.is_extended().then(|| StatExt {
-            extension: Bytes::new(),
-            n_uid: !0,
-            n_gid: !0,
-            n_muid: !0,
-        }),
-    }
+    Stat::unchanged(dialect)
 }
 
 /// The names in 9P2000/.u directory data.

@@ -349,7 +349,7 @@ impl Lane {
                         }
                         .into()
                     } else {
-                        let mut stat = dont_touch(self.dialect);
+                        let mut stat = Stat::unchanged(self.dialect);
                         stat.name = to.clone().into();
                         Twstat {
                             fid: self.temp_fid(),
@@ -504,7 +504,7 @@ impl Lane {
                     }
                     .into()
                 } else {
-                    let mut stat = dont_touch(self.dialect);
+                    let mut stat = Stat::unchanged(self.dialect);
                     stat.length = len;
                     Twstat {
                         fid: self.data_fid(),
@@ -883,30 +883,6 @@ impl Lane {
         }
         self.listed.extend(names);
         Ok(Some(self.read_list(next)))
-    }
-}
-
-/// A stat whose every field says "don't touch" (stat(5)), to change one field with Twstat.
-fn dont_touch(dialect: Dialect) -> Stat {
-    Stat {
-        typ: !0,
-        dev: !0,
-        qid: Qid {
-            typ: !0,
-            version: !0,
-            path: !0,
-        },
-        mode: !0,
-        atime: !0,
-        mtime: !0,
-        length: !0,
-        ext: dialect.is_extended().then(|| StatExt {
-            extension: Bytes::new(),
-            n_uid: !0,
-            n_gid: !0,
-            n_muid: !0,
-        }),
-        ..Default::default()
     }
 }
 
