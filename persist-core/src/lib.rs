@@ -21,9 +21,9 @@
 //!
 //! ```no_run
 //! # use persist_core::*;
-//! # fn now() -> Instant { unimplemented!() }
+//! # fn now() -> Instant { Instant::from_nanos(0) }
 //! # enum Input { Client(bytes::Bytes), Server(LinkId, bytes::Bytes), Up(LinkId), Down(LinkId), Timeout }
-//! # fn wait_for_input(_deadline: Option<Instant>, _read_client: bool) -> Input { unimplemented!() }
+//! # fn wait_for_input(_deadline: Option<Instant>, _read_client: bool) -> Input { Input::Timeout }
 //! # fn carry_out(_o: Output) {}
 //! let mut session = Session::new(Config::default(), BackendId(0), now());
 //! loop {
