@@ -505,6 +505,21 @@ pub mod lflags {
     pub const DIRECTORY: u32 = 0o200000;
 }
 
+/// Tlock/Tgetlock lock types (Linux `P9_LOCK_TYPE_*`).
+pub mod lock_type {
+    pub const RDLCK: u8 = 0;
+    pub const WRLCK: u8 = 1;
+    pub const UNLCK: u8 = 2;
+}
+
+/// Rlock status values (Linux `P9_LOCK_SUCCESS`, `P9_LOCK_BLOCKED`, `P9_LOCK_ERROR`).
+pub mod lock_status {
+    pub const SUCCESS: u8 = 0;
+    /// Another owner holds a conflicting lock.
+    pub const BLOCKED: u8 = 1;
+    pub const ERROR: u8 = 2;
+}
+
 /// Linux errno values used in Rlerror and 9P2000.u Rerror.
 pub mod errno {
     pub const EPERM: u32 = 1;

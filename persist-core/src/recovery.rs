@@ -558,7 +558,9 @@ impl Session {
                 self.job_read_dir(r, job, at + got, target);
             }
             Step::Lock { index } => match reply {
-                Msg::Rlock(l) if l.status == 0 => self.job_locks(r, job, index + 1),
+                Msg::Rlock(l) if l.status == p9_core::lock_status::SUCCESS => {
+                    self.job_locks(r, job, index + 1)
+                }
                 _ => self.job_stale(r, fid, true, "a lock it held could not be re-acquired"),
             },
         }

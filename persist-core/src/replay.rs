@@ -2,7 +2,7 @@
 //! (DESIGN §3.3). This one table decides; the session carries it out after the fids are
 //! rebuilt, in the requests' original order.
 
-use p9_core::{lflags, open_mode, qid_type, Msg, NOFID};
+use p9_core::{lflags, lock_type, open_mode, qid_type, Msg, NOFID};
 
 use crate::fids::{flag, FidKind, FidRec};
 use crate::reply::Failure;
@@ -19,9 +19,6 @@ pub(crate) enum Settle {
     /// Answer Rflush locally, dropping the flushed request if it is still pending.
     FlushLocally,
 }
-
-/// Lock type of an unlock request (Linux `P9_LOCK_TYPE_UNLCK`).
-pub(crate) const LOCK_UNLOCK: u8 = 2;
 
 /// Whether writes to this fid append (their effect depends on how often they happen).
 pub(crate) fn appends(fid: &FidRec) -> bool {
@@ -87,7 +84,7 @@ pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>) -> Settle {
         | Msg::Trenameat(_)
         | Msg::Txattrcreate(_)
         | Msg::Tauth(_) => not_completed,
-        Msg::Tlock(l) if l.typ == LOCK_UNLOCK => Resend,
+        Msg::Tlock(l) if l.typ == lock_type::UNLCK => Resend,
         Msg::Tlock(_) => not_completed,
         // A clunk of a fid the new link knows goes to the server (else the server would keep
         // the fid and refuse its number later); otherwise it is answered here.

@@ -19,7 +19,7 @@ use crate::event::{BackendId, Event, LinkId, Output, Peer};
 use crate::fids::{flag, FidKind, FidRec, FidTable, LostReason};
 use crate::hash::HashMap;
 use crate::recovery::Recovery;
-use crate::replay::{self, Settle, LOCK_UNLOCK};
+use crate::replay::{self, Settle};
 use crate::reply::{self, Failure};
 use crate::rng::Rng;
 use crate::time::Instant;
@@ -1008,10 +1008,10 @@ impl Session {
                     rec.flags &= !(flag::UNSYNCED | flag::WRITES_LOST);
                 }
             }
-            (Msg::Tlock(l), Msg::Rlock(r)) if r.status == 0 => {
+            (Msg::Tlock(l), Msg::Rlock(r)) if r.status == p9_core::lock_status::SUCCESS => {
                 let max = self.cfg.max_lock_history;
                 if let Some(rec) = fids.get_mut(l.fid.0) {
-                    if l.typ == LOCK_UNLOCK && l.start == 0 && l.length == 0 {
+                    if l.typ == p9_core::lock_type::UNLCK && l.start == 0 && l.length == 0 {
                         rec.locks = None;
                     } else {
                         let history = rec.locks.get_or_insert_with(Default::default);

@@ -11,22 +11,7 @@ use bytes::Bytes;
 
 use crate::owner::ConnId;
 
-/// Lock types of Tlock/Tgetlock (Linux `F_RDLCK`, `F_WRLCK`, `F_UNLCK`).
-pub mod lock_type {
-    pub const RDLCK: u8 = 0;
-    pub const WRLCK: u8 = 1;
-    pub const UNLCK: u8 = 2;
-}
-
-/// Rlock status values (`P9_LOCK_SUCCESS`, `P9_LOCK_BLOCKED`, `P9_LOCK_ERROR`).
-pub mod lock_status {
-    pub const SUCCESS: u8 = 0;
-    /// Another owner holds a conflicting lock. Returned even for a blocking request: this
-    /// server never waits, so the client retries (as Linux does for `F_SETLKW`).
-    pub const BLOCKED: u8 = 1;
-    /// The lock table is full.
-    pub const ERROR: u8 = 2;
-}
+pub use p9_core::{lock_status, lock_type};
 
 use lock_type::*;
 
