@@ -6,7 +6,6 @@ use std::io;
 use bytes::Bytes;
 use p9_core::client::{Client, Reply};
 use p9_core::{Dialect, FrameDecoder, Msg, NOTAG};
-use tokio::io::AsyncReadExt;
 
 use crate::addr::Addr;
 use crate::driver::write_frames;
@@ -60,8 +59,7 @@ impl NineP {
                     return Ok(reply);
                 }
             }
-            self.decoder.read_buf().reserve(64 * 1024);
-            if self.r.read_buf(self.decoder.read_buf()).await? == 0 {
+            if net::read_some(&mut self.r, &mut self.decoder).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }

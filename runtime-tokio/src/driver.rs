@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use p9_core::FrameDecoder;
 use persist_core::{BackendId, Config, Event, Instant, LinkId, Output, Peer, Session};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -20,8 +20,6 @@ use crate::net::{self, Reader, Writer};
 
 /// Longest a single dial may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes to have room for in a read buffer before each read.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// What a proxy session needs to know.
 #[derive(Clone, Debug)]
@@ -114,7 +112,7 @@ pub async fn serve_client(
             .poll_timeout()
             .map(|t| epoch + Duration::from_nanos(t.as_nanos()));
         tokio::select! {
-            read = read_more(&mut client_r, &mut decoder), if session.wants_client_input() => {
+            read = net::read_some(&mut client_r, &mut decoder), if session.wants_client_input() => {
                 match read {
                     Ok(0) => session.handle_client_closed(now()),
                     Ok(_) => loop {
@@ -174,12 +172,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn read_more(r: &mut Reader, decoder: &mut FrameDecoder) -> io::Result<usize> {
-    let buf = decoder.read_buf();
-    buf.reserve(READ_CHUNK);
-    r.read_buf(buf).await
-}
-
 fn spawn_dial(link: LinkId, addr: Addr, tx: mpsc::Sender<LinkInput>) {
     tokio::spawn(async move {
         let input = match tokio::time::timeout(DIAL_TIMEOUT, net::dial(&addr)).await {
@@ -201,7 +193,7 @@ async fn read_link(
     let mut decoder = FrameDecoder::new(msize.load(Ordering::Relaxed));
     let why = loop {
         decoder.set_max_size(msize.load(Ordering::Relaxed));
-        match read_more(&mut r, &mut decoder).await {
+        match net::read_some(&mut r, &mut decoder).await {
             Ok(0) => break "the server closed the connection".to_string(),
             Err(e) => break format!("read from server failed: {e}"),
             Ok(_) => {}

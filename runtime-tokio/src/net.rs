@@ -14,6 +14,16 @@ use crate::addr::Addr;
 pub type Reader = Box<dyn AsyncRead + Unpin + Send>;
 pub type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
+/// Room made in a read buffer before each read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Read what has arrived straight into `decoder`'s buffer (no copy); 0 means end of stream.
+pub async fn read_some(r: &mut Reader, decoder: &mut p9_core::FrameDecoder) -> io::Result<usize> {
+    let buf = decoder.read_buf();
+    buf.reserve(READ_CHUNK);
+    tokio::io::AsyncReadExt::read_buf(r, buf).await
+}
+
 /// How long an unacknowledged upstream send may wait before the kernel declares the link dead.
 pub const USER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Keepalive idle time and probe interval on upstream links.

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use p9_core::FrameDecoder;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tracing::{debug, info};
 
@@ -92,9 +91,8 @@ impl RamfsServer {
         let mut replies: Vec<Bytes> = Vec::new();
         let mut frozen = self.frozen.subscribe();
         loop {
-            decoder.read_buf().reserve(64 * 1024);
             tokio::select! {
-                n = r.read_buf(decoder.read_buf()) => match n {
+                n = crate::net::read_some(&mut r, &mut decoder) => match n {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 },
