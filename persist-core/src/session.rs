@@ -715,38 +715,30 @@ impl Session {
         if self.negotiated.is_none() && ty != MsgType::Tversion {
             return self.fail(tag, Failure::NOT_VERSIONED, "before Tversion");
         }
-        // The hot path (reads and writes on live fids) needs only the fid, at a fixed offset.
-        if !matches!(ty, MsgType::Tread | MsgType::Twrite)
-            || frame.len() > self.server_msize() as usize
-        {
-            let Some(msg) = self.decode_request(&frame) else {
-                return self.fail(tag, Failure::MALFORMED, "undecodable");
+        // Reads and writes on a live link took `forward_io`; what reaches here is queued,
+        // orphaned or unusual, so it is decoded and checked in full.
+        let Some(msg) = self.decode_request(&frame) else {
+            return self.fail(tag, Failure::MALFORMED, "undecodable");
+        };
+        if let Some(lost) = lost_fid(&self.fids, &msg) {
+            return match msg {
+                Msg::Tclunk(_) => self.clunk_locally(tag, &msg),
+                _ => self.fail(tag, lost_failure(lost), "fid lost"),
             };
-            if let Some(lost) = lost_fid(&self.fids, &msg) {
-                return match msg {
-                    Msg::Tclunk(_) => self.clunk_locally(tag, &msg),
-                    _ => self.fail(tag, lost_failure(lost), "fid lost"),
-                };
-            }
-            match &msg {
-                Msg::Tfsync(f) => {
-                    let lost = self
-                        .fids
-                        .get(f.fid.0)
-                        .is_some_and(|r| r.flags & flag::WRITES_LOST != 0);
-                    if lost {
-                        self.apply_failure(&msg);
-                        return self.fail(tag, Failure::WRITES_LOST, "writes lost with a link");
-                    }
+        }
+        match &msg {
+            Msg::Tfsync(f) => {
+                let lost = self
+                    .fids
+                    .get(f.fid.0)
+                    .is_some_and(|r| r.flags & flag::WRITES_LOST != 0);
+                if lost {
+                    self.apply_failure(&msg);
+                    return self.fail(tag, Failure::WRITES_LOST, "writes lost with a link");
                 }
-                Msg::Tversion(_) => self.start_version_reset(tag),
-                _ => {}
             }
-        } else {
-            let fid = u32::from_le_bytes(frame[7..11].try_into().expect("4 bytes"));
-            if let Some(lost) = self.fids.get(fid).and_then(FidRec::is_lost) {
-                return self.fail(tag, lost_failure(lost), "fid lost");
-            }
+            Msg::Tversion(_) => self.start_version_reset(tag),
+            _ => {}
         }
         let Some(wire) = self.fit_to_server(&frame, ty) else {
             return self.fail(tag, Failure::TOO_LARGE, "larger than the server's msize");
