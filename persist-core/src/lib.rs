@@ -56,6 +56,7 @@ extern crate alloc;
 
 mod auth;
 mod config;
+pub mod drive;
 mod event;
 mod fids;
 mod hash;
@@ -69,6 +70,7 @@ mod time;
 
 pub use auth::{AuthConversation, AuthInput, AuthStep, Authenticator};
 pub use config::{Backoff, Config};
+pub use drive::Drive;
 pub use event::{BackendId, Event, LinkId, Output, Peer};
 pub use fids::LostReason;
 pub use reply::Failure;

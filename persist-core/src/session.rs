@@ -528,6 +528,14 @@ impl Session {
         self.close();
     }
 
+    /// The client's byte stream cannot be framed (`what` says why): its session is closed,
+    /// as for any other client protocol violation.
+    pub fn handle_client_garbage(&mut self, _now: Instant, what: String) {
+        if self.link != LinkState::Closed {
+            self.client_violation(what);
+        }
+    }
+
     /// One whole frame from the client (the driver frames the stream with
     /// [`client_msize`](Self::client_msize) as the bound).
     pub fn handle_client_frame(&mut self, _now: Instant, frame: Bytes) {

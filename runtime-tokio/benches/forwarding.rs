@@ -15,7 +15,7 @@ use bytes::Bytes;
 use p9_core::client::Client;
 use p9_core::*;
 use persist_core::Config;
-use runtime_tokio::driver::write_frames;
+use runtime_tokio::net::write_frames;
 use runtime_tokio::net::{self, Reader, Writer};
 use runtime_tokio::{run_proxy, Addr, Listener, ProxyConfig, RamfsServer};
 use tokio::io::AsyncReadExt;

@@ -8,7 +8,7 @@ use p9_core::client::{Client, Reply};
 use p9_core::{Dialect, FrameDecoder, Msg, NOTAG};
 
 use crate::addr::Addr;
-use crate::driver::write_frames;
+use crate::net::write_frames;
 use crate::net::{self, Reader, Writer};
 
 pub struct NineP {

@@ -1,17 +1,17 @@
-//! Drives one client connection through a persist-core [`Session`] on tokio: reads frames from
-//! the client and the current upstream link, dials when the session asks, sleeps until its
-//! timeouts, and writes what it outputs — batched, one vectored write per wakeup, payloads never
-//! copied.
+//! Drives one client connection through a persist-core [`Drive`] on tokio: one task owns the
+//! client's socket and every link's, polls whichever the drive wants read or written, dials when
+//! it asks, and sleeps until its timeouts. Every decision (stale dials, failed writes,
+//! backpressure) is the drive's; this file only moves bytes.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use p9_core::FrameDecoder;
-use persist_core::{BackendId, Config, Event, Instant, LinkId, Output, Peer, Session};
-use tokio::io::AsyncWriteExt;
+use persist_core::drive::{self, Action, Drive, Level, OutQueue};
+use persist_core::{BackendId, Config, Event, Instant, LinkId};
+use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -20,278 +20,317 @@ use crate::net::{self, Reader, Writer};
 
 /// Longest a single dial may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Slices handed to one vectored write.
+const MAX_SLICES: usize = 64;
+/// Rounds of work one poll may do before yielding to other sessions.
+const ROUNDS_PER_POLL: usize = 64;
 
 /// What a proxy session needs to know.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
     pub backend: Addr,
+    /// The sessions' settings; `seed` is the proxy's, from which each session's is derived.
     pub session: Config,
 }
 
 /// Where a driver's session events go besides the log (the demo counts them).
 pub type EventSink = Option<mpsc::UnboundedSender<Event>>;
 
-/// Inputs from link tasks.
-enum LinkInput {
+type Dialing = Pin<Box<dyn Future<Output = io::Result<(Reader, Writer)>> + Send>>;
+
+enum LinkIo {
+    Dialing(LinkId, Dialing),
     Up(LinkId, Reader, Writer),
-    DialFailed(LinkId, String),
-    Frame(LinkId, Bytes),
-    Down(LinkId, String),
 }
 
-struct Link {
-    id: LinkId,
-    writer: Writer,
-    reader: tokio::task::JoinHandle<()>,
+impl LinkIo {
+    fn id(&self) -> LinkId {
+        match self {
+            LinkIo::Dialing(id, _) | LinkIo::Up(id, ..) => *id,
+        }
+    }
 }
 
-/// Serve one client until it leaves, is expelled, or `shutdown` turns true.
+/// One session's sockets and timer.
+struct SessionIo {
+    drive: Drive,
+    client: String,
+    backend: Addr,
+    client_r: Reader,
+    client_w: Writer,
+    links: Vec<LinkIo>,
+    epoch: tokio::time::Instant,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// The deadline the sleep is set to, and the last one that fired (a timeout that does not
+    /// move the deadline must not make the loop spin).
+    armed: Option<Instant>,
+    fired: Option<Instant>,
+    events: EventSink,
+}
+
+/// Serve one client until it leaves, is expelled, or `shutdown` turns true. `number` tells
+/// this session from the proxy's others (its random choices derive from it).
 pub async fn serve_client(
-    mut client_r: Reader,
-    mut client_w: Writer,
+    client_r: Reader,
+    client_w: Writer,
     client: String,
     cfg: ProxyConfig,
+    number: u64,
     events: EventSink,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let epoch = tokio::time::Instant::now();
-    let now = || Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
-    let mut session = Session::new(cfg.session.clone(), BackendId(0), now());
-    let (tx, mut rx) = mpsc::channel::<LinkInput>(256);
-    let server_msize = Arc::new(AtomicU32::new(session.server_msize()));
-    let mut decoder = FrameDecoder::new(session.client_msize());
-    let mut link: Option<Link> = None;
-    let mut to_client: Vec<Bytes> = Vec::new();
-    let mut to_link: Vec<Bytes> = Vec::new();
-    info!("client {client} connected; serving {}", cfg.backend);
-    loop {
-        // Carry out everything the session asked for.
-        let mut close_client = false;
-        while let Some(o) = session.poll_output() {
-            match o {
-                Output::ToClient(f) => to_client.push(f),
-                Output::ToLink { link: l, frame } => {
-                    if link.as_ref().is_some_and(|k| k.id == l) {
-                        to_link.push(frame);
-                    }
-                }
-                Output::Dial { link: l, .. } => spawn_dial(l, cfg.backend.clone(), tx.clone()),
-                Output::CloseLink { link: l } => {
-                    if let Some(k) = link.take_if(|k| k.id == l) {
-                        k.reader.abort();
-                        to_link.clear();
-                    }
-                }
-                Output::CloseClient => close_client = true,
+    let session_cfg = Config {
+        seed: drive::session_seed(cfg.session.seed, number),
+        ..cfg.session
+    };
+    debug!("client {client} connected; serving {}", cfg.backend);
+    let mut io = SessionIo {
+        drive: Drive::new(session_cfg, BackendId(0), Instant::from_nanos(0)),
+        client,
+        backend: cfg.backend,
+        client_r,
+        client_w,
+        links: Vec::new(),
+        epoch,
+        sleep: Box::pin(tokio::time::sleep_until(epoch)),
+        armed: None,
+        fired: None,
+        events,
+    };
+    let stopped = {
+        let shutdown = crate::shutdown_requested(&mut shutdown);
+        tokio::pin!(shutdown);
+        std::future::poll_fn(|cx| {
+            if shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            io.poll_run(cx).map(|()| false)
+        })
+        .await
+    };
+    if stopped {
+        info!("[{}] shutting down", io.client);
+    }
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut io.client_w).await;
+}
+
+impl SessionIo {
+    fn now(&self) -> Instant {
+        Instant::from_nanos(self.epoch.elapsed().as_nanos() as u64)
+    }
+
+    /// Work until nothing can move, then wait (every branch below either consumed or produced
+    /// something, or registered for a wake-up).
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..ROUNDS_PER_POLL {
+            self.carry_out_actions();
+            self.log_events();
+            if self.drive.is_finished() {
+                return Poll::Ready(());
+            }
+            let mut progress = self.poll_dials(cx);
+            progress |= self.poll_writes(cx);
+            progress |= self.poll_reads(cx);
+            progress |= self.poll_timer(cx);
+            if !progress {
+                return Poll::Pending;
             }
         }
-        while let Some(e) = session.poll_event() {
-            log_event(&client, &cfg.backend, &e);
-            if let Some(sink) = &events {
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn carry_out_actions(&mut self) {
+        while let Some(action) = self.drive.poll_action() {
+            match action {
+                Action::Dial { link, .. } => {
+                    let addr = self.backend.clone();
+                    let dial = async move {
+                        match tokio::time::timeout(DIAL_TIMEOUT, net::dial(&addr)).await {
+                            Ok(r) => r,
+                            Err(_) => Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                format!("no answer within {DIAL_TIMEOUT:?}"),
+                            )),
+                        }
+                    };
+                    self.links.push(LinkIo::Dialing(link, Box::pin(dial)));
+                }
+                Action::CloseLink { link } => self.links.retain(|l| l.id() != link),
+            }
+        }
+    }
+
+    fn log_events(&mut self) {
+        while let Some(e) = self.drive.poll_event() {
+            let line = drive::sentence(&e, &self.client, &self.backend.to_string());
+            match line.level {
+                Level::Debug => debug!("{line}"),
+                Level::Info => info!("{line}"),
+                Level::Warn => warn!("{line}"),
+            }
+            if let Some(sink) = &self.events {
                 let _ = sink.send(e);
             }
         }
-        if !to_link.is_empty() {
-            if let Some(k) = &mut link {
-                if let Err(e) = write_frames(&mut k.writer, &mut to_link).await {
-                    let id = k.id;
-                    session.handle_link_down(now(), id, &format!("write to server failed: {e}"));
-                    continue;
-                }
-            }
-        }
-        if !to_client.is_empty() && write_frames(&mut client_w, &mut to_client).await.is_err() {
-            session.handle_client_closed(now());
-        }
-        if close_client || session.is_closed() {
-            break;
-        }
-        decoder.set_max_size(session.client_msize());
-        server_msize.store(session.server_msize(), Ordering::Relaxed);
-        let deadline = session
-            .poll_timeout()
-            .map(|t| epoch + Duration::from_nanos(t.as_nanos()));
-        tokio::select! {
-            read = net::read_some(&mut client_r, &mut decoder), if session.wants_client_input() => {
-                match read {
-                    Ok(0) => session.handle_client_closed(now()),
-                    Ok(_) => loop {
-                        match decoder.next_frame() {
-                            Ok(Some(frame)) => session.handle_client_frame(now(), frame),
-                            Ok(None) => break,
-                            Err(e) => {
-                                warn!("client {client} sent a bad frame ({e}); closing its session");
-                                session.handle_client_closed(now());
-                                break;
-                            }
-                        }
-                        if !session.wants_client_input() {
-                            break;
-                        }
-                    },
-                    Err(e) => {
-                        debug!("client {client}: read failed: {e}");
-                        session.handle_client_closed(now());
-                    }
-                }
-            }
-            Some(input) = rx.recv() => match input {
-                LinkInput::Up(id, r, w) => {
-                    let reader = tokio::spawn(read_link(id, r, server_msize.clone(), tx.clone()));
-                    if let Some(old) = link.replace(Link { id, writer: w, reader }) {
-                        old.reader.abort();
-                    }
-                    session.handle_link_up(now(), id);
-                }
-                LinkInput::DialFailed(id, why) => session.handle_dial_failed(now(), id, &why),
-                LinkInput::Frame(id, frame) => session.handle_server_frame(now(), id, frame),
-                LinkInput::Down(id, why) => {
-                    if link.as_ref().is_some_and(|k| k.id == id) {
-                        link = None;
-                    }
-                    session.handle_link_down(now(), id, &why);
-                }
-            },
-            _ = sleep_until(deadline) => session.handle_timeout(now()),
-            _ = crate::shutdown_requested(&mut shutdown) => {
-                info!("client {client}: shutting down");
-                break;
-            }
-        }
     }
-    if let Some(k) = link {
-        k.reader.abort();
-    }
-    let _ = client_w.shutdown().await;
-}
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn spawn_dial(link: LinkId, addr: Addr, tx: mpsc::Sender<LinkInput>) {
-    tokio::spawn(async move {
-        let input = match tokio::time::timeout(DIAL_TIMEOUT, net::dial(&addr)).await {
-            Ok(Ok((r, w))) => LinkInput::Up(link, r, w),
-            Ok(Err(e)) => LinkInput::DialFailed(link, e.to_string()),
-            Err(_) => LinkInput::DialFailed(link, format!("no answer within {DIAL_TIMEOUT:?}")),
-        };
-        let _ = tx.send(input).await;
-    });
-}
-
-/// Read frames from a link until it fails, passing them on in order.
-async fn read_link(
-    link: LinkId,
-    mut r: Reader,
-    msize: Arc<AtomicU32>,
-    tx: mpsc::Sender<LinkInput>,
-) {
-    let mut decoder = FrameDecoder::new(msize.load(Ordering::Relaxed));
-    let why = loop {
-        decoder.set_max_size(msize.load(Ordering::Relaxed));
-        match net::read_some(&mut r, &mut decoder).await {
-            Ok(0) => break "the server closed the connection".to_string(),
-            Err(e) => break format!("read from server failed: {e}"),
-            Ok(_) => {}
-        }
-        let mut failed = None;
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    if tx.send(LinkInput::Frame(link, frame)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    failed = Some(format!("the server sent a bad frame: {e}"));
-                    break;
-                }
-            }
-        }
-        if let Some(why) = failed {
-            break why;
-        }
-    };
-    let _ = tx.send(LinkInput::Down(link, why)).await;
-}
-
-/// Write all `frames` with as few system calls as the kernel allows.
-pub async fn write_frames(w: &mut Writer, frames: &mut Vec<Bytes>) -> io::Result<()> {
-    let (mut i, mut off) = (0, 0);
-    while i < frames.len() {
-        let slices: Vec<IoSlice<'_>> = frames[i..]
-            .iter()
-            .take(64)
-            .enumerate()
-            .map(|(k, f)| IoSlice::new(if k == 0 { &f[off..] } else { &f[..] }))
-            .collect();
-        let mut n = w.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while n > 0 {
-            let left = frames[i].len() - off;
-            if n >= left {
-                n -= left;
+    fn poll_dials(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        let mut i = 0;
+        while i < self.links.len() {
+            let LinkIo::Dialing(link, dial) = &mut self.links[i] else {
                 i += 1;
-                off = 0;
-            } else {
-                off += n;
-                n = 0;
+                continue;
+            };
+            let link = *link;
+            let Poll::Ready(result) = dial.as_mut().poll(cx) else {
+                i += 1;
+                continue;
+            };
+            progress = true;
+            let now = self.now();
+            match result {
+                Ok((r, w)) if self.drive.handle_dial_done(now, link, Ok(())) => {
+                    self.links[i] = LinkIo::Up(link, r, w);
+                    i += 1;
+                }
+                Ok(_) => {
+                    self.links.remove(i);
+                }
+                Err(e) => {
+                    self.links.remove(i);
+                    self.drive.handle_dial_done(now, link, Err(&e.to_string()));
+                }
             }
         }
+        progress
     }
-    frames.clear();
-    w.flush().await
+
+    fn poll_writes(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        if !self.drive.client_out().is_empty() {
+            match poll_write_out(&mut self.client_w, self.drive.client_out(), cx) {
+                Poll::Ready(Ok(n)) => {
+                    self.drive.client_written(n);
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    debug!("[{}] write to client failed: {e}", self.client);
+                    self.drive.handle_client_gone(self.now());
+                    progress = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        for i in 0..self.links.len() {
+            let LinkIo::Up(link, _, w) = &mut self.links[i] else {
+                continue;
+            };
+            let link = *link;
+            let out = self.drive.link_out(link);
+            if out.is_empty() {
+                continue;
+            }
+            match poll_write_out(w, out, cx) {
+                Poll::Ready(Ok(n)) => {
+                    self.drive.link_written(link, n);
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    let why = format!("write to server failed: {e}");
+                    self.drive.handle_link_failed(self.now(), link, &why);
+                    progress = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        progress
+    }
+
+    fn poll_reads(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        for i in 0..self.links.len() {
+            let LinkIo::Up(link, r, _) = &mut self.links[i] else {
+                continue;
+            };
+            let link = *link;
+            let Some(buf) = self.drive.link_read_buf(link) else {
+                continue;
+            };
+            match tokio_util::io::poll_read_buf(Pin::new(r), cx, buf) {
+                Poll::Ready(Ok(n)) => {
+                    self.drive.handle_link_read(self.now(), link, n);
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    let why = format!("read from server failed: {e}");
+                    self.drive.handle_link_failed(self.now(), link, &why);
+                    progress = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        if let Some(buf) = self.drive.client_read_buf() {
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.client_r), cx, buf) {
+                Poll::Ready(Ok(n)) => {
+                    self.drive.handle_client_read(self.now(), n);
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    debug!("[{}] read from client failed: {e}", self.client);
+                    self.drive.handle_client_gone(self.now());
+                    progress = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        progress
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(mut at) = self.drive.poll_timeout() else {
+            self.armed = None;
+            return false;
+        };
+        if let Some(fired) = self.fired {
+            // A deadline that did not move after firing is retried a millisecond later.
+            at = at.max(fired + Duration::from_millis(1));
+        }
+        if self.armed != Some(at) {
+            let deadline = self.epoch + Duration::from_nanos(at.as_nanos());
+            self.sleep.as_mut().reset(deadline);
+            self.armed = Some(at);
+        }
+        if self.sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.armed = None;
+        self.fired = Some(at);
+        self.drive.handle_timeout(self.now());
+        true
+    }
 }
 
-/// One log line per event, in words a sysadmin reads.
-fn log_event(client: &str, backend: &Addr, e: &Event) {
-    match e {
-        Event::Connected { link, .. } => {
-            info!("[{client}] connected to {backend} (link {})", link.0)
+/// Write as much of `out` as the socket takes in one vectored write.
+fn poll_write_out(w: &mut Writer, out: &OutQueue, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+    let mut n = 0;
+    for chunk in out.chunks().take(MAX_SLICES) {
+        slices[n] = IoSlice::new(chunk);
+        n += 1;
+    }
+    let mut w = Pin::new(w);
+    match w.as_mut().poll_write_vectored(cx, &slices[..n]) {
+        Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+        Poll::Ready(Ok(written)) => {
+            if written == out.len() {
+                // Streams that buffer (stdout) must be pushed; sockets ignore this.
+                let _ = w.poll_flush(cx);
+            }
+            Poll::Ready(Ok(written))
         }
-        Event::Disconnected { reason, .. } => warn!("[{client}] server {backend} lost: {reason}"),
-        Event::Redialing { attempt, delay } => {
-            info!(
-                "[{client}] redialing {backend} in {:.1} s (attempt {attempt})",
-                delay.as_secs_f64()
-            )
-        }
-        Event::DialFailed { reason, .. } => info!("[{client}] dial {backend} failed: {reason}"),
-        Event::Recovered {
-            fids,
-            stale,
-            elapsed,
-        } => info!(
-            "[{client}] recovered {fids} fids in {} ms ({stale} stale)",
-            elapsed.as_millis()
-        ),
-        Event::FidLost { fid, reason, why } => {
-            warn!("[{client}] fid {fid} is lost ({reason:?}): {why}")
-        }
-        Event::RequestFailed { tag, request, why } => warn!(
-            "[{client}] {} (tag {tag}) answered \"operation possibly not completed\": {why}",
-            request.name()
-        ),
-        Event::GaveUp { outage } => warn!(
-            "[{client}] server away for {:.1} s: failing requests with EIO until it returns",
-            outage.as_secs_f64()
-        ),
-        Event::RecoveryStalled { .. } => warn!("[{client}] recovery made no progress; redialing"),
-        Event::ProtocolViolation { peer, what } => {
-            let who = if *peer == Peer::Client {
-                "client"
-            } else {
-                "server"
-            };
-            warn!("[{client}] the {who} broke the protocol: {what}")
-        }
-        Event::ClientClosed => info!("[{client}] client disconnected"),
+        other => other,
     }
 }

@@ -77,7 +77,7 @@ enum Command {
     },
 }
 
-/// "30s", "500ms", "2m", "1h" or plain seconds.
+/// "30s", "500ms", "2m", "1h" or plain seconds; anything else (or too long) is an error.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -94,6 +94,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
+    // A century is more than any timeout needs and keeps clock arithmetic far from overflow.
+    const LONGEST: f64 = 100.0 * 365.0 * 86400.0;
+    if !(0.0..=LONGEST).contains(&secs) {
+        return Err(format!("{s:?} is too long (at most 100 years)"));
+    }
     Ok(Duration::from_secs_f64(secs))
 }
 
@@ -109,6 +114,7 @@ fn init_logging(verbose: u8, quiet_default: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -133,7 +139,7 @@ async fn bind(what: &str, listen: &str) -> Result<Listener, String> {
     let addr = Addr::listen(listen).map_err(|e| format!("--listen: {e}"))?;
     Listener::bind(&addr)
         .await
-        .map_err(|e| format!("cannot listen on {addr} for {what}: {e}"))
+        .map_err(|e| format!("cannot listen on {listen} for {what}: {e}"))
 }
 
 async fn run(cli: Cli) -> Result<(), String> {

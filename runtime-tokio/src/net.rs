@@ -2,11 +2,10 @@
 //! is noticed even when no packet says so), listening for clients (unix sockets created 0600,
 //! TCP on loopback unless asked otherwise, or stdio), and the boxed halves a driver uses.
 
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::time::Duration;
+use std::io::{self, IoSlice};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::addr::Addr;
@@ -24,29 +23,45 @@ pub async fn read_some(r: &mut Reader, decoder: &mut p9_core::FrameDecoder) -> i
     tokio::io::AsyncReadExt::read_buf(r, buf).await
 }
 
-/// How long an unacknowledged upstream send may wait before the kernel declares the link dead.
-pub const USER_TIMEOUT: Duration = Duration::from_secs(20);
-/// Keepalive idle time and probe interval on upstream links.
-pub const KEEPALIVE: Duration = Duration::from_secs(10);
-
-fn tune_upstream(stream: &TcpStream) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let sock = socket2::SockRef::from(stream);
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE)
-        .with_interval(KEEPALIVE)
-        .with_retries(3);
-    sock.set_tcp_keepalive(&keepalive)?;
-    sock.set_tcp_user_timeout(Some(USER_TIMEOUT))?;
-    Ok(())
+/// Write all `frames` with as few system calls as the kernel allows (for the simple servers and
+/// clients beside the proxy; the proxy's sessions write through their drive).
+pub async fn write_frames(w: &mut Writer, frames: &mut Vec<Bytes>) -> io::Result<()> {
+    let (mut i, mut off) = (0, 0);
+    while i < frames.len() {
+        let slices: Vec<IoSlice<'_>> = frames[i..]
+            .iter()
+            .take(64)
+            .enumerate()
+            .map(|(k, f)| IoSlice::new(if k == 0 { &f[off..] } else { &f[..] }))
+            .collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let left = frames[i].len() - off;
+            if n >= left {
+                n -= left;
+                i += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+    }
+    frames.clear();
+    w.flush().await
 }
+
+pub use runtime_std::sock::{KEEPALIVE, USER_TIMEOUT};
 
 /// Connect to a backend.
 pub async fn dial(addr: &Addr) -> io::Result<(Reader, Writer)> {
     match addr {
         Addr::Tcp(a) => {
             let stream = TcpStream::connect(a).await?;
-            tune_upstream(&stream)?;
+            runtime_std::sock::tune_upstream(&stream)?;
             let (r, w) = stream.into_split();
             Ok((Box::new(r), Box::new(w)))
         }
@@ -75,23 +90,9 @@ impl Listener {
         match addr {
             Addr::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).await?)),
             Addr::Unix(p) => {
-                if std::fs::symlink_metadata(p)
-                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-                {
-                    std::fs::remove_file(p)?;
-                }
-                // Bind inside a private directory, make it 0600, then move it into place: there
-                // is no moment at which others could connect.
-                let dir = p.with_file_name(format!(".p9persist-{}", std::process::id()));
-                std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-                let tmp = dir.join("socket");
-                let bound = UnixListener::bind(&tmp).and_then(|l| {
-                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-                    std::fs::rename(&tmp, p)?;
-                    Ok(l)
-                });
-                let _ = std::fs::remove_dir(&dir);
-                Ok(Listener::Unix(bound?, p.clone()))
+                let l = runtime_std::sock::bind_unix_private(p)?;
+                l.set_nonblocking(true)?;
+                Ok(Listener::Unix(UnixListener::from_std(l)?, p.clone()))
             }
             Addr::Stdio => Ok(Listener::Stdio(Some((
                 Box::new(tokio::io::stdin()),
@@ -137,24 +138,5 @@ impl Drop for Listener {
         if let Listener::Unix(_, p) = self {
             let _ = std::fs::remove_file(p);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Upstream TCP links carry keepalive and TCP_USER_TIMEOUT, so a silent server is noticed.
-    #[tokio::test]
-    async fn upstream_links_detect_dead_peers() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let s = TcpStream::connect(addr).await.unwrap();
-        tune_upstream(&s).unwrap();
-        let sock = socket2::SockRef::from(&s);
-        assert!(sock.keepalive().unwrap());
-        assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE);
-        assert_eq!(sock.tcp_user_timeout().unwrap(), Some(USER_TIMEOUT));
-        assert!(sock.tcp_nodelay().unwrap());
     }
 }

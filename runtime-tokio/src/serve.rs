@@ -10,7 +10,7 @@ use p9_core::FrameDecoder;
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-use crate::driver::write_frames;
+use crate::net::write_frames;
 use crate::net::{Listener, Reader, Writer};
 
 /// A ramfs tree served on a listener.

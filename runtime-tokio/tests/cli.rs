@@ -50,6 +50,23 @@ fn bad_addresses_are_one_line_errors() {
             "unknown unit",
         ),
         (
+            &[
+                "proxy",
+                "--listen",
+                "0",
+                "--server",
+                "localhost:1",
+                "--give-up-after",
+                "99999999999999999999h",
+            ][..],
+            "too long",
+        ),
+        (
+            // The address is echoed as typed, in the form socat and QEMU users write.
+            &["ramfs", "--listen", "tcp:256.0.0.1:5640"][..],
+            "cannot listen on tcp:256.0.0.1:5640",
+        ),
+        (
             &["ramfs", "--listen", "unix!/nonexistent-dir/sock"][..],
             "cannot listen on unix!/nonexistent-dir/sock",
         ),

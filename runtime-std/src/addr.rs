@@ -73,12 +73,14 @@ impl Addr {
             };
             return Ok(Addr::Tcp(format!("{host}:{p}")));
         }
-        let (host, p) = s.rsplit_once(':').ok_or_else(|| bad(s))?;
+        // `tcp:HOST:PORT`, as socat and QEMU users write it.
+        let plain = s.strip_prefix("tcp:").unwrap_or(s);
+        let (host, p) = plain.rsplit_once(':').ok_or_else(|| bad(s))?;
         if host.is_empty() {
             return Err(bad(s));
         }
         port(s, p)?;
-        Ok(Addr::Tcp(s.to_string()))
+        Ok(Addr::Tcp(plain.to_string()))
     }
 
     /// Parse a listen address: like a dial string, but a bare port (or `:port`) means the
@@ -88,9 +90,10 @@ impl Addr {
         if s == "-" || s == "stdio" {
             return Ok(Addr::Stdio);
         }
-        if let Some(p) = s
+        let bare = s.strip_prefix("tcp:").unwrap_or(s);
+        if let Some(p) = bare
             .strip_prefix(':')
-            .or(Some(s).filter(|s| s.chars().all(|c| c.is_ascii_digit())))
+            .or(Some(bare).filter(|b| !b.is_empty() && b.chars().all(|c| c.is_ascii_digit())))
         {
             port(s, p)?;
             return Ok(Addr::Tcp(format!("127.0.0.1:{p}")));
@@ -135,6 +138,19 @@ mod tests {
             Ok(Addr::Tcp("0.0.0.0:5640".into()))
         );
         assert_eq!(Addr::listen("-"), Ok(Addr::Stdio));
+        assert_eq!(
+            Addr::listen("tcp:127.0.0.1:5640"),
+            Ok(Addr::Tcp("127.0.0.1:5640".into()))
+        );
+        assert_eq!(
+            Addr::listen("tcp:5640"),
+            Ok(Addr::Tcp("127.0.0.1:5640".into()))
+        );
+        assert_eq!(
+            Addr::dial("tcp:fileserver:564"),
+            Ok(Addr::Tcp("fileserver:564".into()))
+        );
+        assert!(Addr::dial("tcp:").is_err());
         assert_eq!(
             Addr::listen("unix!/run/p9"),
             Ok(Addr::Unix("/run/p9".into()))
