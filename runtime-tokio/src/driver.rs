@@ -25,13 +25,7 @@ const MAX_SLICES: usize = 64;
 /// Rounds of work one poll may do before yielding to other sessions.
 const ROUNDS_PER_POLL: usize = 64;
 
-/// What a proxy session needs to know.
-#[derive(Clone, Debug)]
-pub struct ProxyConfig {
-    pub backend: Addr,
-    /// The sessions' settings; `seed` is the proxy's, from which each session's is derived.
-    pub session: Config,
-}
+pub use runtime_std::ProxyConfig;
 
 /// Where a driver's session events go besides the log (the demo counts them).
 pub type EventSink = Option<mpsc::UnboundedSender<Event>>;
