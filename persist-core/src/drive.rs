@@ -231,6 +231,12 @@ impl Drive {
             && (self.client_state == ClientState::Gone || self.client.out.is_empty())
     }
 
+    /// Whether a whole client frame is buffered, not yet handed to the session (it is handed
+    /// over as soon as the session wants input: while it does, this stays false).
+    pub fn client_frame_waiting(&self) -> bool {
+        self.client.decoder.buffered() > 0 && self.client.decoder.wanted() == 0
+    }
+
     /// What is queued for the client.
     pub fn client_out(&self) -> &OutQueue {
         &self.client.out
@@ -329,7 +335,12 @@ impl Drive {
 
     /// The dial of `link` finished. Returns whether the connection is wanted: `false` for a
     /// dial the session already gave up on (the runtime closes that connection at once).
-    pub fn handle_dial_done(&mut self, now: Instant, link: LinkId, result: Result<(), &str>) -> bool {
+    pub fn handle_dial_done(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        result: Result<(), &str>,
+    ) -> bool {
         let Some(i) = self
             .links
             .iter()
@@ -430,10 +441,8 @@ impl Drive {
 
     /// Hand the session every whole frame that arrived on `link`.
     fn pump_link(&mut self, now: Instant, link: LinkId) {
-        loop {
-            let Some(s) = self.link_stream(link) else {
-                break; // closed by what an earlier frame caused
-            };
+        // The link may close because of what an earlier frame caused.
+        while let Some(s) = self.link_stream(link) {
             match s.decoder.next_frame() {
                 Ok(Some(frame)) => {
                     self.session.handle_server_frame(now, link, frame);
@@ -492,7 +501,9 @@ impl Drive {
         while let Some(e) = self.session.poll_event() {
             self.events.push_back(e);
         }
-        self.client.decoder.set_max_size(self.session.client_msize());
+        self.client
+            .decoder
+            .set_max_size(self.session.client_msize());
         let server_msize = self.session.server_msize();
         for l in &mut self.links {
             if let LinkPhase::Up(s) = &mut l.phase {
@@ -573,10 +584,7 @@ pub fn sentence(e: &Event, client: &str, backend: &str) -> Sentence {
         ),
         Event::RequestFailed { tag, request, why } => (
             Level::Warn,
-            format!(
-                "[{client}] {} (tag {tag}) failed: {why}",
-                request.name()
-            ),
+            format!("[{client}] {} (tag {tag}) failed: {why}", request.name()),
         ),
         Event::GaveUp { outage } => (
             Level::Warn,

@@ -344,6 +344,18 @@ impl Session {
                 }
             }
         }
+        // A Tremove in flight is never resent and forgets its fid whatever happens, so its fid
+        // is not rebuilt: rebuilt, the new server would keep it and refuse its number later.
+        let removed: Vec<u32> = self
+            .requests
+            .values()
+            .filter(|r| r.state == RequestState::Orphaned && r.ty == MsgType::Tremove)
+            .filter(|r| r.frame.len() >= 11)
+            .map(|r| field_u32(&r.frame, 7)) // Tremove: size[4] type[1] tag[2] fid[4]
+            .collect();
+        for fid in removed {
+            self.fids.remove(fid);
+        }
         // A flush in flight is answered now: its request will never be answered.
         flushes.sort_unstable();
         for (_, tag) in flushes {

@@ -1,11 +1,47 @@
-//! Runs p9persist sessions on blocking std threads and sockets, for synchronous programs; and
-//! the std-level pieces every runtime shares: dial strings ([`addr`]) and socket set-up
-//! ([`sock`]).
+//! Runs p9persist on blocking std threads and sockets, for synchronous programs; and the
+//! std-level pieces every runtime shares: dial strings ([`addr`]) and socket set-up ([`sock`]).
+//!
+//! [`run_proxy`] accepts clients on a [`Listener`] and keeps each one's 9P session alive across
+//! restarts of the server it proxies to. Each client gets a session thread driving a
+//! [`persist_core::Drive`], a thread reading the client and one reading each link to the
+//! server; raise a [`Shutdown`] from any thread to stop it all within two seconds.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use runtime_std::{run_proxy, Addr, Listener, ProxyConfig, Shutdown};
+//!
+//! fn main() -> std::io::Result<()> {
+//!     let listener = Listener::bind(&Addr::listen("5640").expect("a port"))?;
+//!     let cfg = ProxyConfig {
+//!         backend: Addr::dial("tcp!fileserver!564").expect("a dial string"),
+//!         session: persist_core::Config::default(),
+//!     };
+//!     let shutdown = Shutdown::new();
+//!     let proxy = {
+//!         let shutdown = shutdown.clone();
+//!         std::thread::spawn(move || run_proxy(listener, cfg, shutdown))
+//!     };
+//!     // ... the program does its work; when it is time to stop:
+//!     std::thread::sleep(Duration::from_secs(60));
+//!     shutdown.shutdown();
+//!     proxy.join().expect("the proxy thread")
+//! }
+//! ```
+//!
+//! To drive a session from an event loop of your own instead, see the `event_loop` example.
+#![forbid(unsafe_code)]
 
 pub mod addr;
+mod net;
+mod proxy;
+mod session;
+mod shutdown;
 pub mod sock;
 
 pub use addr::Addr;
+pub use net::{Listener, DIAL_TIMEOUT, WRITE_TIMEOUT};
+pub use proxy::run_proxy;
+pub use shutdown::Shutdown;
 
 /// What a proxy session needs to know (every runtime takes this).
 #[derive(Clone, Debug)]

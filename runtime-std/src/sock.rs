@@ -28,19 +28,24 @@ pub fn tune_upstream(stream: &impl AsFd) -> io::Result<()> {
 }
 
 /// Bind a unix socket at `path` with mode 0600, replacing a stale socket file (never any other
-/// kind of file). It is bound inside a private directory, made 0600, then moved into place.
+/// kind of file). It is bound inside a private directory, made 0600, then linked into place
+/// (link(2), unlike rename(2), never replaces a file that is there).
 pub fn bind_unix_private(path: &Path) -> io::Result<UnixListener> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
         std::fs::remove_file(path)?;
     }
-    let dir = path.with_file_name(format!(".p9persist-{}", std::process::id()));
+    // Unique per bind, so two binds at once in one process do not share the directory.
+    static BINDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BINDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = path.with_file_name(format!(".p9persist-{}-{n}", std::process::id()));
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     let tmp = dir.join("socket");
     let bound = UnixListener::bind(&tmp).and_then(|l| {
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::rename(&tmp, path)?;
+        std::fs::hard_link(&tmp, path)?;
         Ok(l)
     });
+    let _ = std::fs::remove_file(&tmp);
     let _ = std::fs::remove_dir(&dir);
     bound
 }

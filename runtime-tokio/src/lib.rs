@@ -12,9 +12,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-pub use runtime_std::addr::{self, Addr};
 pub use driver::{serve_client, EventSink, ProxyConfig};
 pub use net::Listener;
+pub use runtime_std::addr::{self, Addr};
 pub use serve::RamfsServer;
 
 /// Resolves once `shutdown` holds true. A dropped sender means no shutdown will ever come.
@@ -97,7 +97,10 @@ impl AcceptErrors {
 
     fn failed(&mut self, e: &std::io::Error) -> Duration {
         self.unlogged += 1;
-        if self.logged_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        if self
+            .logged_at
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
             let more = match self.unlogged {
                 1 => String::new(),
                 n => format!(" ({} more failures since the last report)", n - 1),

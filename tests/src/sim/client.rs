@@ -705,9 +705,11 @@ impl Lane {
                 }
             }
             Op::RenameTemp { to } => {
-                if ok {
+                if executed {
+                    // The file has its new name whatever the client was told.
                     self.temp_name = Some(to);
-                } else if executed {
+                }
+                if executed && !ok {
                     // Renamed, but the session was told it failed: it still has the old path.
                     self.temp_state = FidState::Uncertain;
                 }
@@ -752,7 +754,7 @@ impl Lane {
             }
             // The fid stays open on the unlinked file: it is clunked next.
             Op::UnlinkTemp => {
-                if ok {
+                if executed {
                     self.temp_name = None;
                 }
             }

@@ -32,6 +32,18 @@ pub struct Knobs {
     pub client_msize: u32,
     /// Steps of the safety phase.
     pub steps: u32,
+    /// Largest piece a read takes off a wire (frames are split anywhere).
+    pub read_piece: usize,
+    /// Largest piece a write puts on a wire (partial writes).
+    pub write_piece: usize,
+    /// Chance per step that the client reads what the proxy sent it (else it lags).
+    pub client_reads_percent: u32,
+    /// The session's bound on held requests (tiny bounds make the drive hold frames back).
+    pub queue_max_requests: usize,
+    /// Chance that a dial takes longer than the session waits for it (it completes late).
+    pub late_dial_percent: u32,
+    /// The session's first redial delay (short ones fit many outages into a run).
+    pub backoff_initial_ms: u64,
 }
 
 impl Knobs {
@@ -51,6 +63,12 @@ impl Knobs {
             smaller_msize_percent: [0, 30][rng.below(2) as usize] as u32,
             client_msize: [8192, 65536][rng.below(2) as usize] as u32,
             steps: rng.range(200, 600) as u32,
+            read_piece: [7, 100, 4096, 1 << 20][rng.below(4) as usize],
+            write_piece: [7, 100, 4096, 1 << 20][rng.below(4) as usize],
+            client_reads_percent: [100, 100, 30][rng.below(3) as usize] as u32,
+            queue_max_requests: [1, 3, 4096, 4096][rng.below(4) as usize],
+            late_dial_percent: [0, 0, 20][rng.below(3) as usize] as u32,
+            backoff_initial_ms: [5, 50, 300, 1000][rng.below(4) as usize],
         }
     }
 }

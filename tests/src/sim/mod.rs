@@ -5,6 +5,7 @@
 mod client;
 mod knobs;
 mod rng;
+mod wire;
 mod world;
 
 pub use knobs::Knobs;

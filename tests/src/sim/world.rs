@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use p9_core::*;
-use persist_core::{BackendId, Config, Event, Instant, LinkId, Output, Session};
+use persist_core::drive::{Action, Drive};
+use persist_core::{BackendId, Config, Event, Instant, LinkId};
 
 use super::client::{is_error, Lane, Op};
 use super::knobs::Knobs;
 use super::rng::Rng;
+use super::wire::{gather, Framer, Wire};
 
 /// Client tags come from the upper half, so the harness can tell the session's own recovery
 /// requests (numbered from 0) from the client's when counting executions.
@@ -35,11 +37,21 @@ macro_rules! note {
     };
 }
 
-/// A frame on the wire between proxy and server.
+/// A frame that reached the server, waiting to be executed.
 struct Transit {
-    due: u64,
     link: LinkId,
     frame: Bytes,
+}
+
+/// The connection between the proxy and the server, as bytes both ways.
+struct ServerLink {
+    link: LinkId,
+    conn: ramfs::Conn,
+    /// Proxy to server, and the server's framing of it.
+    up: Wire,
+    up_framer: Framer,
+    /// Server to proxy.
+    down: Wire,
 }
 
 /// What the server did with one client request.
@@ -64,14 +76,26 @@ pub struct World {
     rng: Rng,
     /// Virtual time in milliseconds.
     now_ms: u64,
-    session: Session,
+    drive: Drive,
     pub fs: ramfs::Fs,
-    server: Option<(LinkId, ramfs::Conn)>,
+    server: Option<ServerLink>,
     server_msize: u32,
     server_down_until: u64,
-    pending_dial: Option<(LinkId, u64)>,
+    /// Dials under way: (link, when they complete). One the session gave up on may stay here
+    /// and complete late, as a real dial racing its abandonment does.
+    pending_dials: Vec<(LinkId, u64)>,
+    /// The liveness phase: no more faults of any kind (drops, refused or late dials).
+    calm: bool,
+    /// Links the drive was told failed: each must be closed and never used again.
+    failed_links: Vec<LinkId>,
+    /// Links the drive told the runtime to close.
+    closed_links: std::collections::BTreeSet<LinkId>,
+    /// Frames that reached the server, not yet executed.
     to_server: VecDeque<Transit>,
-    to_proxy: VecDeque<Transit>,
+    /// The client's outgoing bytes, not yet read by the proxy.
+    client_pipe: Wire,
+    /// The client's framing of what the proxy sends it.
+    client_framer: Framer,
     pub lanes: Vec<Lane>,
     outstanding: BTreeMap<u16, Outstanding>,
     executions: BTreeMap<u16, Execution>,
@@ -90,6 +114,25 @@ pub struct Stats {
     pub restarts: u64,
     pub recoveries: u64,
     pub not_completed: u64,
+    /// Dials that completed after the session gave up on them (the drive must refuse them).
+    pub late_dials: u64,
+    /// Links cut with part of a frame on the wire.
+    pub mid_frame_cuts: u64,
+    /// Steps at which whole client frames waited in the drive while the session took no input.
+    pub frames_held_back: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.requests += o.requests;
+        self.drops += o.drops;
+        self.restarts += o.restarts;
+        self.recoveries += o.recoveries;
+        self.not_completed += o.not_completed;
+        self.late_dials += o.late_dials;
+        self.mid_frame_cuts += o.mid_frame_cuts;
+        self.frames_held_back += o.frames_held_back;
+    }
 }
 
 fn fnv(digest: &mut u64, bytes: &[u8]) {
@@ -117,22 +160,31 @@ impl World {
         }
         let cfg = Config {
             seed: rng.next_u64(),
+            queue_max_requests: knobs.queue_max_requests,
+            backoff: persist_core::Backoff {
+                initial: Duration::from_millis(knobs.backoff_initial_ms),
+                ..persist_core::Backoff::default()
+            },
             ..Config::default()
         };
-        let session = Session::new(cfg, BackendId(0), Instant::from_millis(0));
+        let drive = Drive::new(cfg, BackendId(0), Instant::from_millis(0));
         let mut w = World {
             seed,
             server_msize: knobs.client_msize,
             knobs,
             rng,
             now_ms: 0,
-            session,
+            drive,
             fs,
             server: None,
             server_down_until: 0,
-            pending_dial: None,
+            pending_dials: Vec::new(),
+            calm: false,
+            failed_links: Vec::new(),
+            closed_links: Default::default(),
             to_server: VecDeque::new(),
-            to_proxy: VecDeque::new(),
+            client_pipe: Wire::default(),
+            client_framer: Framer::default(),
             lanes,
             outstanding: BTreeMap::new(),
             executions: BTreeMap::new(),
@@ -161,32 +213,39 @@ impl World {
         self.rng.range(lo, hi)
     }
 
-    /// Carry out everything the session asked for.
+    /// A piece size for a read or write: anything from one byte to the knob's largest.
+    fn piece(&mut self, max: usize) -> usize {
+        self.rng.range(1, max as u64) as usize
+    }
+
+    /// Carry out everything the drive asked for, and move what it queued onto the wires.
     fn drain(&mut self) -> Result<(), String> {
-        while let Some(o) = self.session.poll_output() {
-            match o {
-                Output::ToClient(frame) => {
-                    fnv(&mut self.digest, &frame);
-                    self.client_receives(frame)?;
+        while let Some(action) = self.drive.poll_action() {
+            match action {
+                Action::Dial { link, .. } => {
+                    let late = !self.calm && self.rng.chance(self.knobs.late_dial_percent);
+                    let delay = match late {
+                        true => {
+                            Config::default().watchdog.as_millis() as u64
+                                + self.rng.range(1, 10_000)
+                        }
+                        false => self.latency() + 1,
+                    };
+                    self.pending_dials.push((link, self.now_ms + delay));
                 }
-                Output::ToLink { link, frame } => {
-                    fnv(&mut self.digest, &frame);
-                    let due = self.now_ms + self.latency();
-                    self.to_server.push_back(Transit { due, link, frame });
-                }
-                Output::Dial { link, .. } => {
-                    let due = self.now_ms + self.latency() + 1;
-                    self.pending_dial = Some((link, due));
-                }
-                Output::CloseLink { link } => {
-                    if self.server.as_ref().is_some_and(|(l, _)| *l == link) {
+                Action::CloseLink { link } => {
+                    self.closed_links.insert(link);
+                    if self.server.as_ref().is_some_and(|s| s.link == link) {
                         self.hang_up();
                     }
+                    // An abandoned dial may still complete (the runtime's connect was racing).
+                    if self.rng.chance(50) {
+                        self.pending_dials.retain(|(l, _)| *l != link);
+                    }
                 }
-                Output::CloseClient => return Err("the session expelled the client".into()),
             }
         }
-        while let Some(e) = self.session.poll_event() {
+        while let Some(e) = self.drive.poll_event() {
             fnv(&mut self.digest, format!("{e:?}").as_bytes());
             match &e {
                 Event::Recovered { .. } => self.stats.recoveries += 1,
@@ -198,20 +257,67 @@ impl World {
             }
             note!(self, "event {e:?}");
         }
+        if self.drive.is_finished() {
+            return Err("the session ended while the client was still there".into());
+        }
+        // A failed link is let go of at once: closed, nothing queued for it, nothing read.
+        for &link in &self.failed_links {
+            if self.drive.link_read_buf(link).is_some() || !self.drive.link_out(link).is_empty() {
+                return Err(format!(
+                    "the drive still uses link {} after it failed",
+                    link.0
+                ));
+            }
+        }
+        // Proxy to server: partial writes onto the wire.
+        if let Some(link) = self.server.as_ref().map(|s| s.link) {
+            while !self.drive.link_out(link).is_empty() {
+                let n = self
+                    .piece(self.knobs.write_piece)
+                    .min(self.drive.link_out(link).len());
+                let bytes = gather(self.drive.link_out(link).chunks(), n);
+                self.drive.link_written(link, n);
+                let due = self.now_ms + self.latency();
+                if let Some(s) = &mut self.server {
+                    s.up.send(due, bytes);
+                }
+            }
+        }
+        // Proxy to client: the client reads in pieces, or lags.
+        while !self.drive.client_out().is_empty()
+            && self.rng.chance(self.knobs.client_reads_percent)
+        {
+            let n = self
+                .piece(self.knobs.read_piece)
+                .min(self.drive.client_out().len());
+            let bytes = gather(self.drive.client_out().chunks(), n);
+            self.drive.client_written(n);
+            self.client_framer.push(&bytes);
+            while let Some(frame) = self.client_framer.next_frame()? {
+                fnv(&mut self.digest, &frame);
+                self.client_receives(frame)?;
+            }
+        }
         // Bounded memory: the session holds no more than the client has outstanding, and its
         // bytes stay within the configured bound (plus what each lane may add past it).
         let byte_bound = Config::default().queue_max_bytes
             + self.lanes.len() * 2 * self.knobs.client_msize as usize;
-        if self.session.bytes_held() > byte_bound {
+        let session = self.drive.session();
+        if session.wants_client_input() && self.drive.client_frame_waiting() {
+            return Err(
+                "a whole client frame waits in the drive while the session wants input".into(),
+            );
+        }
+        if session.bytes_held() > byte_bound {
             return Err(format!(
                 "the session holds {} bytes, over its bound {byte_bound}",
-                self.session.bytes_held()
+                session.bytes_held()
             ));
         }
-        if self.session.requests_held() > self.outstanding.len() {
+        if session.requests_held() > self.outstanding.len() {
             return Err(format!(
                 "the session holds {} requests for {} outstanding",
-                self.session.requests_held(),
+                session.requests_held(),
                 self.outstanding.len()
             ));
         }
@@ -220,10 +326,12 @@ impl World {
 
     /// The server's end of the link goes away (its connection state with it).
     fn hang_up(&mut self) {
-        if let Some((link, conn)) = self.server.take() {
-            conn.close(&mut self.fs);
-            self.to_server.retain(|t| t.link != link);
-            self.to_proxy.retain(|t| t.link != link);
+        if let Some(s) = self.server.take() {
+            if s.up_framer.partial() || !s.up.is_empty() || !s.down.is_empty() {
+                self.stats.mid_frame_cuts += 1;
+            }
+            s.conn.close(&mut self.fs);
+            self.to_server.retain(|t| t.link != s.link);
         }
     }
 
@@ -262,9 +370,26 @@ impl World {
         note!(self, "client -> {tag} {msg:?}");
         let frame = Fcall::new(tag, msg).to_frame().map_err(|e| e.to_string())?;
         fnv(&mut self.digest, &frame);
-        self.session.handle_client_frame(self.now(), frame);
-        self.drain()?;
+        // The proxy reads it later in the step, perhaps with others sent meanwhile.
+        self.client_pipe.send(self.now_ms, frame);
         Ok(tag)
+    }
+
+    /// The proxy reads what the client sent, in pieces, while the drive wants to read.
+    fn feed_client(&mut self) -> Result<(), String> {
+        loop {
+            let max = self.piece(self.knobs.read_piece);
+            let Some(buf) = self.drive.client_read_buf() else {
+                break;
+            };
+            let Some(bytes) = self.client_pipe.take(self.now_ms, max) else {
+                break;
+            };
+            buf.extend_from_slice(&bytes);
+            self.drive.handle_client_read(self.now(), bytes.len());
+            self.drain()?;
+        }
+        Ok(())
     }
 
     /// A reply reached the client: check it and let the lane take its outcome.
@@ -359,14 +484,19 @@ impl World {
 
     /// The server takes one frame.
     fn server_receives(&mut self, t: Transit) -> Result<(), String> {
-        let Some((link, conn)) = &mut self.server else {
+        let Some(server) = &mut self.server else {
             return Ok(());
         };
-        if *link != t.link {
+        if server.link != t.link {
             return Ok(());
         }
-        let link = *link;
-        let reply = conn.handle(&mut self.fs, &t.frame);
+        let reply = server.conn.handle(&mut self.fs, &t.frame);
+        note!(
+            self,
+            "server ran tag {} on link {}",
+            Header::parse(&t.frame).map_or(0, |h| h.tag),
+            t.link.0
+        );
         fnv(&mut self.digest, &reply);
         // Count executions of the client's requests (the session's own use low tags).
         if let Ok(header) = Header::parse(&t.frame) {
@@ -386,15 +516,12 @@ impl World {
                 }
             }
         }
-        // Replies leave in the order the server made them (a TCP stream does not reorder).
+        // Replies leave in the order the server made them (the wire keeps order).
         let slow = self.rng.range(0, self.knobs.server_slowness_ms);
-        let last = self.to_proxy.back().map_or(0, |t| t.due);
-        let due = (self.now_ms + self.latency() + slow).max(last);
-        self.to_proxy.push_back(Transit {
-            due,
-            link,
-            frame: reply,
-        });
+        let due = self.now_ms + self.latency() + slow;
+        if let Some(s) = &mut self.server {
+            s.down.send(due, reply);
+        }
         Ok(())
     }
 
@@ -402,14 +529,7 @@ impl World {
     /// another (servers run pipelined requests concurrently) — but never a Tflush before the
     /// request it flushes, which flush(5) orders.
     fn next_for_server(&mut self) -> Option<Transit> {
-        let now = self.now_ms;
-        let due: Vec<usize> = self
-            .to_server
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.due <= now)
-            .map(|(i, _)| i)
-            .collect();
+        let due: Vec<usize> = (0..self.to_server.len()).collect();
         if due.is_empty() {
             return None;
         }
@@ -435,17 +555,53 @@ impl World {
         self.to_server.remove(pick)
     }
 
-    /// The next reply that reaches the proxy, in the order sent.
-    fn next_for_proxy(&mut self) -> Option<Transit> {
-        match self.to_proxy.front() {
-            Some(t) if t.due <= self.now_ms => self.to_proxy.pop_front(),
-            _ => None,
+    /// Bytes that reached the server are framed; whole frames wait to be executed.
+    fn server_reads(&mut self) -> Result<(), String> {
+        let now = self.now_ms;
+        let max = self.knobs.read_piece;
+        let piece = self.piece(max);
+        let Some(s) = &mut self.server else {
+            return Ok(());
+        };
+        while let Some(bytes) = s.up.take(now, piece) {
+            s.up_framer.push(&bytes);
+            while let Some(frame) = s.up_framer.next_frame()? {
+                self.to_server.push_back(Transit {
+                    link: s.link,
+                    frame,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The proxy reads what reached it from the server, in pieces.
+    fn proxy_reads(&mut self) -> Result<(), String> {
+        loop {
+            let piece = self.piece(self.knobs.read_piece);
+            let now = self.now_ms;
+            let Some(s) = &mut self.server else {
+                return Ok(());
+            };
+            let link = s.link;
+            let Some(bytes) = s.down.take(now, piece) else {
+                return Ok(());
+            };
+            let Some(buf) = self.drive.link_read_buf(link) else {
+                return Err(format!(
+                    "the drive will not read link {} it has not closed",
+                    link.0
+                ));
+            };
+            buf.extend_from_slice(&bytes);
+            self.drive.handle_link_read(self.now(), link, bytes.len());
+            self.drain()?;
         }
     }
 
     /// The link dies: before or after the server ran what was on its way.
     fn fault(&mut self) -> Result<(), String> {
-        let Some((link, _)) = self.server.as_ref().map(|(l, _)| (*l, ())) else {
+        let Some(link) = self.server.as_ref().map(|s| s.link) else {
             return Ok(());
         };
         let executed_first = self.rng.chance(self.knobs.drop_after_exec_percent);
@@ -467,6 +623,7 @@ impl World {
         );
         self.stats.drops += 1;
         if executed_first {
+            self.server_reads()?;
             while let Some(t) = self.to_server.pop_front() {
                 self.server_receives(t)?;
             }
@@ -481,55 +638,86 @@ impl World {
                 self.knobs.client_msize
             };
         }
-        self.session
-            .handle_link_down(self.now(), link, "simulated fault");
-        self.drain()
+        // The proxy learns of it by reading the end of the stream, a failed read, or a failed
+        // write (all the same to the drive, which must drop the link and what it queued).
+        self.failed_links.push(link);
+        match self.rng.below(3) {
+            0 => self.drive.handle_link_read(self.now(), link, 0),
+            1 => self
+                .drive
+                .handle_link_failed(self.now(), link, "read: connection reset by peer"),
+            _ => self
+                .drive
+                .handle_link_failed(self.now(), link, "write: broken pipe"),
+        }
+        self.drain()?;
+        if !self.closed_links.contains(&link) {
+            return Err(format!(
+                "the drive did not close link {} when it failed",
+                link.0
+            ));
+        }
+        Ok(())
     }
 
-    fn resolve_dial(&mut self) -> Result<(), String> {
-        let Some((link, due)) = self.pending_dial else {
-            return Ok(());
-        };
-        if due > self.now_ms {
-            return Ok(());
+    fn resolve_dials(&mut self) -> Result<(), String> {
+        let now = self.now_ms;
+        while let Some(i) = self.pending_dials.iter().position(|(_, due)| *due <= now) {
+            let (link, _) = self.pending_dials.remove(i);
+            let refuse = self.now_ms < self.server_down_until
+                || !self.calm && self.rng.chance(self.knobs.dial_fail_percent);
+            if refuse {
+                note!(self, "dial {} refused", link.0);
+                self.drive
+                    .handle_dial_done(self.now(), link, Err("connection refused"));
+            } else if self.drive.handle_dial_done(self.now(), link, Ok(())) {
+                note!(
+                    self,
+                    "dial {} accepted (msize {})",
+                    link.0,
+                    self.server_msize
+                );
+                if self.server.is_some() {
+                    return Err(format!(
+                        "the drive took link {} while another was up",
+                        link.0
+                    ));
+                }
+                let conn = ramfs::Conn::new(&mut self.fs, self.server_msize);
+                self.server = Some(ServerLink {
+                    link,
+                    conn,
+                    up: Wire::default(),
+                    up_framer: Framer::default(),
+                    down: Wire::default(),
+                });
+            } else {
+                note!(self, "dial {} completed late: refused by the drive", link.0);
+                self.stats.late_dials += 1;
+            }
+            self.drain()?;
         }
-        self.pending_dial = None;
-        let refuse =
-            self.now_ms < self.server_down_until || self.rng.chance(self.knobs.dial_fail_percent);
-        if refuse {
-            note!(self, "dial {} refused", link.0);
-            self.session
-                .handle_dial_failed(self.now(), link, "connection refused");
-        } else {
-            note!(
-                self,
-                "dial {} accepted (msize {})",
-                link.0,
-                self.server_msize
-            );
-            let conn = ramfs::Conn::new(&mut self.fs, self.server_msize);
-            self.server = Some((link, conn));
-            self.session.handle_link_up(self.now(), link);
-        }
-        self.drain()
+        Ok(())
     }
 
     /// One step of the world: time passes, frames arrive, maybe a fault, lanes act.
     fn step(&mut self, faults: bool, new_work: bool) -> Result<(), String> {
         self.now_ms += self.rng.range(0, 3);
+        self.server_reads()?;
         while let Some(t) = self.next_for_server() {
             self.server_receives(t)?;
         }
-        while let Some(t) = self.next_for_proxy() {
-            self.session
-                .handle_server_frame(self.now(), t.link, t.frame);
+        self.proxy_reads()?;
+        if self.drive.poll_timeout().is_some_and(|t| t <= self.now()) {
+            self.drive.handle_timeout(self.now());
             self.drain()?;
         }
-        if self.session.poll_timeout().is_some_and(|t| t <= self.now()) {
-            self.session.handle_timeout(self.now());
-            self.drain()?;
+        self.resolve_dials()?;
+        self.drain()?;
+        self.feed_client()?;
+        if self.drive.client_frame_waiting() {
+            self.stats.frames_held_back += 1;
         }
-        self.resolve_dial()?;
         if faults && self.rng.chance_per_mille(self.knobs.drop_per_mille) {
             self.fault()?;
         }
@@ -550,8 +738,8 @@ impl World {
                 let frame = Fcall::new(NOTAG, tv)
                     .to_frame()
                     .map_err(|e| e.to_string())?;
-                self.session.handle_client_frame(self.now(), frame);
-                self.drain()?;
+                self.client_pipe.send(self.now_ms, frame);
+                self.feed_client()?;
             }
             return Ok(());
         }
@@ -560,7 +748,7 @@ impl World {
         }
         if new_work {
             for lane in 0..self.lanes.len() {
-                if !self.session.wants_client_input() {
+                if !self.drive.wants_client_read() {
                     break;
                 }
                 if self.lanes[lane].busy.is_some() || self.rng.chance(50) {
@@ -576,7 +764,7 @@ impl World {
                 }
             }
         }
-        Ok(())
+        self.feed_client()
     }
 
     /// Attach fid 0 once the version is settled (a one-off, before the lanes start).
@@ -599,8 +787,18 @@ impl World {
     pub fn run(&mut self) -> Result<(), String> {
         for _ in 0..self.knobs.steps {
             self.step(true, true)?;
+            // While the client can send nothing new (an outage), skip to the next thing that
+            // will happen.
+            let setup = !self.version_done || self.outstanding.values().any(|o| o.lane == SETUP);
+            if setup
+                || !self.drive.wants_client_read()
+                || self.lanes.iter().all(|l| l.busy.is_some())
+            {
+                self.skip_idle_time();
+            }
         }
         note!(self, "LIVENESS: faults stop, no new work");
+        self.calm = true;
         let deadline = self.now_ms + LIVENESS_LIMIT.as_millis() as u64;
         while !self.outstanding.is_empty() || self.lanes.iter().any(|l| l.busy.is_some()) {
             if self.now_ms > deadline {
@@ -611,15 +809,30 @@ impl World {
                 ));
             }
             self.step(false, false)?;
-            // Jump idle time: nothing in transit and nothing to do until the next timeout.
-            if self.to_server.is_empty() && self.to_proxy.is_empty() && self.pending_dial.is_none()
-            {
-                if let Some(t) = self.session.poll_timeout() {
-                    self.now_ms = self.now_ms.max(t.as_nanos() / 1_000_000);
-                }
-            }
+            self.skip_idle_time();
         }
         self.check_tree()
+    }
+
+    /// Nothing for the server to do: jump to the next timeout, dial or arrival.
+    fn skip_idle_time(&mut self) {
+        if !self.to_server.is_empty() || !self.client_pipe.is_empty() {
+            return;
+        }
+        let next = [
+            self.drive
+                .poll_timeout()
+                .map(|t| t.as_nanos().div_ceil(1_000_000)),
+            self.pending_dials.iter().map(|(_, due)| *due).min(),
+            self.server.as_ref().and_then(|s| s.up.next_due()),
+            self.server.as_ref().and_then(|s| s.down.next_due()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(t) = next {
+            self.now_ms = self.now_ms.max(t);
+        }
     }
 
     /// At the end, the server's tree is exactly what the lanes' models say.

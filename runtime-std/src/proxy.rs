@@ -1,0 +1,240 @@
+//! The proxy: an acceptor thread hands clients to the proxy's thread, which starts a session
+//! thread for each, joins each as it ends, and at shutdown stops them all.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::net::{Accepted, Listener};
+use crate::session::{self, Input};
+use crate::{ProxyConfig, Shutdown};
+
+/// The longest pause between accept attempts after accept fails (out of file descriptors, say).
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// The first such pause.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// How long shutdown waits for sessions to finish before abandoning them.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// What the proxy's thread hears.
+enum Event {
+    Accepted(Accepted),
+    /// No more clients will come: the acceptor returned.
+    AcceptorDone,
+    /// Session `n` returned.
+    SessionDone(u64),
+    Shutdown,
+}
+
+struct SessionThread {
+    thread: JoinHandle<()>,
+    tx: Sender<Input>,
+}
+
+/// Accept clients on `listener` and proxy each to `cfg.backend` until `shutdown` is raised (or,
+/// for stdio, until its one client is done). Returns within 2 s of [`Shutdown::shutdown`].
+///
+/// Each client gets a thread of its own (and one reading it, one per link to the server). A
+/// failed accept (no file descriptors left, say) is retried after a pause that grows to half a
+/// second, and logged at most once a second; sessions are joined as they end.
+///
+/// At shutdown the blocked accept is woken (on Linux, shutting the listening socket down for
+/// reading does it) and every session told to stop; a session notices within a few write
+/// timeouts ([`WRITE_TIMEOUT`](crate::WRITE_TIMEOUT)). One that has not stopped 1.5 s later —
+/// only a write to a standard output nobody reads can block that long — is abandoned, its
+/// thread left to end on its own.
+pub fn run_proxy(listener: Listener, cfg: ProxyConfig, shutdown: Shutdown) -> io::Result<()> {
+    let (tx, rx) = mpsc::channel();
+    let _hook = {
+        let tx = tx.clone();
+        shutdown.on_shutdown(move || {
+            let _ = tx.send(Event::Shutdown);
+        })
+    };
+    let listener = Arc::new(listener);
+    let mut acceptor = Some({
+        let (listener, tx, shutdown) = (listener.clone(), tx.clone(), shutdown.clone());
+        thread::Builder::new()
+            .name("p9persist-accept".into())
+            .spawn(move || accept_clients(&listener, &tx, &shutdown))?
+    });
+    let mut sessions: HashMap<u64, SessionThread> = HashMap::new();
+    let mut number: u64 = 0;
+    loop {
+        if acceptor.is_none() && sessions.is_empty() {
+            return Ok(()); // stdio: the one client is done
+        }
+        // The proxy's thread holds a sender, so the channel never disconnects.
+        let Ok(event) = rx.recv() else { break };
+        match event {
+            Event::Accepted(client) => {
+                number += 1;
+                match start_session(client, &cfg, number, &tx) {
+                    Ok(s) => {
+                        sessions.insert(number, s);
+                    }
+                    Err(e) => error!("cannot start a thread for a client: {e}; dropping it"),
+                }
+            }
+            Event::SessionDone(n) => {
+                if let Some(s) = sessions.remove(&n) {
+                    join(s.thread, "a session");
+                }
+            }
+            Event::AcceptorDone => {
+                if let Some(a) = acceptor.take() {
+                    join(a, "the acceptor");
+                }
+            }
+            Event::Shutdown => break,
+        }
+    }
+    info!("shutting down: closing {} client sessions", sessions.len());
+    listener.wake();
+    for s in sessions.values() {
+        let _ = s.tx.send(Input::Shutdown);
+    }
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while acceptor.is_some() || !sessions.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Event::SessionDone(n)) => {
+                if let Some(s) = sessions.remove(&n) {
+                    join(s.thread, "a session");
+                }
+            }
+            Ok(Event::AcceptorDone) => {
+                if let Some(a) = acceptor.take() {
+                    join(a, "the acceptor");
+                }
+            }
+            Ok(Event::Accepted(client)) => drop(client), // too late: closed at once
+            Ok(Event::Shutdown) => {}
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if !sessions.is_empty() {
+        warn!(
+            "{} client sessions did not stop within {SHUTDOWN_GRACE:?}; abandoning them",
+            sessions.len()
+        );
+    }
+    Ok(())
+}
+
+fn join(thread: JoinHandle<()>, what: &str) {
+    if thread.join().is_err() {
+        error!("{what} thread panicked");
+    }
+}
+
+fn start_session(
+    client: Accepted,
+    cfg: &ProxyConfig,
+    number: u64,
+    proxy: &Sender<Event>,
+) -> io::Result<SessionThread> {
+    let (tx, rx) = mpsc::channel();
+    let done = DoneNotice {
+        tx: proxy.clone(),
+        number,
+    };
+    let (cfg, session_tx) = (cfg.clone(), tx.clone());
+    let thread = thread::Builder::new()
+        .name(format!("p9persist-session-{number}"))
+        .spawn(move || {
+            let _done = done;
+            session::serve_client(client, cfg, number, session_tx, rx);
+        })?;
+    Ok(SessionThread { thread, tx })
+}
+
+/// Tells the proxy's thread that a session thread is returning (even by a panic).
+struct DoneNotice {
+    tx: Sender<Event>,
+    number: u64,
+}
+
+impl Drop for DoneNotice {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Event::SessionDone(self.number));
+    }
+}
+
+/// The acceptor thread: hand each client to the proxy's thread until shutdown.
+fn accept_clients(listener: &Listener, tx: &Sender<Event>, shutdown: &Shutdown) {
+    let mut errors = AcceptErrors::default();
+    while !shutdown.is_shutdown() {
+        match listener.accept() {
+            Ok(Some(client)) => {
+                errors.succeeded();
+                if tx.send(Event::Accepted(client)).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(_) if shutdown.is_shutdown() => break, // woken by `Listener::wake`
+            Err(e) => {
+                shutdown.wait_timeout(errors.failed(&e));
+            }
+        }
+    }
+    let _ = tx.send(Event::AcceptorDone);
+}
+
+/// Accept failures: how long to pause before the next try, and a log line at most once a
+/// second saying how many there were.
+#[derive(Default)]
+struct AcceptErrors {
+    pause: Duration,
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl AcceptErrors {
+    fn succeeded(&mut self) {
+        self.pause = Duration::ZERO;
+    }
+
+    fn failed(&mut self, e: &io::Error) -> Duration {
+        self.unlogged += 1;
+        if self
+            .logged_at
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            let more = match self.unlogged {
+                1 => String::new(),
+                n => format!(" ({} more failures since the last report)", n - 1),
+            };
+            error!("cannot accept a client: {e}{more}; retrying");
+            self.logged_at = Some(Instant::now());
+            self.unlogged = 0;
+        }
+        self.pause = (self.pause * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+        self.pause
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_back_off_and_log_sparingly() {
+        let mut errors = AcceptErrors::default();
+        let e = io::Error::from_raw_os_error(24); // EMFILE
+        let pauses: Vec<u64> = (0..9)
+            .map(|_| errors.failed(&e).as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [5, 10, 20, 40, 80, 160, 320, 500, 500]);
+        // Logged once; the eight since are counted for the next report.
+        assert_eq!(errors.unlogged, 8);
+        errors.succeeded();
+        assert_eq!(errors.failed(&e), ACCEPT_BACKOFF_MIN);
+    }
+}
