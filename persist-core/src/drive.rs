@@ -53,8 +53,9 @@ use crate::event::{BackendId, Event, LinkId, Output, Peer};
 use crate::session::Session;
 use crate::time::Instant;
 
-/// Room made in a read buffer before each read: one read takes up to this much.
-pub const READ_CHUNK: usize = 64 * 1024;
+/// Room made in a read buffer before each read (a frame larger than this gets room for all of
+/// itself as soon as its size is read, so big frames still arrive in few reads).
+pub const READ_CHUNK: usize = 16 * 1024;
 /// Bytes queued towards a peer past which the client is not read (a peer that does not read
 /// what it is sent must not make the proxy buffer without bound).
 pub const OUT_HIGH_WATER: usize = 1 << 20;

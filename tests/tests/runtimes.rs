@@ -1,0 +1,1117 @@
+//! One integration suite for every runtime (tokio, std threads, and futures-io under smol and
+//! under async-std): each runtime runs as its own proxy process (`runtime-proxy`, a binary of
+//! this crate) between real servers — Debian's diod (9P2000.L, killed with SIGKILL and restarted
+//! on the same port) and the ramfs server (cut off and brought back) — and clients built on
+//! p9-core's sans-IO client. Besides recovery: a server reset under a stream of writes (the CPU
+//! the proxy burns meanwhile), a client pipelining without reading, 500 clients at once, 20,000
+//! connect/close cycles (memory), descriptor exhaustion, SIGTERM in every state, and logs free of
+//! terminal escape codes. If diod is missing these tests fail and say so: `scripts/test.sh`
+//! installs it.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use p9_core::*;
+use runtime_tokio::client::NineP;
+use runtime_tokio::{Addr, Listener, RamfsServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// A server the tests can kill, freeze and bring back.
+enum Server {
+    Diod {
+        child: Option<Child>,
+        port: u16,
+        dir: PathBuf,
+    },
+    Ramfs {
+        server: Arc<RamfsServer>,
+        addr: Addr,
+    },
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn diod_path() -> &'static str {
+    for p in ["/usr/sbin/diod", "/usr/bin/diod"] {
+        if std::path::Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("diod is not installed: run scripts/test.sh (it apt-installs diod) or `apt-get install -y diod`");
+}
+
+fn spawn_diod(port: u16, dir: &std::path::Path) -> Child {
+    let child = Command::new(diod_path())
+        .args(["-f", "-n", "-c", "/dev/null", "-L", "stderr", "-l"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-e")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("diod starts");
+    // Wait until it listens.
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "diod did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+impl Server {
+    async fn diod() -> Server {
+        let dir = std::env::temp_dir().join(format!(
+            "p9persist-diod-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let child = spawn_diod(port, &dir);
+        Server::Diod {
+            child: Some(child),
+            port,
+            dir,
+        }
+    }
+
+    async fn ramfs() -> Server {
+        let server = RamfsServer::new(ramfs::Fs::new(), 65536);
+        let listener = Listener::bind(&Addr::Tcp("127.0.0.1:0".into()))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(server.clone().serve(listener, watch::channel(false).1));
+        Server::Ramfs { server, addr }
+    }
+
+    fn addr(&self) -> Addr {
+        match self {
+            Server::Diod { port, .. } => Addr::Tcp(format!("127.0.0.1:{port}")),
+            Server::Ramfs { addr, .. } => addr.clone(),
+        }
+    }
+
+    fn aname(&self) -> Bytes {
+        match self {
+            Server::Diod { dir, .. } => Bytes::from(dir.to_string_lossy().into_owned()),
+            Server::Ramfs { .. } => Bytes::new(),
+        }
+    }
+
+    /// Stop executing requests (SIGSTOP for diod), leaving connections open.
+    fn freeze(&mut self) {
+        match self {
+            Server::Diod { child: Some(c), .. } => {
+                let stopped = Command::new("kill")
+                    .args(["-STOP", &c.id().to_string()])
+                    .status()
+                    .unwrap();
+                assert!(stopped.success(), "kill -STOP diod");
+                // Wait until the kernel reports it stopped.
+                let stat = format!("/proc/{}/stat", c.id());
+                let start = Instant::now();
+                let state = || {
+                    std::fs::read_to_string(&stat)
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .nth(2)
+                        .map(str::to_owned)
+                };
+                while state().as_deref() != Some("T") {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(5),
+                        "diod did not stop"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            Server::Ramfs { server, .. } => server.freeze(true),
+            _ => {}
+        }
+    }
+
+    /// Kill the server (SIGKILL) and bring it back on the same address after `down`.
+    async fn outage(&mut self, down: Duration) {
+        match self {
+            Server::Diod { child, port, dir } => {
+                let mut c = child.take().expect("diod running");
+                c.kill().unwrap();
+                c.wait().unwrap();
+                tokio::time::sleep(down).await;
+                *child = Some(spawn_diod(*port, dir));
+            }
+            Server::Ramfs { server, .. } => {
+                server.cut_off(down);
+                tokio::time::sleep(down + Duration::from_millis(100)).await;
+                server.freeze(false);
+            }
+        }
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        match self {
+            Server::Diod { dir, .. } => dir.join(name).exists(),
+            Server::Ramfs { server, .. } => server.fs.lock().unwrap().qid_of(name).is_ok(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Server::Diod { child, dir, .. } = self {
+            if let Some(c) = child.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A proxy process on one runtime; its log is kept in a file.
+struct Proxy {
+    child: Child,
+    addr: Addr,
+    log: PathBuf,
+}
+
+impl Proxy {
+    /// Start `runtime`'s proxy for `backend`, listening on `listen`, with brisk redials.
+    fn start(runtime: &str, backend: &Addr, listen: &str, extra: &[&str]) -> Proxy {
+        Proxy::start_limited(runtime, backend, listen, extra, None)
+    }
+
+    /// The same, with at most `nofile` descriptors (through util-linux's prlimit).
+    fn start_limited(
+        runtime: &str,
+        backend: &Addr,
+        listen: &str,
+        extra: &[&str],
+        nofile: Option<u32>,
+    ) -> Proxy {
+        let bin = env!("CARGO_BIN_EXE_runtime-proxy");
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let log = std::env::temp_dir().join(format!(
+            "p9persist-proxy-{runtime}-{}-{}.log",
+            std::process::id(),
+            free_port()
+        ));
+        let mut child = cmd
+            .args(["--runtime", runtime, "--listen", listen, "--server"])
+            .arg(backend.to_string())
+            .args(["--backoff-initial-ms", "300", "--backoff-max-ms", "1000"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("runtime-proxy starts (is prlimit there? util-linux)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .strip_prefix("listening ")
+            .and_then(|a| Addr::dial(a.trim()).ok())
+            .unwrap_or_else(|| panic!("{runtime}: no address announced: {line:?}"));
+        Proxy { child, addr, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// CPU time used so far (user + system).
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name: utime and stime are the 12th and 13th, in clock ticks
+        // (100 a second on Linux).
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        Duration::from_millis((f[11] + f[12]) * 10)
+    }
+
+    /// Resident memory, in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// SIGTERM; the proxy must exit cleanly within 2 s. Returns how long it took.
+    fn terminate(&mut self) -> Duration {
+        let start = Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "exit status {status}; log:\n{}",
+                    self.log()
+                );
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "still running 2 s after SIGTERM; log:\n{}",
+                self.tail()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The last lines of the log, for failure messages.
+    fn tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// The end of a test: the log says what happened, in plain text (no terminal escape codes:
+    /// it is not written to a terminal).
+    fn finish(mut self) {
+        self.terminate();
+        let log = self.log();
+        assert!(!log.is_empty(), "the proxy logged nothing");
+        assert!(!log.contains('\x1b'), "escape codes in a log file:\n{log}");
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Start a proxy on `runtime` for `backend` (TCP on loopback).
+fn proxy(runtime: &str, backend: Addr, give_up_after: Option<Duration>) -> Proxy {
+    let soft = give_up_after.map(|d| d.as_millis().to_string());
+    let extra: Vec<&str> = match &soft {
+        Some(ms) => vec!["--give-up-after-ms", ms],
+        None => vec![],
+    };
+    Proxy::start(runtime, &backend, "127.0.0.1:0", &extra)
+}
+
+async fn attach(server: &Server, proxy: &Addr) -> NineP {
+    let mut c = NineP::connect(proxy, 65536, Dialect::DotL)
+        .await
+        .expect("connect through the proxy");
+    let r = c
+        .call(Tattach {
+            fid: Fid(0),
+            afid: NOFID,
+            uname: "root".into(),
+            aname: server.aname(),
+            n_uname: Some(0),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r.msg, Msg::Rattach(_)), "attach: {:?}", r.msg);
+    c
+}
+
+async fn create(c: &mut NineP, fid: u32, name: &str) -> Msg {
+    let r = c
+        .call(Twalk {
+            fid: Fid(0),
+            newfid: Fid(fid),
+            wnames: WalkNames::new::<[&str; 0], &str>([]).unwrap(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r.msg, Msg::Rwalk(_)));
+    c.call(Tlcreate {
+        fid: Fid(fid),
+        name: Bytes::copy_from_slice(name.as_bytes()),
+        flags: lflags::RDWR,
+        mode: 0o644,
+        gid: 0,
+    })
+    .await
+    .unwrap()
+    .msg
+}
+
+fn pattern(f: u32, k: u64) -> Vec<u8> {
+    (0..8192u64)
+        .map(|i| (f as u64 * 7 + k * 13 + i) as u8)
+        .collect()
+}
+
+/// Scenario 1: open files, write, read, list; kill the server mid-workload, bring it back after
+/// longer than the first backoff; the workload finishes on the same fids; every byte is exact.
+async fn files_survive_a_restart(runtime: &str, mut server: Server) {
+    let proxy = proxy(runtime, server.addr(), None);
+    let mut c = attach(&server, &proxy.addr).await;
+    let files = 3u32;
+    for f in 0..files {
+        assert!(matches!(
+            create(&mut c, 10 + f, &format!("f{f}")).await,
+            Msg::Rlcreate(_)
+        ));
+    }
+    let mut expected = vec![Vec::<u8>::new(); files as usize];
+    for k in 0..12u64 {
+        if k == 6 {
+            // The workload is mid-way: the server dies and comes back 1.5 s later.
+            let before = Instant::now();
+            server.outage(Duration::from_millis(1500)).await;
+            assert!(before.elapsed() >= Duration::from_millis(1500));
+        }
+        for f in 0..files {
+            let data = pattern(f, k);
+            let r = c
+                .call(Twrite {
+                    fid: Fid(10 + f),
+                    offset: k * 8192,
+                    data: Data(data.clone().into()),
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                r.msg,
+                Msg::Rwrite(Rwrite { count: 8192 }),
+                "write {k} to f{f}"
+            );
+            expected[f as usize].extend_from_slice(&data);
+            let r = c
+                .call(Tread {
+                    fid: Fid(10 + f),
+                    offset: (k / 2) * 8192,
+                    count: 8192,
+                })
+                .await
+                .unwrap();
+            let Msg::Rread(d) = r.msg else {
+                panic!("read: {:?}", r.msg)
+            };
+            assert_eq!(
+                &d.data.0[..],
+                &expected[f as usize][(k as usize / 2) * 8192..(k as usize / 2 + 1) * 8192]
+            );
+        }
+    }
+    // List the directory through a fid walked after the restart.
+    c.call(Twalk {
+        fid: Fid(0),
+        newfid: Fid(50),
+        wnames: WalkNames::new::<[&str; 0], &str>([]).unwrap(),
+    })
+    .await
+    .unwrap();
+    c.call(Tlopen {
+        fid: Fid(50),
+        flags: lflags::DIRECTORY,
+    })
+    .await
+    .unwrap();
+    let Msg::Rreaddir(d) = c
+        .call(Treaddir {
+            fid: Fid(50),
+            offset: 0,
+            count: 8192,
+        })
+        .await
+        .unwrap()
+        .msg
+    else {
+        panic!("readdir")
+    };
+    let names: Vec<Vec<u8>> = dir::dirents(&d.data.0)
+        .map(|e| e.unwrap().name.to_vec())
+        .collect();
+    for f in 0..files {
+        assert!(names.contains(&format!("f{f}").into_bytes()), "f{f} listed");
+    }
+    // Every byte, read back whole through the fids opened before the restart.
+    for f in 0..files {
+        let mut got = Vec::new();
+        loop {
+            let Msg::Rread(d) = c
+                .call(Tread {
+                    fid: Fid(10 + f),
+                    offset: got.len() as u64,
+                    count: 60_000,
+                })
+                .await
+                .unwrap()
+                .msg
+            else {
+                panic!("read")
+            };
+            if d.data.0.is_empty() {
+                break;
+            }
+            got.extend_from_slice(&d.data.0);
+        }
+        assert!(
+            got == expected[f as usize],
+            "f{f}: {} bytes back, {} written",
+            got.len(),
+            expected[f as usize].len()
+        );
+    }
+    proxy.finish();
+}
+
+/// Scenario 2: a create and a rename in flight when the server dies get "possibly not completed"
+/// (EIO) — never resent, so executed at most once on disk.
+async fn non_idempotent_requests_fail_once(runtime: &str, mut server: Server) {
+    let proxy = proxy(runtime, server.addr(), None);
+    let mut c = attach(&server, &proxy.addr).await;
+    assert!(matches!(create(&mut c, 10, "old").await, Msg::Rlcreate(_)));
+    let r = c
+        .call(Twalk {
+            fid: Fid(0),
+            newfid: Fid(11),
+            wnames: WalkNames::new::<[&str; 0], &str>([]).unwrap(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r.msg, Msg::Rwalk(_)));
+    // The server hangs with the requests in flight, then dies.
+    server.freeze();
+    let mut c = tokio::spawn(async move {
+        let create = c
+            .call(Tlcreate {
+                fid: Fid(11),
+                name: "new".into(),
+                flags: lflags::RDWR | lflags::EXCL,
+                mode: 0o644,
+                gid: 0,
+            })
+            .await
+            .unwrap();
+        (c, create)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.outage(Duration::from_millis(1000)).await;
+    let (mut c, create) = (&mut c).await.unwrap();
+    assert_eq!(
+        create.msg,
+        Msg::Rlerror(Rlerror { ecode: errno::EIO }),
+        "a create in flight is possibly not completed"
+    );
+    // Renameat in flight, likewise.
+    server.freeze();
+    let rename = tokio::spawn(async move {
+        let r = c
+            .call(Trenameat {
+                olddirfid: Fid(0),
+                oldname: "old".into(),
+                newdirfid: Fid(0),
+                newname: "renamed".into(),
+            })
+            .await
+            .unwrap();
+        (c, r)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.outage(Duration::from_millis(1000)).await;
+    let (mut c, r) = rename.await.unwrap();
+    assert_eq!(r.msg, Msg::Rlerror(Rlerror { ecode: errno::EIO }));
+    // On disk: each happened at most once — the file is under exactly one of its names.
+    assert!(
+        server.exists("old") ^ server.exists("renamed"),
+        "exactly one name"
+    );
+    // The session is healthy: the open file still works.
+    let r = c
+        .call(Twrite {
+            fid: Fid(10),
+            offset: 0,
+            data: Data("after".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.msg, Msg::Rwrite(Rwrite { count: 5 }));
+    proxy.finish();
+}
+
+/// Scenario 3: soft mode — during a long outage requests fail with EIO in time, and the
+/// session heals when the server returns.
+async fn soft_mode_fails_in_time_and_heals(runtime: &str, mut server: Server) {
+    let proxy = proxy(runtime, server.addr(), Some(Duration::from_millis(800)));
+    let mut c = attach(&server, &proxy.addr).await;
+    assert!(matches!(create(&mut c, 10, "f").await, Msg::Rlcreate(_)));
+    let outage = {
+        server.freeze(); // hang first so the kill leaves nothing to chance
+        let start = Instant::now();
+        let t = tokio::spawn(async move {
+            server.outage(Duration::from_secs(4)).await;
+            server
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = c
+            .call(Tread {
+                fid: Fid(10),
+                offset: 0,
+                count: 10,
+            })
+            .await
+            .unwrap();
+        let waited = start.elapsed();
+        assert_eq!(
+            r.msg,
+            Msg::Rlerror(Rlerror { ecode: errno::EIO }),
+            "soft mode fails the read"
+        );
+        assert!(
+            waited < Duration::from_millis(3000),
+            "failed after {waited:?}, not in time"
+        );
+        t
+    };
+    let _server = outage.await.unwrap();
+    // Back: the fid opened before works again.
+    let start = Instant::now();
+    loop {
+        let r = c
+            .call(Twrite {
+                fid: Fid(10),
+                offset: 0,
+                data: Data("x".into()),
+            })
+            .await
+            .unwrap();
+        if r.msg == Msg::Rwrite(Rwrite { count: 1 }) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never healed: {:?}",
+            r.msg
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    proxy.finish();
+}
+
+/// Tgetattr's mask for the basic attributes (mode through blocks).
+const GETATTR_BASIC: u64 = 0x7ff;
+
+/// A raw 9P2000.L connection for pipelining: frames out with chosen tags, replies in any order.
+struct Raw {
+    r: tokio::net::tcp::OwnedReadHalf,
+    w: tokio::net::tcp::OwnedWriteHalf,
+    decoder: FrameDecoder,
+}
+
+impl Raw {
+    /// Connect, settle the version and attach fid 0 to `aname`.
+    async fn attach(proxy: &Addr, aname: Bytes) -> Raw {
+        let Addr::Tcp(a) = proxy else {
+            panic!("TCP proxy expected")
+        };
+        let s = tokio::net::TcpStream::connect(a).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let (r, w) = s.into_split();
+        let mut raw = Raw {
+            r,
+            w,
+            decoder: FrameDecoder::new(1 << 20),
+        };
+        let v = Tversion {
+            msize: 1 << 20,
+            version: Dialect::DotL.version_string().into(),
+        };
+        raw.send(NOTAG, v).await;
+        assert!(matches!(raw.recv().await.msg, Msg::Rversion(_)));
+        let at = Tattach {
+            fid: Fid(0),
+            afid: NOFID,
+            uname: "root".into(),
+            aname,
+            n_uname: Some(0),
+        };
+        raw.send(1, at).await;
+        let r = raw.recv().await;
+        assert!(matches!(r.msg, Msg::Rattach(_)), "attach: {:?}", r.msg);
+        raw
+    }
+
+    async fn send(&mut self, tag: u16, msg: impl Into<Msg>) {
+        let frame = Fcall::new(tag, msg.into()).to_frame().unwrap();
+        self.w.write_all(&frame).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Fcall {
+        loop {
+            if let Some(frame) = self.decoder.next_frame().unwrap() {
+                return Fcall::decode(&frame, Dialect::DotL).unwrap();
+            }
+            let n = self.r.read_buf(self.decoder.read_buf()).await.unwrap();
+            assert!(n > 0, "the proxy closed the connection");
+        }
+    }
+}
+
+/// A server reset while the client streams pipelined writes: the proxy notices (its writes or
+/// reads fail), burns no CPU while the server is away (< 20 % of the outage), redials, and every
+/// write completes; the file on disk is exact.
+async fn writes_survive_a_reset_mid_stream(runtime: &str) {
+    const WRITES: u64 = 600;
+    const SIZE: usize = 32 * 1024;
+    const WINDOW: usize = 16;
+    let mut server = Server::diod().await;
+    let proxy = proxy(runtime, server.addr(), None);
+    let mut raw = Raw::attach(&proxy.addr, server.aname()).await;
+    let wn = WalkNames::new::<[&str; 0], &str>([]).unwrap();
+    raw.send(
+        2,
+        Twalk {
+            fid: Fid(0),
+            newfid: Fid(1),
+            wnames: wn,
+        },
+    )
+    .await;
+    assert!(matches!(raw.recv().await.msg, Msg::Rwalk(_)));
+    let create = Tlcreate {
+        fid: Fid(1),
+        name: "stream".into(),
+        flags: lflags::RDWR,
+        mode: 0o644,
+        gid: 0,
+    };
+    raw.send(3, create).await;
+    assert!(matches!(raw.recv().await.msg, Msg::Rlcreate(_)));
+    let block = |i: u64| -> Vec<u8> { (0..SIZE).map(|k| (i * 31 + k as u64 / 7) as u8).collect() };
+    let Raw {
+        mut r,
+        mut w,
+        mut decoder,
+    } = raw;
+    let window = Arc::new(tokio::sync::Semaphore::new(WINDOW));
+    let sent = window.clone();
+    let writer = tokio::spawn(async move {
+        for i in 0..WRITES {
+            sent.acquire().await.unwrap().forget();
+            let tw = Twrite {
+                fid: Fid(1),
+                offset: i * SIZE as u64,
+                data: Data(block(i).into()),
+            };
+            let frame = Fcall::new(100 + (i % 64) as u16, tw).to_frame().unwrap();
+            w.write_all(&frame).await.unwrap();
+        }
+        w
+    });
+    let replies = tokio::spawn(async move {
+        let mut done = 0u64;
+        while done < WRITES {
+            while let Some(frame) = decoder.next_frame().unwrap() {
+                let fc = Fcall::decode(&frame, Dialect::DotL).unwrap();
+                assert_eq!(
+                    fc.msg,
+                    Msg::Rwrite(Rwrite { count: SIZE as u32 }),
+                    "tag {}",
+                    fc.tag
+                );
+                done += 1;
+                window.add_permits(1);
+            }
+            if done < WRITES {
+                let n = r.read_buf(decoder.read_buf()).await.unwrap();
+                assert!(n > 0, "the proxy closed the connection");
+            }
+        }
+    });
+    // Mid-stream, the server dies; it is back 2 s later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let Server::Diod { child, port, dir } = &mut server else {
+        unreachable!()
+    };
+    let mut c = child.take().unwrap();
+    c.kill().unwrap();
+    c.wait().unwrap();
+    let cpu_before = proxy.cpu();
+    let outage = Duration::from_secs(2);
+    tokio::time::sleep(outage).await;
+    let cpu = proxy.cpu() - cpu_before;
+    *child = Some(spawn_diod(*port, dir));
+    assert!(
+        cpu < outage / 5,
+        "{runtime}: {cpu:?} of CPU during a {outage:?} outage; log:\n{}",
+        proxy.tail()
+    );
+    tokio::time::timeout(Duration::from_secs(30), replies)
+        .await
+        .unwrap_or_else(|_| panic!("{runtime}: writes never completed; log:\n{}", proxy.tail()))
+        .unwrap();
+    writer.await.unwrap();
+    let on_disk = std::fs::read(dir.join("stream")).unwrap();
+    assert_eq!(on_disk.len(), WRITES as usize * SIZE);
+    for i in 0..WRITES {
+        let at = i as usize * SIZE;
+        assert!(on_disk[at..at + SIZE] == block(i)[..], "block {i} differs");
+    }
+    let log = proxy.log();
+    assert!(log.contains("lost"), "the loss is logged:\n{log}");
+    proxy.finish();
+}
+
+/// A client that sends 20,000 requests before reading any reply: the proxy stops reading it
+/// instead of buffering without bound, then answers every request exactly once.
+async fn pipelining_without_reading(runtime: &str) {
+    const REQUESTS: u16 = 20_000;
+    let server = Server::ramfs().await;
+    let proxy = proxy(runtime, server.addr(), None);
+    let Raw {
+        mut r,
+        mut w,
+        mut decoder,
+    } = Raw::attach(&proxy.addr, server.aname()).await;
+    let writer = tokio::spawn(async move {
+        let mut frames = Vec::new();
+        for tag in 1..=REQUESTS {
+            let t = Tgetattr {
+                fid: Fid(0),
+                request_mask: GETATTR_BASIC,
+            };
+            frames.extend_from_slice(&Fcall::new(tag, t).to_frame().unwrap());
+        }
+        w.write_all(&frames).await.unwrap();
+        w
+    });
+    // Nothing is read for a while: the proxy must hold still.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = proxy.rss_kib();
+    let mut answered = BTreeSet::new();
+    while answered.len() < REQUESTS as usize {
+        while let Some(frame) = decoder.next_frame().unwrap() {
+            let fc = Fcall::decode(&frame, Dialect::DotL).unwrap();
+            assert!(matches!(fc.msg, Msg::Rgetattr(_)), "{:?}", fc.msg);
+            assert!(answered.insert(fc.tag), "tag {} answered twice", fc.tag);
+        }
+        if answered.len() < REQUESTS as usize {
+            let read = r.read_buf(decoder.read_buf());
+            let n = tokio::time::timeout(Duration::from_secs(10), read)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{runtime}: stuck after {} replies; log:\n{}",
+                        answered.len(),
+                        proxy.tail()
+                    )
+                })
+                .unwrap();
+            assert!(n > 0);
+        }
+    }
+    writer.await.unwrap();
+    assert!(
+        rss < 64 * 1024,
+        "{runtime}: {rss} KiB resident while the client did not read"
+    );
+    proxy.finish();
+}
+
+/// 500 clients at once, each with its own session and server link.
+async fn many_clients_at_once(runtime: &str) {
+    const CLIENTS: usize = 500;
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let server = Arc::new(Server::ramfs().await);
+    let proxy = proxy(runtime, server.addr(), None);
+    let all_in = Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let (addr, server, all_in) = (proxy.addr.clone(), server.clone(), all_in.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = attach(&server, &addr).await;
+            all_in.wait().await;
+            let wn = WalkNames::new::<[&str; 0], &str>([]).unwrap();
+            let r = c
+                .call(Twalk {
+                    fid: Fid(0),
+                    newfid: Fid(1),
+                    wnames: wn,
+                })
+                .await
+                .unwrap();
+            assert!(matches!(r.msg, Msg::Rwalk(_)), "client {i}: {:?}", r.msg);
+            let r = c
+                .call(Tgetattr {
+                    fid: Fid(1),
+                    request_mask: GETATTR_BASIC,
+                })
+                .await
+                .unwrap();
+            assert!(matches!(r.msg, Msg::Rgetattr(_)), "client {i}: {:?}", r.msg);
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .unwrap_or_else(|_| panic!("{runtime}: a client hung; log:\n{}", proxy.tail()))
+            .unwrap();
+    }
+    proxy.finish();
+}
+
+/// 20,000 clients connect and leave, one after another: finished sessions are reaped, so memory
+/// stays flat.
+async fn connect_close_cycles(runtime: &str) {
+    let dir =
+        std::env::temp_dir().join(format!("p9persist-cycles-{runtime}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Unix sockets both sides: no TIME_WAIT ports to run out of.
+    let server = RamfsServer::new(ramfs::Fs::new(), 65536);
+    let listener = Listener::bind(&Addr::Unix(dir.join("ramfs")))
+        .await
+        .unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(server.serve(listener, watch::channel(false).1));
+    let listen = format!("unix!{}", dir.join("proxy").display());
+    let proxy = Proxy::start(runtime, &backend, &listen, &[]);
+    let Addr::Unix(path) = &proxy.addr else {
+        unreachable!()
+    };
+    // One cycle: connect, hang up, and wait for the proxy to close its end (the session over).
+    let cycle = |n: usize| {
+        let path = path.clone();
+        async move {
+            for _ in 0..n {
+                let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
+                s.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                let closed =
+                    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest));
+                assert!(
+                    closed.await.is_ok(),
+                    "the proxy did not close a finished session"
+                );
+            }
+        }
+    };
+    cycle(1000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = proxy.rss_kib();
+    cycle(20_000).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = proxy.rss_kib();
+    assert!(
+        after < before + 2048,
+        "{runtime}: resident memory grew from {before} KiB to {after} KiB over 20,000 connections"
+    );
+    proxy.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Out of file descriptors: accept fails with EMFILE for as long as clients wait. The proxy
+/// backs off (under 1 s of CPU in 5 s), says so at most once a second, and serves again once
+/// descriptors are free.
+async fn descriptor_exhaustion(runtime: &str) {
+    let server = Server::ramfs().await;
+    let proxy = Proxy::start_limited(runtime, &server.addr(), "127.0.0.1:0", &[], Some(40));
+    let Addr::Tcp(a) = &proxy.addr else {
+        unreachable!()
+    };
+    let mut hogs = Vec::new();
+    for _ in 0..60 {
+        hogs.push(tokio::net::TcpStream::connect(a).await.unwrap());
+    }
+    let complaints = |log: &str| log.lines().filter(|l| l.contains("accept")).count();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (cpu0, lines0) = (proxy.cpu(), complaints(&proxy.log()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (cpu, lines) = (proxy.cpu() - cpu0, complaints(&proxy.log()) - lines0);
+    assert!(
+        lines0 > 0,
+        "{runtime}: accept failures are logged:\n{}",
+        proxy.tail()
+    );
+    assert!(
+        cpu < Duration::from_secs(1),
+        "{runtime}: {cpu:?} of CPU in 5 s without descriptors"
+    );
+    assert!(
+        lines <= 7,
+        "{runtime}: {lines} log lines about accept in 5 s:\n{}",
+        proxy.tail()
+    );
+    drop(hogs);
+    let served = async {
+        loop {
+            if let Ok(mut c) = NineP::connect(&proxy.addr, 65536, Dialect::DotL).await {
+                let at = Tattach {
+                    fid: Fid(0),
+                    afid: NOFID,
+                    uname: "root".into(),
+                    aname: Bytes::new(),
+                    n_uname: Some(0),
+                };
+                if let Ok(r) = c.call(at).await {
+                    if matches!(r.msg, Msg::Rattach(_)) {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .unwrap_or_else(|_| panic!("{runtime}: not served again; log:\n{}", proxy.tail()));
+    proxy.finish();
+}
+
+/// SIGTERM stops the proxy within 2 s whatever it is doing: idle, waiting out an outage with a
+/// request held, and blocked writing to a client that does not read.
+async fn sigterm_in_every_state(runtime: &str) {
+    let server = Server::ramfs().await;
+    // Idle.
+    let mut idle = proxy(runtime, server.addr(), None);
+    idle.terminate();
+    // Mid-recovery: the server is away and a request is held.
+    let proxy_down = proxy(runtime, server.addr(), None);
+    let mut c = attach(&server, &proxy_down.addr).await;
+    let Server::Ramfs { server: ramfs, .. } = &server else {
+        unreachable!()
+    };
+    ramfs.cut_off(Duration::from_secs(30));
+    let held = tokio::spawn(async move {
+        let t = Tgetattr {
+            fid: Fid(0),
+            request_mask: GETATTR_BASIC,
+        };
+        let _ = c.call(t).await;
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy_down.finish();
+    held.abort();
+    ramfs.cut_off(Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Blocked writing to a client that reads nothing.
+    let proxy_full = proxy(runtime, server.addr(), None);
+    let Raw { r, mut w, .. } = Raw::attach(&proxy_full.addr, server.aname()).await;
+    let writer = tokio::spawn(async move {
+        let mut frames = Vec::new();
+        for tag in 1..=20_000u16 {
+            let t = Tgetattr {
+                fid: Fid(0),
+                request_mask: GETATTR_BASIC,
+            };
+            frames.extend_from_slice(&Fcall::new(tag, t).to_frame().unwrap());
+        }
+        let _ = w.write_all(&frames).await;
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy_full.finish();
+    writer.abort();
+    drop(r);
+}
+
+/// Instantiate every scenario for each runtime.
+macro_rules! suite {
+    ($($module:ident => $runtime:literal),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn diod_files_survive_a_restart() {
+                files_survive_a_restart($runtime, Server::diod().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn diod_non_idempotent_requests_fail_once() {
+                non_idempotent_requests_fail_once($runtime, Server::diod().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn diod_soft_mode_fails_in_time_and_heals() {
+                soft_mode_fails_in_time_and_heals($runtime, Server::diod().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ramfs_files_survive_a_restart() {
+                files_survive_a_restart($runtime, Server::ramfs().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ramfs_non_idempotent_requests_fail_once() {
+                non_idempotent_requests_fail_once($runtime, Server::ramfs().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ramfs_soft_mode_fails_in_time_and_heals() {
+                soft_mode_fails_in_time_and_heals($runtime, Server::ramfs().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn diod_writes_survive_a_reset_mid_stream() {
+                writes_survive_a_reset_mid_stream($runtime).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ramfs_pipelining_without_reading() {
+                pipelining_without_reading($runtime).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ramfs_many_clients_at_once() {
+                many_clients_at_once($runtime).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ramfs_connect_close_cycles() {
+                connect_close_cycles($runtime).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ramfs_descriptor_exhaustion() {
+                descriptor_exhaustion($runtime).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ramfs_sigterm_in_every_state() {
+                sigterm_in_every_state($runtime).await;
+            }
+        }
+    )*};
+}
+
+suite!(
+    on_tokio => "tokio",
+    on_std_threads => "std",
+    on_smol => "smol",
+    on_async_std => "async-std",
+);
