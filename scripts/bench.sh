@@ -12,4 +12,4 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 cargo bench -p p9-core
 cargo bench -p persist-core
-cargo bench -p runtime-tokio --bench forwarding
+cargo bench -p tests --bench forwarding

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Long fuzzing runs (not part of the test command). Installs cargo-fuzz if missing and runs a
 # target on the stable toolchain (RUSTC_BOOTSTRAP lets stable take the sanitizer flags).
-#   scripts/fuzz.sh [TARGET] [SECONDS]     targets: decode (p9-core), session (persist-core)
+#   scripts/fuzz.sh [TARGET] [SECONDS]     targets: decode (p9-core), session (persist-core),
+#                                          drive (persist-core's drive layer)
 # New inputs land in fuzz/corpus/TARGET; commit the interesting ones: the test suite replays the
 # whole corpus on every run.
 set -euo pipefail

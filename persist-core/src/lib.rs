@@ -46,6 +46,11 @@
 //! }
 //! ```
 //!
+//! Runtimes do not write this loop over raw frames: [`drive::Drive`] wraps a session with its
+//! byte streams (framing, the table of links, backpressure, batching, failed writes, per-session
+//! seeds, log sentences), so a runtime supplies only sockets, timers and its own wait. It lives
+//! here, under the same purity rules, so the simulation and the fuzzer drive it byte by byte.
+//!
 //! Where things live: the session's state is [`Session`] (`session.rs`); what happens to a
 //! request in flight when a link dies is the one table in `replay.rs`; rebuilding fids after a
 //! reconnect is `recovery.rs`; fids and the shared name tree are `fids.rs` and `names.rs`.

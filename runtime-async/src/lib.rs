@@ -38,7 +38,8 @@ use std::time::Duration;
 use async_io::Timer;
 use event_listener::Event;
 use futures_lite::future;
-use tracing::{error, info};
+use runtime_std::accept::AcceptErrors;
+use tracing::info;
 
 pub use driver::serve_client;
 pub use net::{Listener, Reader, Writer};
@@ -48,10 +49,6 @@ pub use runtime_std::ProxyConfig;
 /// A session, as handed to the spawner.
 pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// The longest pause between accept attempts after accept fails (out of file descriptors, say).
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
-/// The first pause after accept fails.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 /// How long shutdown waits for sessions to finish before returning without them.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
@@ -214,59 +211,9 @@ pub async fn run_proxy(
     Ok(())
 }
 
-/// Accept failures: how long to pause before the next try, and a log line at most once a
-/// second saying how many there were.
-#[derive(Default)]
-struct AcceptErrors {
-    pause: Duration,
-    /// Failures not logged yet.
-    unlogged: u64,
-    logged_at: Option<std::time::Instant>,
-}
-
-impl AcceptErrors {
-    fn succeeded(&mut self) {
-        self.pause = Duration::ZERO;
-    }
-
-    /// Count a failure; returns the pause before the next accept.
-    fn failed(&mut self, e: &std::io::Error) -> Duration {
-        self.unlogged += 1;
-        let due = self
-            .logged_at
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-        if due {
-            let more = match self.unlogged {
-                1 => String::new(),
-                n => format!(" ({} more failures since the last report)", n - 1),
-            };
-            error!("cannot accept a client: {e}{more}; retrying");
-            self.logged_at = Some(std::time::Instant::now());
-            self.unlogged = 0;
-        }
-        self.pause = (self.pause * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
-        self.pause
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn accept_failures_back_off_and_are_counted() {
-        let mut errors = AcceptErrors::default();
-        let e = std::io::Error::from_raw_os_error(24); // EMFILE
-        let pauses: Vec<Duration> = (0..10).map(|_| errors.failed(&e)).collect();
-        assert_eq!(pauses[0], ACCEPT_BACKOFF_MIN);
-        assert!(pauses.windows(2).all(|w| w[1] >= w[0]), "{pauses:?}");
-        assert_eq!(*pauses.last().unwrap(), ACCEPT_BACKOFF_MAX);
-        // The first was logged; the other nine wait for the next report.
-        assert_eq!(errors.unlogged, 9);
-        errors.succeeded();
-        assert_eq!(errors.failed(&e), ACCEPT_BACKOFF_MIN);
-        assert_eq!(errors.unlogged, 10);
-    }
 
     #[test]
     fn shutdown_wakes_every_waiter() {

@@ -31,6 +31,7 @@
 //! To drive a session from an event loop of your own instead, see the `event_loop` example.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod addr;
 mod net;
 mod proxy;

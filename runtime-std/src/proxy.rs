@@ -10,14 +10,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::accept::AcceptErrors;
 use crate::net::{Accepted, Listener};
 use crate::session::{self, Input};
 use crate::{ProxyConfig, Shutdown};
 
-/// The longest pause between accept attempts after accept fails (out of file descriptors, say).
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
-/// The first such pause.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 /// How long shutdown waits for sessions to finish before abandoning them.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
@@ -185,56 +182,4 @@ fn accept_clients(listener: &Listener, tx: &Sender<Event>, shutdown: &Shutdown) 
         }
     }
     let _ = tx.send(Event::AcceptorDone);
-}
-
-/// Accept failures: how long to pause before the next try, and a log line at most once a
-/// second saying how many there were.
-#[derive(Default)]
-struct AcceptErrors {
-    pause: Duration,
-    unlogged: u64,
-    logged_at: Option<Instant>,
-}
-
-impl AcceptErrors {
-    fn succeeded(&mut self) {
-        self.pause = Duration::ZERO;
-    }
-
-    fn failed(&mut self, e: &io::Error) -> Duration {
-        self.unlogged += 1;
-        if self
-            .logged_at
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
-            let more = match self.unlogged {
-                1 => String::new(),
-                n => format!(" ({} more failures since the last report)", n - 1),
-            };
-            error!("cannot accept a client: {e}{more}; retrying");
-            self.logged_at = Some(Instant::now());
-            self.unlogged = 0;
-        }
-        self.pause = (self.pause * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
-        self.pause
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_errors_back_off_and_log_sparingly() {
-        let mut errors = AcceptErrors::default();
-        let e = io::Error::from_raw_os_error(24); // EMFILE
-        let pauses: Vec<u64> = (0..9)
-            .map(|_| errors.failed(&e).as_millis() as u64)
-            .collect();
-        assert_eq!(pauses, [5, 10, 20, 40, 80, 160, 320, 500, 500]);
-        // Logged once; the eight since are counted for the next report.
-        assert_eq!(errors.unlogged, 8);
-        errors.succeeded();
-        assert_eq!(errors.failed(&e), ACCEPT_BACKOFF_MIN);
-    }
 }

@@ -1,6 +1,25 @@
-//! Runs p9persist on tokio: proxy sessions (one [`persist_core::Session`] and one upstream link
-//! per client, see [`driver`]), listeners and dial strings ([`net`], [`addr`]), and a ramfs
-//! server ([`serve`]). The `p9persist` binary is built on these.
+//! Runs p9persist on tokio: proxy sessions (one [`persist_core::drive::Drive`] per client, one
+//! task owning the client's socket and its links', see [`driver`]), listeners ([`net`]), and a
+//! ramfs server ([`serve`]). The `p9persist` binary is built on these. Dial strings and socket
+//! set-up are runtime-std's, shared by every runtime.
+//!
+//! Embedding it:
+//!
+//! ```no_run
+//! use runtime_tokio::{run_proxy, Addr, Listener, ProxyConfig};
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let listener = Listener::bind(&Addr::listen("5640").unwrap()).await?;
+//!     let cfg = ProxyConfig {
+//!         backend: Addr::dial("tcp!fileserver!564").unwrap(),
+//!         session: persist_core::Config::default(),
+//!     };
+//!     // Send `true` to stop the proxy (a signal handler would).
+//!     let (_stop, shutdown) = tokio::sync::watch::channel(false);
+//!     run_proxy(listener, cfg, None, shutdown).await
+//! }
+//! ```
 
 pub mod client;
 pub mod driver;
@@ -9,8 +28,9 @@ pub mod serve;
 
 use std::time::Duration;
 
+use runtime_std::accept::AcceptErrors;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::info;
 
 pub use driver::{serve_client, EventSink, ProxyConfig};
 pub use net::Listener;
@@ -29,8 +49,6 @@ pub async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
-/// The longest pause between accept attempts after accept fails (out of file descriptors, say).
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// How long shutdown waits for sessions to finish before abandoning them.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
@@ -78,38 +96,5 @@ pub async fn run_proxy(
                 return Ok(());
             }
         }
-    }
-}
-
-/// Accept failures: how long to pause before the next try, and a log line at most once a
-/// second saying how many there were.
-#[derive(Default)]
-struct AcceptErrors {
-    pause: Duration,
-    unlogged: u64,
-    logged_at: Option<std::time::Instant>,
-}
-
-impl AcceptErrors {
-    fn succeeded(&mut self) {
-        self.pause = Duration::ZERO;
-    }
-
-    fn failed(&mut self, e: &std::io::Error) -> Duration {
-        self.unlogged += 1;
-        if self
-            .logged_at
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
-            let more = match self.unlogged {
-                1 => String::new(),
-                n => format!(" ({} more failures since the last report)", n - 1),
-            };
-            error!("cannot accept a client: {e}{more}; retrying");
-            self.logged_at = Some(std::time::Instant::now());
-            self.unlogged = 0;
-        }
-        self.pause = (self.pause * 2).clamp(Duration::from_millis(5), ACCEPT_BACKOFF_MAX);
-        self.pause
     }
 }
