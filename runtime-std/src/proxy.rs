@@ -71,7 +71,7 @@ pub fn run_proxy(listener: Listener, cfg: ProxyConfig, shutdown: Shutdown) -> io
         match event {
             Event::Accepted(client) => {
                 number += 1;
-                match start_session(client, &cfg, number, &tx) {
+                match start_session(client, &cfg, number, &tx, &shutdown) {
                     Ok(s) => {
                         sessions.insert(number, s);
                     }
@@ -135,18 +135,19 @@ fn start_session(
     cfg: &ProxyConfig,
     number: u64,
     proxy: &Sender<Event>,
+    shutdown: &Shutdown,
 ) -> io::Result<SessionThread> {
     let (tx, rx) = mpsc::channel();
     let done = DoneNotice {
         tx: proxy.clone(),
         number,
     };
-    let (cfg, session_tx) = (cfg.clone(), tx.clone());
+    let (cfg, session_tx, shutdown) = (cfg.clone(), tx.clone(), shutdown.clone());
     let thread = thread::Builder::new()
         .name(format!("p9persist-session-{number}"))
         .spawn(move || {
             let _done = done;
-            session::serve_client(client, cfg, number, session_tx, rx);
+            session::serve_client(client, cfg, number, session_tx, rx, shutdown);
         })?;
     Ok(SessionThread { thread, tx })
 }

@@ -89,6 +89,8 @@ struct LinkIo {
 /// One session's threads and sockets.
 struct SessionIo {
     drive: Drive,
+    /// Checked every round: a shutdown must not wait behind queued input.
+    shutdown: crate::Shutdown,
     client: String,
     backend: Addr,
     backend_name: String,
@@ -114,6 +116,7 @@ pub(crate) fn serve_client(
     number: u64,
     tx: Sender<Input>,
     rx: Receiver<Input>,
+    shutdown: crate::Shutdown,
 ) {
     let epoch = std::time::Instant::now();
     let session_cfg = Config {
@@ -129,6 +132,7 @@ pub(crate) fn serve_client(
     let gate = Arc::new(Gate::default());
     let mut io = SessionIo {
         drive: Drive::new(session_cfg, BackendId(0), Instant::from_nanos(0)),
+        shutdown,
         backend_name: cfg.backend.to_string(),
         backend: cfg.backend,
         client: client.name,
@@ -219,6 +223,9 @@ impl SessionIo {
     /// [`net::WRITE_TIMEOUT`], the channel until the next deadline.
     fn run(&mut self, rx: &Receiver<Input>) -> bool {
         loop {
+            if self.shutdown.is_shutdown() {
+                return true;
+            }
             self.settle();
             if self.drive.is_finished() {
                 return false;

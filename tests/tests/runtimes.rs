@@ -1040,6 +1040,79 @@ async fn sigterm_in_every_state(runtime: &str) {
     drop(r);
 }
 
+/// Serving standard input and output: the one client is the parent process; when it hangs up,
+/// the proxy exits cleanly.
+async fn stdio_serving(runtime: &str) {
+    use std::io::{Read, Write};
+    let server = Server::ramfs().await;
+    let log = std::env::temp_dir().join(format!("p9persist-stdio-{runtime}-{}.log", free_port()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runtime-proxy"))
+        .args(["--runtime", runtime, "--listen", "-", "--server"])
+        .arg(server.addr().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let (mut to, mut from) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let talk = std::thread::spawn(move || {
+        let mut dec = FrameDecoder::new(1 << 20);
+        let mut call = |tag: u16, msg: Msg| -> Msg {
+            to.write_all(&Fcall::new(tag, msg).to_frame().unwrap())
+                .unwrap();
+            loop {
+                if let Some(f) = dec.next_frame().unwrap() {
+                    return Fcall::decode(&f, Dialect::DotL).unwrap().msg;
+                }
+                let mut buf = [0u8; 4096];
+                let n = from.read(&mut buf).unwrap();
+                assert!(n > 0, "the proxy closed standard output");
+                dec.read_buf().extend_from_slice(&buf[..n]);
+            }
+        };
+        let v = Tversion {
+            msize: 65536,
+            version: "9P2000.L".into(),
+        };
+        assert!(matches!(call(NOTAG, v.into()), Msg::Rversion(_)));
+        let at = Tattach {
+            fid: Fid(0),
+            afid: NOFID,
+            uname: "root".into(),
+            aname: Bytes::new(),
+            n_uname: Some(0),
+        };
+        assert!(matches!(call(1, at.into()), Msg::Rattach(_)));
+        let ga = Tgetattr {
+            fid: Fid(0),
+            request_mask: GETATTR_BASIC,
+        };
+        assert!(matches!(call(2, ga.into()), Msg::Rgetattr(_)));
+        drop(to); // hang up
+    });
+    tokio::task::spawn_blocking(move || talk.join().unwrap())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{runtime}: still running after the client hung up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(status.success(), "{runtime}: {status}; log:\n{log_text}");
+    assert!(
+        !log_text.contains('\x1b'),
+        "escape codes in a log file:\n{log_text}"
+    );
+}
+
 /// Instantiate every scenario for each runtime.
 macro_rules! suite {
     ($($module:ident => $runtime:literal),* $(,)?) => {$(
@@ -1099,6 +1172,11 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn ramfs_descriptor_exhaustion() {
                 descriptor_exhaustion($runtime).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ramfs_stdio_serving() {
+                stdio_serving($runtime).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

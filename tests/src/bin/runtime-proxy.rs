@@ -5,7 +5,8 @@
 //!   runtime-proxy --runtime tokio|std|smol|async-std --listen ADDR --server ADDR
 //!                 [--give-up-after-ms N] [--backoff-initial-ms N] [--backoff-max-ms N]
 //!
-//! Prints `listening ADDR` on standard output once bound; SIGTERM or SIGINT stop it.
+//! Prints `listening ADDR` on standard output once bound (not when serving standard input and
+//! output); SIGTERM or SIGINT stop it.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -59,7 +60,11 @@ fn args() -> Result<Args, String> {
     })
 }
 
+/// Say where clients connect — on standard output, unless that is the client's link.
 fn announce(addr: Option<Addr>) {
+    if addr == Some(Addr::Stdio) {
+        return;
+    }
     let addr = addr.map_or("?".into(), |a| a.to_string());
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening {addr}");
