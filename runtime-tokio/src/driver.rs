@@ -59,6 +59,9 @@ struct SessionIo {
     /// move the deadline must not make the loop spin).
     armed: Option<Instant>,
     fired: Option<Instant>,
+    /// Bytes went to the client since its stream was last flushed (a buffering stream such as
+    /// stdout holds them until flushed; for sockets a flush does nothing).
+    client_unflushed: bool,
     events: EventSink,
 }
 
@@ -90,6 +93,7 @@ pub async fn serve_client(
         sleep: Box::pin(tokio::time::sleep_until(epoch)),
         armed: None,
         fired: None,
+        client_unflushed: false,
         events,
     };
     let stopped = {
@@ -208,10 +212,26 @@ impl SessionIo {
             match poll_write_out(&mut self.client_w, self.drive.client_out(), cx) {
                 Poll::Ready(Ok(n)) => {
                     self.drive.client_written(n);
+                    self.client_unflushed = true;
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => {
                     debug!("[{}] write to client failed: {e}", self.client);
+                    self.drive.handle_client_gone(self.now());
+                    progress = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        if self.client_unflushed && self.drive.client_out().is_empty() {
+            match Pin::new(&mut self.client_w).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.client_unflushed = false;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    debug!("[{}] flushing the client's stream failed: {e}", self.client);
+                    self.client_unflushed = false;
                     self.drive.handle_client_gone(self.now());
                     progress = true;
                 }
@@ -315,16 +335,8 @@ fn poll_write_out(w: &mut Writer, out: &OutQueue, cx: &mut Context<'_>) -> Poll<
         slices[n] = IoSlice::new(chunk);
         n += 1;
     }
-    let mut w = Pin::new(w);
-    match w.as_mut().poll_write_vectored(cx, &slices[..n]) {
+    match Pin::new(w).poll_write_vectored(cx, &slices[..n]) {
         Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-        Poll::Ready(Ok(written)) => {
-            if written == out.len() {
-                // Streams that buffer (stdout) must be pushed; sockets ignore this.
-                let _ = w.poll_flush(cx);
-            }
-            Poll::Ready(Ok(written))
-        }
         other => other,
     }
 }

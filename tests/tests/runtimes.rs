@@ -1090,9 +1090,24 @@ async fn stdio_serving(runtime: &str) {
         assert!(matches!(call(2, ga.into()), Msg::Rgetattr(_)));
         drop(to); // hang up
     });
-    tokio::task::spawn_blocking(move || talk.join().unwrap())
-        .await
-        .unwrap();
+    // A proxy that never answers must fail the test, not hang it: kill it after a while (its
+    // closed standard output then fails the talk).
+    let pid = child.id();
+    let talked = tokio::task::spawn_blocking(move || talk.join());
+    let talked = match tokio::time::timeout(Duration::from_secs(20), talked).await {
+        Ok(joined) => joined.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("{runtime}: no answer on standard output in 20 s; log:\n{log_text}");
+        }
+    };
+    if let Err(panic) = talked {
+        let _ = child.kill();
+        std::panic::resume_unwind(panic);
+    }
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
