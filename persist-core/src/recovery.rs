@@ -19,6 +19,7 @@ use crate::auth::{AuthConversation, AuthInput, AuthStep};
 use crate::event::LinkId;
 use crate::fids::{flag, FidKind, LostReason, RootId};
 use crate::hash::HashMap;
+use crate::marks::Mark;
 use crate::replay::reopen_mode;
 use crate::session::{LinkState, Session};
 use crate::time::Instant;
@@ -314,6 +315,7 @@ impl Session {
             aname: root.aname.clone(),
             n_uname: root.n_uname,
         };
+        self.marks.hit(Mark::RecoveryAttach);
         self.send(r, attach, Wait::Attach(i));
     }
 
@@ -466,6 +468,9 @@ impl Session {
     }
 
     fn job_walk(&mut self, r: &mut Recovery, mut job: Job) {
+        if job.walked > 0 {
+            self.marks.hit(Mark::RecoveryChunkedWalk);
+        }
         let end = (job.walked + MAXWELEM).min(job.names.len());
         let chunk = &job.names[job.walked..end];
         let from = if job.walked == 0 {
@@ -493,9 +498,11 @@ impl Session {
         match job.step {
             Step::Walk { chunk } => {
                 let Msg::Rwalk(w) = reply else {
+                    self.marks.hit(Mark::RecoveryPathGone);
                     return self.job_stale(r, fid, job.walked > 0, "its path no longer exists");
                 };
                 if w.wqids.len() < chunk {
+                    self.marks.hit(Mark::RecoveryPathGone);
                     return self.job_stale(r, fid, job.walked > 0, "its path no longer exists");
                 }
                 if let Some(q) = w.wqids.last() {
@@ -515,6 +522,7 @@ impl Session {
                     return;
                 }
                 if !same_file(rec.qid, job.qid) {
+                    self.marks.hit(Mark::RecoveryQidMismatch);
                     return self.job_stale(r, fid, true, "the file at its path was replaced");
                 }
                 self.job_open(r, job);
@@ -531,9 +539,13 @@ impl Session {
                 let exclusive = rec.qid.typ & qid_type::EXCL != 0;
                 match qid {
                     Some(q) if same_file(rec.qid, q) => self.job_after_open(r, job),
-                    Some(_) => self.job_stale(r, fid, true, "the file at its path was replaced"),
+                    Some(_) => {
+                        self.marks.hit(Mark::RecoveryQidMismatch);
+                        self.job_stale(r, fid, true, "the file at its path was replaced")
+                    }
                     None if exclusive && job.tries < self.cfg.exclusive_open_retries => {
                         job.tries += 1;
+                        self.marks.hit(Mark::RecoveryExclusiveRetry);
                         r.delayed.push((now + self.cfg.exclusive_retry_delay, job));
                     }
                     None => self.job_stale(r, fid, true, "reopening it failed"),
@@ -571,6 +583,7 @@ impl Session {
             return;
         };
         let mode = reopen_mode(rec);
+        self.marks.hit(Mark::RecoveryReopen);
         job.step = Step::Open;
         if rec.flags & flag::DOTL_FLAGS != 0 {
             let open = Tlopen {
@@ -601,6 +614,7 @@ impl Session {
             return self.job_locks(r, job, 0);
         }
         let target = rec.dir_offset;
+        self.marks.hit(Mark::RecoveryFastForward);
         self.job_read_dir(r, job, 0, target);
     }
 
@@ -628,6 +642,7 @@ impl Session {
             r.rebuilt += 1;
             return;
         };
+        self.marks.hit(Mark::RecoveryLockReplay);
         let tag = self.take_tag(r);
         let mut frame = BytesMut::from(&lock[..]);
         set_tag(&mut frame, tag).expect("a recorded Tlock has a header");

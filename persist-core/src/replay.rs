@@ -5,6 +5,7 @@
 use p9_core::{lflags, lock_type, open_mode, qid_type, Msg, NOFID};
 
 use crate::fids::{flag, FidKind, FidRec};
+use crate::marks::Mark;
 use crate::reply::Failure;
 
 /// What to do with an orphaned request.
@@ -28,8 +29,9 @@ pub(crate) fn appends(fid: &FidRec) -> bool {
     fid.flags & flag::DOTL_FLAGS != 0 && fid.mode & lflags::APPEND != 0
 }
 
-/// The rule for `msg`, whose first fid has the record `fid` (after the rebuild).
-pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>) -> Settle {
+/// The rule for `msg`, whose first fid has the record `fid` (after the rebuild), and the mark
+/// naming the row that decided.
+pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>) -> (Settle, Mark) {
     use Settle::*;
     let is_dir = fid.is_some_and(|f| f.qid.is_dir());
     let fast_forwarded = fid.is_some_and(|f| f.flags & flag::FAST_FORWARDED != 0);
@@ -46,31 +48,31 @@ pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>) -> Settle {
         | Msg::Topen(_)
         | Msg::Tlopen(_)
         | Msg::Tsetattr(_)
-        | Msg::Tversion(_) => Resend,
-        Msg::Tattach(a) if a.afid == NOFID => Resend,
-        Msg::Tattach(_) => not_completed,
+        | Msg::Tversion(_) => (Resend, Mark::ReplayResendLookup),
+        Msg::Tattach(a) if a.afid == NOFID => (Resend, Mark::ReplayResendLookup),
+        Msg::Tattach(_) => (not_completed, Mark::ReplayFailCreate),
         // A wstat that renames is not idempotent; one that changes attributes is.
-        Msg::Twstat(w) if w.stat.name.is_empty() => Resend,
-        Msg::Twstat(_) => not_completed,
+        Msg::Twstat(w) if w.stat.name.is_empty() => (Resend, Mark::ReplayResendLookup),
+        Msg::Twstat(_) => (not_completed, Mark::ReplayFailRename),
         // A directory read depends on the position the lost link had, unless restored.
         Msg::Tread(r) if is_dir => {
             if r.offset == 0 || fast_forwarded {
-                Resend
+                (Resend, Mark::ReplayResendDirRead)
             } else {
-                not_completed
+                (not_completed, Mark::ReplayFailDirRead)
             }
         }
         Msg::Treaddir(r) => {
             if r.offset == 0 || fast_forwarded {
-                Resend
+                (Resend, Mark::ReplayResendReaddir)
             } else {
-                not_completed
+                (not_completed, Mark::ReplayFailDirRead)
             }
         }
-        Msg::Tread(_) => Resend,
+        Msg::Tread(_) => (Resend, Mark::ReplayResendRead),
         // A write at an offset is idempotent; an append is not.
-        Msg::Twrite(_) if fid.is_some_and(appends) => not_completed,
-        Msg::Twrite(_) => Resend,
+        Msg::Twrite(_) if fid.is_some_and(appends) => (not_completed, Mark::ReplayFailAppend),
+        Msg::Twrite(_) => (Resend, Mark::ReplayResendWrite),
         // Creating, removing, renaming, linking, authenticating: may have happened.
         Msg::Tcreate(_)
         | Msg::Tlcreate(_)
@@ -78,27 +80,27 @@ pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>) -> Settle {
         | Msg::Tsymlink(_)
         | Msg::Tmknod(_)
         | Msg::Tlink(_)
-        | Msg::Tremove(_)
-        | Msg::Tunlinkat(_)
-        | Msg::Trename(_)
-        | Msg::Trenameat(_)
         | Msg::Txattrcreate(_)
-        | Msg::Tauth(_) => not_completed,
-        Msg::Tlock(l) if l.typ == lock_type::UNLCK => Resend,
-        Msg::Tlock(_) => not_completed,
+        | Msg::Tauth(_) => (not_completed, Mark::ReplayFailCreate),
+        Msg::Tremove(_) | Msg::Tunlinkat(_) => (not_completed, Mark::ReplayFailRemove),
+        Msg::Trename(_) | Msg::Trenameat(_) => (not_completed, Mark::ReplayFailRename),
+        Msg::Tlock(l) if l.typ == lock_type::UNLCK => (Resend, Mark::ReplayResendUnlock),
+        Msg::Tlock(_) => (not_completed, Mark::ReplayFailLock),
         // A clunk of a fid the new link knows goes to the server (else the server would keep
         // the fid and refuse its number later); otherwise it is answered here.
         Msg::Tclunk(_) => match fid {
-            Some(f) if matches!(f.kind, FidKind::Walked | FidKind::Open) => Resend,
-            _ => ClunkLocally,
+            Some(f) if matches!(f.kind, FidKind::Walked | FidKind::Open) => {
+                (Resend, Mark::ReplayResendClunk)
+            }
+            _ => (ClunkLocally, Mark::ReplayClunkLocally),
         },
         Msg::Tfsync(_) if fid.is_some_and(|f| f.flags & flag::WRITES_LOST != 0) => {
-            Fail(Failure::WRITES_LOST)
+            (Fail(Failure::WRITES_LOST), Mark::ReplayFailFsync)
         }
-        Msg::Tfsync(_) => Resend,
-        Msg::Tflush(_) => FlushLocally,
+        Msg::Tfsync(_) => (Resend, Mark::ReplayResendFsync),
+        Msg::Tflush(_) => (FlushLocally, Mark::ReplayFlushLocally),
         // Replies never sit in the request table.
-        _ => not_completed,
+        _ => (not_completed, Mark::ReplayFailCreate),
     }
 }
 

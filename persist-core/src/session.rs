@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::event::{BackendId, Event, LinkId, Output, Peer};
 use crate::fids::{flag, FidKind, FidRec, FidTable, LostReason};
 use crate::hash::HashMap;
+use crate::marks::{Mark, Marks};
 use crate::recovery::Recovery;
 use crate::replay::{self, Settle};
 use crate::reply::{self, Failure};
@@ -103,6 +104,7 @@ pub struct Session {
     events: VecDeque<Event>,
     pub(crate) rng: Rng,
     pub(crate) authenticator: Option<Box<dyn Authenticator>>,
+    pub(crate) marks: Marks,
 }
 
 impl Session {
@@ -130,6 +132,7 @@ impl Session {
             events: VecDeque::new(),
             rng,
             authenticator: None,
+            marks: Marks::default(),
         };
         s.dial(now);
         s
@@ -202,6 +205,11 @@ impl Session {
     /// The largest frame the current server may send.
     pub fn server_msize(&self) -> u32 {
         self.server_msize.min(self.client_msize())
+    }
+
+    /// How often each rule and recovery step was reached (the simulation's coverage marks).
+    pub fn marks(&self) -> &Marks {
+        &self.marks
     }
 
     /// Fids tracked.
@@ -354,7 +362,9 @@ impl Session {
             .map(|r| field_u32(&r.frame, 7)) // Tremove: size[4] type[1] tag[2] fid[4]
             .collect();
         for fid in removed {
-            self.fids.remove(fid);
+            if self.fids.remove(fid).is_some() {
+                self.marks.hit(Mark::RecoveryRemovedNotRebuilt);
+            }
         }
         // A flush in flight is answered now: its request will never be answered.
         flushes.sort_unstable();
@@ -419,7 +429,9 @@ impl Session {
             return self.fail(tag, Failure::MALFORMED, "undecodable");
         };
         let fid = primary_fid(&msg).and_then(|f| self.fids.get(f));
-        match replay::settle(&msg, fid) {
+        let (settle, mark) = replay::settle(&msg, fid);
+        self.marks.hit(mark);
+        match settle {
             Settle::Resend => self.dispatch(tag),
             Settle::Fail(f) => {
                 self.apply_failure(&msg);
@@ -437,6 +449,7 @@ impl Session {
         match self.link {
             LinkState::Down { redial_at } if now >= redial_at => self.dial(now),
             LinkState::Dialing { link, since } if now >= since + self.cfg.watchdog => {
+                self.marks.hit(Mark::DialWatchdog);
                 self.abandon_link(now, link, "dial timed out".into())
             }
             LinkState::Recovering { link } => {
@@ -445,6 +458,7 @@ impl Session {
                     .as_ref()
                     .is_some_and(|r| now >= r.last_progress + self.cfg.watchdog);
                 if stalled {
+                    self.marks.hit(Mark::RecoveryWatchdog);
                     self.event(Event::RecoveryStalled { link });
                     self.abandon_link(now, link, "recovery made no progress".into());
                 } else {
@@ -467,6 +481,7 @@ impl Session {
     /// the server is back.
     fn give_up(&mut self, outage: Duration) {
         self.gave_up = true;
+        self.marks.hit(Mark::SoftGiveUp);
         self.event(Event::GaveUp { outage });
         let mut held: Vec<(u64, u16)> = self
             .requests
@@ -492,7 +507,7 @@ impl Session {
             return self.fail(tag, Failure::MALFORMED, "undecodable");
         };
         let fid = primary_fid(&msg).and_then(|f| self.fids.get(f));
-        match replay::settle(&msg, fid) {
+        match replay::settle(&msg, fid).0 {
             Settle::ClunkLocally | Settle::Resend if matches!(msg, Msg::Tclunk(_)) => {
                 self.clunk_locally(tag, &msg)
             }
@@ -763,6 +778,10 @@ impl Session {
         let Some(wire) = self.fit_to_server(&frame, ty) else {
             return self.fail(tag, Failure::TOO_LARGE, "larger than the server's msize");
         };
+        // A fitted frame is a new buffer; one that fits is the same bytes.
+        if wire.as_ptr() != frame.as_ptr() {
+            self.marks.hit(Mark::MsizeClamp);
+        }
         if let Some(req) = self.requests.get_mut(&tag) {
             req.state = RequestState::Sent(link);
         }

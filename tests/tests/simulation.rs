@@ -58,13 +58,18 @@ fn seeds() {
         .unwrap_or(5000);
     let start = std::time::Instant::now();
     let mut totals = sim::Stats::default();
+    let mut marks = sim::MarkTotals::default();
     for seed in 0..n {
         match sim::run(seed, false) {
-            Ok(r) => totals.add(&r.stats),
+            Ok(r) => {
+                totals.add(&r.stats);
+                marks.add(&r.marks);
+            }
             Err(_) => check(seed),
         }
     }
     println!("{n} seeds in {:.1?}: {totals:?}", start.elapsed());
+    println!("coverage marks:\n{}", marks.table());
     // The runs must really exercise recovery, or this test proves little.
     assert!(
         totals.recoveries > n / 4,

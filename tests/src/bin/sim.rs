@@ -36,10 +36,12 @@ fn main() {
     let mut last_report = Instant::now();
     // One digest over every seed's digest: two runs of the same range print the same.
     let mut combined: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut marks = tests::sim::MarkTotals::default();
     for seed in from..from + seeds {
         match tests::sim::run(seed, false) {
             Ok(r) => {
                 combined = (combined ^ r.digest).wrapping_mul(0x100_0000_01b3);
+                marks.add(&r.marks);
                 if digest {
                     println!("seed {seed} digest {:016x}", r.digest);
                 }
@@ -62,6 +64,10 @@ fn main() {
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    println!(
+        "coverage marks (how often the session reached each rule):\n{}",
+        marks.table()
+    );
     println!(
         "{seeds} seeds from {from} in {secs:.1} s ({:.0} seeds/s), {failed} failed; digest {combined:016x}",
         seeds as f64 / secs

@@ -19,6 +19,8 @@ pub struct Report {
     pub digest: u64,
     pub stats: Stats,
     pub knobs: Knobs,
+    /// How often the session reached each rule and recovery step.
+    pub marks: persist_core::Marks,
     /// The readable trace, when the run was traced.
     pub trace: Option<String>,
 }
@@ -49,6 +51,7 @@ pub fn run(seed: u64, trace: bool) -> Result<Report, Failure> {
                 digest: world.digest(),
                 stats: world.stats.clone(),
                 knobs: world.knobs.clone(),
+                marks: world.marks().clone(),
                 trace: world.trace.take(),
             });
         }
@@ -64,4 +67,39 @@ pub fn run(seed: u64, trace: bool) -> Result<Report, Failure> {
         what: format!("{what}\n(knobs: {:?})", world.knobs),
         trace: world.trace.take(),
     })
+}
+
+/// Marks summed over many seeds.
+#[derive(Clone, Debug, Default)]
+pub struct MarkTotals(pub std::collections::BTreeMap<persist_core::Mark, u64>);
+
+impl MarkTotals {
+    pub fn add(&mut self, marks: &persist_core::Marks) {
+        for (m, n) in marks.iter() {
+            *self.0.entry(m).or_default() += n as u64;
+        }
+    }
+
+    /// The marks never reached.
+    pub fn missed(&self) -> Vec<persist_core::Mark> {
+        persist_core::Mark::ALL
+            .iter()
+            .copied()
+            .filter(|m| self.0.get(m).copied().unwrap_or(0) == 0)
+            .collect()
+    }
+
+    /// One line per mark: its name and count.
+    pub fn table(&self) -> String {
+        persist_core::Mark::ALL
+            .iter()
+            .map(|m| {
+                format!(
+                    "{:<28} {:>10}\n",
+                    m.name(),
+                    self.0.get(m).copied().unwrap_or(0)
+                )
+            })
+            .collect()
+    }
 }

@@ -203,6 +203,11 @@ impl World {
         Instant::from_millis(self.now_ms)
     }
 
+    /// The session's coverage marks so far.
+    pub fn marks(&self) -> &persist_core::Marks {
+        self.drive.session().marks()
+    }
+
     /// The digest of everything that happened (frames and events), for determinism checks.
     pub fn digest(&self) -> u64 {
         self.digest

@@ -1,0 +1,111 @@
+//! Coverage marks: a counter for each row of the replay table and each step of recovery, kept by
+//! the session. The simulation sums them over its seeds and fails when a rule was never reached
+//! (a seed range that never reaches a rule tests nothing; TigerBeetle's marks). Counting is an
+//! add, off the forwarding path; nothing in production reads them.
+
+macro_rules! marks {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// A rule or step the session reached.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[repr(u8)]
+        pub enum Mark {
+            $($(#[doc = $doc])* $name,)*
+        }
+
+        impl Mark {
+            /// Every mark, in declaration order.
+            pub const ALL: &'static [Mark] = &[$(Mark::$name,)*];
+
+            /// The mark's name, as in the code.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Mark::$name => stringify!($name),)*
+                }
+            }
+        }
+    };
+}
+
+marks! {
+    /// An orphaned lookup (stat, getattr, walk, open, setattr, non-renaming wstat, ...) resent.
+    ReplayResendLookup,
+    /// An orphaned read of a file resent.
+    ReplayResendRead,
+    /// An orphaned 9P2000/.u directory read at offset 0 or after a fast-forward, resent.
+    ReplayResendDirRead,
+    /// An orphaned 9P2000/.u directory read in mid-listing failed.
+    ReplayFailDirRead,
+    /// An orphaned .L readdir at offset 0 or on a fast-forwarded fid, resent.
+    ReplayResendReaddir,
+    /// An orphaned write at an offset resent.
+    ReplayResendWrite,
+    /// An orphaned append (append-only file or O_APPEND) failed.
+    ReplayFailAppend,
+    /// An orphaned create, lcreate, mkdir, symlink, mknod or link failed.
+    ReplayFailCreate,
+    /// An orphaned remove or unlinkat failed.
+    ReplayFailRemove,
+    /// An orphaned rename, renameat or renaming wstat failed.
+    ReplayFailRename,
+    /// An orphaned lock acquire failed.
+    ReplayFailLock,
+    /// An orphaned unlock resent.
+    ReplayResendUnlock,
+    /// An orphaned clunk of a rebuilt fid resent.
+    ReplayResendClunk,
+    /// An orphaned clunk of a fid the new link does not know answered here.
+    ReplayClunkLocally,
+    /// An orphaned fsync resent.
+    ReplayResendFsync,
+    /// An orphaned fsync failed: writes acknowledged on a lost link were never made durable.
+    ReplayFailFsync,
+    /// An orphaned flush answered here.
+    ReplayFlushLocally,
+    /// A root re-attached.
+    RecoveryAttach,
+    /// A fid rebuilt with a walk of more than 16 names, in chunks.
+    RecoveryChunkedWalk,
+    /// An open fid reopened.
+    RecoveryReopen,
+    /// A reopened file turned out to be another file (qid changed): stale.
+    RecoveryQidMismatch,
+    /// A path that no longer exists: the fid is stale.
+    RecoveryPathGone,
+    /// A 9P2000/.u directory re-read up to the client's position.
+    RecoveryFastForward,
+    /// A lock replayed.
+    RecoveryLockReplay,
+    /// An exclusive-use open retried.
+    RecoveryExclusiveRetry,
+    /// A fid with an orphaned Tremove left unbuilt.
+    RecoveryRemovedNotRebuilt,
+    /// A read clamped or a write shortened to a smaller server msize.
+    MsizeClamp,
+    /// Soft mode gave up on the outage.
+    SoftGiveUp,
+    /// A recovery stalled past the watchdog and was abandoned.
+    RecoveryWatchdog,
+    /// A dial took longer than the watchdog and was abandoned.
+    DialWatchdog,
+}
+
+/// How often each mark was reached.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Marks([u32; Mark::ALL.len()]);
+
+impl Marks {
+    pub(crate) fn hit(&mut self, m: Mark) {
+        let c = &mut self.0[m as usize];
+        *c = c.saturating_add(1);
+    }
+
+    /// How often `m` was reached.
+    pub fn get(&self, m: Mark) -> u32 {
+        self.0[m as usize]
+    }
+
+    /// Every mark with its count.
+    pub fn iter(&self) -> impl Iterator<Item = (Mark, u32)> + '_ {
+        Mark::ALL.iter().map(|&m| (m, self.get(m)))
+    }
+}
