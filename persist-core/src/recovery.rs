@@ -40,6 +40,9 @@ pub(crate) struct Recovery {
     delayed: Vec<(Instant, Job)>,
     rebuilt: usize,
     stale: usize,
+    /// Fids the client let go of while this recovery ran (soft mode answers clunks and failed
+    /// removes at once): the new server may have them rebuilt, so they are clunked there.
+    pub forgotten: Vec<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +120,7 @@ impl Session {
             delayed: Vec::new(),
             rebuilt: 0,
             stale: 0,
+            forgotten: Vec::new(),
         };
         let tversion = Tversion {
             msize: neg.msize,
@@ -377,7 +381,8 @@ impl Session {
                     }
                     r.phase = Phase::Clunk;
                     // The proxy's own fids: attached roots, and every auth fid the server
-                    // granted (a failed conversation's too).
+                    // granted (a failed conversation's too); and fids the client let go of
+                    // meanwhile (a clunk of one the server does not have just fails).
                     let pfids: Vec<u32> = r
                         .roots
                         .iter()
@@ -389,12 +394,17 @@ impl Session {
                                 .filter(|a| a.conversation.is_some())
                                 .filter_map(|a| a.afid),
                         )
+                        .chain(core::mem::take(&mut r.forgotten))
                         .collect();
                     for pfid in pfids {
                         self.send(&mut r, Tclunk { fid: Fid(pfid) }, Wait::Clunk);
                     }
                 }
                 Phase::Clunk => {
+                    // Fids the client let go of after this phase began.
+                    for fid in core::mem::take(&mut r.forgotten) {
+                        self.send(&mut r, Tclunk { fid: Fid(fid) }, Wait::Clunk);
+                    }
                     if !r.waiting.is_empty() {
                         break;
                     }

@@ -369,6 +369,7 @@ impl Session {
         // A flush in flight is answered now: its request will never be answered.
         flushes.sort_unstable();
         for (_, tag) in flushes {
+            self.marks.hit(Mark::ReplayFlushLocally);
             self.flush_locally(tag);
         }
         for rec in self.fids.fids.values_mut() {
@@ -694,9 +695,7 @@ impl Session {
     /// fails, and a failed fsync has reported the lost writes.
     fn apply_failure(&mut self, msg: &Msg) {
         match msg {
-            Msg::Tremove(r) => {
-                self.fids.remove(r.fid.0);
-            }
+            Msg::Tremove(r) => self.forget_fid(r.fid.0),
             Msg::Tfsync(f) => {
                 if let Some(rec) = self.fids.get_mut(f.fid.0) {
                     rec.flags &= !(flag::UNSYNCED | flag::WRITES_LOST);
@@ -708,9 +707,19 @@ impl Session {
 
     fn clunk_locally(&mut self, tag: u16, msg: &Msg) {
         if let Msg::Tclunk(c) = msg {
-            self.fids.remove(c.fid.0);
+            self.forget_fid(c.fid.0);
         }
         self.answer(tag, reply::local(tag, Rclunk {}));
+    }
+
+    /// Forget a fid without telling the server. A recovery under way may be rebuilding it on
+    /// the new link: it clunks it there before it ends.
+    fn forget_fid(&mut self, fid: u32) {
+        if self.fids.remove(fid).is_some() {
+            if let Some(r) = &mut self.recovery {
+                r.forgotten.push(fid);
+            }
+        }
     }
 
     /// Answer a Tflush here: drop the request it names (never to be answered) and reply Rflush.

@@ -65,6 +65,17 @@ pub enum Op {
     },
     Fsync,
     ClunkData,
+    /// Walk to the deep file: 16 names from the root, then the rest from there (its path has
+    /// more than 16 names, so rebuilding it takes a chunked walk).
+    WalkDeep {
+        first: bool,
+    },
+    StatDeep,
+    /// The victim file, which the world replaces during some outages: a fid open on it goes
+    /// stale then.
+    WalkVictim,
+    OpenVictim,
+    StatVictim,
     /// Clunk a fid whose state is uncertain; any reply will do.
     Forget(Which),
 }
@@ -77,6 +88,8 @@ pub enum Which {
     Log,
     Temp,
     List,
+    Deep,
+    Victim,
 }
 
 impl Op {
@@ -117,11 +130,17 @@ pub struct Lane {
     temp_name: Option<Vec<u8>>,
     list: FidState,
     listed: BTreeSet<Vec<u8>>,
+    /// The deep fid: absent, half-way (walked its first 16 names), or walked.
+    deep: FidState,
+    deep_halfway: bool,
+    victim: FidState,
     next_name: u32,
     locks: BTreeSet<u64>,
     /// The model: file contents and subdirectories of this lane's directory.
     pub files: BTreeMap<Vec<u8>, Vec<u8>>,
     pub subdirs: BTreeSet<Vec<u8>>,
+    /// The msize settled by Rversion: no request may be larger.
+    pub msize: u32,
     /// The operation in flight and its tag; and a Tflush of it, if sent.
     pub busy: Option<(u16, Op)>,
     pub flush: Option<u16>,
@@ -134,7 +153,17 @@ pub fn is_not_completed(m: &Msg) -> bool {
         Msg::Rerror(e) => {
             &e.ename[..] == b"operation possibly not completed"
                 || &e.ename[..] == b"written data possibly lost"
+                || &e.ename[..] == b"file server unavailable"
         }
+        _ => false,
+    }
+}
+
+/// The session's answer for a fid it could not rebuild.
+pub fn is_stale(m: &Msg) -> bool {
+    match m {
+        Msg::Rlerror(e) => e.ecode == errno::ESTALE,
+        Msg::Rerror(e) => &e.ename[..] == b"unable to reopen file",
         _ => false,
     }
 }
@@ -148,6 +177,7 @@ impl Lane {
         let mut files = BTreeMap::new();
         files.insert(b"data".to_vec(), Vec::new());
         files.insert(b"log".to_vec(), Vec::new());
+        files.insert(b"victim".to_vec(), Vec::new());
         Lane {
             id,
             dialect,
@@ -158,11 +188,15 @@ impl Lane {
             temp_state: FidState::Absent,
             temp_name: None,
             list: FidState::Absent,
+            deep: FidState::Absent,
+            deep_halfway: false,
+            msize: 8192,
+            victim: FidState::Absent,
             listed: BTreeSet::new(),
             next_name: 0,
             locks: BTreeSet::new(),
             files,
-            subdirs: BTreeSet::new(),
+            subdirs: [b"deep".to_vec()].into_iter().collect(),
             busy: None,
             flush: None,
         }
@@ -190,6 +224,20 @@ impl Lane {
     }
     fn list_fid(&self) -> Fid {
         self.fid(4)
+    }
+    fn deep_fid(&self) -> Fid {
+        self.fid(5)
+    }
+    fn victim_fid(&self) -> Fid {
+        self.fid(6)
+    }
+
+    /// The deep file's path below the lane's directory: 20 names.
+    pub fn deep_path() -> Vec<Vec<u8>> {
+        let mut p = vec![b"deep".to_vec()];
+        p.extend((1..=18).map(|i| format!("d{i}").into_bytes()));
+        p.push(b"f".to_vec());
+        p
     }
 
     fn walk(&self, newfid: Fid, names: &[&[u8]]) -> Msg {
@@ -231,6 +279,8 @@ impl Lane {
             Which::Log => &mut self.log,
             Which::List => &mut self.list,
             Which::Temp => &mut self.temp_state,
+            Which::Deep => &mut self.deep,
+            Which::Victim => &mut self.victim,
         }
     }
 
@@ -241,6 +291,8 @@ impl Lane {
             Which::Log => self.log_fid(),
             Which::Temp => self.temp_fid(),
             Which::List => self.list_fid(),
+            Which::Deep => self.deep_fid(),
+            Which::Victim => self.victim_fid(),
         }
     }
 
@@ -266,6 +318,8 @@ impl Lane {
             | Op::ClunkTemp => Which::Temp,
             Op::Truncate { .. } => Which::Data,
             Op::WalkList | Op::OpenList | Op::ReadList { .. } | Op::ClunkList => Which::List,
+            Op::WalkDeep { .. } | Op::StatDeep => Which::Deep,
+            Op::WalkVictim | Op::OpenVictim | Op::StatVictim => Which::Victim,
             Op::Forget(w) => *w,
         })
     }
@@ -277,6 +331,8 @@ impl Lane {
             Which::Log,
             Which::Temp,
             Which::List,
+            Which::Deep,
+            Which::Victim,
         ] {
             if *self.state_of(which) == FidState::Uncertain {
                 return (
@@ -393,7 +449,10 @@ impl Lane {
         match rng.below(100) {
             0..=29 => {
                 let off = rng.below(FILE_SPAN);
-                let data = Bytes::from(rng.data(1, 3000));
+                // Up to the msize limit sometimes: a smaller server after a restart shortens it.
+                let most = if rng.chance(20) { 8000 } else { 3000 };
+                let most = most.min(self.msize as u64 - IOHDRSZ as u64);
+                let data = Bytes::from(rng.data(1, most));
                 let msg = Twrite {
                     fid: self.data_fid(),
                     offset: off,
@@ -402,9 +461,13 @@ impl Lane {
                 .into();
                 (msg, Op::Write { off, data })
             }
-            30..=54 => {
+            50..=52 => self.deep_op(rng),
+            53..=54 => self.victim_op(rng),
+            30..=49 => {
                 let off = rng.below(FILE_SPAN);
-                let len = rng.range(1, 4000) as u32;
+                let most = if rng.chance(20) { 8000 } else { 4000 };
+                let most = most.min(self.msize as u64 - IOHDRSZ as u64);
+                let len = rng.range(1, most) as u32;
                 (
                     Tread {
                         fid: self.data_fid(),
@@ -536,6 +599,68 @@ impl Lane {
         }
     }
 
+    fn stat(&self, fid: Fid) -> Msg {
+        match self.dialect {
+            Dialect::DotL => Tgetattr {
+                fid,
+                request_mask: 0x7ff,
+            }
+            .into(),
+            _ => Tstat { fid }.into(),
+        }
+    }
+
+    fn deep_op(&mut self, rng: &mut Rng) -> (Msg, Op) {
+        let path = Lane::deep_path();
+        let names: Vec<&[u8]> = path.iter().map(|n| &n[..]).collect();
+        let dir = self.dir_name();
+        match (self.deep, self.deep_halfway) {
+            (FidState::Absent, _) => {
+                let mut first: Vec<&[u8]> = vec![dir.as_bytes()];
+                first.extend_from_slice(&names[..MAXWELEM - 1]);
+                (
+                    self.walk(self.deep_fid(), &first),
+                    Op::WalkDeep { first: true },
+                )
+            }
+            (FidState::Walked, true) => {
+                let msg = Twalk {
+                    fid: self.deep_fid(),
+                    newfid: self.deep_fid(),
+                    wnames: WalkNames::new(&names[MAXWELEM - 1..]).expect("short rest"),
+                };
+                (msg.into(), Op::WalkDeep { first: false })
+            }
+            _ if rng.chance(20) => (
+                Tclunk {
+                    fid: self.deep_fid(),
+                }
+                .into(),
+                Op::Forget(Which::Deep),
+            ),
+            _ => (self.stat(self.deep_fid()), Op::StatDeep),
+        }
+    }
+
+    fn victim_op(&mut self, rng: &mut Rng) -> (Msg, Op) {
+        let dir = self.dir_name();
+        match self.victim {
+            FidState::Absent => (
+                self.walk(self.victim_fid(), &[dir.as_bytes(), b"victim"]),
+                Op::WalkVictim,
+            ),
+            FidState::Walked => (self.open(self.victim_fid(), false, false), Op::OpenVictim),
+            _ if rng.chance(15) => (
+                Tclunk {
+                    fid: self.victim_fid(),
+                }
+                .into(),
+                Op::Forget(Which::Victim),
+            ),
+            _ => (self.stat(self.victim_fid()), Op::StatVictim),
+        }
+    }
+
     fn read_list(&self, offset: u64) -> (Msg, Op) {
         let msg: Msg = if self.dialect == Dialect::DotL {
             Treaddir {
@@ -585,6 +710,15 @@ impl Lane {
             if which == Which::Temp {
                 self.temp_name = None;
             }
+            if which == Which::Deep {
+                self.deep_halfway = false;
+            }
+            return Ok(None);
+        }
+        // The victim is replaced during some outages: a fid open on it goes stale (and its
+        // clunk is answered locally).
+        if is_stale(reply) && Self::fid_used(&op) == Some(Which::Victim) && !flushed {
+            self.victim = FidState::Uncertain;
             return Ok(None);
         }
         if is_error(reply) && !is_not_completed(reply) {
@@ -636,8 +770,10 @@ impl Lane {
                 }
             }
             Op::OpenData => {
+                // Open only if the client saw it succeed (soft mode may fail an open the server
+                // ran on a lost link: the session then keeps the fid as walked).
                 if let Some(Msg::Ropen(Ropen { qid, .. }) | Msg::Rlopen(Rlopen { qid, .. })) =
-                    effective
+                    effective.filter(|_| ok)
                 {
                     self.data = FidState::Open;
                     self.data_qid = Some(*qid);
@@ -756,6 +892,33 @@ impl Lane {
             Op::UnlinkTemp => {
                 if executed {
                     self.temp_name = None;
+                }
+            }
+            Op::WalkDeep { first } => {
+                self.deep = match (ok, first) {
+                    (true, _) => FidState::Walked,
+                    (false, true) => FidState::Absent,
+                    (false, false) => FidState::Uncertain,
+                };
+                self.deep_halfway = ok && first;
+            }
+            Op::WalkVictim => {
+                self.victim = if ok {
+                    FidState::Walked
+                } else {
+                    FidState::Absent
+                }
+            }
+            Op::OpenVictim => {
+                self.victim = if ok {
+                    FidState::Open
+                } else {
+                    FidState::Uncertain
+                }
+            }
+            Op::StatDeep | Op::StatVictim => {
+                if !is_error(reply) && !matches!(reply, Msg::Rgetattr(_) | Msg::Rstat(_)) {
+                    return Err(format!("lane {}: stat answered {reply:?}", self.id));
                 }
             }
             Op::Truncate { .. }

@@ -44,6 +44,14 @@ pub struct Knobs {
     pub late_dial_percent: u32,
     /// The session's first redial delay (short ones fit many outages into a run).
     pub backoff_initial_ms: u64,
+    /// Soft mode: the session gives up on an outage after this long (hard mode if `None`).
+    pub give_up_ms: Option<u64>,
+    /// Chance that a restarted server comes back hung: it accepts connections and answers
+    /// nothing for up to 40 s.
+    pub hang_percent: u32,
+    /// Chance that a restart comes with each lane's victim file replaced (removed and created
+    /// again by someone else), so a fid open on it goes stale.
+    pub replace_percent: u32,
 }
 
 impl Knobs {
@@ -69,6 +77,9 @@ impl Knobs {
             queue_max_requests: [1, 3, 4096, 4096][rng.below(4) as usize],
             late_dial_percent: [0, 0, 20][rng.below(3) as usize] as u32,
             backoff_initial_ms: [5, 50, 300, 1000][rng.below(4) as usize],
+            give_up_ms: [None, None, None, Some(300), Some(3000)][rng.below(5) as usize],
+            hang_percent: [0, 0, 20][rng.below(3) as usize] as u32,
+            replace_percent: [0, 50][rng.below(2) as usize] as u32,
         }
     }
 }

@@ -81,6 +81,8 @@ pub struct World {
     server: Option<ServerLink>,
     server_msize: u32,
     server_down_until: u64,
+    /// A hung server takes connections but runs nothing until then.
+    server_hung_until: u64,
     /// Dials under way: (link, when they complete). One the session gave up on may stay here
     /// and complete late, as a real dial racing its abandonment does.
     pending_dials: Vec<(LinkId, u64)>,
@@ -101,6 +103,7 @@ pub struct World {
     executions: BTreeMap<u16, Execution>,
     next_tag: u16,
     version_done: bool,
+    attach_done: bool,
     /// Events and steps, when tracing.
     pub trace: Option<String>,
     digest: u64,
@@ -157,6 +160,16 @@ impl World {
             fs.write_file(format!("{dir}/log"), b"").expect("log file");
             fs.set_mode(format!("{dir}/log"), dm::APPEND | 0o644)
                 .expect("append-only log");
+            let deep: Vec<String> = Lane::deep_path()
+                .iter()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect();
+            let deep = format!("{dir}/{}", deep.join("/"));
+            fs.mkdir_p(&deep[..deep.len() - 2])
+                .expect("deep directories");
+            fs.write_file(&deep, b"deep").expect("deep file");
+            fs.write_file(format!("{dir}/victim"), b"")
+                .expect("victim file");
         }
         let cfg = Config {
             seed: rng.next_u64(),
@@ -165,6 +178,7 @@ impl World {
                 initial: Duration::from_millis(knobs.backoff_initial_ms),
                 ..persist_core::Backoff::default()
             },
+            give_up_after: knobs.give_up_ms.map(Duration::from_millis),
             ..Config::default()
         };
         let drive = Drive::new(cfg, BackendId(0), Instant::from_millis(0));
@@ -178,6 +192,7 @@ impl World {
             fs,
             server: None,
             server_down_until: 0,
+            server_hung_until: 0,
             pending_dials: Vec::new(),
             calm: false,
             failed_links: Vec::new(),
@@ -190,6 +205,7 @@ impl World {
             executions: BTreeMap::new(),
             next_tag: TAG_BASE,
             version_done: false,
+            attach_done: false,
             trace: trace.then(String::new),
             digest: 0xcbf2_9ce4_8422_2325,
             stats: Stats::default(),
@@ -401,6 +417,9 @@ impl World {
     fn client_receives(&mut self, frame: Bytes) -> Result<(), String> {
         let dialect = if frame.get(4) == Some(&(MsgType::Rversion as u8)) {
             Dialect::DotL
+        } else if !self.version_done {
+            // Before a version is settled the session answers in plain 9P2000.
+            Dialect::Base
         } else {
             self.knobs.dialect
         };
@@ -419,16 +438,27 @@ impl World {
             return Err(format!("{:?} answered with {got:?}", out.ty));
         }
         if fc.tag == NOTAG {
-            self.version_done = true;
+            // A failed Tversion (soft mode, no server yet) is sent again.
+            self.version_done = matches!(fc.msg, Msg::Rversion(_));
+            if let Msg::Rversion(v) = &fc.msg {
+                for lane in &mut self.lanes {
+                    lane.msize = v.msize;
+                }
+            }
             self.executions.remove(&fc.tag);
             return Ok(());
         }
         let exec = self.executions.remove(&fc.tag).unwrap_or_default();
         let lane = out.lane;
         if lane == SETUP {
+            // Soft mode may fail the attach while the server is away: it is sent again.
             return match is_error(&fc.msg) {
+                true if super::client::is_not_completed(&fc.msg) => Ok(()),
                 true => Err(format!("setup request failed: {:?}", fc.msg)),
-                false => Ok(()),
+                false => {
+                    self.attach_done = true;
+                    Ok(())
+                }
             };
         }
         if out.ty == MsgType::Tflush {
@@ -473,6 +503,12 @@ impl World {
                 if exec.count == 0 && !matches!(m, Msg::Rclunk(_)) {
                     return Err(format!("{op:?} answered {m:?} without reaching the server"));
                 }
+                // A write shortened on its last run may have run in full before.
+                if let (Msg::Rwrite(seen), Some(Msg::Rwrite(ran))) = (m, &exec.success) {
+                    if ran.count > seen.count {
+                        return Ok(exec.success.clone());
+                    }
+                }
                 Ok(Some(m.clone()))
             }
             // Failed (or flushed): it happened exactly if the server ran it successfully.
@@ -514,10 +550,19 @@ impl World {
                     let dialect = self.knobs.dialect;
                     let exec = self.executions.entry(header.tag).or_default();
                     exec.count += 1;
-                    exec.success = Fcall::decode(&reply, dialect)
+                    let success = Fcall::decode(&reply, dialect)
                         .ok()
                         .map(|f| f.msg)
                         .filter(|m| !is_error(m));
+                    // A write that ran twice (in full on a lost link, shortened on a smaller
+                    // server's) left the longer one's bytes on the server.
+                    let longer = match (&exec.success, &success) {
+                        (Some(Msg::Rwrite(a)), Some(Msg::Rwrite(b))) => a.count > b.count,
+                        _ => false,
+                    };
+                    if !longer {
+                        exec.success = success;
+                    }
                 }
             }
         }
@@ -637,6 +682,23 @@ impl World {
         if restart {
             self.stats.restarts += 1;
             self.server_down_until = self.now_ms + self.rng.range(0, self.knobs.outage_ms);
+            if self.rng.chance(self.knobs.hang_percent) {
+                self.server_hung_until = self.server_down_until + self.rng.range(0, 40_000);
+                note!(
+                    self,
+                    "the server will come back hung until {} ms",
+                    self.server_hung_until
+                );
+            }
+            if self.rng.chance(self.knobs.replace_percent) {
+                // Someone else replaces every victim file while the server is away.
+                for lane in &self.lanes {
+                    let path = format!("{}/victim", lane.dir_name());
+                    self.fs.remove_path(&path).expect("victim exists");
+                    self.fs.write_file(&path, b"").expect("victim again");
+                }
+                note!(self, "the victim files were replaced");
+            }
             self.server_msize = if self.rng.chance(self.knobs.smaller_msize_percent) {
                 4096
             } else {
@@ -709,7 +771,10 @@ impl World {
     fn step(&mut self, faults: bool, new_work: bool) -> Result<(), String> {
         self.now_ms += self.rng.range(0, 3);
         self.server_reads()?;
-        while let Some(t) = self.next_for_server() {
+        while self.now_ms >= self.server_hung_until {
+            let Some(t) = self.next_for_server() else {
+                break;
+            };
             self.server_receives(t)?;
         }
         self.proxy_reads()?;
@@ -774,8 +839,11 @@ impl World {
 
     /// Attach fid 0 once the version is settled (a one-off, before the lanes start).
     fn attached(&mut self) -> bool {
-        if self.stats.requests > 0 {
-            return !self.outstanding.values().any(|o| o.ty == MsgType::Tattach);
+        if self.attach_done {
+            return true;
+        }
+        if self.outstanding.values().any(|o| o.lane == SETUP) {
+            return false;
         }
         let attach = Tattach {
             fid: Fid(0),
@@ -821,7 +889,8 @@ impl World {
 
     /// Nothing for the server to do: jump to the next timeout, dial or arrival.
     fn skip_idle_time(&mut self) {
-        if !self.to_server.is_empty() || !self.client_pipe.is_empty() {
+        let hung = self.now_ms < self.server_hung_until;
+        if !self.to_server.is_empty() && !hung || !self.client_pipe.is_empty() {
             return;
         }
         let next = [
@@ -831,6 +900,7 @@ impl World {
             self.pending_dials.iter().map(|(_, due)| *due).min(),
             self.server.as_ref().and_then(|s| s.up.next_due()),
             self.server.as_ref().and_then(|s| s.down.next_due()),
+            (hung && !self.to_server.is_empty()).then_some(self.server_hung_until),
         ]
         .into_iter()
         .flatten()
@@ -851,8 +921,9 @@ impl World {
                     .read_file(&path)
                     .map_err(|e| format!("{path}: {e:?}"))?;
                 if got != &want[..] {
+                    let at = got.iter().zip(want.iter()).position(|(a, b)| a != b);
                     return Err(format!(
-                        "{path}: the server has {} bytes, the model {} (or they differ)",
+                        "{path}: the server has {} bytes, the model {}; first difference at {at:?}",
                         got.len(),
                         want.len()
                     ));
