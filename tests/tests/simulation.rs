@@ -4,18 +4,73 @@
 
 use tests::sim;
 
-/// Seeds that once failed, kept after their cause was fixed.
-const REGRESSIONS: &[u64] = &[
-    // A flushed walk counted as done (flush(5): no reply before Rflush means never sent).
-    46,   // A flushed clunk of an uncertain fid taken as sent.
-    9551, // A create that ran but was reported failed: the fid stayed the directory.
-    4498, 5637, 30535,
-    // A request answered by the session within the call that sent it.
-    28396, 167187,
-    // A Tremove in flight at a loss: its fid was rebuilt, then forgotten; the server kept it
-    // and refused the number ("fid already in use").
-    95, // An unlink the server ran but the client saw fail: the model kept the old name.
-    157,
+/// Seeds that once failed, each with the cause it exposed, kept after the cause was fixed.
+const REGRESSIONS: &[(u64, &str)] = &[
+    (
+        46,
+        "a flushed walk counted as done (flush(5): no reply before Rflush means never sent)",
+    ),
+    (9551, "a flushed clunk of an uncertain fid taken as sent"),
+    (
+        4498,
+        "a create that ran but was reported failed: the fid stayed the directory",
+    ),
+    (
+        5637,
+        "a create that ran but was reported failed: the fid stayed the directory",
+    ),
+    (
+        30535,
+        "a create that ran but was reported failed: the fid stayed the directory",
+    ),
+    (
+        28396,
+        "a request answered by the session within the call that sent it",
+    ),
+    (
+        167187,
+        "a request answered by the session within the call that sent it",
+    ),
+    (
+        95,
+        "a Tremove in flight at a loss: its fid rebuilt, then forgotten; the server kept it",
+    ),
+    (
+        157,
+        "an unlink the server ran but the client saw fail: the model kept the old name",
+    ),
+    (
+        2,
+        "soft mode: a clunk answered here while the recovery rebuilt its fid on the new server",
+    ),
+    (
+        51,
+        "soft mode: the same, after the recovery's clunk phase had begun",
+    ),
+    (
+        3,
+        "soft mode fails the first Tversion while the server is away: sent again",
+    ),
+    (
+        20,
+        "soft mode fails the first attach while the server is away: sent again",
+    ),
+    (
+        33,
+        "before a version is settled the session answers in plain 9P2000",
+    ),
+    (
+        103,
+        "a write run in full on a lost link and shortened on a smaller server's",
+    ),
+    (
+        122,
+        "soft mode failed an open the server ran: the fid stays walked",
+    ),
+    (
+        164,
+        "a server with a smaller msize settled the version: requests must fit it",
+    ),
 ];
 
 fn check(seed: u64) {
@@ -91,8 +146,11 @@ fn seeds() {
 
 #[test]
 fn regression_seeds() {
-    for &seed in REGRESSIONS {
-        check(seed);
+    for &(seed, cause) in REGRESSIONS {
+        if let Err(f) = sim::run(seed, false) {
+            eprintln!("regression seed {seed} (once: {cause}) fails again");
+            check(f.seed);
+        }
     }
 }
 
