@@ -125,6 +125,12 @@ fn seeds() {
     }
     println!("{n} seeds in {:.1?}: {totals:?}", start.elapsed());
     println!("coverage marks:\n{}", marks.table());
+    // A rule no seed reached is a rule this run did not test.
+    let missed = marks.missed();
+    assert!(
+        missed.is_empty() || n < 5000,
+        "coverage marks never hit in {n} seeds: {missed:?}"
+    );
     // The runs must really exercise recovery, or this test proves little.
     assert!(
         totals.recoveries > n / 4,

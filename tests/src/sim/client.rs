@@ -76,6 +76,11 @@ pub enum Op {
     WalkVictim,
     OpenVictim,
     StatVictim,
+    /// The exclusive-use file (DMEXCL): an old connection that lingers half-open after a network
+    /// fault still holds its open, so reopening it is retried, or fails.
+    WalkExcl,
+    OpenExcl,
+    StatExcl,
     /// Clunk a fid whose state is uncertain; any reply will do.
     Forget(Which),
 }
@@ -90,6 +95,7 @@ pub enum Which {
     List,
     Deep,
     Victim,
+    Excl,
 }
 
 impl Op {
@@ -134,6 +140,13 @@ pub struct Lane {
     deep: FidState,
     deep_halfway: bool,
     victim: FidState,
+    excl: FidState,
+    /// Whether the listing in progress is of the churn directory (whose entries someone else
+    /// changes during outages, so it is read to the end but not compared).
+    listing_churn: bool,
+    /// The world let an old connection linger half-open holding this lane's locks and opens: a
+    /// fid may go stale at the next reconnect.
+    pub disturbed: bool,
     next_name: u32,
     locks: BTreeSet<u64>,
     /// The model: file contents and subdirectories of this lane's directory.
@@ -177,7 +190,7 @@ impl Lane {
         let mut files = BTreeMap::new();
         files.insert(b"data".to_vec(), Vec::new());
         files.insert(b"log".to_vec(), Vec::new());
-        files.insert(b"victim".to_vec(), Vec::new());
+        files.insert(b"excl".to_vec(), Vec::new());
         Lane {
             id,
             dialect,
@@ -192,11 +205,16 @@ impl Lane {
             deep_halfway: false,
             msize: 8192,
             victim: FidState::Absent,
+            excl: FidState::Absent,
+            listing_churn: false,
+            disturbed: false,
             listed: BTreeSet::new(),
             next_name: 0,
             locks: BTreeSet::new(),
             files,
-            subdirs: [b"deep".to_vec()].into_iter().collect(),
+            subdirs: [b"deep".to_vec(), b"churn".to_vec(), b"vict".to_vec()]
+                .into_iter()
+                .collect(),
             busy: None,
             flush: None,
         }
@@ -230,6 +248,9 @@ impl Lane {
     }
     fn victim_fid(&self) -> Fid {
         self.fid(6)
+    }
+    fn excl_fid(&self) -> Fid {
+        self.fid(7)
     }
 
     /// The deep file's path below the lane's directory: 20 names.
@@ -281,6 +302,7 @@ impl Lane {
             Which::Temp => &mut self.temp_state,
             Which::Deep => &mut self.deep,
             Which::Victim => &mut self.victim,
+            Which::Excl => &mut self.excl,
         }
     }
 
@@ -293,6 +315,7 @@ impl Lane {
             Which::List => self.list_fid(),
             Which::Deep => self.deep_fid(),
             Which::Victim => self.victim_fid(),
+            Which::Excl => self.excl_fid(),
         }
     }
 
@@ -320,6 +343,7 @@ impl Lane {
             Op::WalkList | Op::OpenList | Op::ReadList { .. } | Op::ClunkList => Which::List,
             Op::WalkDeep { .. } | Op::StatDeep => Which::Deep,
             Op::WalkVictim | Op::OpenVictim | Op::StatVictim => Which::Victim,
+            Op::WalkExcl | Op::OpenExcl | Op::StatExcl => Which::Excl,
             Op::Forget(w) => *w,
         })
     }
@@ -333,6 +357,7 @@ impl Lane {
             Which::List,
             Which::Deep,
             Which::Victim,
+            Which::Excl,
         ] {
             if *self.state_of(which) == FidState::Uncertain {
                 return (
@@ -462,7 +487,8 @@ impl Lane {
                 (msg, Op::Write { off, data })
             }
             50..=52 => self.deep_op(rng),
-            53..=54 => self.victim_op(rng),
+            53 => self.victim_op(rng),
+            54 => self.excl_op(rng),
             30..=49 => {
                 let off = rng.below(FILE_SPAN);
                 let most = if rng.chance(20) { 8000 } else { 4000 };
@@ -513,7 +539,13 @@ impl Lane {
             }
             80..=84 => {
                 self.listed.clear();
-                (self.walk(self.list_fid(), &[d]), Op::WalkList)
+                self.listing_churn = rng.chance(30);
+                let names: &[&[u8]] = if self.listing_churn {
+                    &[d, b"churn"]
+                } else {
+                    &[d]
+                };
+                (self.walk(self.list_fid(), names), Op::WalkList)
             }
             85..=87 if dotl => {
                 let name = format!("m{}", self.next_name).into_bytes();
@@ -646,7 +678,7 @@ impl Lane {
         let dir = self.dir_name();
         match self.victim {
             FidState::Absent => (
-                self.walk(self.victim_fid(), &[dir.as_bytes(), b"victim"]),
+                self.walk(self.victim_fid(), &[dir.as_bytes(), b"vict", b"victim"]),
                 Op::WalkVictim,
             ),
             FidState::Walked => (self.open(self.victim_fid(), false, false), Op::OpenVictim),
@@ -658,6 +690,25 @@ impl Lane {
                 Op::Forget(Which::Victim),
             ),
             _ => (self.stat(self.victim_fid()), Op::StatVictim),
+        }
+    }
+
+    fn excl_op(&mut self, rng: &mut Rng) -> (Msg, Op) {
+        let dir = self.dir_name();
+        match self.excl {
+            FidState::Absent => (
+                self.walk(self.excl_fid(), &[dir.as_bytes(), b"excl"]),
+                Op::WalkExcl,
+            ),
+            FidState::Walked => (self.open(self.excl_fid(), false, false), Op::OpenExcl),
+            _ if rng.chance(15) => (
+                Tclunk {
+                    fid: self.excl_fid(),
+                }
+                .into(),
+                Op::Forget(Which::Excl),
+            ),
+            _ => (self.stat(self.excl_fid()), Op::StatExcl),
         }
     }
 
@@ -717,8 +768,36 @@ impl Lane {
         }
         // The victim is replaced during some outages: a fid open on it goes stale (and its
         // clunk is answered locally).
-        if is_stale(reply) && Self::fid_used(&op) == Some(Which::Victim) && !flushed {
-            self.victim = FidState::Uncertain;
+        if is_stale(reply) && !flushed {
+            let which = Self::fid_used(&op);
+            // So does any fid of a lane whose locks or exclusive opens an old connection held
+            // while the session rebuilt them.
+            if which == Some(Which::Victim) || self.disturbed && which.is_some() {
+                // The request may have run on the lost link before its fid went stale.
+                self.apply_to_files(&op, effective)?;
+                let which = which.expect("a fid");
+                *self.state_of(which) = FidState::Uncertain;
+                if which == Which::Data {
+                    self.locks.clear();
+                    self.data_qid = None;
+                }
+                return Ok(None);
+            }
+        }
+        // An old connection lingering with the exclusive file open keeps it busy for a while.
+        let busy = match reply {
+            Msg::Rlerror(e) => e.ecode == 16, // EBUSY
+            Msg::Rerror(e) => &e.ename[..] == b"exclusive use file already open",
+            _ => false,
+        };
+        // A listing of the churn directory, which someone else changes during outages, may
+        // find its position gone: it starts over.
+        if is_error(reply) && matches!(op, Op::ReadList { .. }) && self.listing_churn {
+            self.listed.clear();
+            return Ok(None);
+        }
+        if busy && matches!(op, Op::OpenExcl) && self.disturbed {
+            self.excl = FidState::Walked;
             return Ok(None);
         }
         if is_error(reply) && !is_not_completed(reply) {
@@ -916,7 +995,21 @@ impl Lane {
                     FidState::Uncertain
                 }
             }
-            Op::StatDeep | Op::StatVictim => {
+            Op::WalkExcl => {
+                self.excl = if ok {
+                    FidState::Walked
+                } else {
+                    FidState::Absent
+                }
+            }
+            Op::OpenExcl => {
+                self.excl = if ok {
+                    FidState::Open
+                } else {
+                    FidState::Uncertain
+                }
+            }
+            Op::StatDeep | Op::StatVictim | Op::StatExcl => {
                 if !is_error(reply) && !matches!(reply, Msg::Rgetattr(_) | Msg::Rstat(_)) {
                     return Err(format!("lane {}: stat answered {reply:?}", self.id));
                 }
@@ -1026,7 +1119,7 @@ impl Lane {
         if names.is_empty() {
             let want = self.expected_names();
             let got = std::mem::take(&mut self.listed);
-            if got != want {
+            if got != want && !self.listing_churn {
                 return Err(format!(
                     "lane {}: listing {:?} but the model has {:?}",
                     self.id,

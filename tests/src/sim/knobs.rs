@@ -52,6 +52,9 @@ pub struct Knobs {
     /// Chance that a restart comes with each lane's victim file replaced (removed and created
     /// again by someone else), so a fid open on it goes stale.
     pub replace_percent: u32,
+    /// Chance that after a network fault the server keeps the old connection half-open (its
+    /// locks and exclusive opens held) for up to 2.5 s.
+    pub linger_percent: u32,
 }
 
 impl Knobs {
@@ -80,6 +83,7 @@ impl Knobs {
             give_up_ms: [None, None, None, Some(300), Some(3000)][rng.below(5) as usize],
             hang_percent: [0, 0, 20][rng.below(3) as usize] as u32,
             replace_percent: [0, 50][rng.below(2) as usize] as u32,
+            linger_percent: [0, 0, 40][rng.below(3) as usize] as u32,
         }
     }
 }

@@ -83,6 +83,8 @@ pub struct World {
     server_down_until: u64,
     /// A hung server takes connections but runs nothing until then.
     server_hung_until: u64,
+    /// Old connections left half-open after a network fault, closed at their time.
+    lingering: Vec<(u64, ramfs::Conn)>,
     /// Dials under way: (link, when they complete). One the session gave up on may stay here
     /// and complete late, as a real dial racing its abandonment does.
     pending_dials: Vec<(LinkId, u64)>,
@@ -168,8 +170,19 @@ impl World {
             fs.mkdir_p(&deep[..deep.len() - 2])
                 .expect("deep directories");
             fs.write_file(&deep, b"deep").expect("deep file");
-            fs.write_file(format!("{dir}/victim"), b"")
+            // In a directory of its own: replacing it must not reorder the lane's listing.
+            fs.mkdir_p(format!("{dir}/vict")).expect("victim directory");
+            fs.write_file(format!("{dir}/vict/victim"), b"")
                 .expect("victim file");
+            fs.write_file(format!("{dir}/excl"), b"")
+                .expect("exclusive file");
+            fs.set_mode(format!("{dir}/excl"), dm::EXCL | 0o644)
+                .expect("exclusive-use file");
+            fs.mkdir_p(format!("{dir}/churn")).expect("churn directory");
+            for i in 0..10 {
+                fs.write_file(format!("{dir}/churn/c{i}"), b"")
+                    .expect("churn file");
+            }
         }
         let cfg = Config {
             seed: rng.next_u64(),
@@ -193,6 +206,7 @@ impl World {
             server: None,
             server_down_until: 0,
             server_hung_until: 0,
+            lingering: Vec::new(),
             pending_dials: Vec::new(),
             calm: false,
             failed_links: Vec::new(),
@@ -347,12 +361,38 @@ impl World {
 
     /// The server's end of the link goes away (its connection state with it).
     fn hang_up(&mut self) {
+        self.hang_up_lingering(0);
+    }
+
+    /// The server's end goes away, or stays half-open for `linger` ms more, holding its locks
+    /// and opens (a server that has not noticed a dead network path yet).
+    fn hang_up_lingering(&mut self, linger: u64) {
         if let Some(s) = self.server.take() {
             if s.up_framer.partial() || !s.up.is_empty() || !s.down.is_empty() {
                 self.stats.mid_frame_cuts += 1;
             }
-            s.conn.close(&mut self.fs);
             self.to_server.retain(|t| t.link != s.link);
+            if linger > 0 {
+                note!(self, "the old connection lingers for {linger} ms");
+                for lane in &mut self.lanes {
+                    lane.disturbed = true;
+                }
+                self.lingering.push((self.now_ms + linger, s.conn));
+            } else {
+                s.conn.close(&mut self.fs);
+            }
+        }
+    }
+
+    /// Close the lingering connections whose time has come.
+    fn end_lingering(&mut self) {
+        let now = self.now_ms;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lingering)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.lingering = later;
+        for (_, conn) in due {
+            conn.close(&mut self.fs);
         }
     }
 
@@ -678,9 +718,17 @@ impl World {
                 self.server_receives(t)?;
             }
         }
-        self.hang_up();
+        let linger = match !restart && self.rng.chance(self.knobs.linger_percent) {
+            true => self.rng.range(1, 2500),
+            false => 0,
+        };
+        self.hang_up_lingering(linger);
         if restart {
             self.stats.restarts += 1;
+            // A restart ends every connection, half-open ones too.
+            for (_, conn) in std::mem::take(&mut self.lingering) {
+                conn.close(&mut self.fs);
+            }
             self.server_down_until = self.now_ms + self.rng.range(0, self.knobs.outage_ms);
             if self.rng.chance(self.knobs.hang_percent) {
                 self.server_hung_until = self.server_down_until + self.rng.range(0, 40_000);
@@ -692,10 +740,20 @@ impl World {
             }
             if self.rng.chance(self.knobs.replace_percent) {
                 // Someone else replaces every victim file while the server is away.
-                for lane in &self.lanes {
-                    let path = format!("{}/victim", lane.dir_name());
+                let dirs: Vec<String> = self.lanes.iter().map(|l| l.dir_name()).collect();
+                for dir in dirs {
+                    let path = format!("{dir}/vict/victim");
                     self.fs.remove_path(&path).expect("victim exists");
                     self.fs.write_file(&path, b"").expect("victim again");
+                    // And the churn directory loses some entries: a listing gets shorter.
+                    let names = self.fs.list_dir(format!("{dir}/churn")).expect("churn");
+                    let gone = self.rng.below(names.len() as u64 + 1) as usize;
+                    for name in names.iter().take(gone) {
+                        let name = String::from_utf8_lossy(name);
+                        let _ = self.fs.remove_path(format!("{dir}/churn/{name}"));
+                    }
+                    let fresh = format!("{dir}/churn/n{}", self.now_ms);
+                    self.fs.write_file(&fresh, b"").expect("churn file");
                 }
                 note!(self, "the victim files were replaced");
             }
@@ -770,6 +828,7 @@ impl World {
     /// One step of the world: time passes, frames arrive, maybe a fault, lanes act.
     fn step(&mut self, faults: bool, new_work: bool) -> Result<(), String> {
         self.now_ms += self.rng.range(0, 3);
+        self.end_lingering();
         self.server_reads()?;
         while self.now_ms >= self.server_hung_until {
             let Some(t) = self.next_for_server() else {
