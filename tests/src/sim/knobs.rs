@@ -55,6 +55,15 @@ pub struct Knobs {
     /// Chance that after a network fault the server keeps the old connection half-open (its
     /// locks and exclusive opens held) for up to 2.5 s.
     pub linger_percent: u32,
+    /// The session's recovery window (1 = one request at a time, like styxpersist).
+    pub recovery_window: usize,
+    /// The session's bound on held request bytes.
+    pub queue_max_bytes: usize,
+    /// The session's no-progress watchdog, in ms.
+    pub watchdog_ms: u64,
+    /// The session's cap on remembered locks per fid (past it the fid is stale after a
+    /// reconnect).
+    pub max_lock_history: usize,
 }
 
 impl Knobs {
@@ -84,6 +93,10 @@ impl Knobs {
             hang_percent: [0, 0, 20][rng.below(3) as usize] as u32,
             replace_percent: [0, 50][rng.below(2) as usize] as u32,
             linger_percent: [0, 0, 40][rng.below(3) as usize] as u32,
+            recovery_window: [1, 4, 64, 64][rng.below(4) as usize],
+            queue_max_bytes: [16 << 10, 16 << 20, 16 << 20][rng.below(3) as usize],
+            watchdog_ms: [3_000, 30_000, 30_000][rng.below(3) as usize],
+            max_lock_history: [2, 64, 64][rng.below(3) as usize],
         }
     }
 }

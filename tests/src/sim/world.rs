@@ -152,7 +152,12 @@ impl World {
         let knobs = Knobs::from_rng(&mut rng);
         let mut fs = ramfs::Fs::new();
         let lanes: Vec<Lane> = (0..knobs.lanes)
-            .map(|i| Lane::new(i, knobs.dialect))
+            .map(|i| {
+                let mut lane = Lane::new(i, knobs.dialect);
+                // A small lock-history cap makes a fid with more locks stale at a reconnect.
+                lane.disturbed = knobs.max_lock_history < 64;
+                lane
+            })
             .collect();
         for lane in &lanes {
             let dir = lane.dir_name();
@@ -192,6 +197,10 @@ impl World {
                 ..persist_core::Backoff::default()
             },
             give_up_after: knobs.give_up_ms.map(Duration::from_millis),
+            recovery_window: knobs.recovery_window,
+            queue_max_bytes: knobs.queue_max_bytes,
+            watchdog: Duration::from_millis(knobs.watchdog_ms),
+            max_lock_history: knobs.max_lock_history,
             ..Config::default()
         };
         let drive = Drive::new(cfg, BackendId(0), Instant::from_millis(0));
@@ -260,10 +269,7 @@ impl World {
                 Action::Dial { link, .. } => {
                     let late = !self.calm && self.rng.chance(self.knobs.late_dial_percent);
                     let delay = match late {
-                        true => {
-                            Config::default().watchdog.as_millis() as u64
-                                + self.rng.range(1, 10_000)
-                        }
+                        true => self.knobs.watchdog_ms + self.rng.range(1, 10_000),
                         false => self.latency() + 1,
                     };
                     self.pending_dials.push((link, self.now_ms + delay));
@@ -335,8 +341,8 @@ impl World {
         }
         // Bounded memory: the session holds no more than the client has outstanding, and its
         // bytes stay within the configured bound (plus what each lane may add past it).
-        let byte_bound = Config::default().queue_max_bytes
-            + self.lanes.len() * 2 * self.knobs.client_msize as usize;
+        let byte_bound =
+            self.knobs.queue_max_bytes + self.lanes.len() * 2 * self.knobs.client_msize as usize;
         let session = self.drive.session();
         if session.wants_client_input() && self.drive.client_frame_waiting() {
             return Err(
