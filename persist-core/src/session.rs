@@ -191,6 +191,11 @@ impl Session {
             && self.held_bytes < self.cfg.queue_max_bytes
     }
 
+    /// Whether the session is serving over a link (not redialing, not rebuilding).
+    pub fn is_up(&self) -> bool {
+        matches!(self.link, LinkState::Up { .. })
+    }
+
     /// Whether the session is over (client gone or expelled).
     pub fn is_closed(&self) -> bool {
         self.link == LinkState::Closed
@@ -210,6 +215,15 @@ impl Session {
     /// How often each rule and recovery step was reached (the simulation's coverage marks).
     pub fn marks(&self) -> &Marks {
         &self.marks
+    }
+
+    /// The fids the current server should know: every fid tracked and not lost, in no order.
+    pub fn fids_on_server(&self) -> impl Iterator<Item = u32> + '_ {
+        self.fids
+            .fids
+            .iter()
+            .filter(|(_, f)| f.is_lost().is_none())
+            .map(|(&fid, _)| fid)
     }
 
     /// Fids tracked.

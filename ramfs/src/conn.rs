@@ -118,6 +118,11 @@ impl Conn {
         self.fids.len()
     }
 
+    /// The fids the client has, in order.
+    pub fn fids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.fids.keys().map(|f| f.0)
+    }
+
     /// Serve one request frame; returns its reply frame. Whatever the bytes, the reply is one
     /// frame that decodes in the connection's dialect (9P2000 before one is negotiated; for a
     /// Tversion, the dialect it asked for), carrying the request's tag, or `NOTAG` when the frame

@@ -732,6 +732,24 @@ impl Lane {
     }
 
     /// The model's view of this lane's directory listing.
+    /// Fids whose state this lane is unsure of (it clunks them before using them again).
+    pub fn uncertain_fids(&self) -> Vec<u32> {
+        [
+            (self.dir, self.dir_fid()),
+            (self.data, self.data_fid()),
+            (self.log, self.log_fid()),
+            (self.temp_state, self.temp_fid()),
+            (self.list, self.list_fid()),
+            (self.deep, self.deep_fid()),
+            (self.victim, self.victim_fid()),
+            (self.excl, self.excl_fid()),
+        ]
+        .into_iter()
+        .filter(|(state, _)| *state == FidState::Uncertain)
+        .map(|(_, fid)| fid.0)
+        .collect()
+    }
+
     fn expected_names(&self) -> BTreeSet<Vec<u8>> {
         self.files
             .keys()

@@ -949,6 +949,7 @@ impl World {
             self.step(false, false)?;
             self.skip_idle_time();
         }
+        self.check_fids()?;
         self.check_tree()
     }
 
@@ -973,6 +974,34 @@ impl World {
         if let Some(t) = next {
             self.now_ms = self.now_ms.max(t);
         }
+    }
+
+    /// At the end, with nothing in flight: the server holds no fid the session does not know
+    /// (a leak refuses the number later: "fid already in use"), except those a lane is about to
+    /// clunk; and every fid the session calls rebuilt is on the server.
+    fn check_fids(&self) -> Result<(), String> {
+        let Some(server) = &self.server else {
+            return Ok(());
+        };
+        if !self.drive.session().is_up() {
+            return Ok(());
+        }
+        let on_server: std::collections::BTreeSet<u32> = server.conn.fids().collect();
+        let session: std::collections::BTreeSet<u32> =
+            self.drive.session().fids_on_server().collect();
+        let unsure: std::collections::BTreeSet<u32> =
+            self.lanes.iter().flat_map(|l| l.uncertain_fids()).collect();
+        let leaked: Vec<&u32> = on_server
+            .iter()
+            .filter(|f| !session.contains(f) && !unsure.contains(f))
+            .collect();
+        let missing: Vec<&u32> = session.iter().filter(|f| !on_server.contains(f)).collect();
+        if !leaked.is_empty() || !missing.is_empty() {
+            return Err(format!(
+                "fids on the server but not the session's: {leaked:?}; the session's but not on the server: {missing:?}"
+            ));
+        }
+        Ok(())
     }
 
     /// At the end, the server's tree is exactly what the lanes' models say.
