@@ -968,6 +968,10 @@ impl Lane {
             Op::ClunkList => self.list = FidState::Absent,
             Op::Lock { start, unlock } => {
                 if let (Msg::Rlock(l), true) = (reply, ok) {
+                    // An old connection lingering half-open may still hold this lane's locks.
+                    if l.status != 0 && self.disturbed {
+                        return Ok(None);
+                    }
                     if l.status != 0 {
                         return Err(format!(
                             "lane {}: lock at {start} refused (status {})",
