@@ -71,6 +71,14 @@ const REGRESSIONS: &[(u64, &str)] = &[
         164,
         "a server with a smaller msize settled the version: requests must fit it",
     ),
+    (
+        25376,
+        "a lock refused while an old connection lingers with the lane's earlier locks",
+    ),
+    (
+        25920,
+        "a lock refused while an old connection lingers with the lane's earlier locks",
+    ),
 ];
 
 fn check(seed: u64) {
