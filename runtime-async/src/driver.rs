@@ -12,9 +12,9 @@ use std::time::Duration;
 use async_io::Timer;
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use persist_core::drive::{self, Action, Drive, Level, OutQueue, READ_CHUNK};
+use persist_core::drive::{self, Action, Drive, OutQueue, READ_CHUNK};
 use persist_core::{BackendId, Config, Instant, LinkId};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::net::{self, Reader, Writer};
 use crate::{Addr, ProxyConfig, Shutdown};
@@ -185,12 +185,7 @@ impl SessionIo {
 
     fn log_events(&mut self) {
         while let Some(e) = self.drive.poll_event() {
-            let line = drive::sentence(&e, &self.client, &self.backend_name);
-            match line.level {
-                Level::Debug => debug!("{line}"),
-                Level::Info => info!("{line}"),
-                Level::Warn => warn!("{line}"),
-            }
+            runtime_std::log_sentence(&drive::sentence(&e, &self.client, &self.backend_name));
         }
     }
 

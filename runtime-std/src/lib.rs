@@ -53,3 +53,13 @@ pub struct ProxyConfig {
     /// ([`persist_core::drive::session_seed`]).
     pub session: persist_core::Config,
 }
+
+/// Write a drive event's sentence to the log at its level (every runtime logs this way).
+pub fn log_sentence(line: &persist_core::drive::Sentence) {
+    use persist_core::drive::Level;
+    match line.level {
+        Level::Debug => tracing::debug!("{line}"),
+        Level::Info => tracing::info!("{line}"),
+        Level::Warn => tracing::warn!("{line}"),
+    }
+}

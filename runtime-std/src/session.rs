@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use persist_core::drive::{self, Action, Drive, Level, OutQueue, READ_CHUNK};
+use persist_core::drive::{self, Action, Drive, OutQueue, READ_CHUNK};
 use persist_core::{BackendId, Config, Instant, LinkId};
 use tracing::{debug, info, warn};
 
@@ -298,12 +298,7 @@ impl SessionIo {
             }
         }
         while let Some(e) = self.drive.poll_event() {
-            let line = drive::sentence(&e, &self.client, &self.backend_name);
-            match line.level {
-                Level::Debug => debug!("{line}"),
-                Level::Info => info!("{line}"),
-                Level::Warn => warn!("{line}"),
-            }
+            crate::log_sentence(&drive::sentence(&e, &self.client, &self.backend_name));
         }
         let want = self.drive.wants_client_read();
         if want != self.gate_open {

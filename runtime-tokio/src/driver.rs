@@ -9,11 +9,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use persist_core::drive::{self, Action, Drive, Level, OutQueue};
+use persist_core::drive::{self, Action, Drive, OutQueue};
 use persist_core::{BackendId, Config, Event, Instant, LinkId};
 use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::addr::Addr;
 use crate::net::{self, Reader, Writer};
@@ -162,12 +162,11 @@ impl SessionIo {
 
     fn log_events(&mut self) {
         while let Some(e) = self.drive.poll_event() {
-            let line = drive::sentence(&e, &self.client, &self.backend.to_string());
-            match line.level {
-                Level::Debug => debug!("{line}"),
-                Level::Info => info!("{line}"),
-                Level::Warn => warn!("{line}"),
-            }
+            runtime_std::log_sentence(&drive::sentence(
+                &e,
+                &self.client,
+                &self.backend.to_string(),
+            ));
             if let Some(sink) = &self.events {
                 let _ = sink.send(e);
             }
