@@ -17,7 +17,11 @@ const FILE_SPAN: u64 = 16 * 1024;
 pub enum Op {
     WalkDir,
     WalkData,
-    OpenData,
+    /// Open the data file, sometimes truncating it (OTRUNC / O_TRUNC): a reopen after a
+    /// reconnect must never truncate again.
+    OpenData {
+        trunc: bool,
+    },
     Write {
         off: u64,
         data: Bytes,
@@ -324,7 +328,7 @@ impl Lane {
         Some(match op {
             Op::WalkDir | Op::Mkdir { .. } => Which::Dir,
             Op::WalkData
-            | Op::OpenData
+            | Op::OpenData { .. }
             | Op::Write { .. }
             | Op::Read { .. }
             | Op::Stat
@@ -379,7 +383,14 @@ impl Lane {
             return (self.walk(self.data_fid(), &[d, b"data"]), Op::WalkData);
         }
         if self.data == FidState::Walked {
-            return (self.open(self.data_fid(), true, false), Op::OpenData);
+            let trunc = rng.chance(15);
+            let mut msg = self.open(self.data_fid(), true, false);
+            match &mut msg {
+                Msg::Tlopen(o) if trunc => o.flags |= lflags::TRUNC,
+                Msg::Topen(o) if trunc => o.mode |= open_mode::TRUNC,
+                _ => {}
+            }
+            return (msg, Op::OpenData { trunc });
         }
         // Finish what a multi-step operation started.
         if self.temp_state != FidState::Absent {
@@ -866,7 +877,7 @@ impl Lane {
                     FidState::Absent
                 }
             }
-            Op::OpenData => {
+            Op::OpenData { .. } => {
                 // Open only if the client saw it succeed (soft mode may fail an open the server
                 // ran on a lost link: the session then keeps the fid as walked).
                 if let Some(Msg::Ropen(Ropen { qid, .. }) | Msg::Rlopen(Rlopen { qid, .. })) =
@@ -1089,6 +1100,9 @@ impl Lane {
                     let contents = self.files.remove(name).expect("temp file");
                     self.files.insert(to.clone(), contents);
                 }
+            }
+            (Op::OpenData { trunc: true }, Msg::Ropen(_) | Msg::Rlopen(_)) => {
+                self.files.get_mut(&b"data"[..]).expect("data").clear();
             }
             (Op::Truncate { len }, _) => {
                 self.files
