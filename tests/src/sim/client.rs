@@ -103,6 +103,39 @@ pub enum Which {
 }
 
 impl Op {
+    /// Whether the replay table resends it when its link dies (so it must never be answered
+    /// "possibly not completed", soft mode aside).
+    pub fn resent_after_loss(&self) -> bool {
+        matches!(
+            self,
+            Op::WalkDir
+                | Op::WalkData
+                | Op::OpenData { .. }
+                | Op::Write { .. }
+                | Op::Read { .. }
+                | Op::Stat
+                | Op::WalkLog
+                | Op::OpenLog
+                | Op::WalkTemp
+                | Op::WriteTemp { .. }
+                | Op::ClunkTemp
+                | Op::Truncate { .. }
+                | Op::WalkList
+                | Op::OpenList
+                | Op::ClunkList
+                | Op::ClunkData
+                | Op::WalkDeep { .. }
+                | Op::StatDeep
+                | Op::WalkVictim
+                | Op::OpenVictim
+                | Op::StatVictim
+                | Op::WalkExcl
+                | Op::OpenExcl
+                | Op::StatExcl
+                | Op::Forget(_)
+        )
+    }
+
     /// Whether the server may run it twice for one request without changing the result.
     pub fn idempotent(&self) -> bool {
         !matches!(

@@ -525,6 +525,15 @@ impl World {
         let Some((tag, op)) = self.lanes[lane].busy.take() else {
             return Err(format!("lane {lane} got a reply with nothing in flight"));
         };
+        // What the replay table resends is never "possibly not completed" (soft mode fails
+        // everything held once it gives up, so only in hard mode).
+        let hard = self.knobs.give_up_ms.is_none();
+        if hard && op.resent_after_loss() && super::client::is_not_completed(&fc.msg) {
+            return Err(format!(
+                "{op:?}, which is resent after a loss, answered {:?}",
+                fc.msg
+            ));
+        }
         debug_assert_eq!(tag, fc.tag);
         let outcome = self.check_executions(&op, &exec, Some(&fc.msg))?;
         let follow = self.lanes[lane].complete(op, &fc.msg, outcome.as_ref(), false)?;
