@@ -4,79 +4,102 @@
 
 use tests::sim;
 
-/// Seeds that once failed, each with the cause it exposed, kept after the cause was fixed.
-const REGRESSIONS: &[(u64, &str)] = &[
+/// Seeds that once failed, each with the overrides it failed under (`sim --overrides`; empty for
+/// none) and the cause it exposed, kept after the cause was fixed.
+const REGRESSIONS: &[(u64, &str, &str)] = &[
     (
         46,
+        "",
         "a flushed walk counted as done (flush(5): no reply before Rflush means never sent)",
     ),
-    (9551, "a flushed clunk of an uncertain fid taken as sent"),
+    (
+        9551,
+        "",
+        "a flushed clunk of an uncertain fid taken as sent",
+    ),
     (
         4498,
+        "",
         "a create that ran but was reported failed: the fid stayed the directory",
     ),
     (
         5637,
+        "",
         "a create that ran but was reported failed: the fid stayed the directory",
     ),
     (
         30535,
+        "",
         "a create that ran but was reported failed: the fid stayed the directory",
     ),
     (
         28396,
+        "",
         "a request answered by the session within the call that sent it",
     ),
     (
         167187,
+        "",
         "a request answered by the session within the call that sent it",
     ),
     (
         95,
+        "",
         "a Tremove in flight at a loss: its fid rebuilt, then forgotten; the server kept it",
     ),
     (
         157,
+        "",
         "an unlink the server ran but the client saw fail: the model kept the old name",
     ),
     (
         2,
+        "",
         "soft mode: a clunk answered here while the recovery rebuilt its fid on the new server",
     ),
     (
         51,
+        "",
         "soft mode: the same, after the recovery's clunk phase had begun",
     ),
     (
         3,
+        "",
         "soft mode fails the first Tversion while the server is away: sent again",
     ),
     (
         20,
+        "",
         "soft mode fails the first attach while the server is away: sent again",
     ),
     (
         33,
+        "",
         "before a version is settled the session answers in plain 9P2000",
     ),
     (
         103,
+        "",
         "a write run in full on a lost link and shortened on a smaller server's",
     ),
     (
         122,
+        "",
         "soft mode failed an open the server ran: the fid stays walked",
     ),
     (
         164,
+        "",
         "a server with a smaller msize settled the version: requests must fit it",
     ),
     (
         25376,
+        "",
         "a lock refused while an old connection lingers with the lane's earlier locks",
     ),
     (
         25920,
+        "",
         "a lock refused while an old connection lingers with the lane's earlier locks",
     ),
 ];
@@ -100,7 +123,9 @@ fn check(seed: u64) {
 fn seeds() {
     if let Ok(seed) = std::env::var("SIM_SEED") {
         let seed: u64 = seed.parse().expect("SIM_SEED is a number");
-        match sim::run(seed, true) {
+        let overrides = std::env::var("SIM_OVERRIDES").unwrap_or_default();
+        let overrides = sim::Overrides::parse(&overrides).expect("SIM_OVERRIDES");
+        match sim::run_with(seed, &overrides, true) {
             Ok(r) => {
                 println!("{}", r.trace.clone().unwrap_or_default());
                 println!(
@@ -160,10 +185,11 @@ fn seeds() {
 
 #[test]
 fn regression_seeds() {
-    for &(seed, cause) in REGRESSIONS {
-        if let Err(f) = sim::run(seed, false) {
-            eprintln!("regression seed {seed} (once: {cause}) fails again");
-            check(f.seed);
+    for &(seed, overrides, cause) in REGRESSIONS {
+        let overrides = sim::Overrides::parse(overrides).expect("a regression's overrides");
+        if let Err(f) = sim::run_with(seed, &overrides, false) {
+            let traced = sim::run_with(seed, &overrides, true).err().unwrap_or(f);
+            panic!("regression seed {seed} (once: {cause}) fails again: {traced}");
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut seeds, mut from, mut digest, mut stop) = (10_000u64, 0u64, false, true);
+    let mut overrides = tests::sim::Overrides::default();
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> u64 {
             args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
@@ -19,10 +20,24 @@ fn main() {
             "--from" => from = num("--from"),
             "--digest" => digest = true,
             "--keep-going" => stop = false,
+            "--overrides" => {
+                let text = args.next().unwrap_or_default();
+                overrides = tests::sim::Overrides::parse(&text).unwrap_or_else(|e| {
+                    eprintln!("sim: --overrides: {e}");
+                    std::process::exit(2)
+                });
+            }
             "-h" | "--help" => {
-                println!("usage: sim [--seeds N] [--from FIRST] [--digest] [--keep-going]\n\
-                          Runs seeds FIRST..FIRST+N of the deterministic simulation.\n\
-                          Replay one seed with its trace: SIM_SEED=n cargo test -p tests --test simulation -- --nocapture");
+                let calm: Vec<String> = tests::sim::CALM
+                    .iter()
+                    .map(|(n, what)| format!("  {n:<8} {what}"))
+                    .collect();
+                println!("usage: sim [--seeds N] [--from FIRST] [--digest] [--keep-going] [--overrides steps=N,calm=A+B]\n\
+                          Runs seeds FIRST..FIRST+N of the deterministic simulation and prints how often the\n\
+                          session reached each rule (coverage marks), and a digest two runs reproduce.\n\
+                          --overrides shrinks a failure: fewer steps, and faults turned off by name:\n{}\n\
+                          Replay one seed with its trace: SIM_SEED=n [SIM_OVERRIDES=...] cargo test -p tests --test simulation -- --nocapture",
+                          calm.join("\n"));
                 return;
             }
             other => {
@@ -38,7 +53,7 @@ fn main() {
     let mut combined: u64 = 0xcbf2_9ce4_8422_2325;
     let mut marks = tests::sim::MarkTotals::default();
     for seed in from..from + seeds {
-        match tests::sim::run(seed, false) {
+        match tests::sim::run_with(seed, &overrides, false) {
             Ok(r) => {
                 combined = (combined ^ r.digest).wrapping_mul(0x100_0000_01b3);
                 marks.add(&r.marks);

@@ -100,3 +100,93 @@ impl Knobs {
         }
     }
 }
+
+/// Changes to a seed's knobs, to shrink a failure: fewer steps, and faults turned off one kind
+/// at a time. Written `steps=N,calm=drop+hang` (the form `sim --overrides` and `SIM_OVERRIDES`
+/// take, and regression records keep).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub steps: Option<u32>,
+    pub calm: Vec<String>,
+}
+
+/// The faults `calm=` can turn off, and what each one is.
+pub const CALM: &[(&str, &str)] = &[
+    ("drop", "links never die"),
+    ("restart", "a dying link is never a server restart"),
+    ("dial", "dials never fail"),
+    ("late", "dials never complete late"),
+    ("reorder", "the server runs requests in order"),
+    ("slow", "the server is never slow"),
+    ("hang", "a restarted server never comes back hung"),
+    ("replace", "nobody changes files during outages"),
+    ("linger", "old connections never linger half-open"),
+    ("msize", "a restarted server never offers a smaller msize"),
+    ("lag", "the client reads its replies at once"),
+    ("soft", "hard mode"),
+];
+
+impl Overrides {
+    pub fn parse(s: &str) -> Result<Overrides, String> {
+        let mut o = Overrides::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some(("steps", n)) => {
+                    o.steps = Some(n.parse().map_err(|_| format!("steps={n}: not a number"))?)
+                }
+                Some(("calm", names)) => {
+                    for name in names.split('+') {
+                        if !CALM.iter().any(|(n, _)| *n == name) {
+                            let known: Vec<&str> = CALM.iter().map(|(n, _)| *n).collect();
+                            return Err(format!("calm={name}: not one of {}", known.join(", ")));
+                        }
+                        o.calm.push(name.to_string());
+                    }
+                }
+                _ => return Err(format!("{part:?}: expected steps=N or calm=A+B")),
+            }
+        }
+        Ok(o)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_none() && self.calm.is_empty()
+    }
+
+    /// Apply to the knobs a seed drew.
+    pub fn apply(&self, k: &mut Knobs) {
+        if let Some(n) = self.steps {
+            k.steps = n;
+        }
+        for name in &self.calm {
+            match name.as_str() {
+                "drop" => k.drop_per_mille = 0,
+                "restart" => k.restart_percent = 0,
+                "dial" => k.dial_fail_percent = 0,
+                "late" => k.late_dial_percent = 0,
+                "reorder" => k.reorder_percent = 0,
+                "slow" => k.server_slowness_ms = 0,
+                "hang" => k.hang_percent = 0,
+                "replace" => k.replace_percent = 0,
+                "linger" => k.linger_percent = 0,
+                "msize" => k.smaller_msize_percent = 0,
+                "lag" => k.client_reads_percent = 100,
+                "soft" => k.give_up_ms = None,
+                _ => {}
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Overrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(n) = self.steps {
+            parts.push(format!("steps={n}"));
+        }
+        if !self.calm.is_empty() {
+            parts.push(format!("calm={}", self.calm.join("+")));
+        }
+        f.write_str(&parts.join(","))
+    }
+}

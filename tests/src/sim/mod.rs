@@ -8,7 +8,7 @@ mod rng;
 mod wire;
 mod world;
 
-pub use knobs::Knobs;
+pub use knobs::{Knobs, Overrides, CALM};
 pub use world::{Stats, World};
 
 /// The outcome of one seed.
@@ -29,6 +29,7 @@ pub struct Report {
 #[derive(Clone, Debug)]
 pub struct Failure {
     pub seed: u64,
+    pub overrides: Overrides,
     pub what: String,
     /// The readable trace, when the run was traced.
     pub trace: Option<String>,
@@ -36,13 +37,23 @@ pub struct Failure {
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "seed {} failed: {}\nreplay with: SIM_SEED={} cargo test -p tests --test simulation -- --nocapture", self.seed, self.what, self.seed)
+        let o = if self.overrides.is_empty() {
+            String::new()
+        } else {
+            format!("SIM_OVERRIDES={} ", self.overrides)
+        };
+        write!(f, "seed {} failed: {}\nreplay with its trace: SIM_SEED={} {o}cargo test -p tests --test simulation -- --nocapture\nshrink with: cargo run -p tests --release --bin sim -- --from {} --seeds 1 --overrides steps=N,calm=KNOB+KNOB (sim --help lists the knobs)", self.seed, self.what, self.seed, self.seed)
     }
 }
 
 /// Run one seed; `trace` keeps a readable log of the run.
 pub fn run(seed: u64, trace: bool) -> Result<Report, Failure> {
-    let mut world = World::new(seed, trace);
+    run_with(seed, &Overrides::default(), trace)
+}
+
+/// Run one seed with some of its knobs changed.
+pub fn run_with(seed: u64, overrides: &Overrides, trace: bool) -> Result<Report, Failure> {
+    let mut world = World::with_overrides(seed, overrides, trace);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
     let what = match result {
         Ok(Ok(())) => {
@@ -64,6 +75,7 @@ pub fn run(seed: u64, trace: bool) -> Result<Report, Failure> {
     };
     Err(Failure {
         seed,
+        overrides: overrides.clone(),
         what: format!("{what}\n(knobs: {:?})", world.knobs),
         trace: world.trace.take(),
     })

@@ -148,8 +148,14 @@ fn fnv(digest: &mut u64, bytes: &[u8]) {
 
 impl World {
     pub fn new(seed: u64, trace: bool) -> World {
+        World::with_overrides(seed, &super::Overrides::default(), trace)
+    }
+
+    /// A world for `seed` with some of its knobs changed (to shrink a failure).
+    pub fn with_overrides(seed: u64, overrides: &super::Overrides, trace: bool) -> World {
         let mut rng = Rng::new(seed);
-        let knobs = Knobs::from_rng(&mut rng);
+        let mut knobs = Knobs::from_rng(&mut rng);
+        overrides.apply(&mut knobs);
         let mut fs = ramfs::Fs::new();
         let lanes: Vec<Lane> = (0..knobs.lanes)
             .map(|i| {
