@@ -1,7 +1,6 @@
-//! Drives one client connection through a persist-core [`Drive`] on futures-io: one task owns
-//! the client's halves and every link's, polls whichever the drive wants read or written, dials
-//! when it asks, and sleeps on an async-io timer until its timeouts. Every decision (stale
-//! dials, failed writes, backpressure) is the drive's; this file only moves bytes.
+//! Drives one client connection on futures-io: the session loop every async runtime shares
+//! ([`runtime_std::poll_loop`]), with futures-io streams, async-io's timer and dialing. One task
+//! owns the client's halves and every link's.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -12,19 +11,14 @@ use std::time::Duration;
 use async_io::Timer;
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use persist_core::drive::{self, Action, Drive, OutQueue, READ_CHUNK};
-use persist_core::{BackendId, Config, Instant, LinkId};
-use tracing::{debug, info};
+use persist_core::drive::READ_CHUNK;
+pub use runtime_std::poll_loop::DIAL_TIMEOUT;
+use runtime_std::poll_loop::{Dialing, Runtime, SessionLoop};
+use tracing::info;
 
 use crate::net::{self, Reader, Writer};
 use crate::{Addr, ProxyConfig, Shutdown};
 
-/// Longest a single dial may take.
-pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Slices handed to one vectored write.
-const MAX_SLICES: usize = 64;
-/// Rounds of work one poll may do before yielding to other tasks.
-const ROUNDS_PER_POLL: usize = 64;
 /// The smallest read: the part of a read buffer zeroed before each read adapts between this
 /// and [`READ_CHUNK`] (futures-io reads into initialized memory, and zeroing 64 KiB for every
 /// poll of a stream that has a few bytes, or none, would cost more than the read).
@@ -32,47 +26,68 @@ const MIN_READ: usize = 4 * 1024;
 /// How long a session that ends may spend closing the client's stream (flushing stdout, say).
 const CLOSE_GRACE: Duration = Duration::from_millis(300);
 
-type Dialing = Pin<Box<dyn Future<Output = io::Result<(Reader, Writer)>> + Send>>;
+/// A stream read with a read size that follows its traffic.
+pub struct SizedReader(Reader, ReadSize);
 
-enum LinkIo {
-    Dialing(LinkId, Dialing),
-    Up(LinkId, Reader, Writer, ReadSize),
-}
+/// futures-io's part of the session loop (async-io timers; any executor).
+pub struct FuturesIo;
 
-impl LinkIo {
-    fn id(&self) -> LinkId {
-        match self {
-            LinkIo::Dialing(id, _) | LinkIo::Up(id, ..) => *id,
-        }
+impl Runtime for FuturesIo {
+    type Reader = SizedReader;
+    type Writer = Writer;
+    type Timer = Timer;
+
+    fn poll_read(
+        r: &mut SizedReader,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        poll_read_into(&mut r.0, buf, &mut r.1, cx)
     }
-}
 
-/// One session's streams and timer.
-struct SessionIo {
-    drive: Drive,
-    client: String,
-    backend: Addr,
-    /// `backend` as the log writes it.
-    backend_name: String,
-    client_r: Reader,
-    client_read: ReadSize,
-    client_w: Writer,
-    /// Bytes were written to the client's stream since it was last flushed; it is flushed
-    /// whenever its queue runs empty (streams that buffer, like stdout, hold bytes until
-    /// flushed; for sockets a flush does nothing).
-    client_unflushed: bool,
-    links: Vec<LinkIo>,
-    epoch: std::time::Instant,
-    timer: Timer,
-    /// The deadline the timer is set to, and the last one that fired (a timeout that does not
-    /// move the deadline must not make the loop spin).
-    armed: Option<Instant>,
-    fired: Option<Instant>,
+    fn poll_write_vectored(
+        w: &mut Writer,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(w).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(w: &mut Writer, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(w).poll_flush(cx)
+    }
+
+    fn timer() -> Timer {
+        Timer::never()
+    }
+
+    fn set_timer(t: &mut Timer, at: std::time::Instant) {
+        t.set_at(at);
+    }
+
+    fn poll_timer(t: &mut Timer, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(t).poll(cx).map(|_| ())
+    }
+
+    fn dial(addr: &Addr) -> Dialing<Self> {
+        let addr = addr.clone();
+        Box::pin(async move {
+            let timeout = async {
+                Timer::after(DIAL_TIMEOUT).await;
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {DIAL_TIMEOUT:?}"),
+                ))
+            };
+            let (r, w) = futures_lite::future::or(net::dial(&addr), timeout).await?;
+            Ok((SizedReader(r, ReadSize::default()), w))
+        })
+    }
 }
 
 /// Serve one client until it leaves, is expelled, or `shutdown` is called. `client` names it
 /// in the log; `number` tells this session from the proxy's others (its random choices derive
-/// from it, through [`drive::session_seed`]).
+/// from it, through [`persist_core::drive::session_seed`]).
 pub async fn serve_client(
     client_r: Reader,
     client_w: Writer,
@@ -81,45 +96,26 @@ pub async fn serve_client(
     number: u64,
     shutdown: Shutdown,
 ) {
-    let epoch = std::time::Instant::now();
-    let session_cfg = Config {
-        seed: drive::session_seed(cfg.session.seed, number),
-        ..cfg.session
-    };
-    debug!("client {client} connected; serving {}", cfg.backend);
-    let mut io = SessionIo {
-        drive: Drive::new(session_cfg, BackendId(0), Instant::from_nanos(0)),
-        client,
-        backend_name: cfg.backend.to_string(),
-        backend: cfg.backend,
-        client_r,
-        client_read: ReadSize::default(),
-        client_w,
-        client_unflushed: false,
-        links: Vec::new(),
-        epoch,
-        timer: Timer::never(),
-        armed: None,
-        fired: None,
-    };
+    let client_r = SizedReader(client_r, ReadSize::default());
+    let mut session = SessionLoop::<FuturesIo>::new(client_r, client_w, client, &cfg, number);
     let stopped = {
         let mut stop = pin!(shutdown.wait());
         std::future::poll_fn(|cx| {
             if stop.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(true);
             }
-            io.poll_run(cx).map(|()| false)
+            session.poll_run(cx).map(|()| false)
         })
         .await
     };
     if stopped {
-        info!("[{}] shutting down", io.client);
+        info!("[{}] shutting down", session.client());
     }
     // The links go first; the client's stream is closed (flushed) within a bound, so neither a
     // stuck stdout nor anything else keeps a finished session alive.
-    io.links.clear();
+    let mut client_w = session.into_client_writer();
     let close = async {
-        let _ = io.client_w.close().await;
+        let _ = client_w.close().await;
     };
     futures_lite::future::or(close, async {
         Timer::after(CLOSE_GRACE).await;
@@ -127,228 +123,6 @@ pub async fn serve_client(
     .await;
 }
 
-impl SessionIo {
-    fn now(&self) -> Instant {
-        Instant::from_nanos(self.epoch.elapsed().as_nanos() as u64)
-    }
-
-    /// The client's stream ended or failed: nothing more is read, written or flushed on it
-    /// (the close at the end still tries).
-    fn client_gone(&mut self) {
-        self.client_unflushed = false;
-        self.drive.handle_client_gone(self.now());
-    }
-
-    /// Work until nothing can move, then wait (every branch below either consumed or produced
-    /// something, or registered for a wake-up).
-    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        for _ in 0..ROUNDS_PER_POLL {
-            self.carry_out_actions();
-            self.log_events();
-            if self.drive.is_finished() {
-                return Poll::Ready(());
-            }
-            let mut progress = self.poll_dials(cx);
-            progress |= self.poll_writes(cx);
-            progress |= self.poll_reads(cx);
-            progress |= self.poll_timer(cx);
-            if !progress {
-                return Poll::Pending;
-            }
-        }
-        // Still busy: let other tasks run, and come back at once.
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-
-    fn carry_out_actions(&mut self) {
-        while let Some(action) = self.drive.poll_action() {
-            match action {
-                Action::Dial { link, .. } => {
-                    let addr = self.backend.clone();
-                    let dial = async move {
-                        let timeout = async {
-                            Timer::after(DIAL_TIMEOUT).await;
-                            Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                format!("no answer within {DIAL_TIMEOUT:?}"),
-                            ))
-                        };
-                        futures_lite::future::or(net::dial(&addr), timeout).await
-                    };
-                    self.links.push(LinkIo::Dialing(link, Box::pin(dial)));
-                }
-                Action::CloseLink { link } => self.links.retain(|l| l.id() != link),
-            }
-        }
-    }
-
-    fn log_events(&mut self) {
-        while let Some(e) = self.drive.poll_event() {
-            runtime_std::log_sentence(&drive::sentence(&e, &self.client, &self.backend_name));
-        }
-    }
-
-    fn poll_dials(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = false;
-        let mut i = 0;
-        while i < self.links.len() {
-            let LinkIo::Dialing(link, dial) = &mut self.links[i] else {
-                i += 1;
-                continue;
-            };
-            let link = *link;
-            let Poll::Ready(result) = dial.as_mut().poll(cx) else {
-                i += 1;
-                continue;
-            };
-            progress = true;
-            let now = self.now();
-            match result {
-                Ok((r, w)) if self.drive.handle_dial_done(now, link, Ok(())) => {
-                    self.links[i] = LinkIo::Up(link, r, w, ReadSize::default());
-                    i += 1;
-                }
-                // A dial the session gave up on meanwhile: drop the connection.
-                Ok(_) => {
-                    self.links.remove(i);
-                }
-                Err(e) => {
-                    self.links.remove(i);
-                    self.drive.handle_dial_done(now, link, Err(&e.to_string()));
-                }
-            }
-        }
-        progress
-    }
-
-    fn poll_writes(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = false;
-        if !self.drive.client_out().is_empty() {
-            match poll_write_out(&mut self.client_w, self.drive.client_out(), cx) {
-                Poll::Ready(Ok(n)) => {
-                    self.drive.client_written(n);
-                    self.client_unflushed = true;
-                    progress = true;
-                }
-                Poll::Ready(Err(e)) => {
-                    debug!("[{}] write to client failed: {e}", self.client);
-                    self.client_gone();
-                    progress = true;
-                }
-                Poll::Pending => {}
-            }
-        }
-        if self.client_unflushed && self.drive.client_out().is_empty() {
-            match Pin::new(&mut self.client_w).poll_flush(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.client_unflushed = false;
-                    progress = true;
-                }
-                Poll::Ready(Err(e)) => {
-                    debug!("[{}] flushing the client's stream failed: {e}", self.client);
-                    self.client_gone();
-                    progress = true;
-                }
-                Poll::Pending => {}
-            }
-        }
-        for i in 0..self.links.len() {
-            let LinkIo::Up(link, _, w, _) = &mut self.links[i] else {
-                continue;
-            };
-            let link = *link;
-            let out = self.drive.link_out(link);
-            if out.is_empty() {
-                continue;
-            }
-            match poll_write_out(w, out, cx) {
-                Poll::Ready(Ok(n)) => {
-                    self.drive.link_written(link, n);
-                    progress = true;
-                }
-                Poll::Ready(Err(e)) => {
-                    let why = format!("write to server failed: {e}");
-                    self.drive.handle_link_failed(self.now(), link, &why);
-                    progress = true;
-                }
-                Poll::Pending => {}
-            }
-        }
-        progress
-    }
-
-    fn poll_reads(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = false;
-        for i in 0..self.links.len() {
-            let LinkIo::Up(link, r, _, size) = &mut self.links[i] else {
-                continue;
-            };
-            let link = *link;
-            let Some(buf) = self.drive.link_read_buf(link) else {
-                continue;
-            };
-            match poll_read_into(r, buf, size, cx) {
-                Poll::Ready(Ok(n)) => {
-                    self.drive.handle_link_read(self.now(), link, n);
-                    progress = true;
-                }
-                Poll::Ready(Err(e)) => {
-                    let why = format!("read from server failed: {e}");
-                    self.drive.handle_link_failed(self.now(), link, &why);
-                    progress = true;
-                }
-                Poll::Pending => {}
-            }
-        }
-        if let Some(buf) = self.drive.client_read_buf() {
-            match poll_read_into(&mut self.client_r, buf, &mut self.client_read, cx) {
-                Poll::Ready(Ok(0)) => {
-                    debug!("[{}] the client closed its stream", self.client);
-                    self.client_gone();
-                    progress = true;
-                }
-                Poll::Ready(Ok(n)) => {
-                    self.drive.handle_client_read(self.now(), n);
-                    progress = true;
-                }
-                Poll::Ready(Err(e)) => {
-                    debug!("[{}] read from client failed: {e}", self.client);
-                    self.client_gone();
-                    progress = true;
-                }
-                Poll::Pending => {}
-            }
-        }
-        progress
-    }
-
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(mut at) = self.drive.poll_timeout() else {
-            self.armed = None;
-            return false;
-        };
-        if let Some(fired) = self.fired {
-            // A deadline that did not move after firing is retried a millisecond later.
-            at = at.max(fired + Duration::from_millis(1));
-        }
-        if self.armed != Some(at) {
-            self.timer
-                .set_at(self.epoch + Duration::from_nanos(at.as_nanos()));
-            self.armed = Some(at);
-        }
-        if Pin::new(&mut self.timer).poll(cx).is_pending() {
-            return false;
-        }
-        self.armed = None;
-        self.fired = Some(at);
-        self.drive.handle_timeout(self.now());
-        true
-    }
-}
-
-/// Read what has arrived straight into `buf`'s tail: futures-io reads into initialized memory,
-/// so the tail is zeroed first and cut back to what was read.
 fn poll_read_into(
     r: &mut Reader,
     buf: &mut BytesMut,
@@ -388,21 +162,6 @@ impl ReadSize {
         } else if read <= self.0 / 4 {
             self.0 = (self.0 / 2).max(MIN_READ);
         }
-    }
-}
-
-/// Write as much of `out` as the stream takes in one vectored write.
-fn poll_write_out(w: &mut Writer, out: &OutQueue, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-    let mut n = 0;
-    for chunk in out.chunks().take(MAX_SLICES) {
-        slices[n] = IoSlice::new(chunk);
-        n += 1;
-    }
-    match Pin::new(w).poll_write_vectored(cx, &slices[..n]) {
-        Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-        Poll::Ready(Ok(written)) => Poll::Ready(Ok(written.min(out.len()))),
-        other => other,
     }
 }
 

@@ -34,6 +34,7 @@
 pub mod accept;
 pub mod addr;
 mod net;
+pub mod poll_loop;
 mod proxy;
 mod session;
 mod shutdown;
