@@ -7,8 +7,6 @@ mod support;
 use std::time::Duration;
 
 use async_net::TcpStream;
-use bytes::Bytes;
-use p9_core::*;
 use runtime_async::{Addr, Listener};
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use rustix::time::{clock_gettime, ClockId};
@@ -66,17 +64,7 @@ async fn accept_errors_back_off(spawn: Spawn) {
         )
         .await
         .unwrap();
-        let r = c
-            .call(Tattach {
-                fid: Fid(0),
-                afid: NOFID,
-                uname: "root".into(),
-                aname: Bytes::new(),
-                n_uname: Some(0),
-            })
-            .await
-            .unwrap();
-        assert!(matches!(r.msg, Msg::Rattach(_)), "attach: {:?}", r.msg);
+        c.attach().await;
     }
     proxy.shutdown.shutdown();
     within(

@@ -6,7 +6,6 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_lite::future;
 use p9_core::*;
 use runtime_async::Addr;
@@ -23,17 +22,7 @@ async fn waiting_out_an_outage_is_idle(spawn: Spawn) {
     let listen = Addr::Tcp("127.0.0.1:0".into());
     let proxy = start_proxy(&listen, quick_config(server.backend()), &spawn).await;
     let mut c = NineP::connect(&proxy.addr).await.unwrap();
-    let r = c
-        .call(Tattach {
-            fid: Fid(0),
-            afid: NOFID,
-            uname: "root".into(),
-            aname: Bytes::new(),
-            n_uname: Some(0),
-        })
-        .await
-        .unwrap();
-    assert!(matches!(r.msg, Msg::Rattach(_)), "attach: {:?}", r.msg);
+    c.attach().await;
     server.crash().await;
     let walk = Twalk {
         fid: Fid(0),

@@ -6,7 +6,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_lite::future;
 use p9_core::*;
 use runtime_async::{Addr, Listener};
@@ -20,17 +19,7 @@ async fn attach(proxy: &Addr) -> NineP<async_net::TcpStream> {
     let mut c = NineP::connect(proxy)
         .await
         .expect("connect through the proxy");
-    let r = c
-        .call(Tattach {
-            fid: Fid(0),
-            afid: NOFID,
-            uname: "root".into(),
-            aname: Bytes::new(),
-            n_uname: Some(0),
-        })
-        .await
-        .unwrap();
-    assert!(matches!(r.msg, Msg::Rattach(_)), "attach: {:?}", r.msg);
+    c.attach().await;
     c
 }
 
@@ -294,17 +283,7 @@ async fn unix_listener(spawn: Spawn) {
 
     let stream = async_net::unix::UnixStream::connect(&path).await.unwrap();
     let mut c = NineP::over(stream).await.unwrap();
-    let r = c
-        .call(Tattach {
-            fid: Fid(0),
-            afid: NOFID,
-            uname: "root".into(),
-            aname: Bytes::new(),
-            n_uname: Some(0),
-        })
-        .await
-        .unwrap();
-    assert!(matches!(r.msg, Msg::Rattach(_)), "attach: {:?}", r.msg);
+    c.attach().await;
 
     proxy.shutdown.shutdown();
     within(

@@ -128,17 +128,7 @@ async fn stdio_proxy(spawn: Spawn, executor: &str) {
     )
     .await
     .unwrap();
-    let r = c
-        .call(Tattach {
-            fid: Fid(0),
-            afid: NOFID,
-            uname: "root".into(),
-            aname: Bytes::new(),
-            n_uname: Some(0),
-        })
-        .await
-        .unwrap();
-    assert!(matches!(r.msg, Msg::Rattach(_)), "attach: {:?}", r.msg);
+    c.attach().await;
     let r = c
         .call(Twalk {
             fid: Fid(0),

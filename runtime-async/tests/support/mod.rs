@@ -15,7 +15,7 @@ use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use p9_core::client::{Client, Reply};
-use p9_core::{Dialect, FrameDecoder, Msg, NOTAG};
+use p9_core::{Dialect, Fid, FrameDecoder, Msg, Tattach, NOFID, NOTAG};
 use persist_core::{Backoff, Config};
 use runtime_async::{run_proxy, Addr, BoxFuture, Listener, ProxyConfig, Shutdown};
 
@@ -299,6 +299,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> NineP<S> {
     }
 
     /// Send one request and wait for its reply.
+    /// Attach fid 0 to the root as "root"; the reply must be an Rattach.
+    pub async fn attach(&mut self) {
+        let r = self
+            .call(Tattach {
+                fid: Fid(0),
+                afid: NOFID,
+                uname: "root".into(),
+                aname: Bytes::new(),
+                n_uname: Some(0),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(r.msg, Msg::Rattach(_)), "attach: {:?}", r.msg);
+    }
+
     pub async fn call(&mut self, msg: impl Into<Msg>) -> io::Result<Reply> {
         let tag = self.client.send(msg).map_err(other)?;
         self.transmit().await?;
