@@ -101,6 +101,11 @@ impl Conn {
     pub(crate) fn lopen(&mut self, fs: &mut Fs, m: Tlopen) -> Result<Msg, Error> {
         let ino = self.unopened(m.fid)?.ino;
         let (read, write) = access(m.flags)?;
+        // The fid names a file that exists: O_CREAT|O_EXCL fails, as open(2) does on a server
+        // that passes the flags through (diod).
+        if m.flags & (lflags::CREATE | lflags::EXCL) == lflags::CREATE | lflags::EXCL {
+            return Err(Error::EXISTS);
+        }
         let truncate = m.flags & lflags::TRUNC != 0;
         let inode = fs.inode(ino)?;
         if m.flags & lflags::DIRECTORY != 0 && !inode.is_dir() {

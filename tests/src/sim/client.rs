@@ -435,7 +435,14 @@ impl Lane {
                         Tlcreate {
                             fid: self.temp_fid(),
                             name: name.clone().into(),
-                            flags: lflags::RDWR,
+                            // O_CREAT|O_EXCL sometimes, as open(2) creates: a reopen after a
+                            // reconnect must strip them (the file exists by then).
+                            flags: lflags::RDWR
+                                | if rng.chance(50) {
+                                    lflags::CREATE | lflags::EXCL
+                                } else {
+                                    0
+                                },
                             mode: 0o644,
                             gid: 0,
                         }
