@@ -37,6 +37,8 @@ pub enum Op {
         data: Bytes,
     },
     WalkTemp,
+    /// A three-name walk whose second name does not exist (with the temp fid as newfid).
+    WalkMissing,
     CreateTemp {
         name: Vec<u8>,
     },
@@ -117,6 +119,7 @@ impl Op {
                 | Op::WalkLog
                 | Op::OpenLog
                 | Op::WalkTemp
+                | Op::WalkMissing
                 | Op::WriteTemp { .. }
                 | Op::ClunkTemp
                 | Op::Truncate { .. }
@@ -370,6 +373,7 @@ impl Lane {
             | Op::ClunkData => Which::Data,
             Op::WalkLog | Op::OpenLog | Op::Append { .. } => Which::Log,
             Op::WalkTemp
+            | Op::WalkMissing
             | Op::CreateTemp { .. }
             | Op::WriteTemp { .. }
             | Op::RenameTemp { .. }
@@ -584,7 +588,12 @@ impl Lane {
                     (msg, Op::Append { data })
                 }
             },
-            70..=79 => {
+            78..=79 => (
+                // A walk that fails part-way: it creates no fid.
+                self.walk(self.temp_fid(), &[d, b"nothere", b"x"]),
+                Op::WalkMissing,
+            ),
+            70..=77 => {
                 self.temp_name = None;
                 (self.walk(self.temp_fid(), &[d]), Op::WalkTemp)
             }
@@ -1045,6 +1054,19 @@ impl Lane {
                 if executed {
                     self.temp_name = None;
                 }
+            }
+            Op::WalkMissing => {
+                // Partial: the first name's qid only, and no fid (temp stays absent).
+                if let Msg::Rwalk(w) = reply {
+                    if w.wqids.len() != 1 {
+                        return Err(format!(
+                            "lane {}: a walk failing at its second name answered {} qids",
+                            self.id,
+                            w.wqids.len()
+                        ));
+                    }
+                }
+                self.temp_state = FidState::Absent;
             }
             Op::WalkDeep { first } => {
                 self.deep = match (ok, first) {
