@@ -12,10 +12,14 @@ use tokio::sync::{mpsc, watch};
 
 /// Bytes written per write.
 const BLOCK: usize = 4096;
+/// Blocks per file: writes cycle through the first 16 MiB of each file, so however fast the
+/// machine, the files stay within the server's size limit.
+const SLOTS: u64 = (16 << 20) / BLOCK as u64;
 
 #[derive(Default)]
 struct Tally {
     ops: u64,
+    bytes_written: u64,
     not_completed: u64,
     mismatches: u64,
     other_errors: u64,
@@ -165,10 +169,11 @@ pub async fn run(outages: u32, outage: Duration, files: u32) -> Result<(), Strin
             let fid = Fid(10 + f);
             // Write the next block, then read back an earlier one.
             let data = block(f, k);
+            let slot = k % SLOTS;
             let r = c
                 .call(Twrite {
                     fid,
-                    offset: k * BLOCK as u64,
+                    offset: slot * BLOCK as u64,
                     data: Data(data.clone().into()),
                 })
                 .await
@@ -177,15 +182,19 @@ pub async fn run(outages: u32, outage: Duration, files: u32) -> Result<(), Strin
             match &r.msg {
                 Msg::Rwrite(w) if w.count as usize == BLOCK => {
                     let file = &mut expected[f as usize];
-                    file.resize((k as usize + 1) * BLOCK, 0);
-                    file[k as usize * BLOCK..].copy_from_slice(&data);
+                    let at = slot as usize * BLOCK;
+                    if file.len() < at + BLOCK {
+                        file.resize(at + BLOCK, 0);
+                    }
+                    file[at..at + BLOCK].copy_from_slice(&data);
+                    t.bytes_written += BLOCK as u64;
                 }
                 m => {
                     t.other_errors += 1;
                     println!("  write failed: {m:?}");
                 }
             }
-            let back = k / 2;
+            let back = (k / 2) % SLOTS;
             let r = c
                 .call(Tread {
                     fid,
@@ -292,7 +301,7 @@ pub async fn run(outages: u32, outage: Duration, files: u32) -> Result<(), Strin
     }
     let _ = stop_tx.send(true);
     printer.abort();
-    let bytes: usize = expected.iter().map(Vec::len).sum();
+    let bytes = t.bytes_written;
     println!("\nsummary after {:.1} s:", started.elapsed().as_secs_f64());
     println!("  outages                      {outages}");
     println!(
