@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -98,17 +98,7 @@ pub async fn serve_client(
 ) {
     let client_r = SizedReader(client_r, ReadSize::default());
     let mut session = SessionLoop::<FuturesIo>::new(client_r, client_w, client, &cfg, number);
-    let stopped = {
-        let mut stop = pin!(shutdown.wait());
-        std::future::poll_fn(|cx| {
-            if stop.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(true);
-            }
-            session.poll_run(cx).map(|()| false)
-        })
-        .await
-    };
-    if stopped {
+    if session.run_until(shutdown.wait()).await {
         info!("[{}] shutting down", session.client());
     }
     // The links go first; the client's stream is closed (flushed) within a bound, so neither a

@@ -148,6 +148,18 @@ impl<R: Runtime> SessionLoop<R> {
         self.drive.handle_client_gone(self.now());
     }
 
+    /// Run the session until it is over (false) or `stop` resolves first (true).
+    pub async fn run_until(&mut self, stop: impl Future) -> bool {
+        let mut stop = std::pin::pin!(stop);
+        std::future::poll_fn(|cx| {
+            if stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            self.poll_run(cx).map(|()| false)
+        })
+        .await
+    }
+
     /// Work until nothing can move, then wait (every branch below either consumed or produced
     /// something, or registered for a wake-up). Ready when the session is over.
     pub fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {

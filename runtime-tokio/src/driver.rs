@@ -94,18 +94,10 @@ pub async fn serve_client(
             let _ = sink.send(e);
         });
     }
-    let stopped = {
-        let shutdown = crate::shutdown_requested(&mut shutdown);
-        tokio::pin!(shutdown);
-        std::future::poll_fn(|cx| {
-            if shutdown.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(true);
-            }
-            session.poll_run(cx).map(|()| false)
-        })
+    if session
+        .run_until(crate::shutdown_requested(&mut shutdown))
         .await
-    };
-    if stopped {
+    {
         info!("[{}] shutting down", session.client());
     }
     let mut client_w = session.into_client_writer();

@@ -96,14 +96,7 @@ impl Bench {
                     .collect();
                 if !out.is_empty() {
                     moved = true;
-                    self.drive.link_written(link, out.len());
-                    let (_, conn, dec) = self.server.as_mut().unwrap();
-                    dec.read_buf().extend_from_slice(&out);
-                    let mut replies = Vec::new();
-                    while let Some(f) = dec.next_frame().unwrap() {
-                        replies.extend_from_slice(&conn.handle(&mut self.fs, &f));
-                    }
-                    self.drive.handle_link_bytes(self.now(), link, &replies);
+                    self.serve(link, &out);
                 }
             }
             let out: Vec<u8> = self
@@ -126,6 +119,18 @@ impl Bench {
                 return got;
             }
         }
+    }
+
+    /// The server takes `out` (all the drive queued for `link`) and answers it.
+    fn serve(&mut self, link: LinkId, out: &[u8]) {
+        self.drive.link_written(link, out.len());
+        let (_, conn, dec) = self.server.as_mut().unwrap();
+        dec.read_buf().extend_from_slice(out);
+        let mut replies = Vec::new();
+        while let Some(f) = dec.next_frame().unwrap() {
+            replies.extend_from_slice(&conn.handle(&mut self.fs, &f));
+        }
+        self.drive.handle_link_bytes(self.now(), link, &replies);
     }
 
     /// Version and attach fid 0.
@@ -296,14 +301,7 @@ fn a_client_that_reads_nothing_is_not_read() {
         let (link, _, _) = b.server.as_ref().unwrap();
         let link = *link;
         let out: Vec<u8> = b.drive.link_out(link).chunks().flatten().copied().collect();
-        b.drive.link_written(link, out.len());
-        let (_, conn, dec) = b.server.as_mut().unwrap();
-        dec.read_buf().extend_from_slice(&out);
-        let mut replies = Vec::new();
-        while let Some(f) = dec.next_frame().unwrap() {
-            replies.extend_from_slice(&conn.handle(&mut b.fs, &f));
-        }
-        b.drive.handle_link_bytes(b.now(), link, &replies);
+        b.serve(link, &out);
         assert!(tag < 60_000, "never stopped reading");
     }
     assert!(b.drive.client_out().len() >= OUT_HIGH_WATER);
