@@ -121,12 +121,15 @@ fn init_logging(verbose: u8, quiet_default: bool) {
 
 /// A watch that turns true on SIGINT or SIGTERM.
 fn shutdown_on_signals() -> watch::Receiver<bool> {
+    // Registered here, before anything is bound: a signal that comes as soon as the socket
+    // exists must find the handler in place, not the default action.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal handler");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
         tracing::info!("signal received: shutting down");
@@ -169,6 +172,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Ok(Err(e)) => tracing::warn!("server {backend} is not reachable now ({e}); each client's session will keep redialing it"),
                 Err(_) => tracing::warn!("server {backend} does not answer now; each client's session will keep redialing it"),
             }
+            let shutdown = shutdown_on_signals();
             let listener = bind("clients", &listen).await?;
             let session = Config {
                 backoff: Backoff {
@@ -190,24 +194,20 @@ async fn run(cli: Cli) -> Result<(), String> {
                 "proxying {} to {backend} ({mode})",
                 listener.local_addr().map_or("?".into(), |a| a.to_string())
             );
-            run_proxy(
-                listener,
-                ProxyConfig { backend, session },
-                None,
-                shutdown_on_signals(),
-            )
-            .await
-            .map_err(|e| e.to_string())
+            run_proxy(listener, ProxyConfig { backend, session }, None, shutdown)
+                .await
+                .map_err(|e| e.to_string())
         }
         Command::Ramfs { listen, msize } => {
             init_logging(cli.verbose, false);
+            let shutdown = shutdown_on_signals();
             let listener = bind("9P clients", &listen).await?;
             tracing::info!(
                 "serving an empty in-memory tree on {}",
                 listener.local_addr().map_or("?".into(), |a| a.to_string())
             );
             RamfsServer::new(ramfs::Fs::new(), msize)
-                .serve(listener, shutdown_on_signals())
+                .serve(listener, shutdown)
                 .await
                 .map_err(|e| e.to_string())
         }

@@ -90,21 +90,21 @@ fn run(a: Args) -> std::io::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(async {
-                let listener = runtime_tokio::Listener::bind(&a.listen).await?;
-                announce(listener.local_addr());
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 on_signal(move || {
                     let _ = tx.send(true);
                 });
+                let listener = runtime_tokio::Listener::bind(&a.listen).await?;
+                announce(listener.local_addr());
                 runtime_tokio::run_proxy(listener, a.cfg, None, rx).await
             })
         }
         "std" => {
-            let listener = runtime_std::Listener::bind(&a.listen)?;
-            announce(listener.local_addr());
             let shutdown = runtime_std::Shutdown::new();
             let s = shutdown.clone();
             on_signal(move || s.shutdown());
+            let listener = runtime_std::Listener::bind(&a.listen)?;
+            announce(listener.local_addr());
             runtime_std::run_proxy(listener, a.cfg, shutdown)
         }
         "smol" => {
@@ -113,22 +113,22 @@ fn run(a: Args) -> std::io::Result<()> {
             let helper = ex.clone();
             std::thread::spawn(move || smol::block_on(helper.run(std::future::pending::<()>())));
             smol::block_on(ex.clone().run(async {
-                let listener = runtime_async::Listener::bind(&a.listen).await?;
-                announce(listener.local_addr());
                 let shutdown = runtime_async::Shutdown::new();
                 let s = shutdown.clone();
                 on_signal(move || s.shutdown());
+                let listener = runtime_async::Listener::bind(&a.listen).await?;
+                announce(listener.local_addr());
                 let spawner = ex.clone();
                 let spawn = move |session| spawner.spawn(session).detach();
                 runtime_async::run_proxy(listener, a.cfg, spawn, shutdown).await
             }))
         }
         "async-std" => async_std::task::block_on(async {
-            let listener = runtime_async::Listener::bind(&a.listen).await?;
-            announce(listener.local_addr());
             let shutdown = runtime_async::Shutdown::new();
             let s = shutdown.clone();
             on_signal(move || s.shutdown());
+            let listener = runtime_async::Listener::bind(&a.listen).await?;
+            announce(listener.local_addr());
             let spawn = |session| drop(async_std::task::spawn(session));
             runtime_async::run_proxy(listener, a.cfg, spawn, shutdown).await
         }),
