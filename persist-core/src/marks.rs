@@ -104,6 +104,13 @@ impl Marks {
         self.0[m as usize]
     }
 
+    /// Add another count's marks to these.
+    pub fn add(&mut self, other: &Marks) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a = a.saturating_add(*b);
+        }
+    }
+
     /// Every mark with its count.
     pub fn iter(&self) -> impl Iterator<Item = (Mark, u32)> + '_ {
         Mark::ALL.iter().map(|&m| (m, self.get(m)))

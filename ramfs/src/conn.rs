@@ -123,6 +123,11 @@ impl Conn {
         self.fids.keys().map(|f| f.0)
     }
 
+    /// The user a fid acts as (the name and numeric id its attach gave), if the fid exists.
+    pub fn fid_user(&self, fid: u32) -> Option<(&[u8], u32)> {
+        self.fids.get(&Fid(fid)).map(|f| (&f.user.name[..], f.user.id))
+    }
+
     /// Serve one request frame; returns its reply frame. Whatever the bytes, the reply is one
     /// frame that decodes in the connection's dialect (9P2000 before one is negotiated; for a
     /// Tversion, the dialect it asked for), carrying the request's tag, or `NOTAG` when the frame

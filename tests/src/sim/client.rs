@@ -15,6 +15,8 @@ const FILE_SPAN: u64 = 16 * 1024;
 /// An operation a lane has in flight.
 #[derive(Clone, Debug)]
 pub enum Op {
+    /// Attach the lane's own root, with its own uname, aname and n_uname.
+    Attach,
     WalkDir,
     WalkData,
     /// Open the data file, sometimes truncating it (OTRUNC / O_TRUNC): a reopen after a
@@ -94,6 +96,7 @@ pub enum Op {
 /// The fids of a lane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Which {
+    Root,
     Dir,
     Data,
     Log,
@@ -110,7 +113,8 @@ impl Op {
     pub fn resent_after_loss(&self) -> bool {
         matches!(
             self,
-            Op::WalkDir
+            Op::Attach
+                | Op::WalkDir
                 | Op::WalkData
                 | Op::OpenData { .. }
                 | Op::Write { .. }
@@ -165,8 +169,14 @@ enum FidState {
 
 /// One lane of the client: its fids, its reference model, what it has in flight.
 pub struct Lane {
+    /// Unique in the world (it names the lane's directory).
     pub id: usize,
+    /// The lane's place among its client's lanes (it numbers the lane's fids).
+    slot: usize,
     dialect: Dialect,
+    /// Who the lane attaches as: each root must be re-attached with its own identity.
+    pub identity: Identity,
+    root: FidState,
     dir: FidState,
     data: FidState,
     data_qid: Option<Qid>,
@@ -225,15 +235,51 @@ pub fn is_error(m: &Msg) -> bool {
     matches!(m, Msg::Rerror(_) | Msg::Rlerror(_))
 }
 
+/// What a Tattach says about who is attaching.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uname: Vec<u8>,
+    pub aname: Vec<u8>,
+    pub n_uname: Option<u32>,
+}
+
+impl Identity {
+    pub fn draw(rng: &mut Rng, dialect: Dialect) -> Identity {
+        let uname: &[u8] = [&b"sim"[..], b"alice", b"bob", b""][rng.below(4) as usize];
+        Identity {
+            uname: uname.to_vec(),
+            aname: [&b""[..], b"/"][rng.below(2) as usize].to_vec(),
+            n_uname: dialect
+                .is_extended()
+                .then(|| [NONUNAME, 0, 1000, 1001][rng.below(4) as usize]),
+        }
+    }
+
+    /// The user the server records for a fid attached this way (ramfs: the name, else the
+    /// number in decimal, else "none").
+    pub fn user(&self) -> (Vec<u8>, u32) {
+        let id = self.n_uname.unwrap_or(NONUNAME);
+        let name = match (&self.uname[..], id) {
+            (b"", NONUNAME) => b"none".to_vec(),
+            (b"", id) => id.to_string().into_bytes(),
+            (name, _) => name.to_vec(),
+        };
+        (name, id)
+    }
+}
+
 impl Lane {
-    pub fn new(id: usize, dialect: Dialect) -> Lane {
+    pub fn new(id: usize, slot: usize, dialect: Dialect, identity: Identity) -> Lane {
         let mut files = BTreeMap::new();
         files.insert(b"data".to_vec(), Vec::new());
         files.insert(b"log".to_vec(), Vec::new());
         files.insert(b"excl".to_vec(), Vec::new());
         Lane {
             id,
+            slot,
             dialect,
+            identity,
+            root: FidState::Absent,
             dir: FidState::Absent,
             data: FidState::Absent,
             data_qid: None,
@@ -266,7 +312,15 @@ impl Lane {
     }
 
     fn fid(&self, k: u32) -> Fid {
-        Fid(16 + self.id as u32 * 8 + k)
+        Fid(16 + self.slot as u32 * 16 + k)
+    }
+
+    /// Whether `fid` is one of this lane's.
+    pub fn owns(&self, fid: u32) -> bool {
+        (self.fid(0).0..self.fid(16).0).contains(&fid)
+    }
+    fn root_fid(&self) -> Fid {
+        self.fid(8)
     }
     fn dir_fid(&self) -> Fid {
         self.fid(0)
@@ -303,7 +357,7 @@ impl Lane {
 
     fn walk(&self, newfid: Fid, names: &[&[u8]]) -> Msg {
         Twalk {
-            fid: Fid(0),
+            fid: self.root_fid(),
             newfid,
             wnames: WalkNames::new(names).expect("short paths"),
         }
@@ -335,6 +389,7 @@ impl Lane {
     /// (when `winding_down`, it starts nothing).
     fn state_of(&mut self, which: Which) -> &mut FidState {
         match which {
+            Which::Root => &mut self.root,
             Which::Dir => &mut self.dir,
             Which::Data => &mut self.data,
             Which::Log => &mut self.log,
@@ -348,6 +403,7 @@ impl Lane {
 
     fn fid_of(&self, which: Which) -> Fid {
         match which {
+            Which::Root => self.root_fid(),
             Which::Dir => self.dir_fid(),
             Which::Data => self.data_fid(),
             Which::Log => self.log_fid(),
@@ -362,6 +418,7 @@ impl Lane {
     /// The fid an operation works on, for marking it uncertain.
     fn fid_used(op: &Op) -> Option<Which> {
         Some(match op {
+            Op::Attach => Which::Root,
             Op::WalkDir | Op::Mkdir { .. } => Which::Dir,
             Op::WalkData
             | Op::OpenData { .. }
@@ -391,6 +448,7 @@ impl Lane {
 
     pub fn next_op(&mut self, rng: &mut Rng) -> (Msg, Op) {
         for which in [
+            Which::Root,
             Which::Dir,
             Which::Data,
             Which::Log,
@@ -413,6 +471,16 @@ impl Lane {
         let dir = self.dir_name();
         let d = dir.as_bytes();
         let dotl = self.dialect == Dialect::DotL;
+        if self.root == FidState::Absent {
+            let msg = Tattach {
+                fid: self.root_fid(),
+                afid: NOFID,
+                uname: self.identity.uname.clone().into(),
+                aname: self.identity.aname.clone().into(),
+                n_uname: self.identity.n_uname,
+            };
+            return (msg.into(), Op::Attach);
+        }
         if self.dir == FidState::Absent {
             return (self.walk(self.dir_fid(), &[d]), Op::WalkDir);
         }
@@ -795,6 +863,7 @@ impl Lane {
     /// Fids whose state this lane is unsure of (it clunks them before using them again).
     pub fn uncertain_fids(&self) -> Vec<u32> {
         [
+            (self.root, self.root_fid()),
             (self.dir, self.dir_fid()),
             (self.data, self.data_fid()),
             (self.log, self.log_fid()),
@@ -912,6 +981,13 @@ impl Lane {
             return Ok(None);
         }
         match op {
+            Op::Attach => {
+                self.root = if ok {
+                    FidState::Walked
+                } else {
+                    FidState::Absent
+                }
+            }
             Op::WalkDir => {
                 self.dir = if ok {
                     FidState::Walked

@@ -8,8 +8,11 @@ use super::rng::Rng;
 #[derive(Clone, Debug)]
 pub struct Knobs {
     pub dialect: Dialect,
-    /// Client pipelining depth: independent lanes, one operation in flight each.
+    /// Lanes in the whole world (shared out among the clients): independent, one operation in
+    /// flight each.
     pub lanes: usize,
+    /// Clients, each with its own proxy session, on the one server.
+    pub clients: usize,
     /// One-way latency between proxy and server, milliseconds.
     pub latency_ms: (u64, u64),
     /// Extra time the server may take per request, milliseconds.
@@ -97,6 +100,7 @@ impl Knobs {
             queue_max_bytes: [16 << 10, 16 << 20, 16 << 20][rng.below(3) as usize],
             watchdog_ms: [3_000, 30_000, 30_000][rng.below(3) as usize],
             max_lock_history: [2, 64, 64][rng.below(3) as usize],
+            clients: [1, 1, 2, 3][rng.below(4) as usize],
         }
     }
 }

@@ -62,7 +62,7 @@ pub fn run_with(seed: u64, overrides: &Overrides, trace: bool) -> Result<Report,
                 digest: world.digest(),
                 stats: world.stats.clone(),
                 knobs: world.knobs.clone(),
-                marks: world.marks().clone(),
+                marks: world.marks(),
                 trace: world.trace.take(),
             });
         }

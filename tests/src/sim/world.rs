@@ -11,7 +11,7 @@ use p9_core::*;
 use persist_core::drive::{Action, Drive};
 use persist_core::{BackendId, Config, Event, Instant, LinkId};
 
-use super::client::{is_error, Lane, Op};
+use super::client::{is_error, Identity, Lane, Op};
 use super::knobs::Knobs;
 use super::rng::Rng;
 use super::wire::{gather, Framer, Wire};
@@ -68,6 +68,53 @@ struct Outstanding {
     ty: MsgType,
     /// For a Tflush: the tag it flushes.
     flushes: Option<u16>,
+    /// Its number in the order the client sent its requests.
+    seq: u64,
+}
+
+/// One client with its own proxy session (drive), its link to the server, and its lanes.
+struct Client {
+    drive: Drive,
+    server: Option<ServerLink>,
+    /// Dials under way: (link, when they complete). One the session gave up on may stay here
+    /// and complete late, as a real dial racing its abandonment does.
+    pending_dials: Vec<(LinkId, u64)>,
+    /// Links the drive was told failed: each must be closed and never used again.
+    failed_links: Vec<LinkId>,
+    /// Links the drive told the runtime to close.
+    closed_links: std::collections::BTreeSet<LinkId>,
+    /// Frames that reached the server on this client's link, not yet executed.
+    to_server: VecDeque<Transit>,
+    /// The client's outgoing bytes, not yet read by the proxy.
+    pipe: Wire,
+    /// The client's framing of what the proxy sends it.
+    framer: Framer,
+    lanes: Vec<Lane>,
+    outstanding: BTreeMap<u16, Outstanding>,
+    executions: BTreeMap<u16, Execution>,
+    next_tag: u16,
+    /// Requests numbered in the order the client sent them.
+    next_seq: u64,
+    /// The last client request the server received, by link and number: a link receives the
+    /// client's requests in the order the client sent them (orphans resent first, in order).
+    last_received: Option<(LinkId, u64)>,
+    version_done: bool,
+    attach_done: bool,
+}
+
+impl Client {
+    fn take_tag(&mut self) -> u16 {
+        let mut tag = self.next_tag;
+        while self.outstanding.contains_key(&tag) || tag == NOTAG {
+            tag = if tag >= NOTAG - 1 { TAG_BASE } else { tag + 1 };
+        }
+        self.next_tag = if tag >= NOTAG - 1 { TAG_BASE } else { tag + 1 };
+        tag
+    }
+
+    fn busy(&self) -> bool {
+        !self.outstanding.is_empty() || self.lanes.iter().any(|l| l.busy.is_some())
+    }
 }
 
 pub struct World {
@@ -76,40 +123,22 @@ pub struct World {
     rng: Rng,
     /// Virtual time in milliseconds.
     now_ms: u64,
-    drive: Drive,
     pub fs: ramfs::Fs,
-    server: Option<ServerLink>,
+    clients: Vec<Client>,
     server_msize: u32,
     server_down_until: u64,
     /// A hung server takes connections but runs nothing until then.
     server_hung_until: u64,
     /// Old connections left half-open after a network fault, closed at their time.
     lingering: Vec<(u64, ramfs::Conn)>,
-    /// Dials under way: (link, when they complete). One the session gave up on may stay here
-    /// and complete late, as a real dial racing its abandonment does.
-    pending_dials: Vec<(LinkId, u64)>,
     /// The liveness phase: no more faults of any kind (drops, refused or late dials).
     calm: bool,
-    /// Links the drive was told failed: each must be closed and never used again.
-    failed_links: Vec<LinkId>,
-    /// Links the drive told the runtime to close.
-    closed_links: std::collections::BTreeSet<LinkId>,
-    /// Frames that reached the server, not yet executed.
-    to_server: VecDeque<Transit>,
-    /// The client's outgoing bytes, not yet read by the proxy.
-    client_pipe: Wire,
-    /// The client's framing of what the proxy sends it.
-    client_framer: Framer,
-    pub lanes: Vec<Lane>,
-    outstanding: BTreeMap<u16, Outstanding>,
-    executions: BTreeMap<u16, Execution>,
-    next_tag: u16,
-    version_done: bool,
-    attach_done: bool,
     /// Events and steps, when tracing.
     pub trace: Option<String>,
     digest: u64,
     pub stats: Stats,
+    /// Every session's marks, once the run is over.
+    marks: persist_core::Marks,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -156,91 +185,80 @@ impl World {
         let mut rng = Rng::new(seed);
         let mut knobs = Knobs::from_rng(&mut rng);
         overrides.apply(&mut knobs);
+        knobs.clients = knobs.clients.clamp(1, knobs.lanes);
         let mut fs = ramfs::Fs::new();
-        let lanes: Vec<Lane> = (0..knobs.lanes)
-            .map(|i| {
-                let mut lane = Lane::new(i, knobs.dialect);
-                // A small lock-history cap makes a fid with more locks stale at a reconnect.
-                lane.disturbed = knobs.max_lock_history < 64;
-                lane
-            })
-            .collect();
-        for lane in &lanes {
-            let dir = lane.dir_name();
-            fs.mkdir_p(&dir).expect("lane directory");
-            fs.write_file(format!("{dir}/data"), b"")
-                .expect("data file");
-            fs.write_file(format!("{dir}/log"), b"").expect("log file");
-            fs.set_mode(format!("{dir}/log"), dm::APPEND | 0o644)
-                .expect("append-only log");
-            let deep: Vec<String> = Lane::deep_path()
-                .iter()
-                .map(|n| String::from_utf8_lossy(n).into_owned())
+        let mut clients = Vec::new();
+        for c in 0..knobs.clients {
+            // Lanes are dealt out among the clients; each client numbers its fids from 16.
+            let lanes: Vec<Lane> = (c..knobs.lanes)
+                .step_by(knobs.clients)
+                .enumerate()
+                .map(|(slot, id)| {
+                    let identity = Identity::draw(&mut rng, knobs.dialect);
+                    let mut lane = Lane::new(id, slot, knobs.dialect, identity);
+                    // A small lock-history cap makes a fid with more locks stale at a reconnect.
+                    lane.disturbed = knobs.max_lock_history < 64;
+                    lane
+                })
                 .collect();
-            let deep = format!("{dir}/{}", deep.join("/"));
-            fs.mkdir_p(&deep[..deep.len() - 2])
-                .expect("deep directories");
-            fs.write_file(&deep, b"deep").expect("deep file");
-            // In a directory of its own: replacing it must not reorder the lane's listing.
-            fs.mkdir_p(format!("{dir}/vict")).expect("victim directory");
-            fs.write_file(format!("{dir}/vict/victim"), b"")
-                .expect("victim file");
-            fs.write_file(format!("{dir}/excl"), b"")
-                .expect("exclusive file");
-            fs.set_mode(format!("{dir}/excl"), dm::EXCL | 0o644)
-                .expect("exclusive-use file");
-            fs.mkdir_p(format!("{dir}/churn")).expect("churn directory");
-            for i in 0..10 {
-                fs.write_file(format!("{dir}/churn/c{i}"), b"")
-                    .expect("churn file");
+            for lane in &lanes {
+                make_lane_files(&mut fs, lane);
             }
+            let cfg = Config {
+                seed: rng.next_u64(),
+                queue_max_requests: knobs.queue_max_requests,
+                backoff: persist_core::Backoff {
+                    initial: Duration::from_millis(knobs.backoff_initial_ms),
+                    ..persist_core::Backoff::default()
+                },
+                give_up_after: knobs.give_up_ms.map(Duration::from_millis),
+                recovery_window: knobs.recovery_window,
+                queue_max_bytes: knobs.queue_max_bytes,
+                watchdog: Duration::from_millis(knobs.watchdog_ms),
+                max_lock_history: knobs.max_lock_history,
+                ..Config::default()
+            };
+            clients.push(Client {
+
+                drive: Drive::new(cfg, BackendId(0), Instant::from_millis(0)),
+                server: None,
+                pending_dials: Vec::new(),
+                failed_links: Vec::new(),
+                closed_links: Default::default(),
+                to_server: VecDeque::new(),
+                pipe: Wire::default(),
+                framer: Framer::default(),
+                lanes,
+                outstanding: BTreeMap::new(),
+                executions: BTreeMap::new(),
+                next_tag: TAG_BASE,
+                next_seq: 0,
+                last_received: None,
+                version_done: false,
+                attach_done: false,
+            });
         }
-        let cfg = Config {
-            seed: rng.next_u64(),
-            queue_max_requests: knobs.queue_max_requests,
-            backoff: persist_core::Backoff {
-                initial: Duration::from_millis(knobs.backoff_initial_ms),
-                ..persist_core::Backoff::default()
-            },
-            give_up_after: knobs.give_up_ms.map(Duration::from_millis),
-            recovery_window: knobs.recovery_window,
-            queue_max_bytes: knobs.queue_max_bytes,
-            watchdog: Duration::from_millis(knobs.watchdog_ms),
-            max_lock_history: knobs.max_lock_history,
-            ..Config::default()
-        };
-        let drive = Drive::new(cfg, BackendId(0), Instant::from_millis(0));
         let mut w = World {
             seed,
             server_msize: knobs.client_msize,
             knobs,
             rng,
             now_ms: 0,
-            drive,
             fs,
-            server: None,
+            clients,
             server_down_until: 0,
             server_hung_until: 0,
             lingering: Vec::new(),
-            pending_dials: Vec::new(),
             calm: false,
-            failed_links: Vec::new(),
-            closed_links: Default::default(),
-            to_server: VecDeque::new(),
-            client_pipe: Wire::default(),
-            client_framer: Framer::default(),
-            lanes,
-            outstanding: BTreeMap::new(),
-            executions: BTreeMap::new(),
-            next_tag: TAG_BASE,
-            version_done: false,
-            attach_done: false,
             trace: trace.then(String::new),
             digest: 0xcbf2_9ce4_8422_2325,
             stats: Stats::default(),
+            marks: Default::default(),
         };
         note!(w, "knobs {:?}", w.knobs);
-        w.drain().expect("a new session only dials");
+        for c in 0..w.clients.len() {
+            w.drain(c).expect("a new session only dials");
+        }
         w
     }
 
@@ -248,9 +266,13 @@ impl World {
         Instant::from_millis(self.now_ms)
     }
 
-    /// The session's coverage marks so far.
-    pub fn marks(&self) -> &persist_core::Marks {
-        self.drive.session().marks()
+    /// The sessions' coverage marks, summed.
+    pub fn marks(&self) -> persist_core::Marks {
+        let mut all = self.marks.clone();
+        for c in &self.clients {
+            all.add(c.drive.session().marks());
+        }
+        all
     }
 
     /// The digest of everything that happened (frames and events), for determinism checks.
@@ -268,9 +290,10 @@ impl World {
         self.rng.range(1, max as u64) as usize
     }
 
-    /// Carry out everything the drive asked for, and move what it queued onto the wires.
-    fn drain(&mut self) -> Result<(), String> {
-        while let Some(action) = self.drive.poll_action() {
+    /// Carry out everything client `c`'s drive asked for, and move what it queued onto the
+    /// wires.
+    fn drain(&mut self, c: usize) -> Result<(), String> {
+        while let Some(action) = self.clients[c].drive.poll_action() {
             match action {
                 Action::Dial { link, .. } => {
                     let late = !self.calm && self.rng.chance(self.knobs.late_dial_percent);
@@ -278,117 +301,127 @@ impl World {
                         true => self.knobs.watchdog_ms + self.rng.range(1, 10_000),
                         false => self.latency() + 1,
                     };
-                    self.pending_dials.push((link, self.now_ms + delay));
+                    self.clients[c]
+                        .pending_dials
+                        .push((link, self.now_ms + delay));
                 }
                 Action::CloseLink { link } => {
-                    self.closed_links.insert(link);
-                    if self.server.as_ref().is_some_and(|s| s.link == link) {
-                        self.hang_up();
+                    self.clients[c].closed_links.insert(link);
+                    if self.clients[c]
+                        .server
+                        .as_ref()
+                        .is_some_and(|s| s.link == link)
+                    {
+                        self.hang_up(c, 0);
                     }
                     // An abandoned dial may still complete (the runtime's connect was racing).
                     if self.rng.chance(50) {
-                        self.pending_dials.retain(|(l, _)| *l != link);
+                        self.clients[c].pending_dials.retain(|(l, _)| *l != link);
                     }
                 }
             }
         }
-        while let Some(e) = self.drive.poll_event() {
-            fnv(&mut self.digest, format!("{e:?}").as_bytes());
+        while let Some(e) = self.clients[c].drive.poll_event() {
+            fnv(&mut self.digest, format!("{c} {e:?}").as_bytes());
+            note!(self, "client {c} event {e:?}");
             match &e {
-                Event::Recovered { .. } => self.stats.recoveries += 1,
+                Event::Recovered { .. } => {
+                    self.stats.recoveries += 1;
+                    self.check_users(c)?;
+                }
                 Event::RequestFailed { .. } => self.stats.not_completed += 1,
                 Event::ProtocolViolation { .. } => {
                     return Err(format!("protocol violation: {e:?}"))
                 }
                 _ => {}
             }
-            note!(self, "event {e:?}");
         }
-        if self.drive.is_finished() {
-            return Err("the session ended while the client was still there".into());
+        let cl = &mut self.clients[c];
+        if cl.drive.is_finished() {
+            return Err(format!(
+                "client {c}'s session ended while the client was still there"
+            ));
         }
         // A failed link is let go of at once: closed, nothing queued for it, nothing read.
-        for &link in &self.failed_links {
-            if self.drive.link_read_buf(link).is_some() || !self.drive.link_out(link).is_empty() {
+        for &link in &cl.failed_links {
+            if cl.drive.link_read_buf(link).is_some() || !cl.drive.link_out(link).is_empty() {
                 return Err(format!(
-                    "the drive still uses link {} after it failed",
+                    "client {c}'s drive still uses link {} after it failed",
                     link.0
                 ));
             }
         }
         // Proxy to server: partial writes onto the wire.
-        if let Some(link) = self.server.as_ref().map(|s| s.link) {
-            while !self.drive.link_out(link).is_empty() {
-                let n = self
-                    .piece(self.knobs.write_piece)
-                    .min(self.drive.link_out(link).len());
-                let bytes = gather(self.drive.link_out(link).chunks(), n);
-                self.drive.link_written(link, n);
+        if let Some(link) = self.clients[c].server.as_ref().map(|s| s.link) {
+            while !self.clients[c].drive.link_out(link).is_empty() {
+                let n = self.piece(self.knobs.write_piece);
                 let due = self.now_ms + self.latency();
-                if let Some(s) = &mut self.server {
+                let cl = &mut self.clients[c];
+                let n = n.min(cl.drive.link_out(link).len());
+                let bytes = gather(cl.drive.link_out(link).chunks(), n);
+                cl.drive.link_written(link, n);
+                if let Some(s) = &mut cl.server {
                     s.up.send(due, bytes);
                 }
             }
         }
         // Proxy to client: the client reads in pieces, or lags.
-        while !self.drive.client_out().is_empty()
+        while !self.clients[c].drive.client_out().is_empty()
             && self.rng.chance(self.knobs.client_reads_percent)
         {
-            let n = self
-                .piece(self.knobs.read_piece)
-                .min(self.drive.client_out().len());
-            let bytes = gather(self.drive.client_out().chunks(), n);
-            self.drive.client_written(n);
-            self.client_framer.push(&bytes);
-            while let Some(frame) = self.client_framer.next_frame()? {
+            let n = self.piece(self.knobs.read_piece);
+            let cl = &mut self.clients[c];
+            let n = n.min(cl.drive.client_out().len());
+            let bytes = gather(cl.drive.client_out().chunks(), n);
+            cl.drive.client_written(n);
+            cl.framer.push(&bytes);
+            while let Some(frame) = self.clients[c].framer.next_frame()? {
                 fnv(&mut self.digest, &frame);
-                self.client_receives(frame)?;
+                self.client_receives(c, frame)?;
             }
         }
         // Bounded memory: the session holds no more than the client has outstanding, and its
         // bytes stay within the configured bound (plus what each lane may add past it).
+        let cl = &self.clients[c];
         let byte_bound =
-            self.knobs.queue_max_bytes + self.lanes.len() * 2 * self.knobs.client_msize as usize;
-        let session = self.drive.session();
-        if session.wants_client_input() && self.drive.client_frame_waiting() {
+            self.knobs.queue_max_bytes + cl.lanes.len() * 2 * self.knobs.client_msize as usize;
+        let session = cl.drive.session();
+        if session.wants_client_input() && cl.drive.client_frame_waiting() {
             return Err(
                 "a whole client frame waits in the drive while the session wants input".into(),
             );
         }
         if session.bytes_held() > byte_bound {
             return Err(format!(
-                "the session holds {} bytes, over its bound {byte_bound}",
+                "client {c}'s session holds {} bytes, over its bound {byte_bound}",
                 session.bytes_held()
             ));
         }
-        if session.requests_held() > self.outstanding.len() {
+        if session.requests_held() > cl.outstanding.len() {
             return Err(format!(
-                "the session holds {} requests for {} outstanding",
+                "client {c}'s session holds {} requests for {} outstanding",
                 session.requests_held(),
-                self.outstanding.len()
+                cl.outstanding.len()
             ));
         }
         Ok(())
     }
 
-    /// The server's end of the link goes away (its connection state with it).
-    fn hang_up(&mut self) {
-        self.hang_up_lingering(0);
-    }
-
-    /// The server's end goes away, or stays half-open for `linger` ms more, holding its locks
-    /// and opens (a server that has not noticed a dead network path yet).
-    fn hang_up_lingering(&mut self, linger: u64) {
-        if let Some(s) = self.server.take() {
+    /// The server's end of client `c`'s link goes away (its connection state with it), or
+    /// stays half-open for `linger` ms more, holding its locks and opens (a server that has not
+    /// noticed a dead network path yet).
+    fn hang_up(&mut self, c: usize, linger: u64) {
+        let cl = &mut self.clients[c];
+        if let Some(s) = cl.server.take() {
             if s.up_framer.partial() || !s.up.is_empty() || !s.down.is_empty() {
                 self.stats.mid_frame_cuts += 1;
             }
-            self.to_server.retain(|t| t.link != s.link);
+            cl.to_server.clear();
             if linger > 0 {
-                note!(self, "the old connection lingers for {linger} ms");
-                for lane in &mut self.lanes {
+                for lane in &mut cl.lanes {
                     lane.disturbed = true;
                 }
+                note!(self, "client {c}'s old connection lingers for {linger} ms");
                 self.lingering.push((self.now_ms + linger, s.conn));
             } else {
                 s.conn.close(&mut self.fs);
@@ -408,76 +441,86 @@ impl World {
         }
     }
 
-    fn take_tag(&mut self) -> u16 {
-        let mut tag = self.next_tag;
-        while self.outstanding.contains_key(&tag) || tag == NOTAG {
-            tag = if tag >= NOTAG - 1 { TAG_BASE } else { tag + 1 };
-        }
-        self.next_tag = if tag >= NOTAG - 1 { TAG_BASE } else { tag + 1 };
-        tag
-    }
-
     /// A lane sends `op`: it is in flight before the session sees it, since the session may
     /// answer at once.
-    fn lane_send(&mut self, lane: usize, msg: Msg, op: Op) -> Result<u16, String> {
-        let tag = self.take_tag();
-        self.lanes[lane].busy = Some((tag, op));
-        self.client_send_tagged(lane, tag, msg)
+    fn lane_send(&mut self, c: usize, lane: usize, msg: Msg, op: Op) -> Result<u16, String> {
+        let tag = self.clients[c].take_tag();
+        self.clients[c].lanes[lane].busy = Some((tag, op));
+        self.client_send_tagged(c, lane, tag, msg)
     }
 
-    fn client_send(&mut self, lane: usize, msg: Msg) -> Result<u16, String> {
-        let tag = self.take_tag();
-        self.client_send_tagged(lane, tag, msg)
+    fn client_send(&mut self, c: usize, lane: usize, msg: Msg) -> Result<u16, String> {
+        let tag = self.clients[c].take_tag();
+        self.client_send_tagged(c, lane, tag, msg)
     }
 
-    fn client_send_tagged(&mut self, lane: usize, tag: u16, msg: Msg) -> Result<u16, String> {
+    fn client_send_tagged(
+        &mut self,
+        c: usize,
+        lane: usize,
+        tag: u16,
+        msg: Msg,
+    ) -> Result<u16, String> {
         let ty = msg.msg_type();
         let flushes = match &msg {
             Msg::Tflush(f) => Some(f.oldtag),
             _ => None,
         };
-        self.outstanding
-            .insert(tag, Outstanding { lane, ty, flushes });
-        self.executions.insert(tag, Execution::default());
         self.stats.requests += 1;
-        note!(self, "client -> {tag} {msg:?}");
+        note!(self, "client {c} -> {tag} {msg:?}");
         let frame = Fcall::new(tag, msg).to_frame().map_err(|e| e.to_string())?;
         fnv(&mut self.digest, &frame);
+        let cl = &mut self.clients[c];
+        let seq = cl.next_seq;
+        cl.next_seq += 1;
+        cl.outstanding.insert(
+            tag,
+            Outstanding {
+                lane,
+                ty,
+                flushes,
+                seq,
+            },
+        );
+        cl.executions.insert(tag, Execution::default());
         // The proxy reads it later in the step, perhaps with others sent meanwhile.
-        self.client_pipe.send(self.now_ms, frame);
+        cl.pipe.send(self.now_ms, frame);
         Ok(tag)
     }
 
     /// The proxy reads what the client sent, in pieces, while the drive wants to read.
-    fn feed_client(&mut self) -> Result<(), String> {
+    fn feed_client(&mut self, c: usize) -> Result<(), String> {
         loop {
             let max = self.piece(self.knobs.read_piece);
-            let Some(buf) = self.drive.client_read_buf() else {
+            let now = self.now();
+            let cl = &mut self.clients[c];
+            let Some(buf) = cl.drive.client_read_buf() else {
                 break;
             };
-            let Some(bytes) = self.client_pipe.take(self.now_ms, max) else {
+            let Some(bytes) = cl.pipe.take(self.now_ms, max) else {
                 break;
             };
             buf.extend_from_slice(&bytes);
-            self.drive.handle_client_read(self.now(), bytes.len());
-            self.drain()?;
+            cl.drive.handle_client_read(now, bytes.len());
+            self.drain(c)?;
         }
         Ok(())
     }
 
-    /// A reply reached the client: check it and let the lane take its outcome.
-    fn client_receives(&mut self, frame: Bytes) -> Result<(), String> {
+    /// A reply reached client `c`: check it and let the lane take its outcome.
+    fn client_receives(&mut self, c: usize, frame: Bytes) -> Result<(), String> {
         let dialect = if frame.get(4) == Some(&(MsgType::Rversion as u8)) {
             Dialect::DotL
-        } else if !self.version_done {
+        } else if !self.clients[c].version_done {
             // Before a version is settled the session answers in plain 9P2000.
             Dialect::Base
         } else {
             self.knobs.dialect
         };
         let fc = Fcall::decode(&frame, dialect).map_err(|e| format!("undecodable reply: {e}"))?;
-        note!(self, "client <- {} {:?}", fc.tag, fc.msg);
-        let Some(out) = self.outstanding.remove(&fc.tag) else {
+        note!(self, "client {c} <- {} {:?}", fc.tag, fc.msg);
+        let cl = &mut self.clients[c];
+        let Some(out) = cl.outstanding.remove(&fc.tag) else {
             return Err(format!("a reply to tag {} with no request outstanding (second reply, or after Rflush): {:?}", fc.tag, fc.msg));
         };
         let got = fc.msg.msg_type();
@@ -491,16 +534,16 @@ impl World {
         }
         if fc.tag == NOTAG {
             // A failed Tversion (soft mode, no server yet) is sent again.
-            self.version_done = matches!(fc.msg, Msg::Rversion(_));
+            cl.version_done = matches!(fc.msg, Msg::Rversion(_));
             if let Msg::Rversion(v) = &fc.msg {
-                for lane in &mut self.lanes {
+                for lane in &mut cl.lanes {
                     lane.msize = v.msize;
                 }
             }
-            self.executions.remove(&fc.tag);
+            cl.executions.remove(&fc.tag);
             return Ok(());
         }
-        let exec = self.executions.remove(&fc.tag).unwrap_or_default();
+        let exec = cl.executions.remove(&fc.tag).unwrap_or_default();
         let lane = out.lane;
         if lane == SETUP {
             // Soft mode may fail the attach while the server is away: it is sent again.
@@ -508,28 +551,35 @@ impl World {
                 true if super::client::is_not_completed(&fc.msg) => Ok(()),
                 true => Err(format!("setup request failed: {:?}", fc.msg)),
                 false => {
-                    self.attach_done = true;
+                    cl.attach_done = true;
                     Ok(())
                 }
             };
         }
         if out.ty == MsgType::Tflush {
-            self.lanes[lane].flush = None;
+            cl.lanes[lane].flush = None;
             // The flushed request gets no reply now: settle it from what the server did.
             if let Some(old) = out.flushes {
-                if self.outstanding.remove(&old).is_some() {
-                    let exec = self.executions.remove(&old).unwrap_or_default();
-                    let (_, op) = self.lanes[lane].busy.take().expect("the flushed op");
-                    let outcome = self.check_executions(&op, &exec, None)?;
+                if cl.outstanding.remove(&old).is_some() {
+                    let exec = cl.executions.remove(&old).unwrap_or_default();
+                    let (_, op) = cl.lanes[lane].busy.take().expect("the flushed op");
+                    let outcome = check_executions(&op, &exec, None)?;
                     let reply = Rflush {}.into();
-                    let follow = self.lanes[lane].complete(op, &reply, outcome.as_ref(), true)?;
-                    self.follow_up(lane, follow)?;
+                    let follow = self.clients[c].lanes[lane].complete(
+                        op,
+                        &reply,
+                        outcome.as_ref(),
+                        true,
+                    )?;
+                    self.follow_up(c, lane, follow)?;
                 }
             }
             return Ok(());
         }
-        let Some((tag, op)) = self.lanes[lane].busy.take() else {
-            return Err(format!("lane {lane} got a reply with nothing in flight"));
+        let Some((tag, op)) = cl.lanes[lane].busy.take() else {
+            return Err(format!(
+                "client {c} lane {lane} got a reply with nothing in flight"
+            ));
         };
         // What the replay table resends is never "possibly not completed" (soft mode fails
         // everything held once it gives up, so only in hard mode).
@@ -541,52 +591,28 @@ impl World {
             ));
         }
         debug_assert_eq!(tag, fc.tag);
-        let outcome = self.check_executions(&op, &exec, Some(&fc.msg))?;
-        let follow = self.lanes[lane].complete(op, &fc.msg, outcome.as_ref(), false)?;
-        self.follow_up(lane, follow)
+        let outcome = check_executions(&op, &exec, Some(&fc.msg))?;
+        let follow =
+            self.clients[c].lanes[lane].complete(op, &fc.msg, outcome.as_ref(), false)?;
+        self.follow_up(c, lane, follow)
     }
 
-    /// What actually happened to a request, and whether the server ran it too often.
-    fn check_executions(
+    fn follow_up(
         &mut self,
-        op: &Op,
-        exec: &Execution,
-        reply: Option<&Msg>,
-    ) -> Result<Option<Msg>, String> {
-        if !op.idempotent() && exec.count > 1 {
-            return Err(format!(
-                "{op:?} was executed {} times for one request",
-                exec.count
-            ));
-        }
-        match reply {
-            Some(m) if !is_error(m) => {
-                if exec.count == 0 && !matches!(m, Msg::Rclunk(_)) {
-                    return Err(format!("{op:?} answered {m:?} without reaching the server"));
-                }
-                // A write shortened on its last run may have run in full before.
-                if let (Msg::Rwrite(seen), Some(Msg::Rwrite(ran))) = (m, &exec.success) {
-                    if ran.count > seen.count {
-                        return Ok(exec.success.clone());
-                    }
-                }
-                Ok(Some(m.clone()))
-            }
-            // Failed (or flushed): it happened exactly if the server ran it successfully.
-            _ => Ok(exec.success.clone()),
-        }
-    }
-
-    fn follow_up(&mut self, lane: usize, follow: Option<(Msg, Op)>) -> Result<(), String> {
+        c: usize,
+        lane: usize,
+        follow: Option<(Msg, Op)>,
+    ) -> Result<(), String> {
         if let Some((msg, op)) = follow {
-            self.lane_send(lane, msg, op)?;
+            self.lane_send(c, lane, msg, op)?;
         }
         Ok(())
     }
 
-    /// The server takes one frame.
-    fn server_receives(&mut self, t: Transit) -> Result<(), String> {
-        let Some(server) = &mut self.server else {
+    /// The server takes one frame from client `c`'s link.
+    fn server_receives(&mut self, c: usize, t: Transit) -> Result<(), String> {
+        let cl = &mut self.clients[c];
+        let Some(server) = &mut cl.server else {
             return Ok(());
         };
         if server.link != t.link {
@@ -595,21 +621,22 @@ impl World {
         let reply = server.conn.handle(&mut self.fs, &t.frame);
         note!(
             self,
-            "server ran tag {} on link {}",
+            "server ran client {c}'s tag {} on link {}",
             Header::parse(&t.frame).map_or(0, |h| h.tag),
             t.link.0
         );
         fnv(&mut self.digest, &reply);
         // Count executions of the client's requests (the session's own use low tags).
+        let cl = &mut self.clients[c];
         if let Ok(header) = Header::parse(&t.frame) {
             if header.tag >= TAG_BASE && header.tag != NOTAG {
-                let same_type = self
+                let same_type = cl
                     .outstanding
                     .get(&header.tag)
                     .is_some_and(|o| o.ty as u8 == header.msg_type);
                 if same_type {
                     let dialect = self.knobs.dialect;
-                    let exec = self.executions.entry(header.tag).or_default();
+                    let exec = cl.executions.entry(header.tag).or_default();
                     exec.count += 1;
                     let success = Fcall::decode(&reply, dialect)
                         .ok()
@@ -630,32 +657,32 @@ impl World {
         // Replies leave in the order the server made them (the wire keeps order).
         let slow = self.rng.range(0, self.knobs.server_slowness_ms);
         let due = self.now_ms + self.latency() + slow;
-        if let Some(s) = &mut self.server {
+        if let Some(s) = &mut self.clients[c].server {
             s.down.send(due, reply);
         }
         Ok(())
     }
 
-    /// The next request the server works on: usually the oldest that has arrived, sometimes
-    /// another (servers run pipelined requests concurrently) — but never a Tflush before the
-    /// request it flushes, which flush(5) orders.
-    fn next_for_server(&mut self) -> Option<Transit> {
-        let due: Vec<usize> = (0..self.to_server.len()).collect();
-        if due.is_empty() {
+    /// The next request the server works on for client `c`: usually the oldest that has
+    /// arrived, sometimes another (servers run pipelined requests concurrently) — but never a
+    /// Tflush before the request it flushes, which flush(5) orders.
+    fn next_for_server(&mut self, c: usize) -> Option<Transit> {
+        let n = self.clients[c].to_server.len();
+        if n == 0 {
             return None;
         }
         let mut pick = if self.rng.chance(self.knobs.reorder_percent) {
-            due[self.rng.below(due.len() as u64) as usize]
+            self.rng.below(n as u64) as usize
         } else {
-            due[0]
+            0
         };
+        let queue = &mut self.clients[c].to_server;
         if let Ok(Fcall {
             msg: Msg::Tflush(f),
             ..
-        }) = Fcall::decode(&self.to_server[pick].frame, self.knobs.dialect)
+        }) = Fcall::decode(&queue[pick].frame, self.knobs.dialect)
         {
-            if let Some(old) = self
-                .to_server
+            if let Some(old) = queue
                 .iter()
                 .take(pick)
                 .position(|t| Header::parse(&t.frame).is_ok_and(|h| h.tag == f.oldtag))
@@ -663,21 +690,40 @@ impl World {
                 pick = old;
             }
         }
-        self.to_server.remove(pick)
+        queue.remove(pick)
     }
 
-    /// Bytes that reached the server are framed; whole frames wait to be executed.
-    fn server_reads(&mut self) -> Result<(), String> {
+    /// Bytes that reached the server on client `c`'s link are framed; whole frames wait to be
+    /// executed. The client's requests must arrive in the order it sent them.
+    fn server_reads(&mut self, c: usize) -> Result<(), String> {
         let now = self.now_ms;
-        let max = self.knobs.read_piece;
-        let piece = self.piece(max);
-        let Some(s) = &mut self.server else {
+        let piece = self.piece(self.knobs.read_piece);
+        let cl = &mut self.clients[c];
+        let Some(s) = &mut cl.server else {
             return Ok(());
         };
         while let Some(bytes) = s.up.take(now, piece) {
             s.up_framer.push(&bytes);
             while let Some(frame) = s.up_framer.next_frame()? {
-                self.to_server.push_back(Transit {
+                if let Ok(h) = Header::parse(&frame) {
+                    let seq = cl
+                        .outstanding
+                        .get(&h.tag)
+                        .filter(|o| h.tag >= TAG_BASE && o.ty as u8 == h.msg_type)
+                        .map(|o| o.seq);
+                    if let Some(seq) = seq {
+                        if let Some((link, last)) = cl.last_received {
+                            if link == s.link && seq < last {
+                                return Err(format!(
+                                    "client {c}'s request {seq} (tag {}) reached link {} after its request {last}: requests must reach a link in the order the client sent them",
+                                    h.tag, link.0
+                                ));
+                            }
+                        }
+                        cl.last_received = Some((s.link, seq));
+                    }
+                }
+                cl.to_server.push_back(Transit {
                     link: s.link,
                     frame,
                 });
@@ -686,151 +732,187 @@ impl World {
         Ok(())
     }
 
-    /// The proxy reads what reached it from the server, in pieces.
-    fn proxy_reads(&mut self) -> Result<(), String> {
+    /// Client `c`'s proxy reads what reached it from the server, in pieces.
+    fn proxy_reads(&mut self, c: usize) -> Result<(), String> {
         loop {
             let piece = self.piece(self.knobs.read_piece);
-            let now = self.now_ms;
-            let Some(s) = &mut self.server else {
+            let now = self.now();
+            let cl = &mut self.clients[c];
+            let Some(s) = &mut cl.server else {
                 return Ok(());
             };
             let link = s.link;
-            let Some(bytes) = s.down.take(now, piece) else {
+            let Some(bytes) = s.down.take(self.now_ms, piece) else {
                 return Ok(());
             };
-            let Some(buf) = self.drive.link_read_buf(link) else {
+            let Some(buf) = cl.drive.link_read_buf(link) else {
                 return Err(format!(
-                    "the drive will not read link {} it has not closed",
+                    "client {c}'s drive will not read link {} it has not closed",
                     link.0
                 ));
             };
             buf.extend_from_slice(&bytes);
-            self.drive.handle_link_read(self.now(), link, bytes.len());
-            self.drain()?;
+            cl.drive.handle_link_read(now, link, bytes.len());
+            self.drain(c)?;
         }
     }
 
-    /// The link dies: before or after the server ran what was on its way.
+    /// A fault: one client's network path dies, or the server restarts under every client.
     fn fault(&mut self) -> Result<(), String> {
-        let Some(link) = self.server.as_ref().map(|s| s.link) else {
-            return Ok(());
-        };
-        let executed_first = self.rng.chance(self.knobs.drop_after_exec_percent);
         let restart = self.rng.chance(self.knobs.restart_percent);
-        note!(
-            self,
-            "FAULT link {} dies ({}; {})",
-            link.0,
-            if executed_first {
-                "after the server ran what was sent"
-            } else {
-                "before"
-            },
-            if restart {
-                "server restarts"
-            } else {
-                "network"
-            }
-        );
-        self.stats.drops += 1;
-        if executed_first {
-            self.server_reads()?;
-            while let Some(t) = self.to_server.pop_front() {
-                self.server_receives(t)?;
-            }
-        }
-        let linger = match !restart && self.rng.chance(self.knobs.linger_percent) {
-            true => self.rng.range(1, 2500),
-            false => 0,
+        let candidates: Vec<usize> = if restart {
+            (0..self.clients.len()).collect()
+        } else {
+            vec![self.rng.below(self.clients.len() as u64) as usize]
         };
-        self.hang_up_lingering(linger);
-        if restart {
-            self.stats.restarts += 1;
-            // A restart ends every connection, half-open ones too.
-            for (_, conn) in std::mem::take(&mut self.lingering) {
-                conn.close(&mut self.fs);
-            }
-            self.server_down_until = self.now_ms + self.rng.range(0, self.knobs.outage_ms);
-            if self.rng.chance(self.knobs.hang_percent) {
-                self.server_hung_until = self.server_down_until + self.rng.range(0, 40_000);
-                note!(
-                    self,
-                    "the server will come back hung until {} ms",
-                    self.server_hung_until
-                );
-            }
-            if self.rng.chance(self.knobs.replace_percent) {
-                // Someone else replaces every victim file while the server is away.
-                let dirs: Vec<String> = self.lanes.iter().map(|l| l.dir_name()).collect();
-                for dir in dirs {
-                    let path = format!("{dir}/vict/victim");
-                    self.fs.remove_path(&path).expect("victim exists");
-                    self.fs.write_file(&path, b"").expect("victim again");
-                    // And the churn directory loses some entries: a listing gets shorter.
-                    let names = self.fs.list_dir(format!("{dir}/churn")).expect("churn");
-                    let gone = self.rng.below(names.len() as u64 + 1) as usize;
-                    for name in names.iter().take(gone) {
-                        let name = String::from_utf8_lossy(name);
-                        let _ = self.fs.remove_path(format!("{dir}/churn/{name}"));
-                    }
-                    let fresh = format!("{dir}/churn/n{}", self.now_ms);
-                    self.fs.write_file(&fresh, b"").expect("churn file");
+        let victims: Vec<(usize, LinkId)> = candidates
+            .into_iter()
+            .filter_map(|c| self.clients[c].server.as_ref().map(|s| (c, s.link)))
+            .collect();
+        if victims.is_empty() {
+            return Ok(());
+        }
+        self.stats.drops += 1;
+        for &(c, link) in &victims {
+            let executed_first = self.rng.chance(self.knobs.drop_after_exec_percent);
+            note!(
+                self,
+                "FAULT client {c}'s link {} dies ({}; {})",
+                link.0,
+                if executed_first {
+                    "after the server ran what was sent"
+                } else {
+                    "before"
+                },
+                if restart {
+                    "server restarts"
+                } else {
+                    "network"
                 }
-                note!(self, "the victim files were replaced");
+            );
+            if executed_first {
+                self.server_reads(c)?;
+                while let Some(t) = self.clients[c].to_server.pop_front() {
+                    self.server_receives(c, t)?;
+                }
             }
-            self.server_msize = if self.rng.chance(self.knobs.smaller_msize_percent) {
-                4096
-            } else {
-                self.knobs.client_msize
+            let linger = match !restart && self.rng.chance(self.knobs.linger_percent) {
+                true => self.rng.range(1, 2500),
+                false => 0,
             };
+            self.hang_up(c, linger);
         }
-        // The proxy learns of it by reading the end of the stream, a failed read, or a failed
-        // write (all the same to the drive, which must drop the link and what it queued).
-        self.failed_links.push(link);
-        match self.rng.below(3) {
-            0 => self.drive.handle_link_read(self.now(), link, 0),
-            1 => self
-                .drive
-                .handle_link_failed(self.now(), link, "read: connection reset by peer"),
-            _ => self
-                .drive
-                .handle_link_failed(self.now(), link, "write: broken pipe"),
+        if restart {
+            self.restart();
         }
-        self.drain()?;
-        if !self.closed_links.contains(&link) {
+        for (c, link) in victims {
+            self.link_failed(c, link)?;
+        }
+        Ok(())
+    }
+
+    /// The server restarts: every connection ends, and it may come back changed.
+    fn restart(&mut self) {
+        self.stats.restarts += 1;
+        // A restart ends every connection, half-open ones too.
+        for (_, conn) in std::mem::take(&mut self.lingering) {
+            conn.close(&mut self.fs);
+        }
+        self.server_down_until = self.now_ms + self.rng.range(0, self.knobs.outage_ms);
+        if self.rng.chance(self.knobs.hang_percent) {
+            self.server_hung_until = self.server_down_until + self.rng.range(0, 40_000);
+            note!(
+                self,
+                "the server will come back hung until {} ms",
+                self.server_hung_until
+            );
+        }
+        if self.rng.chance(self.knobs.replace_percent) {
+            // Someone else replaces every victim file while the server is away.
+            let dirs: Vec<String> = self
+                .clients
+                .iter()
+                .flat_map(|c| c.lanes.iter().map(|l| l.dir_name()))
+                .collect();
+            for dir in dirs {
+                let path = format!("{dir}/vict/victim");
+                self.fs.remove_path(&path).expect("victim exists");
+                self.fs.write_file(&path, b"").expect("victim again");
+                // And the churn directory loses some entries: a listing gets shorter.
+                let names = self.fs.list_dir(format!("{dir}/churn")).expect("churn");
+                let gone = self.rng.below(names.len() as u64 + 1) as usize;
+                for name in names.iter().take(gone) {
+                    let name = String::from_utf8_lossy(name);
+                    let _ = self.fs.remove_path(format!("{dir}/churn/{name}"));
+                }
+                let fresh = format!("{dir}/churn/n{}", self.now_ms);
+                self.fs.write_file(&fresh, b"").expect("churn file");
+            }
+            note!(self, "the victim files were replaced");
+        }
+        self.server_msize = if self.rng.chance(self.knobs.smaller_msize_percent) {
+            4096
+        } else {
+            self.knobs.client_msize
+        };
+    }
+
+    /// Client `c`'s proxy learns that `link` died by reading the end of the stream, a failed
+    /// read, or a failed write (all the same to the drive, which must drop the link and what it
+    /// queued).
+    fn link_failed(&mut self, c: usize, link: LinkId) -> Result<(), String> {
+        let how = self.rng.below(3);
+        let now = self.now();
+        let cl = &mut self.clients[c];
+        cl.failed_links.push(link);
+        match how {
+            0 => cl.drive.handle_link_read(now, link, 0),
+            1 => cl
+                .drive
+                .handle_link_failed(now, link, "read: connection reset by peer"),
+            _ => cl.drive.handle_link_failed(now, link, "write: broken pipe"),
+        }
+        self.drain(c)?;
+        if !self.clients[c].closed_links.contains(&link) {
             return Err(format!(
-                "the drive did not close link {} when it failed",
+                "client {c}'s drive did not close link {} when it failed",
                 link.0
             ));
         }
         Ok(())
     }
 
-    fn resolve_dials(&mut self) -> Result<(), String> {
+    fn resolve_dials(&mut self, c: usize) -> Result<(), String> {
         let now = self.now_ms;
-        while let Some(i) = self.pending_dials.iter().position(|(_, due)| *due <= now) {
-            let (link, _) = self.pending_dials.remove(i);
+        while let Some(i) = self.clients[c]
+            .pending_dials
+            .iter()
+            .position(|(_, due)| *due <= now)
+        {
+            let (link, _) = self.clients[c].pending_dials.remove(i);
             let refuse = self.now_ms < self.server_down_until
                 || !self.calm && self.rng.chance(self.knobs.dial_fail_percent);
+            let at = self.now();
             if refuse {
-                note!(self, "dial {} refused", link.0);
-                self.drive
-                    .handle_dial_done(self.now(), link, Err("connection refused"));
-            } else if self.drive.handle_dial_done(self.now(), link, Ok(())) {
+                note!(self, "client {c}'s dial {} refused", link.0);
+                self.clients[c]
+                    .drive
+                    .handle_dial_done(at, link, Err("connection refused"));
+            } else if self.clients[c].drive.handle_dial_done(at, link, Ok(())) {
                 note!(
                     self,
-                    "dial {} accepted (msize {})",
+                    "client {c}'s dial {} accepted (msize {})",
                     link.0,
                     self.server_msize
                 );
-                if self.server.is_some() {
+                if self.clients[c].server.is_some() {
                     return Err(format!(
-                        "the drive took link {} while another was up",
+                        "client {c}'s drive took link {} while another was up",
                         link.0
                     ));
                 }
                 let conn = ramfs::Conn::new(&mut self.fs, self.server_msize);
-                self.server = Some(ServerLink {
+                self.clients[c].server = Some(ServerLink {
                     link,
                     conn,
                     up: Wire::default(),
@@ -838,10 +920,14 @@ impl World {
                     down: Wire::default(),
                 });
             } else {
-                note!(self, "dial {} completed late: refused by the drive", link.0);
+                note!(
+                    self,
+                    "client {c}'s dial {} completed late: refused by the drive",
+                    link.0
+                );
                 self.stats.late_dials += 1;
             }
-            self.drain()?;
+            self.drain(c)?;
         }
         Ok(())
     }
@@ -850,80 +936,103 @@ impl World {
     fn step(&mut self, faults: bool, new_work: bool) -> Result<(), String> {
         self.now_ms += self.rng.range(0, 3);
         self.end_lingering();
-        self.server_reads()?;
-        while self.now_ms >= self.server_hung_until {
-            let Some(t) = self.next_for_server() else {
-                break;
-            };
-            self.server_receives(t)?;
-        }
-        self.proxy_reads()?;
-        if self.drive.poll_timeout().is_some_and(|t| t <= self.now()) {
-            self.drive.handle_timeout(self.now());
-            self.drain()?;
-        }
-        self.resolve_dials()?;
-        self.drain()?;
-        self.feed_client()?;
-        if self.drive.client_frame_waiting() {
-            self.stats.frames_held_back += 1;
+        for c in 0..self.clients.len() {
+            self.server_reads(c)?;
+            while self.now_ms >= self.server_hung_until {
+                let Some(t) = self.next_for_server(c) else {
+                    break;
+                };
+                self.server_receives(c, t)?;
+            }
+            self.proxy_reads(c)?;
+            let now = self.now();
+            if self.clients[c]
+                .drive
+                .poll_timeout()
+                .is_some_and(|t| t <= now)
+            {
+                self.clients[c].drive.handle_timeout(now);
+                self.drain(c)?;
+            }
+            self.resolve_dials(c)?;
+            self.drain(c)?;
+            self.feed_client(c)?;
+            if self.clients[c].drive.client_frame_waiting() {
+                self.stats.frames_held_back += 1;
+            }
         }
         if faults && self.rng.chance_per_mille(self.knobs.drop_per_mille) {
             self.fault()?;
         }
-        if !self.version_done {
-            if !self.outstanding.contains_key(&NOTAG) {
+        for c in 0..self.clients.len() {
+            self.client_acts(c, new_work)?;
+        }
+        Ok(())
+    }
+
+    /// Client `c` versions, attaches, and its idle lanes start new operations.
+    fn client_acts(&mut self, c: usize, new_work: bool) -> Result<(), String> {
+        if !self.clients[c].version_done {
+            if !self.clients[c].outstanding.contains_key(&NOTAG) {
                 let tv = Tversion {
                     msize: self.knobs.client_msize,
                     version: self.knobs.dialect.version_string().into(),
                 };
-                self.outstanding.insert(
-                    NOTAG,
-                    Outstanding {
-                        lane: 0,
-                        ty: MsgType::Tversion,
-                        flushes: None,
-                    },
-                );
-                let frame = Fcall::new(NOTAG, tv)
-                    .to_frame()
-                    .map_err(|e| e.to_string())?;
-                self.client_pipe.send(self.now_ms, frame);
-                self.feed_client()?;
+                self.client_send_tagged(c, 0, NOTAG, tv.into())?;
+                self.feed_client(c)?;
             }
             return Ok(());
         }
-        if !self.attached() {
+        if !self.attached(c)? {
             return Ok(());
         }
         if new_work {
-            for lane in 0..self.lanes.len() {
-                if !self.drive.wants_client_read() {
+            for lane in 0..self.clients[c].lanes.len() {
+                if !self.clients[c].drive.wants_client_read() {
                     break;
                 }
-                if self.lanes[lane].busy.is_some() || self.rng.chance(50) {
+                if self.clients[c].lanes[lane].busy.is_some() || self.rng.chance(50) {
                     continue;
                 }
-                let (msg, op) = self.lanes[lane].next_op(&mut self.rng);
-                let tag = self.lane_send(lane, msg, op)?;
+                let (msg, op) = self.clients[c].lanes[lane].next_op(&mut self.rng);
+                let tag = self.lane_send(c, lane, msg, op)?;
                 // Sometimes flush it at once (if it is still unanswered).
-                if self.outstanding.contains_key(&tag) && self.rng.chance(3) {
-                    let flush = self.take_tag();
-                    self.lanes[lane].flush = Some(flush);
-                    self.client_send_tagged(lane, flush, Tflush { oldtag: tag }.into())?;
+                if self.clients[c].outstanding.contains_key(&tag) && self.rng.chance(3) {
+                    self.flush(c, lane, tag)?;
+                }
+            }
+            // Sometimes flush a request that has been waiting a while.
+            if self.rng.chance(1) {
+                let waiting: Vec<(usize, u16)> = self.clients[c]
+                    .lanes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.flush.is_none())
+                    .filter_map(|(i, l)| l.busy.as_ref().map(|(tag, _)| (i, *tag)))
+                    .collect();
+                if !waiting.is_empty() {
+                    let (lane, tag) = waiting[self.rng.below(waiting.len() as u64) as usize];
+                    self.flush(c, lane, tag)?;
                 }
             }
         }
-        self.feed_client()
+        self.feed_client(c)
+    }
+
+    fn flush(&mut self, c: usize, lane: usize, tag: u16) -> Result<(), String> {
+        let flush = self.clients[c].take_tag();
+        self.clients[c].lanes[lane].flush = Some(flush);
+        self.client_send_tagged(c, lane, flush, Tflush { oldtag: tag }.into())?;
+        Ok(())
     }
 
     /// Attach fid 0 once the version is settled (a one-off, before the lanes start).
-    fn attached(&mut self) -> bool {
-        if self.attach_done {
-            return true;
+    fn attached(&mut self, c: usize) -> Result<bool, String> {
+        if self.clients[c].attach_done {
+            return Ok(true);
         }
-        if self.outstanding.values().any(|o| o.lane == SETUP) {
-            return false;
+        if self.clients[c].outstanding.values().any(|o| o.lane == SETUP) {
+            return Ok(false);
         }
         let attach = Tattach {
             fid: Fid(0),
@@ -932,80 +1041,86 @@ impl World {
             aname: "".into(),
             n_uname: self.knobs.dialect.is_extended().then_some(0),
         };
-        let _ = self.client_send(SETUP, attach.into());
-        false
+        self.client_send(c, SETUP, attach.into())?;
+        Ok(false)
     }
 
     /// The whole run: the safety phase with faults, then the liveness phase without.
     pub fn run(&mut self) -> Result<(), String> {
         for _ in 0..self.knobs.steps {
             self.step(true, true)?;
-            // While the client can send nothing new (an outage), skip to the next thing that
+            // While no client can send anything new (an outage), skip to the next thing that
             // will happen.
-            let setup = !self.version_done || self.outstanding.values().any(|o| o.lane == SETUP);
-            if setup
-                || !self.drive.wants_client_read()
-                || self.lanes.iter().all(|l| l.busy.is_some())
-            {
+            let blocked = self.clients.iter().all(|cl| {
+                let setup = !cl.version_done || cl.outstanding.values().any(|o| o.lane == SETUP);
+                setup || !cl.drive.wants_client_read() || cl.lanes.iter().all(|l| l.busy.is_some())
+            });
+            if blocked {
                 self.skip_idle_time();
             }
         }
         note!(self, "LIVENESS: faults stop, no new work");
         self.calm = true;
         let deadline = self.now_ms + LIVENESS_LIMIT.as_millis() as u64;
-        while !self.outstanding.is_empty() || self.lanes.iter().any(|l| l.busy.is_some()) {
+        while self.clients.iter().any(Client::busy) {
             if self.now_ms > deadline {
+                let n: usize = self.clients.iter().map(|c| c.outstanding.len()).sum();
                 return Err(format!(
-                    "liveness: {} requests still unanswered after {:?}",
-                    self.outstanding.len(),
-                    LIVENESS_LIMIT
+                    "liveness: {n} requests still unanswered after {LIVENESS_LIMIT:?}"
                 ));
             }
             self.step(false, false)?;
             self.skip_idle_time();
         }
-        self.check_fids()?;
+        for c in 0..self.clients.len() {
+            self.check_fids(c)?;
+            self.check_users(c)?;
+        }
         self.check_tree()
     }
 
     /// Nothing for the server to do: jump to the next timeout, dial or arrival.
     fn skip_idle_time(&mut self) {
         let hung = self.now_ms < self.server_hung_until;
-        if !self.to_server.is_empty() && !hung || !self.client_pipe.is_empty() {
-            return;
+        let mut next = None::<u64>;
+        for cl in &self.clients {
+            if !cl.to_server.is_empty() && !hung || !cl.pipe.is_empty() {
+                return;
+            }
+            let times = [
+                cl.drive
+                    .poll_timeout()
+                    .map(|t| t.as_nanos().div_ceil(1_000_000)),
+                cl.pending_dials.iter().map(|(_, due)| *due).min(),
+                cl.server.as_ref().and_then(|s| s.up.next_due()),
+                cl.server.as_ref().and_then(|s| s.down.next_due()),
+                (hung && !cl.to_server.is_empty()).then_some(self.server_hung_until),
+            ];
+            for t in times.into_iter().flatten() {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
         }
-        let next = [
-            self.drive
-                .poll_timeout()
-                .map(|t| t.as_nanos().div_ceil(1_000_000)),
-            self.pending_dials.iter().map(|(_, due)| *due).min(),
-            self.server.as_ref().and_then(|s| s.up.next_due()),
-            self.server.as_ref().and_then(|s| s.down.next_due()),
-            (hung && !self.to_server.is_empty()).then_some(self.server_hung_until),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
         if let Some(t) = next {
             self.now_ms = self.now_ms.max(t);
         }
     }
 
-    /// At the end, with nothing in flight: the server holds no fid the session does not know
-    /// (a leak refuses the number later: "fid already in use"), except those a lane is about to
-    /// clunk; and every fid the session calls rebuilt is on the server.
-    fn check_fids(&self) -> Result<(), String> {
-        let Some(server) = &self.server else {
+    /// At the end, with nothing in flight: the server holds no fid of client `c` that its
+    /// session does not know (a leak refuses the number later: "fid already in use"), except
+    /// those a lane is about to clunk; and every fid the session calls rebuilt is on the server.
+    fn check_fids(&self, c: usize) -> Result<(), String> {
+        let cl = &self.clients[c];
+        let Some(server) = &cl.server else {
             return Ok(());
         };
-        if !self.drive.session().is_up() {
+        if !cl.drive.session().is_up() {
             return Ok(());
         }
         let on_server: std::collections::BTreeSet<u32> = server.conn.fids().collect();
         let session: std::collections::BTreeSet<u32> =
-            self.drive.session().fids_on_server().collect();
+            cl.drive.session().fids_on_server().collect();
         let unsure: std::collections::BTreeSet<u32> =
-            self.lanes.iter().flat_map(|l| l.uncertain_fids()).collect();
+            cl.lanes.iter().flat_map(|l| l.uncertain_fids()).collect();
         let leaked: Vec<&u32> = on_server
             .iter()
             .filter(|f| !session.contains(f) && !unsure.contains(f))
@@ -1013,15 +1128,47 @@ impl World {
         let missing: Vec<&u32> = session.iter().filter(|f| !on_server.contains(f)).collect();
         if !leaked.is_empty() || !missing.is_empty() {
             return Err(format!(
-                "fids on the server but not the session's: {leaked:?}; the session's but not on the server: {missing:?}"
+                "client {c}: fids on the server but not the session's: {leaked:?}; the session's but not on the server: {missing:?}"
             ));
+        }
+        Ok(())
+    }
+
+    /// Every fid of client `c` on the server acts as the user its root was attached as: each
+    /// root is re-attached with its own uname, aname and n_uname.
+    fn check_users(&self, c: usize) -> Result<(), String> {
+        let cl = &self.clients[c];
+        let Some(server) = &cl.server else {
+            return Ok(());
+        };
+        let setup = Identity {
+            uname: b"sim".to_vec(),
+            aname: Vec::new(),
+            n_uname: self.knobs.dialect.is_extended().then_some(0),
+        };
+        for fid in server.conn.fids() {
+            let want = match cl.lanes.iter().find(|l| l.owns(fid)) {
+                Some(lane) => lane.identity.user(),
+                None if fid == 0 => setup.user(),
+                None => continue,
+            };
+            let got = server.conn.fid_user(fid).expect("a fid it listed");
+            if (got.0, got.1) != (&want.0[..], want.1) {
+                return Err(format!(
+                    "client {c}: fid {fid} acts as {:?}/{} on the server, but was attached as {:?}/{}",
+                    String::from_utf8_lossy(got.0),
+                    got.1,
+                    String::from_utf8_lossy(&want.0),
+                    want.1
+                ));
+            }
         }
         Ok(())
     }
 
     /// At the end, the server's tree is exactly what the lanes' models say.
     fn check_tree(&self) -> Result<(), String> {
-        for lane in &self.lanes {
+        for lane in self.clients.iter().flat_map(|c| c.lanes.iter()) {
             let dir = lane.dir_name();
             for (name, want) in &lane.files {
                 let path = format!("{dir}/{}", String::from_utf8_lossy(name));
@@ -1062,5 +1209,63 @@ impl World {
             }
         }
         Ok(())
+    }
+}
+
+/// What actually happened to a request, and whether the server ran it too often.
+fn check_executions(op: &Op, exec: &Execution, reply: Option<&Msg>) -> Result<Option<Msg>, String> {
+    if !op.idempotent() && exec.count > 1 {
+        return Err(format!(
+            "{op:?} was executed {} times for one request",
+            exec.count
+        ));
+    }
+    match reply {
+        Some(m) if !is_error(m) => {
+            if exec.count == 0 && !matches!(m, Msg::Rclunk(_)) {
+                return Err(format!("{op:?} answered {m:?} without reaching the server"));
+            }
+            // A write shortened on its last run may have run in full before.
+            if let (Msg::Rwrite(seen), Some(Msg::Rwrite(ran))) = (m, &exec.success) {
+                if ran.count > seen.count {
+                    return Ok(exec.success.clone());
+                }
+            }
+            Ok(Some(m.clone()))
+        }
+        // Failed (or flushed): it happened exactly if the server ran it successfully.
+        _ => Ok(exec.success.clone()),
+    }
+}
+
+/// The files a lane works on, made before the run.
+fn make_lane_files(fs: &mut ramfs::Fs, lane: &Lane) {
+    let dir = lane.dir_name();
+    fs.mkdir_p(&dir).expect("lane directory");
+    fs.write_file(format!("{dir}/data"), b"")
+        .expect("data file");
+    fs.write_file(format!("{dir}/log"), b"").expect("log file");
+    fs.set_mode(format!("{dir}/log"), dm::APPEND | 0o644)
+        .expect("append-only log");
+    let deep: Vec<String> = Lane::deep_path()
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    let deep = format!("{dir}/{}", deep.join("/"));
+    fs.mkdir_p(&deep[..deep.len() - 2])
+        .expect("deep directories");
+    fs.write_file(&deep, b"deep").expect("deep file");
+    // In a directory of its own: replacing it must not reorder the lane's listing.
+    fs.mkdir_p(format!("{dir}/vict")).expect("victim directory");
+    fs.write_file(format!("{dir}/vict/victim"), b"")
+        .expect("victim file");
+    fs.write_file(format!("{dir}/excl"), b"")
+        .expect("exclusive file");
+    fs.set_mode(format!("{dir}/excl"), dm::EXCL | 0o644)
+        .expect("exclusive-use file");
+    fs.mkdir_p(format!("{dir}/churn")).expect("churn directory");
+    for i in 0..10 {
+        fs.write_file(format!("{dir}/churn/c{i}"), b"")
+            .expect("churn file");
     }
 }
