@@ -181,6 +181,10 @@ fn seeds() {
         totals.frames_held_back > 0,
         "the drive never held client frames back"
     );
+    assert!(
+        totals.writes_lost > 0,
+        "no crash ever lost acknowledged writes (so no fsync was checked against a loss)"
+    );
 }
 
 #[test]

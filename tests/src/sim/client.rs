@@ -204,6 +204,16 @@ pub struct Lane {
     pub subdirs: BTreeSet<Vec<u8>>,
     /// The msize settled by Rversion: no request may be larger.
     pub msize: u32,
+    /// Durability of the data file, as fsync must report it: writes acknowledged on the data
+    /// fid since it was opened or last fsynced; whether a server crash lost them since; whether
+    /// a link died while they (or a write in flight) were unsynced, which makes the session fail
+    /// the next fsync; and whether the operation in flight was in flight at a loss.
+    acked_unsynced: bool,
+    writes_lost: bool,
+    exposed: bool,
+    in_flight_at_loss: bool,
+    /// Soft mode: any request may fail while the server is away.
+    pub soft: bool,
     /// The operation in flight and its tag; and a Tflush of it, if sent.
     pub busy: Option<(u16, Op)>,
     pub flush: Option<u16>,
@@ -303,7 +313,60 @@ impl Lane {
                 .collect(),
             busy: None,
             flush: None,
+            acked_unsynced: false,
+            writes_lost: false,
+            exposed: false,
+            in_flight_at_loss: false,
+            soft: false,
         }
+    }
+
+    /// The client's link died: a later fsync may fail if writes were unsynced.
+    pub fn link_lost(&mut self) {
+        let writing = matches!(self.busy, Some((_, Op::Write { .. })));
+        if self.acked_unsynced || writing {
+            self.exposed = true;
+        }
+        if self.busy.is_some() {
+            self.in_flight_at_loss = true;
+        }
+    }
+
+    /// Whether a server crash may lose this lane's unsynced writes now: only when nothing is in
+    /// flight (an answer already past the proxy would show the old contents). Marks them lost.
+    pub fn lose_unsynced(&mut self) -> bool {
+        if self.busy.is_some() || self.flush.is_some() || !self.acked_unsynced {
+            return false;
+        }
+        self.writes_lost = true;
+        true
+    }
+
+    /// A new data fid, or none: nothing unsynced on it.
+    fn reset_durability(&mut self) {
+        self.acked_unsynced = false;
+        self.writes_lost = false;
+        self.exposed = false;
+    }
+
+    /// fsync tells the truth: it never succeeds when acknowledged writes were lost, and fails
+    /// only when the session has a reason (writes unsynced when a link died, the fsync itself
+    /// in flight at a loss, or soft mode).
+    fn check_fsync(&mut self, reply: &Msg, in_flight_at_loss: bool) -> Result<(), String> {
+        if matches!(reply, Msg::Rfsync(_)) && self.writes_lost {
+            return Err(format!(
+                "lane {}: fsync succeeded although the server lost acknowledged writes",
+                self.id
+            ));
+        }
+        if is_not_completed(reply) && !self.exposed && !in_flight_at_loss && !self.soft {
+            return Err(format!(
+                "lane {}: fsync failed ({reply:?}) with no write lost and no link lost under it",
+                self.id
+            ));
+        }
+        self.reset_durability();
+        Ok(())
     }
 
     /// The lane's directory name under the root.
@@ -313,6 +376,11 @@ impl Lane {
 
     fn fid(&self, k: u32) -> Fid {
         Fid(16 + self.slot as u32 * 16 + k)
+    }
+
+    /// Whether `fid` is this lane's data fid.
+    pub fn is_data_fid(&self, fid: u32) -> bool {
+        fid == self.data_fid().0
     }
 
     /// Whether `fid` is one of this lane's.
@@ -899,6 +967,16 @@ impl Lane {
         effective: Option<&Msg>,
         flushed: bool,
     ) -> Result<Option<(Msg, Op)>, String> {
+        let in_flight_at_loss = std::mem::take(&mut self.in_flight_at_loss);
+        match (&op, flushed) {
+            (Op::Fsync, false) => self.check_fsync(reply, in_flight_at_loss)?,
+            (Op::Fsync, true) if effective.is_some() => self.reset_durability(),
+            (Op::Write { .. }, _) if effective.is_some() && !is_error(reply) => {
+                self.acked_unsynced = true
+            }
+            (Op::OpenData { .. } | Op::ClunkData, _) => self.reset_durability(),
+            _ => {}
+        }
         if let Op::Forget(which) = op {
             // A flushed clunk was never sent (flush(5)): the fid is still there.
             if flushed {

@@ -13,6 +13,8 @@ pub struct Knobs {
     pub lanes: usize,
     /// Clients, each with its own proxy session, on the one server.
     pub clients: usize,
+    /// Chance that a restart loses each idle lane's writes since its last fsync (9P2000.L).
+    pub lose_unsynced_percent: u32,
     /// One-way latency between proxy and server, milliseconds.
     pub latency_ms: (u64, u64),
     /// Extra time the server may take per request, milliseconds.
@@ -101,6 +103,7 @@ impl Knobs {
             watchdog_ms: [3_000, 30_000, 30_000][rng.below(3) as usize],
             max_lock_history: [2, 64, 64][rng.below(3) as usize],
             clients: [1, 1, 2, 3][rng.below(4) as usize],
+            lose_unsynced_percent: [0, 0, 60][rng.below(3) as usize] as u32,
         }
     }
 }
@@ -128,6 +131,7 @@ pub const CALM: &[(&str, &str)] = &[
     ("msize", "a restarted server never offers a smaller msize"),
     ("lag", "the client reads its replies at once"),
     ("soft", "hard mode"),
+    ("unsynced", "a restart never loses unsynced writes"),
 ];
 
 impl Overrides {
@@ -176,6 +180,7 @@ impl Overrides {
                 "msize" => k.smaller_msize_percent = 0,
                 "lag" => k.client_reads_percent = 100,
                 "soft" => k.give_up_ms = None,
+                "unsynced" => k.lose_unsynced_percent = 0,
                 _ => {}
             }
         }

@@ -139,6 +139,9 @@ pub struct World {
     pub stats: Stats,
     /// Every session's marks, once the run is over.
     marks: persist_core::Marks,
+    /// Each lane's data file as of its last successful fsync: what a crash that loses unsynced
+    /// writes leaves.
+    synced: BTreeMap<usize, Vec<u8>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -154,6 +157,8 @@ pub struct Stats {
     pub mid_frame_cuts: u64,
     /// Steps at which whole client frames waited in the drive while the session took no input.
     pub frames_held_back: u64,
+    /// Lanes whose acknowledged, unsynced writes a crash lost.
+    pub writes_lost: u64,
 }
 
 impl Stats {
@@ -166,6 +171,7 @@ impl Stats {
         self.late_dials += o.late_dials;
         self.mid_frame_cuts += o.mid_frame_cuts;
         self.frames_held_back += o.frames_held_back;
+        self.writes_lost += o.writes_lost;
     }
 }
 
@@ -198,6 +204,7 @@ impl World {
                     let mut lane = Lane::new(id, slot, knobs.dialect, identity);
                     // A small lock-history cap makes a fid with more locks stale at a reconnect.
                     lane.disturbed = knobs.max_lock_history < 64;
+                    lane.soft = knobs.give_up_ms.is_some();
                     lane
                 })
                 .collect();
@@ -254,6 +261,7 @@ impl World {
             digest: 0xcbf2_9ce4_8422_2325,
             stats: Stats::default(),
             marks: Default::default(),
+            synced: BTreeMap::new(),
         };
         note!(w, "knobs {:?}", w.knobs);
         for c in 0..w.clients.len() {
@@ -413,6 +421,9 @@ impl World {
     fn hang_up(&mut self, c: usize, linger: u64) {
         let cl = &mut self.clients[c];
         if let Some(s) = cl.server.take() {
+            for lane in &mut cl.lanes {
+                lane.link_lost();
+            }
             if s.up_framer.partial() || !s.up.is_empty() || !s.down.is_empty() {
                 self.stats.mid_frame_cuts += 1;
             }
@@ -626,8 +637,21 @@ impl World {
             t.link.0
         );
         fnv(&mut self.digest, &reply);
-        // Count executions of the client's requests (the session's own use low tags).
+        // A successful fsync of a lane's data file makes its contents durable.
         let cl = &mut self.clients[c];
+        if let Ok(Fcall {
+            msg: Msg::Tfsync(f),
+            ..
+        }) = Fcall::decode(&t.frame, self.knobs.dialect)
+        {
+            let ok = Header::parse(&reply).is_ok_and(|h| h.msg_type == MsgType::Rfsync as u8);
+            if let Some(lane) = cl.lanes.iter().find(|l| l.is_data_fid(f.fid.0)).filter(|_| ok) {
+                let path = format!("{}/data", lane.dir_name());
+                let now = self.fs.read_file(&path).expect("data file").to_vec();
+                self.synced.insert(lane.id, now);
+            }
+        }
+        // Count executions of the client's requests (the session's own use low tags).
         if let Ok(header) = Header::parse(&t.frame) {
             if header.tag >= TAG_BASE && header.tag != NOTAG {
                 let same_type = cl
@@ -849,6 +873,27 @@ impl World {
                 self.fs.write_file(&fresh, b"").expect("churn file");
             }
             note!(self, "the victim files were replaced");
+        }
+        // A crash may lose what was written since the last fsync (only idle lanes' files, so
+        // no answer already on its way shows what was lost).
+        if self.knobs.dialect == Dialect::DotL {
+            for c in 0..self.clients.len() {
+                for l in 0..self.clients[c].lanes.len() {
+                    if !self.rng.chance(self.knobs.lose_unsynced_percent) {
+                        continue;
+                    }
+                    let lane = &mut self.clients[c].lanes[l];
+                    if !lane.lose_unsynced() {
+                        continue;
+                    }
+                    let synced = self.synced.get(&lane.id).cloned().unwrap_or_default();
+                    let path = format!("{}/data", lane.dir_name());
+                    self.fs.write_file(&path, &synced).expect("data file");
+                    lane.files.insert(b"data".to_vec(), synced);
+                    self.stats.writes_lost += 1;
+                    note!(self, "the crash lost {path}'s unsynced writes");
+                }
+            }
         }
         self.server_msize = if self.rng.chance(self.knobs.smaller_msize_percent) {
             4096
