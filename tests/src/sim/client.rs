@@ -41,8 +41,11 @@ pub enum Op {
     WalkTemp,
     /// A three-name walk whose second name does not exist (with the temp fid as newfid).
     WalkMissing,
+    /// Create the temp file; in 9P2000 and .u sometimes with ORCLOSE (the server removes it
+    /// when the fid is clunked, so a reopen after a reconnect must keep ORCLOSE).
     CreateTemp {
         name: Vec<u8>,
+        orclose: bool,
     },
     WriteTemp {
         data: Bytes,
@@ -201,6 +204,9 @@ pub struct Lane {
     locks: BTreeSet<u64>,
     /// The model: file contents and subdirectories of this lane's directory.
     pub files: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Names ORCLOSE files had: whether they are there depends on which connection clunked
+    /// them when; listings and the final check leave them out.
+    orclose_names: BTreeSet<Vec<u8>>,
     pub subdirs: BTreeSet<Vec<u8>>,
     /// The msize settled by Rversion: no request may be larger.
     pub msize: u32,
@@ -308,6 +314,7 @@ impl Lane {
             next_name: 0,
             locks: BTreeSet::new(),
             files,
+            orclose_names: BTreeSet::new(),
             subdirs: [b"deep".to_vec(), b"churn".to_vec(), b"vict".to_vec()]
                 .into_iter()
                 .collect(),
@@ -571,6 +578,7 @@ impl Lane {
                 (FidState::Walked, None) if rng.chance(80) => {
                     let name = format!("t{}", self.next_name).into_bytes();
                     self.next_name += 1;
+                    let mut orclose = false;
                     let msg: Msg = if dotl {
                         Tlcreate {
                             fid: self.temp_fid(),
@@ -588,16 +596,17 @@ impl Lane {
                         }
                         .into()
                     } else {
+                        orclose = rng.chance(40);
                         Tcreate {
                             fid: self.temp_fid(),
                             name: name.clone().into(),
                             perm: 0o644,
-                            mode: open_mode::RDWR,
+                            mode: open_mode::RDWR | if orclose { open_mode::RCLOSE } else { 0 },
                             extension: self.dialect.is_extended().then(Bytes::new),
                         }
                         .into()
                     };
-                    (msg, Op::CreateTemp { name })
+                    (msg, Op::CreateTemp { name, orclose })
                 }
                 (FidState::Open, Some(_)) if rng.chance(40) => {
                     let data = Bytes::from(rng.data(1, 200));
@@ -955,6 +964,11 @@ impl Lane {
             .collect()
     }
 
+    /// Whether a name in the lane's directory is an ORCLOSE file's (not followed by the model).
+    pub fn is_orclose_name(&self, name: &[u8]) -> bool {
+        self.orclose_names.contains(name)
+    }
+
     /// Take the outcome of `op`: `reply` is what the client got, `effective` what the server
     /// actually did (its successful reply), if anything; `flushed` when an Rflush came first,
     /// so that by flush(5) the request counts as never sent — while its effect on the files may
@@ -997,7 +1011,13 @@ impl Lane {
             let which = Self::fid_used(&op);
             // So does any fid of a lane whose locks or exclusive opens an old connection held
             // while the session rebuilt them.
-            if which == Some(Which::Victim) || self.disturbed && which.is_some() {
+            // And an ORCLOSE temp file, which its old connection removed when it hung up.
+            let orclose_gone = which == Some(Which::Temp)
+                && self
+                    .temp_name
+                    .as_ref()
+                    .is_some_and(|n| self.orclose_names.contains(n));
+            if which == Some(Which::Victim) || orclose_gone || self.disturbed && which.is_some() {
                 // The request may have run on the lost link before its fid went stale.
                 self.apply_to_files(&op, effective)?;
                 let which = which.expect("a fid");
@@ -1145,7 +1165,7 @@ impl Lane {
                     FidState::Absent
                 }
             }
-            Op::CreateTemp { name } => {
+            Op::CreateTemp { name, .. } => {
                 if ok {
                     self.temp_state = FidState::Open;
                     self.temp_name = Some(name);
@@ -1303,18 +1323,29 @@ impl Lane {
                     .extend_from_slice(&data[..n]);
             }
             (Op::WriteTemp { data }, Msg::Rwrite(w)) => {
-                if let Some(name) = &self.temp_name {
+                if let Some(name) = self.temp_name.as_ref().filter(|n| self.files.contains_key(*n)) {
                     let n = (w.count as usize).min(data.len());
                     write_at(self.files.get_mut(name).expect("temp file"), 0, &data[..n]);
                 }
             }
-            (Op::CreateTemp { name }, _) => {
+            // An ORCLOSE file goes when its fid is clunked, by whichever connection held it open
+            // (an old one that hangs up in order, too): the model does not follow its contents.
+            (Op::CreateTemp { name, orclose: true }, _) => {
+                self.orclose_names.insert(name.clone());
+            }
+            (Op::CreateTemp { name, .. }, _) => {
                 self.files.insert(name.clone(), Vec::new());
             }
             (Op::RenameTemp { to }, _) => {
                 if let Some(name) = &self.temp_name {
-                    let contents = self.files.remove(name).expect("temp file");
-                    self.files.insert(to.clone(), contents);
+                    match self.files.remove(name) {
+                        Some(contents) => {
+                            self.files.insert(to.clone(), contents);
+                        }
+                        None => {
+                            self.orclose_names.insert(to.clone());
+                        }
+                    }
                 }
             }
             (Op::OpenData { trunc: true }, Msg::Ropen(_) | Msg::Rlopen(_)) => {
@@ -1391,7 +1422,8 @@ impl Lane {
                 Op::ClunkList,
             )));
         }
-        self.listed.extend(names);
+        self.listed
+            .extend(names.into_iter().filter(|n| !self.orclose_names.contains(n)));
         Ok(Some(self.read_list(next)))
     }
 }

@@ -70,6 +70,8 @@ struct Outstanding {
     flushes: Option<u16>,
     /// Its number in the order the client sent its requests.
     seq: u64,
+    /// For an open or create: the fid and the mode it asked for.
+    opens: Option<(u32, u32)>,
 }
 
 /// One client with its own proxy session (drive), its link to the server, and its lanes.
@@ -100,6 +102,8 @@ struct Client {
     last_received: Option<(LinkId, u64)>,
     version_done: bool,
     attach_done: bool,
+    /// The mode each open fid was opened with, as the client saw it succeed.
+    open_modes: BTreeMap<u32, u32>,
 }
 
 impl Client {
@@ -243,6 +247,7 @@ impl World {
                 last_received: None,
                 version_done: false,
                 attach_done: false,
+                open_modes: BTreeMap::new(),
             });
         }
         let mut w = World {
@@ -477,6 +482,17 @@ impl World {
             Msg::Tflush(f) => Some(f.oldtag),
             _ => None,
         };
+        let opens = match &msg {
+            Msg::Topen(o) => Some((o.fid.0, o.mode as u32)),
+            Msg::Tcreate(o) => Some((o.fid.0, o.mode as u32)),
+            Msg::Tlopen(o) => Some((o.fid.0, o.flags)),
+            Msg::Tlcreate(o) => Some((o.fid.0, o.flags)),
+            Msg::Tclunk(Tclunk { fid }) | Msg::Tremove(Tremove { fid }) => {
+                self.clients[c].open_modes.remove(&fid.0);
+                None
+            }
+            _ => None,
+        };
         self.stats.requests += 1;
         note!(self, "client {c} -> {tag} {msg:?}");
         let frame = Fcall::new(tag, msg).to_frame().map_err(|e| e.to_string())?;
@@ -491,6 +507,7 @@ impl World {
                 ty,
                 flushes,
                 seq,
+                opens,
             },
         );
         cl.executions.insert(tag, Execution::default());
@@ -555,6 +572,9 @@ impl World {
             return Ok(());
         }
         let exec = cl.executions.remove(&fc.tag).unwrap_or_default();
+        if let (Some((fid, mode)), false) = (out.opens, is_error(&fc.msg)) {
+            cl.open_modes.insert(fid, mode);
+        }
         let lane = out.lane;
         if lane == SETUP {
             // Soft mode may fail the attach while the server is away: it is sent again.
@@ -729,6 +749,7 @@ impl World {
         while let Some(bytes) = s.up.take(now, piece) {
             s.up_framer.push(&bytes);
             while let Some(frame) = s.up_framer.next_frame()? {
+                reopen_keeps_mode(c, &frame, self.knobs.dialect, &cl.open_modes)?;
                 if let Ok(h) = Header::parse(&frame) {
                     let seq = cl
                         .outstanding
@@ -1236,6 +1257,7 @@ impl World {
                 .map_err(|e| format!("{dir}: {e:?}"))?
                 .into_iter()
                 .map(|b| b.to_vec())
+                .filter(|n| !lane.is_orclose_name(n))
                 .collect();
             listed.sort();
             let mut want: Vec<Vec<u8>> = lane
@@ -1255,6 +1277,45 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// A fid the session reopens after a reconnect is opened as the client opened it, less what
+/// would change the file again: OTRUNC (9P2000), O_TRUNC, O_CREAT and O_EXCL (.L). ORCLOSE and
+/// O_APPEND stay.
+fn reopen_keeps_mode(
+    c: usize,
+    frame: &Bytes,
+    dialect: Dialect,
+    modes: &BTreeMap<u32, u32>,
+) -> Result<(), String> {
+    let Ok(h) = Header::parse(frame) else {
+        return Ok(());
+    };
+    if h.tag >= TAG_BASE {
+        return Ok(());
+    }
+    let (fid, mode, want) = match Fcall::decode(frame, dialect).map(|f| f.msg) {
+        Ok(Msg::Topen(o)) => match modes.get(&o.fid.0) {
+            Some(&m) => (o.fid.0, o.mode as u32, m & !(open_mode::TRUNC as u32)),
+            None => return Ok(()),
+        },
+        Ok(Msg::Tlopen(o)) => match modes.get(&o.fid.0) {
+            Some(&m) => (
+                o.fid.0,
+                o.flags,
+                m & !(lflags::TRUNC | lflags::CREATE | lflags::EXCL),
+            ),
+            None => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    if mode != want {
+        return Err(format!(
+            "client {c}'s fid {fid} was reopened with mode {mode:#o}; the client opened it with {:#o}, so {want:#o} was due",
+            modes[&fid]
+        ));
+    }
+    Ok(())
 }
 
 /// What actually happened to a request, and whether the server ran it too often.
