@@ -92,6 +92,16 @@ pub enum Op {
     WalkExcl,
     OpenExcl,
     StatExcl,
+    /// The directory `mv*` (its name changes) holds file `f`, on which a fid is kept open; the
+    /// directory is renamed under it (Trenameat, or a Twstat of a fid on the directory), so the
+    /// session must move every fid beneath, and rebuild them at the new path.
+    WalkSub,
+    RenameSub {
+        to: Vec<u8>,
+    },
+    WalkMoved,
+    OpenMoved,
+    StatMoved,
     /// Clunk a fid whose state is uncertain; any reply will do.
     Forget(Which),
 }
@@ -108,6 +118,8 @@ pub enum Which {
     Deep,
     Victim,
     Excl,
+    Sub,
+    Moved,
 }
 
 impl Op {
@@ -142,6 +154,10 @@ impl Op {
                 | Op::WalkExcl
                 | Op::OpenExcl
                 | Op::StatExcl
+                | Op::WalkSub
+                | Op::WalkMoved
+                | Op::OpenMoved
+                | Op::StatMoved
                 | Op::Forget(_)
         )
     }
@@ -153,6 +169,7 @@ impl Op {
             Op::Append { .. }
                 | Op::CreateTemp { .. }
                 | Op::RenameTemp { .. }
+                | Op::RenameSub { .. }
                 | Op::RemoveTemp
                 | Op::UnlinkTemp
                 | Op::Mkdir { .. }
@@ -194,6 +211,11 @@ pub struct Lane {
     deep_halfway: bool,
     victim: FidState,
     excl: FidState,
+    sub: FidState,
+    moved: FidState,
+    moved_qid: Option<u64>,
+    /// The renamed directory's name on the server.
+    sub_name: Vec<u8>,
     /// Whether the listing in progress is of the churn directory (whose entries someone else
     /// changes during outages, so it is read to the end but not compared).
     listing_churn: bool,
@@ -308,6 +330,10 @@ impl Lane {
             msize: 8192,
             victim: FidState::Absent,
             excl: FidState::Absent,
+            sub: FidState::Absent,
+            moved: FidState::Absent,
+            moved_qid: None,
+            sub_name: b"mv0".to_vec(),
             listing_churn: false,
             disturbed: false,
             listed: BTreeSet::new(),
@@ -315,7 +341,12 @@ impl Lane {
             locks: BTreeSet::new(),
             files,
             orclose_names: BTreeSet::new(),
-            subdirs: [b"deep".to_vec(), b"churn".to_vec(), b"vict".to_vec()]
+            subdirs: [
+                b"deep".to_vec(),
+                b"churn".to_vec(),
+                b"vict".to_vec(),
+                b"mv0".to_vec(),
+            ]
                 .into_iter()
                 .collect(),
             busy: None,
@@ -421,6 +452,12 @@ impl Lane {
     fn excl_fid(&self) -> Fid {
         self.fid(7)
     }
+    fn sub_fid(&self) -> Fid {
+        self.fid(9)
+    }
+    fn moved_fid(&self) -> Fid {
+        self.fid(10)
+    }
 
     /// The deep file's path below the lane's directory: 20 names.
     pub fn deep_path() -> Vec<Vec<u8>> {
@@ -473,6 +510,8 @@ impl Lane {
             Which::Deep => &mut self.deep,
             Which::Victim => &mut self.victim,
             Which::Excl => &mut self.excl,
+            Which::Sub => &mut self.sub,
+            Which::Moved => &mut self.moved,
         }
     }
 
@@ -487,6 +526,8 @@ impl Lane {
             Which::Deep => self.deep_fid(),
             Which::Victim => self.victim_fid(),
             Which::Excl => self.excl_fid(),
+            Which::Sub => self.sub_fid(),
+            Which::Moved => self.moved_fid(),
         }
     }
 
@@ -517,6 +558,8 @@ impl Lane {
             Op::WalkDeep { .. } | Op::StatDeep => Which::Deep,
             Op::WalkVictim | Op::OpenVictim | Op::StatVictim => Which::Victim,
             Op::WalkExcl | Op::OpenExcl | Op::StatExcl => Which::Excl,
+            Op::WalkSub | Op::RenameSub { .. } => Which::Sub,
+            Op::WalkMoved | Op::OpenMoved | Op::StatMoved => Which::Moved,
             Op::Forget(w) => *w,
         })
     }
@@ -532,6 +575,8 @@ impl Lane {
             Which::Deep,
             Which::Victim,
             Which::Excl,
+            Which::Sub,
+            Which::Moved,
         ] {
             if *self.state_of(which) == FidState::Uncertain {
                 return (
@@ -704,7 +749,8 @@ impl Lane {
                     Op::Read { off, len },
                 )
             }
-            55..=61 => {
+            59..=61 => self.sub_op(rng),
+            55..=58 => {
                 let msg: Msg = if dotl {
                     Tgetattr {
                         fid: self.data_fid(),
@@ -898,6 +944,61 @@ impl Lane {
         }
     }
 
+    fn sub_op(&mut self, rng: &mut Rng) -> (Msg, Op) {
+        let dir = self.dir_name();
+        let d = dir.as_bytes();
+        let sub = self.sub_name.clone();
+        match self.moved {
+            FidState::Absent => {
+                return (
+                    self.walk(self.moved_fid(), &[d, &sub, b"f"]),
+                    Op::WalkMoved,
+                )
+            }
+            FidState::Walked => {
+                return (self.open(self.moved_fid(), false, false), Op::OpenMoved)
+            }
+            _ => {}
+        }
+        if rng.chance(70) {
+            return match rng.chance(10) {
+                true => (
+                    Tclunk {
+                        fid: self.moved_fid(),
+                    }
+                    .into(),
+                    Op::Forget(Which::Moved),
+                ),
+                false => (self.stat(self.moved_fid()), Op::StatMoved),
+            };
+        }
+        let to = format!("mv{}", self.next_name).into_bytes();
+        if self.dialect == Dialect::DotL {
+            self.next_name += 1;
+            let msg = Trenameat {
+                olddirfid: self.dir_fid(),
+                oldname: sub.into(),
+                newdirfid: self.dir_fid(),
+                newname: to.clone().into(),
+            };
+            return (msg.into(), Op::RenameSub { to });
+        }
+        if self.sub == FidState::Absent {
+            return (self.walk(self.sub_fid(), &[d, &sub]), Op::WalkSub);
+        }
+        self.next_name += 1;
+        let mut stat = Stat::unchanged(self.dialect);
+        stat.name = to.clone().into();
+        (
+            Twstat {
+                fid: self.sub_fid(),
+                stat,
+            }
+            .into(),
+            Op::RenameSub { to },
+        )
+    }
+
     fn excl_op(&mut self, rng: &mut Rng) -> (Msg, Op) {
         let dir = self.dir_name();
         match self.excl {
@@ -949,6 +1050,8 @@ impl Lane {
             (self.deep, self.deep_fid()),
             (self.victim, self.victim_fid()),
             (self.excl, self.excl_fid()),
+            (self.sub, self.sub_fid()),
+            (self.moved, self.moved_fid()),
         ]
         .into_iter()
         .filter(|(state, _)| *state == FidState::Uncertain)
@@ -1278,6 +1381,50 @@ impl Lane {
                     FidState::Uncertain
                 }
             }
+            Op::WalkSub => {
+                self.sub = if ok {
+                    FidState::Walked
+                } else {
+                    FidState::Absent
+                }
+            }
+            Op::RenameSub { .. } => {
+                if executed && !ok {
+                    // Renamed, but the session was told it failed: its paths are the old ones.
+                    self.sub = FidState::Uncertain;
+                    self.moved = FidState::Uncertain;
+                }
+            }
+            Op::WalkMoved => {
+                self.moved = if ok {
+                    FidState::Walked
+                } else {
+                    FidState::Absent
+                };
+                if let Msg::Rwalk(w) = reply {
+                    self.moved_qid = w.wqids.last().map(|q| q.path);
+                }
+            }
+            Op::OpenMoved => {
+                self.moved = if ok {
+                    FidState::Open
+                } else {
+                    FidState::Uncertain
+                }
+            }
+            Op::StatMoved => {
+                let qid = match reply {
+                    Msg::Rgetattr(a) => a.qid,
+                    Msg::Rstat(s) => s.stat.qid,
+                    _ => return Ok(None),
+                };
+                if self.moved_qid.is_some_and(|p| p != qid.path) {
+                    return Err(format!(
+                        "lane {}: the fid beneath the renamed directory now names another file",
+                        self.id
+                    ));
+                }
+            }
             Op::StatDeep | Op::StatVictim | Op::StatExcl => {
                 if !is_error(reply) && !matches!(reply, Msg::Rgetattr(_) | Msg::Rstat(_)) {
                     return Err(format!("lane {}: stat answered {reply:?}", self.id));
@@ -1364,6 +1511,11 @@ impl Lane {
             }
             (Op::Mkdir { name }, _) => {
                 self.subdirs.insert(name.clone());
+            }
+            (Op::RenameSub { to }, _) => {
+                self.subdirs.remove(&self.sub_name);
+                self.subdirs.insert(to.clone());
+                self.sub_name = to.clone();
             }
             _ => {}
         }

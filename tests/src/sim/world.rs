@@ -1369,6 +1369,8 @@ fn make_lane_files(fs: &mut ramfs::Fs, lane: &Lane) {
         .expect("exclusive file");
     fs.set_mode(format!("{dir}/excl"), dm::EXCL | 0o644)
         .expect("exclusive-use file");
+    fs.write_file(format!("{dir}/mv0/f"), b"moved")
+        .expect("file in the renamed directory");
     fs.mkdir_p(format!("{dir}/churn")).expect("churn directory");
     for i in 0..10 {
         fs.write_file(format!("{dir}/churn/c{i}"), b"")
