@@ -75,6 +75,8 @@ marks! {
     RecoveryFastForward,
     /// A lock replayed.
     RecoveryLockReplay,
+    /// A lock could not be re-acquired (someone else took the range): the fid is stale.
+    RecoveryLockRefused,
     /// An exclusive-use open retried.
     RecoveryExclusiveRetry,
     /// A fid with an orphaned Tremove left unbuilt.

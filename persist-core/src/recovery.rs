@@ -583,7 +583,10 @@ impl Session {
                 Msg::Rlock(l) if l.status == p9_core::lock_status::SUCCESS => {
                     self.job_locks(r, job, index + 1)
                 }
-                _ => self.job_stale(r, fid, true, "a lock it held could not be re-acquired"),
+                _ => {
+                    self.marks.hit(Mark::RecoveryLockRefused);
+                    self.job_stale(r, fid, true, "a lock it held could not be re-acquired")
+                }
             },
         }
     }

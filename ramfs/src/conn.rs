@@ -125,7 +125,9 @@ impl Conn {
 
     /// The user a fid acts as (the name and numeric id its attach gave), if the fid exists.
     pub fn fid_user(&self, fid: u32) -> Option<(&[u8], u32)> {
-        self.fids.get(&Fid(fid)).map(|f| (&f.user.name[..], f.user.id))
+        self.fids
+            .get(&Fid(fid))
+            .map(|f| (&f.user.name[..], f.user.id))
     }
 
     /// Serve one request frame; returns its reply frame. Whatever the bytes, the reply is one

@@ -222,6 +222,9 @@ pub struct Lane {
     /// The world let an old connection linger half-open holding this lane's locks and opens: a
     /// fid may go stale at the next reconnect.
     pub disturbed: bool,
+    /// Another client took a range this lane had locked while the server was away: its data
+    /// fid may go stale at the reconnect, and its locks may be refused.
+    pub locks_stolen: bool,
     next_name: u32,
     locks: BTreeSet<u64>,
     /// The model: file contents and subdirectories of this lane's directory.
@@ -336,6 +339,7 @@ impl Lane {
             sub_name: b"mv0".to_vec(),
             listing_churn: false,
             disturbed: false,
+            locks_stolen: false,
             listed: BTreeSet::new(),
             next_name: 0,
             locks: BTreeSet::new(),
@@ -347,8 +351,8 @@ impl Lane {
                 b"vict".to_vec(),
                 b"mv0".to_vec(),
             ]
-                .into_iter()
-                .collect(),
+            .into_iter()
+            .collect(),
             busy: None,
             flush: None,
             acked_unsynced: false,
@@ -414,6 +418,19 @@ impl Lane {
 
     fn fid(&self, k: u32) -> Fid {
         Fid(16 + self.slot as u32 * 16 + k)
+    }
+
+    /// The ranges the lane holds locked through an open data fid it trusts.
+    pub fn trusted_locks(&self) -> Vec<u64> {
+        match self.data {
+            FidState::Open => self.locks.iter().copied().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A range the lane holds locked on its data file, if any.
+    pub fn held_lock(&self) -> Option<u64> {
+        self.locks.iter().next().copied()
     }
 
     /// Whether `fid` is this lane's data fid.
@@ -950,14 +967,9 @@ impl Lane {
         let sub = self.sub_name.clone();
         match self.moved {
             FidState::Absent => {
-                return (
-                    self.walk(self.moved_fid(), &[d, &sub, b"f"]),
-                    Op::WalkMoved,
-                )
+                return (self.walk(self.moved_fid(), &[d, &sub, b"f"]), Op::WalkMoved)
             }
-            FidState::Walked => {
-                return (self.open(self.moved_fid(), false, false), Op::OpenMoved)
-            }
+            FidState::Walked => return (self.open(self.moved_fid(), false, false), Op::OpenMoved),
             _ => {}
         }
         if rng.chance(70) {
@@ -1100,6 +1112,10 @@ impl Lane {
                 return Ok(None);
             }
             *self.state_of(which) = FidState::Absent;
+            if which == Which::Data {
+                // Closing the file releases the locks taken through it.
+                self.locks.clear();
+            }
             if which == Which::Temp {
                 self.temp_name = None;
             }
@@ -1120,7 +1136,12 @@ impl Lane {
                     .temp_name
                     .as_ref()
                     .is_some_and(|n| self.orclose_names.contains(n));
-            if which == Some(Which::Victim) || orclose_gone || self.disturbed && which.is_some() {
+            let lock_lost = self.locks_stolen && which == Some(Which::Data);
+            if which == Some(Which::Victim)
+                || orclose_gone
+                || lock_lost
+                || self.disturbed && which.is_some()
+            {
                 // The request may have run on the lost link before its fid went stale.
                 self.apply_to_files(&op, effective)?;
                 let which = which.expect("a fid");
@@ -1306,7 +1327,7 @@ impl Lane {
             Op::Lock { start, unlock } => {
                 if let (Msg::Rlock(l), true) = (reply, ok) {
                     // An old connection lingering half-open may still hold this lane's locks.
-                    if l.status != 0 && self.disturbed {
+                    if l.status != 0 && (self.disturbed || self.locks_stolen) {
                         return Ok(None);
                     }
                     if l.status != 0 {
@@ -1470,14 +1491,24 @@ impl Lane {
                     .extend_from_slice(&data[..n]);
             }
             (Op::WriteTemp { data }, Msg::Rwrite(w)) => {
-                if let Some(name) = self.temp_name.as_ref().filter(|n| self.files.contains_key(*n)) {
+                if let Some(name) = self
+                    .temp_name
+                    .as_ref()
+                    .filter(|n| self.files.contains_key(*n))
+                {
                     let n = (w.count as usize).min(data.len());
                     write_at(self.files.get_mut(name).expect("temp file"), 0, &data[..n]);
                 }
             }
             // An ORCLOSE file goes when its fid is clunked, by whichever connection held it open
             // (an old one that hangs up in order, too): the model does not follow its contents.
-            (Op::CreateTemp { name, orclose: true }, _) => {
+            (
+                Op::CreateTemp {
+                    name,
+                    orclose: true,
+                },
+                _,
+            ) => {
                 self.orclose_names.insert(name.clone());
             }
             (Op::CreateTemp { name, .. }, _) => {
@@ -1574,8 +1605,11 @@ impl Lane {
                 Op::ClunkList,
             )));
         }
-        self.listed
-            .extend(names.into_iter().filter(|n| !self.orclose_names.contains(n)));
+        self.listed.extend(
+            names
+                .into_iter()
+                .filter(|n| !self.orclose_names.contains(n)),
+        );
         Ok(Some(self.read_list(next)))
     }
 }

@@ -15,6 +15,9 @@ pub struct Knobs {
     pub clients: usize,
     /// Chance that a restart loses each idle lane's writes since its last fsync (9P2000.L).
     pub lose_unsynced_percent: u32,
+    /// Chance that, while the server is away, another client locks a range a lane holds (so
+    /// the session cannot re-acquire it).
+    pub steal_lock_percent: u32,
     /// One-way latency between proxy and server, milliseconds.
     pub latency_ms: (u64, u64),
     /// Extra time the server may take per request, milliseconds.
@@ -104,6 +107,7 @@ impl Knobs {
             max_lock_history: [2, 64, 64][rng.below(3) as usize],
             clients: [1, 1, 2, 3][rng.below(4) as usize],
             lose_unsynced_percent: [0, 0, 60][rng.below(3) as usize] as u32,
+            steal_lock_percent: [0, 0, 50][rng.below(3) as usize] as u32,
         }
     }
 }
@@ -132,6 +136,7 @@ pub const CALM: &[(&str, &str)] = &[
     ("lag", "the client reads its replies at once"),
     ("soft", "hard mode"),
     ("unsynced", "a restart never loses unsynced writes"),
+    ("steal", "nobody else takes a lane's locks during an outage"),
 ];
 
 impl Overrides {
@@ -181,6 +186,7 @@ impl Overrides {
                 "lag" => k.client_reads_percent = 100,
                 "soft" => k.give_up_ms = None,
                 "unsynced" => k.lose_unsynced_percent = 0,
+                "steal" => k.steal_lock_percent = 0,
                 _ => {}
             }
         }

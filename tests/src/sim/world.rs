@@ -230,7 +230,6 @@ impl World {
                 ..Config::default()
             };
             clients.push(Client {
-
                 drive: Drive::new(cfg, BackendId(0), Instant::from_millis(0)),
                 server: None,
                 pending_dials: Vec::new(),
@@ -596,12 +595,8 @@ impl World {
                     let (_, op) = cl.lanes[lane].busy.take().expect("the flushed op");
                     let outcome = check_executions(&op, &exec, None)?;
                     let reply = Rflush {}.into();
-                    let follow = self.clients[c].lanes[lane].complete(
-                        op,
-                        &reply,
-                        outcome.as_ref(),
-                        true,
-                    )?;
+                    let follow =
+                        self.clients[c].lanes[lane].complete(op, &reply, outcome.as_ref(), true)?;
                     self.follow_up(c, lane, follow)?;
                 }
             }
@@ -623,8 +618,7 @@ impl World {
         }
         debug_assert_eq!(tag, fc.tag);
         let outcome = check_executions(&op, &exec, Some(&fc.msg))?;
-        let follow =
-            self.clients[c].lanes[lane].complete(op, &fc.msg, outcome.as_ref(), false)?;
+        let follow = self.clients[c].lanes[lane].complete(op, &fc.msg, outcome.as_ref(), false)?;
         self.follow_up(c, lane, follow)
     }
 
@@ -665,7 +659,12 @@ impl World {
         }) = Fcall::decode(&t.frame, self.knobs.dialect)
         {
             let ok = Header::parse(&reply).is_ok_and(|h| h.msg_type == MsgType::Rfsync as u8);
-            if let Some(lane) = cl.lanes.iter().find(|l| l.is_data_fid(f.fid.0)).filter(|_| ok) {
+            if let Some(lane) = cl
+                .lanes
+                .iter()
+                .find(|l| l.is_data_fid(f.fid.0))
+                .filter(|_| ok)
+            {
                 let path = format!("{}/data", lane.dir_name());
                 let now = self.fs.read_file(&path).expect("data file").to_vec();
                 self.synced.insert(lane.id, now);
@@ -895,6 +894,28 @@ impl World {
             }
             note!(self, "the victim files were replaced");
         }
+        // Another client locks a range a lane held, before its session can take it back.
+        if self.knobs.dialect == Dialect::DotL {
+            for c in 0..self.clients.len() {
+                for l in 0..self.clients[c].lanes.len() {
+                    let Some(start) = self.clients[c].lanes[l].held_lock() else {
+                        continue;
+                    };
+                    if !self.rng.chance(self.knobs.steal_lock_percent) {
+                        continue;
+                    }
+                    let dir = self.clients[c].lanes[l].dir_name();
+                    let thief = self.lock_as_other_client(&dir, start);
+                    self.clients[c].lanes[l].locks_stolen = true;
+                    let until = self.server_down_until + self.rng.range(0, 5000);
+                    note!(
+                        self,
+                        "another client locks {dir}/data at {start} until {until} ms"
+                    );
+                    self.lingering.push((until, thief));
+                }
+            }
+        }
         // A crash may lose what was written since the last fsync (only idle lanes' files, so
         // no answer already on its way shows what was lost).
         if self.knobs.dialect == Dialect::DotL {
@@ -921,6 +942,106 @@ impl World {
         } else {
             self.knobs.client_msize
         };
+    }
+
+    /// Another client, straight to the server: it locks `dir/data` at `start` (50 bytes).
+    fn lock_as_other_client(&mut self, dir: &str, start: u64) -> ramfs::Conn {
+        let lock = Tlock {
+            fid: Fid(1),
+            typ: 1,
+            flags: 0,
+            start,
+            length: 50,
+            proc_id: 4242,
+            client_id: "other".into(),
+        };
+        self.as_other_client(dir, lock.into()).0
+    }
+
+    /// Another client, straight to the server: it opens `dir/data` as fid 1, then sends
+    /// `last`; its reply, and the connection.
+    fn as_other_client(&mut self, dir: &str, last: Msg) -> (ramfs::Conn, Option<Msg>) {
+        let mut conn = ramfs::Conn::new(&mut self.fs, 8192);
+        let requests: [Msg; 5] = [
+            Tversion {
+                msize: 8192,
+                version: Dialect::DotL.version_string().into(),
+            }
+            .into(),
+            Tattach {
+                fid: Fid(0),
+                afid: NOFID,
+                uname: "other".into(),
+                aname: "".into(),
+                n_uname: Some(2000),
+            }
+            .into(),
+            Twalk {
+                fid: Fid(0),
+                newfid: Fid(1),
+                wnames: WalkNames::new(&[dir.as_bytes(), b"data"]).expect("two names"),
+            }
+            .into(),
+            Tlopen {
+                fid: Fid(1),
+                flags: lflags::RDWR,
+            }
+            .into(),
+            last,
+        ];
+        let mut reply = None;
+        for (tag, msg) in requests.into_iter().enumerate() {
+            let tag = if tag == 0 { NOTAG } else { tag as u16 };
+            let frame = Fcall::new(tag, msg).to_frame().expect("a small request");
+            let answer = conn.handle(&mut self.fs, &frame);
+            reply = Fcall::decode(&answer, Dialect::DotL).ok().map(|f| f.msg);
+        }
+        (conn, reply)
+    }
+
+    /// At the end: every lock a lane holds (by its session's account, through a fid not gone
+    /// stale) is held on the server — a lock the session could not take back must have made
+    /// the fid stale.
+    fn check_locks(&mut self) -> Result<(), String> {
+        if self.knobs.dialect != Dialect::DotL {
+            return Ok(());
+        }
+        for c in 0..self.clients.len() {
+            if !self.clients[c].drive.session().is_up() {
+                continue;
+            }
+            // A fid the session made stale (the lane has not used it since) holds nothing.
+            let rebuilt: std::collections::BTreeSet<u32> =
+                self.clients[c].drive.session().fids_on_server().collect();
+            for l in 0..self.clients[c].lanes.len() {
+                let dir = self.clients[c].lanes[l].dir_name();
+                let lane = &self.clients[c].lanes[l];
+                let starts = match rebuilt.iter().any(|&f| lane.is_data_fid(f)) {
+                    true => lane.trusted_locks(),
+                    false => Vec::new(),
+                };
+                for start in starts {
+                    let probe = Tgetlock {
+                        fid: Fid(1),
+                        typ: 1,
+                        start,
+                        length: 50,
+                        proc_id: 4243,
+                        client_id: "probe".into(),
+                    };
+                    let (conn, reply) = self.as_other_client(&dir, probe.into());
+                    conn.close(&mut self.fs);
+                    if let Some(Msg::Rgetlock(g)) = reply {
+                        if g.typ == 2 {
+                            return Err(format!(
+                                "client {c}: {dir}/data is locked at {start} by its session's account, but the server holds no lock there"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Client `c`'s proxy learns that `link` died by reading the end of the stream, a failed
@@ -1097,7 +1218,11 @@ impl World {
         if self.clients[c].attach_done {
             return Ok(true);
         }
-        if self.clients[c].outstanding.values().any(|o| o.lane == SETUP) {
+        if self.clients[c]
+            .outstanding
+            .values()
+            .any(|o| o.lane == SETUP)
+        {
             return Ok(false);
         }
         let attach = Tattach {
@@ -1142,6 +1267,7 @@ impl World {
             self.check_fids(c)?;
             self.check_users(c)?;
         }
+        self.check_locks()?;
         self.check_tree()
     }
 
