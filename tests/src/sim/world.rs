@@ -339,6 +339,8 @@ impl World {
             match &e {
                 Event::Recovered { .. } => {
                     self.stats.recoveries += 1;
+                    // Nothing has been resent yet: the new link holds exactly the rebuilt fids.
+                    self.check_fids(c)?;
                     self.check_users(c)?;
                 }
                 Event::RequestFailed { .. } => self.stats.not_completed += 1,
@@ -1297,7 +1299,8 @@ impl World {
         }
     }
 
-    /// At the end, with nothing in flight: the server holds no fid of client `c` that its
+    /// At the end with nothing in flight, and after each recovery before anything is resent:
+    /// the server holds no fid of client `c` that its
     /// session does not know (a leak refuses the number later: "fid already in use"), except
     /// those a lane is about to clunk; and every fid the session calls rebuilt is on the server.
     fn check_fids(&self, c: usize) -> Result<(), String> {
