@@ -981,7 +981,7 @@ impl World {
             Twalk {
                 fid: Fid(0),
                 newfid: Fid(1),
-                wnames: WalkNames::new(&[dir.as_bytes(), b"data"]).expect("two names"),
+                wnames: WalkNames::new([dir.as_bytes(), b"data"]).expect("two names"),
             }
             .into(),
             Tlopen {
