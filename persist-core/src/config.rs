@@ -5,7 +5,9 @@ use core::time::Duration;
 
 use crate::rng::Rng;
 
-/// Redial schedule: exponential with jitter.
+/// Redial schedule: exponential with jitter, held low while an outage is young. Most outages
+/// are restarts that last seconds, and a client blocked long after its server is back is what
+/// users notice; an outage that lasts is a server that is really gone, and is redialed gently.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backoff {
     /// Delay before the first redial.
@@ -16,31 +18,46 @@ pub struct Backoff {
     pub max: Duration,
     /// Random spread around the delay, in percent (25 = ±25 %).
     pub jitter_percent: u32,
+    /// While the outage is younger than this, the delay grows from `initial` to at most
+    /// `young_max`; after, it is a quarter of the outage's age (at most `max`).
+    pub young: Duration,
+    pub young_max: Duration,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
         Backoff {
-            initial: Duration::from_secs(1),
+            initial: Duration::from_millis(100),
             multiplier_percent: 150,
             max: Duration::from_secs(30),
             jitter_percent: 25,
+            young: Duration::from_secs(15),
+            young_max: Duration::from_millis(500),
         }
     }
 }
 
 impl Backoff {
-    /// The delay before redial number `attempt` (0 for the first).
-    pub(crate) fn delay(&self, attempt: u32, rng: &mut Rng) -> Duration {
-        let mut base = self.initial.as_nanos() as u64;
-        let max = self.max.as_nanos() as u64;
-        for _ in 0..attempt {
-            base = base.saturating_mul(self.multiplier_percent as u64) / 100;
-            if base >= max {
-                break;
+    /// The delay before redial number `attempt` (0 for the first) of an outage `age` old:
+    /// while the outage is young, growing from `initial` to at most `young_max`; after, a
+    /// quarter of the outage's age, up to `max`.
+    pub(crate) fn delay(&self, attempt: u32, age: Duration, rng: &mut Rng) -> Duration {
+        let base = if age < self.young {
+            let mut base = self.initial.as_nanos() as u64;
+            let cap = self.young_max.min(self.max).as_nanos() as u64;
+            for _ in 0..attempt {
+                base = base.saturating_mul(self.multiplier_percent as u64) / 100;
+                if base >= cap {
+                    break;
+                }
             }
-        }
-        let base = base.min(max);
+            base.min(cap)
+        } else {
+            let quarter = (age.as_nanos() / 4).min(u64::MAX as u128) as u64;
+            quarter
+                .max(self.young_max.as_nanos() as u64)
+                .min(self.max.as_nanos() as u64)
+        };
         let spread = base / 100 * self.jitter_percent.min(100) as u64;
         let jittered = base - spread + rng.upto(2 * spread);
         Duration::from_nanos(jittered)
@@ -72,6 +89,13 @@ pub struct Config {
     /// Most successful lock requests remembered per fid for replay; a fid with more is stale
     /// after a reconnect (a whole-file unlock clears the history).
     pub max_lock_history: usize,
+    /// A live link on which requests have waited this long with nothing at all arriving from
+    /// the server is declared dead (a hung server) and the server redialed. In soft mode the
+    /// give-up time applies too, whichever is shorter.
+    pub server_timeout: Duration,
+    /// A client that has not sent a whole Tversion this long after connecting is closed (it is
+    /// not dialed a backend before then).
+    pub version_timeout: Duration,
 }
 
 impl Default for Config {
@@ -87,6 +111,8 @@ impl Default for Config {
             exclusive_open_retries: 3,
             exclusive_retry_delay: Duration::from_millis(500),
             max_lock_history: 64,
+            server_timeout: Duration::from_secs(60),
+            version_timeout: Duration::from_secs(30),
         }
     }
 }

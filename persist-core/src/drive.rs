@@ -609,6 +609,10 @@ pub fn sentence(e: &Event, client: &str, backend: &str) -> Sentence {
             )
         }
         Event::ClientClosed => (Level::Info, format!("[{client}] client disconnected")),
+        Event::LateReply { tag } => (
+            Level::Info,
+            format!("[{client}] the server answered tag {tag} after its Rflush; reply dropped"),
+        ),
     };
     Sentence { level, text }
 }

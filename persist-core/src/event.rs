@@ -59,7 +59,8 @@ pub enum Event {
     FidLost {
         fid: u32,
         reason: LostReason,
-        why: &'static str,
+        /// Why, in words: the session's reason, or the server's own error.
+        why: alloc::borrow::Cow<'static, str>,
     },
     /// A request was answered with an error because it may have happened on a lost link (or,
     /// in soft mode, because the server stayed away too long).
@@ -76,4 +77,6 @@ pub enum Event {
     ProtocolViolation { peer: Peer, what: String },
     /// The client went away; the session is over.
     ClientClosed,
+    /// The server answered tag `tag` after it had answered its Tflush; the reply was dropped.
+    LateReply { tag: u16 },
 }

@@ -89,11 +89,25 @@ marks! {
     RecoveryWatchdog,
     /// A dial took longer than the watchdog and was abandoned.
     DialWatchdog,
+    /// A live link whose server sent nothing while requests waited was declared dead.
+    ServerSilent,
+    /// A reply that came after the server's Rflush for it was dropped.
+    LateReplyDropped,
+    /// An error reply in another dialect's shape was reshaped for the client.
+    ErrorReshaped,
+    /// A request drew a second invalid reply and was failed, never to be resent.
+    InvalidReplyFailed,
 }
 
 /// How often each mark was reached.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Marks([u32; Mark::ALL.len()]);
+
+impl Default for Marks {
+    fn default() -> Self {
+        Marks([0; Mark::ALL.len()])
+    }
+}
 
 impl Marks {
     pub(crate) fn hit(&mut self, m: Mark) {

@@ -59,6 +59,8 @@ struct RootAttach {
     pfid: u32,
     qid: Option<Qid>,
     failed: bool,
+    /// The server's error, when it refused the attach.
+    error: Option<String>,
     /// For an authenticated root: the proxy-owned auth fid and the conversation on it.
     afid: Option<u32>,
     conversation: Option<Box<dyn AuthConversation>>,
@@ -195,6 +197,17 @@ impl Session {
             ));
         };
         let dialect = self.dialect().unwrap_or(Dialect::DotL);
+        // An error in any dialect's shape is an error.
+        let reshaped;
+        let frame = match crate::reply::is_error_type(header.msg_type) {
+            true => {
+                reshaped = crate::reply::reshape_error(frame, Some(dialect))
+                    .ok_or_else(|| String::from("undecodable error reply"))?
+                    .0;
+                &reshaped
+            }
+            false => frame,
+        };
         let reply = Fcall::decode(frame, dialect)
             .map_err(|e| alloc::format!("{e}"))?
             .msg;
@@ -246,7 +259,10 @@ impl Session {
             },
             Wait::Attach(i) => match reply {
                 Msg::Rattach(a) => r.roots[i].qid = Some(a.qid),
-                _ => r.roots[i].failed = true,
+                other => {
+                    r.roots[i].failed = true;
+                    r.roots[i].error = crate::reply::describe_error(&other);
+                }
             },
             Wait::Job(job) => self.job_reply(now, r, job, &reply),
             Wait::Clunk => {}
@@ -289,6 +305,7 @@ impl Session {
                 pfid,
                 qid: None,
                 failed: false,
+                error: None,
                 afid,
                 conversation: None,
             });
@@ -457,7 +474,11 @@ impl Session {
             return self.job_stale(r, fid, false, "its root was not re-attached");
         };
         let Some(root_qid) = attach.qid.filter(|_| !attach.failed) else {
-            return self.job_stale(r, fid, false, "re-attaching its root failed");
+            let why = match &attach.error {
+                Some(e) => alloc::format!("the server refused to re-attach its root: {e}"),
+                None => "re-attaching its root failed".into(),
+            };
+            return self.job_stale(r, fid, false, why);
         };
         let names = self
             .fids
@@ -508,6 +529,15 @@ impl Session {
         match job.step {
             Step::Walk { chunk } => {
                 let Msg::Rwalk(w) = reply else {
+                    // Only "not found" means the path is gone; any other error is the server's
+                    // own (out of fids, permission), and is reported as it said it.
+                    if !crate::reply::is_not_found(reply) {
+                        let why = alloc::format!(
+                            "the server refused to walk it: {}",
+                            crate::reply::describe_error(reply).unwrap_or_default()
+                        );
+                        return self.job_stale(r, fid, job.walked > 0, why);
+                    }
                     self.marks.hit(Mark::RecoveryPathGone);
                     return self.job_stale(r, fid, job.walked > 0, "its path no longer exists");
                 };
@@ -558,7 +588,13 @@ impl Session {
                         self.marks.hit(Mark::RecoveryExclusiveRetry);
                         r.delayed.push((now + self.cfg.exclusive_retry_delay, job));
                     }
-                    None => self.job_stale(r, fid, true, "reopening it failed"),
+                    None => {
+                        let why = match crate::reply::describe_error(reply) {
+                            Some(e) => alloc::format!("the server refused to reopen it: {e}"),
+                            None => "reopening it failed".into(),
+                        };
+                        self.job_stale(r, fid, true, why)
+                    }
                 }
             }
             Step::FastForward { at } => {
@@ -665,7 +701,13 @@ impl Session {
 
     /// The fid cannot be rebuilt. If this link already knows it, clunk it there, so the
     /// server does not keep a fid the client will reuse.
-    fn job_stale(&mut self, r: &mut Recovery, fid: u32, on_server: bool, why: &'static str) {
+    fn job_stale(
+        &mut self,
+        r: &mut Recovery,
+        fid: u32,
+        on_server: bool,
+        why: impl Into<alloc::borrow::Cow<'static, str>>,
+    ) {
         r.stale += 1;
         self.lose_fid(fid, LostReason::Stale, why);
         if on_server {

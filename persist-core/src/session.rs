@@ -34,6 +34,9 @@ const RWRITE_LEN: usize = 11;
 /// A Tread is all fixed fields: size[4] type[1] tag[2] fid[4] offset[8] count[4].
 const TREAD_LEN: usize = 23;
 
+/// The least msize a server may offer (a Twalk of one name and its Rwalk must fit).
+pub(crate) const MIN_MSIZE: u32 = 256;
+
 /// A little-endian u32 at `at` of a frame whose length was checked.
 fn field_u32(frame: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]])
@@ -41,6 +44,8 @@ fn field_u32(frame: &[u8], at: usize) -> u32 {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LinkState {
+    /// The client has not sent its Tversion yet: no backend is dialed for it until it does.
+    Idle { since: Instant },
     /// No link; the next dial is due at `redial_at`.
     Down { redial_at: Instant },
     /// A dial was asked for.
@@ -79,6 +84,10 @@ pub(crate) struct Request {
     pub frame: Bytes,
     pub ty: MsgType,
     pub state: RequestState,
+    /// When it was last sent (the hung-server timeout counts from the oldest in flight).
+    pub sent_at: Instant,
+    /// Replies to it that broke the protocol (each cost a reconnect; the second fails it).
+    pub bad_replies: u8,
 }
 
 /// A 9P session kept alive across the loss of its server. See the crate docs for the drive loop.
@@ -105,6 +114,18 @@ pub struct Session {
     pub(crate) rng: Rng,
     pub(crate) authenticator: Option<Box<dyn Authenticator>>,
     pub(crate) marks: Marks,
+    /// The time of the latest input.
+    now: Instant,
+    /// When the server last sent anything on the current link.
+    last_server_input: Instant,
+    /// When to look again for a silent server (while the link is up).
+    silence_check_at: Instant,
+    /// Tags the server answered Rflush for on this link: a reply to one of them arriving late
+    /// is dropped (until the client uses the tag again).
+    flushed: HashMap<u16, ()>,
+    /// The outage clocks (attempts, outage start) are kept across a recovery until the server
+    /// answers a request: a recovery that delivers nothing does not end the outage.
+    reset_on_reply: bool,
 }
 
 impl Session {
@@ -115,7 +136,7 @@ impl Session {
         let mut s = Session {
             cfg,
             backend,
-            link: LinkState::Down { redial_at: now },
+            link: LinkState::Idle { since: now },
             next_link: 0,
             attempt: 0,
             outage_since: Some(now),
@@ -133,8 +154,13 @@ impl Session {
             rng,
             authenticator: None,
             marks: Marks::default(),
+            now,
+            last_server_input: now,
+            silence_check_at: now,
+            flushed: HashMap::default(),
+            reset_on_reply: false,
         };
-        s.dial(now);
+        s.now = now;
         s
     }
 
@@ -161,6 +187,7 @@ impl Session {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         match self.link {
+            LinkState::Idle { since } => consider(since + self.cfg.version_timeout),
             LinkState::Down { redial_at } => consider(redial_at),
             LinkState::Dialing { since, .. } => consider(since + self.cfg.watchdog),
             LinkState::Recovering { .. } => {
@@ -171,7 +198,8 @@ impl Session {
                     }
                 }
             }
-            LinkState::Up { .. } | LinkState::Closed => {}
+            LinkState::Up { .. } => consider(self.silence_check_at),
+            LinkState::Closed => {}
         }
         if let (Some(since), Some(limit), false) =
             (self.outage_since, self.cfg.give_up_after, self.gave_up)
@@ -302,6 +330,8 @@ impl Session {
             backend: self.backend,
             link,
         });
+        self.last_server_input = now;
+        self.flushed.clear();
         if self.negotiated.is_none() {
             // Nothing to rebuild: the client has not even settled a version.
             self.server_msize = u32::MAX;
@@ -399,7 +429,8 @@ impl Session {
     }
 
     fn schedule_redial(&mut self, now: Instant) {
-        let delay = self.cfg.backoff.delay(self.attempt, &mut self.rng);
+        let age = self.outage_since.map_or(Duration::ZERO, |s| now.since(s));
+        let delay = self.cfg.backoff.delay(self.attempt, age, &mut self.rng);
         self.attempt = self.attempt.saturating_add(1);
         self.link = LinkState::Down {
             redial_at: now + delay,
@@ -411,12 +442,19 @@ impl Session {
     }
 
     /// The link is usable again: settle what was orphaned, then release the queue.
-    pub(crate) fn link_recovered(&mut self, _now: Instant, link: LinkId) {
+    pub(crate) fn link_recovered(&mut self, now: Instant, link: LinkId) {
         self.link = LinkState::Up { link };
         self.recovery = None;
-        self.attempt = 0;
-        self.outage_since = None;
         self.gave_up = false;
+        self.last_server_input = now;
+        self.silence_check_at = now + self.server_timeout();
+        // With nothing to deliver the outage is over; otherwise it is when the server answers
+        // (a server that breaks on what is resent must not reset the backoff or soft clocks).
+        if self.requests.is_empty() {
+            self.end_outage();
+        } else {
+            self.reset_on_reply = true;
+        }
         let mut orphans: Vec<(u64, u16)> = self
             .requests
             .iter()
@@ -429,6 +467,20 @@ impl Session {
         }
         while let Some(tag) = self.queue.pop_front() {
             self.dispatch(tag);
+        }
+    }
+
+    fn end_outage(&mut self) {
+        self.attempt = 0;
+        self.outage_since = None;
+        self.reset_on_reply = false;
+    }
+
+    /// How long a live link may stay silent while requests wait.
+    fn server_timeout(&self) -> Duration {
+        match self.cfg.give_up_after {
+            Some(g) => g.min(self.cfg.server_timeout),
+            None => self.cfg.server_timeout,
         }
     }
 
@@ -461,7 +513,20 @@ impl Session {
 
     /// Time has reached (or passed) `poll_timeout`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         match self.link {
+            LinkState::Idle { since } if now >= since + self.cfg.version_timeout => {
+                self.event(Event::ProtocolViolation {
+                    peer: Peer::Client,
+                    what: alloc::format!(
+                        "no Tversion within {:?} of connecting",
+                        self.cfg.version_timeout
+                    ),
+                });
+                self.emit(Output::CloseClient);
+                self.close();
+            }
+            LinkState::Up { link } if now >= self.silence_check_at => self.check_silence(now, link),
             LinkState::Down { redial_at } if now >= redial_at => self.dial(now),
             LinkState::Dialing { link, since } if now >= since + self.cfg.watchdog => {
                 self.marks.hit(Mark::DialWatchdog);
@@ -490,6 +555,41 @@ impl Session {
                 self.give_up(now.since(since));
             }
         }
+    }
+
+    /// A live link is dead if requests have waited the server timeout with nothing arriving.
+    fn check_silence(&mut self, now: Instant, link: LinkId) {
+        let timeout = self.server_timeout();
+        let oldest = self
+            .requests
+            .values()
+            .filter(|r| r.state == RequestState::Sent(link))
+            .map(|r| r.sent_at)
+            .min();
+        let Some(oldest) = oldest else {
+            self.silence_check_at = now + timeout;
+            return;
+        };
+        let silent_since = oldest.max(self.last_server_input);
+        if now < silent_since + timeout {
+            self.silence_check_at = silent_since + timeout;
+            return;
+        }
+        let waiting = self
+            .requests
+            .values()
+            .filter(|r| r.state == RequestState::Sent(link))
+            .count();
+        self.marks.hit(Mark::ServerSilent);
+        // The outage began when the server fell silent (soft mode counts from then).
+        if self.outage_since.is_none() {
+            self.outage_since = Some(silent_since);
+        }
+        let what = alloc::format!(
+            "the server sent nothing for {:?} while {waiting} requests waited",
+            now.since(silent_since)
+        );
+        self.abandon_link(now, link, what);
     }
 
     /// Soft mode: the outage is too long. Everything held fails; so will new requests until
@@ -580,7 +680,8 @@ impl Session {
 
     /// One whole frame from the client (the driver frames the stream with
     /// [`client_msize`](Self::client_msize) as the bound).
-    pub fn handle_client_frame(&mut self, _now: Instant, frame: Bytes) {
+    pub fn handle_client_frame(&mut self, now: Instant, frame: Bytes) {
+        self.now = now;
         if self.link == LinkState::Closed {
             return;
         }
@@ -605,6 +706,15 @@ impl Session {
         if self.requests.contains_key(&tag) {
             return self.client_violation(alloc::format!("tag {tag} is already in use"));
         }
+        if !self.flushed.is_empty() {
+            // The tag is the client's again: a late reply to its flushed use is now ambiguous.
+            self.flushed.remove(&tag);
+        }
+        if let LinkState::Idle { .. } = self.link {
+            // The client has earned a backend.
+            self.outage_since = Some(now);
+            self.dial(now);
+        }
         if ty == MsgType::Tversion && tag != NOTAG || ty != MsgType::Tversion && tag == NOTAG {
             // Answerable: the tag is ours to reply to.
             let dialect = self.dialect();
@@ -620,6 +730,8 @@ impl Session {
                 frame,
                 ty,
                 state: RequestState::Queued,
+                sent_at: now,
+                bad_replies: 0,
             },
         );
         match self.link {
@@ -669,6 +781,8 @@ impl Session {
             frame: frame.clone(),
             ty,
             state: RequestState::Sent(link),
+            sent_at: self.now,
+            bad_replies: 0,
         });
         self.next_seq += 1;
         self.held_bytes += len;
@@ -807,6 +921,7 @@ impl Session {
         }
         if let Some(req) = self.requests.get_mut(&tag) {
             req.state = RequestState::Sent(link);
+            req.sent_at = self.now;
         }
         self.emit(Output::ToLink { link, frame: wire });
     }
@@ -871,6 +986,10 @@ impl Session {
 
     /// One whole frame from the server on `link`.
     pub fn handle_server_frame(&mut self, now: Instant, link: LinkId, frame: Bytes) {
+        self.now = now;
+        if self.current_link() == Some(link) {
+            self.last_server_input = now;
+        }
         match self.link {
             LinkState::Up { link: l } if l == link => self.server_reply(now, link, frame),
             LinkState::Recovering { link: l } if l == link => self.recovery_reply(now, link, frame),
@@ -884,50 +1003,176 @@ impl Session {
             Err(e) => return self.server_violation(now, link, alloc::format!("bad frame: {e}")),
         };
         let tag = header.tag;
-        let Some(req) = self.requests.remove(&tag) else {
-            return self.server_violation(now, link, alloc::format!("reply to unknown tag {tag}"));
-        };
-        if req.state != RequestState::Sent(link) {
-            self.requests.insert(tag, req);
+        let sent_here = self
+            .requests
+            .get(&tag)
+            .is_some_and(|r| r.state == RequestState::Sent(link));
+        if !sent_here {
+            // A reply after the server's Rflush for it: the server answered before it saw the
+            // flush, and sent both. Dropped; the client was told the request never happened.
+            if self.flushed.remove(&tag).is_some() {
+                self.marks.hit(Mark::LateReplyDropped);
+                self.event(Event::LateReply { tag });
+                return;
+            }
             return self.server_violation(now, link, alloc::format!("reply to unknown tag {tag}"));
         }
-        // Hot path: Rread and Rwrite are checked by their lengths alone.
+        let Some(req) = self.requests.remove(&tag) else {
+            return;
+        };
+        // Hot path: Rread and Rwrite are checked by their lengths alone (and a read by the count
+        // it asked for).
         let len = frame.len();
         let fast = match (req.ty, MsgType::from_u8(header.msg_type)) {
             (MsgType::Tread, Some(MsgType::Rread)) => {
                 len >= RREAD_HEADER as usize
                     && field_u32(&frame, 7) as usize == len - RREAD_HEADER as usize
+                    && field_u32(&frame, 7) <= field_u32(&req.frame, 19)
             }
             (MsgType::Twrite, Some(MsgType::Rwrite)) => len == RWRITE_LEN,
             _ => false,
         };
-        if fast {
+        if fast && !self.is_dir_read(&req) {
             self.held_bytes -= req.frame.len();
             self.apply_io_reply(&req, len);
+            self.answered_after_outage();
             return self.send_to_client(frame);
         }
         let dialect = if req.ty == MsgType::Tversion {
-            Dialect::DotL // Rversion reads the same in every dialect
+            None // before the version is settled, errors come in plain 9P2000
         } else {
-            self.dialect().unwrap_or(Dialect::DotL)
+            self.dialect()
         };
-        let reply = match Fcall::decode(&frame, dialect) {
-            Ok(f) => f.msg,
-            Err(e) => {
-                self.requests.insert(tag, req);
-                return self.server_violation(now, link, alloc::format!("{e}"));
+        // Errors in any shape are errors: forwarded in the shape the client's dialect has.
+        if reply::is_error_type(header.msg_type) {
+            let Some(frame) = reply::reshape_error(&frame, dialect) else {
+                return self.bad_reply(now, link, tag, req, "undecodable error reply".into());
+            };
+            if frame.1 {
+                self.marks.hit(Mark::ErrorReshaped);
             }
+            self.held_bytes -= req.frame.len();
+            self.apply_error(&req);
+            self.answered_after_outage();
+            return self.send_to_client(frame.0);
+        }
+        let reply = match Fcall::decode(&frame, dialect.unwrap_or(Dialect::DotL)) {
+            Ok(f) => f.msg,
+            Err(e) => return self.bad_reply(now, link, tag, req, alloc::format!("{e}")),
         };
         let reply_ty = reply.msg_type();
-        let is_error = matches!(reply_ty, MsgType::Rerror | MsgType::Rlerror);
-        if Some(reply_ty) != req.ty.reply() && !is_error {
-            let what = alloc::format!("{} answered with {}", req.ty.name(), reply_ty.name());
-            self.requests.insert(tag, req);
-            return self.server_violation(now, link, what);
+        if Some(reply_ty) != req.ty.reply() {
+            let what = alloc::format!("answered with {}", reply_ty.name());
+            return self.bad_reply(now, link, tag, req, what);
         }
+        if let Some(what) = self.invalid_reply(&req, &reply) {
+            return self.bad_reply(now, link, tag, req, what);
+        }
+        // The msize is the smaller of what the client asked and what the server offers.
+        let frame = match (&reply, self.decode_request(&req.frame)) {
+            (Msg::Rversion(rv), Some(Msg::Tversion(tv))) if rv.msize > tv.msize => {
+                let mut clamped = rv.clone();
+                clamped.msize = tv.msize;
+                reply::local(tag, clamped)
+            }
+            _ => frame,
+        };
+        let reply = match reply {
+            Msg::Rversion(mut rv) => {
+                if let Some(Msg::Tversion(tv)) = self.decode_request(&req.frame) {
+                    rv.msize = rv.msize.min(tv.msize);
+                }
+                Msg::Rversion(rv)
+            }
+            other => other,
+        };
         self.held_bytes -= req.frame.len();
-        self.apply_reply(&req, &reply, is_error);
+        self.apply_reply(&req, &reply, false);
+        self.answered_after_outage();
         self.send_to_client(frame);
+    }
+
+    /// The server answered a request on a recovered link: the outage is over.
+    fn answered_after_outage(&mut self) {
+        if self.reset_on_reply {
+            self.end_outage();
+        }
+    }
+
+    /// Whether `req` reads a directory (its entries are checked before they are forwarded).
+    fn is_dir_read(&self, req: &Request) -> bool {
+        req.ty == MsgType::Tread
+            && self
+                .fids
+                .get(field_u32(&req.frame, 7))
+                .is_some_and(|f| f.qid.is_dir())
+    }
+
+    /// What makes a well-formed reply of the right type still wrong for its request, if
+    /// anything: a walk answered with more qids than names, a read with more bytes than asked,
+    /// directory entries that do not parse, an msize no one can use.
+    fn invalid_reply(&self, req: &Request, reply: &Msg) -> Option<String> {
+        let msg = self.decode_request(&req.frame)?;
+        match (&msg, reply) {
+            (Msg::Twalk(w), Msg::Rwalk(r)) if r.wqids.len() > w.wnames.len() => Some(
+                alloc::format!("{} qids for {} names", r.wqids.len(), w.wnames.len()),
+            ),
+            (Msg::Tread(t), Msg::Rread(r)) if r.data.0.len() > t.count as usize => Some(
+                alloc::format!("{} bytes for a read of {}", r.data.0.len(), t.count),
+            ),
+            (Msg::Treaddir(t), Msg::Rreaddir(r)) => {
+                if r.data.0.len() > t.count as usize {
+                    return Some(alloc::format!(
+                        "{} bytes for a readdir of {}",
+                        r.data.0.len(),
+                        t.count
+                    ));
+                }
+                dir::dirents(&r.data.0)
+                    .find_map(Result::err)
+                    .map(|e| alloc::format!("bad directory entry: {e}"))
+            }
+            (Msg::Tread(t), Msg::Rread(r)) if self.is_dir_read(req) => {
+                let dialect = self.dialect().unwrap_or(Dialect::Base);
+                let _ = t;
+                dir::stat_records(&r.data.0, dialect)
+                    .find_map(Result::err)
+                    .map(|e| alloc::format!("bad directory entry: {e}"))
+            }
+            (Msg::Tversion(_), Msg::Rversion(rv)) if rv.msize < MIN_MSIZE => Some(
+                alloc::format!("msize {} is below the least usable, {MIN_MSIZE}", rv.msize),
+            ),
+            _ => None,
+        }
+    }
+
+    /// A reply that breaks the protocol, for request `tag`: the link goes (the server may be
+    /// confused about what it did), and the request is resent by the replay table — but a
+    /// request that draws a second bad reply is failed, never to be resent (a poison pill).
+    fn bad_reply(&mut self, now: Instant, link: LinkId, tag: u16, mut req: Request, what: String) {
+        req.bad_replies = req.bad_replies.saturating_add(1);
+        let what = alloc::format!(
+            "{} (tag {tag}) got an invalid reply: {what}",
+            req.ty.name()
+        );
+        let poison = req.bad_replies >= 2;
+        let msg = self.decode_request(&req.frame);
+        self.requests.insert(tag, req);
+        if poison {
+            self.marks.hit(Mark::InvalidReplyFailed);
+            if let Some(msg) = &msg {
+                self.apply_failure(msg);
+            }
+            self.fail(tag, Failure::INVALID_REPLY, "the server's replies to it were invalid");
+        }
+        self.server_violation(now, link, what);
+    }
+
+    /// What an error reply still does: clunk and remove forget their fid whatever the outcome.
+    fn apply_error(&mut self, req: &Request) {
+        if matches!(req.ty, MsgType::Tclunk | MsgType::Tremove) && req.frame.len() >= 11 {
+            self.fids.remove(field_u32(&req.frame, 7));
+        }
     }
 
     /// What a successful read or write changes: a directory's position, a fid's unsynced mark.
@@ -1091,9 +1336,13 @@ impl Session {
                 }
             }
             (Msg::Tflush(f), Msg::Rflush(_)) => {
-                // flush(5): after Rflush the old request gets no reply.
+                // flush(5): after Rflush the old request gets no reply (one that comes anyway is
+                // dropped).
                 if let Some(old) = self.requests.remove(&f.oldtag) {
                     self.held_bytes -= old.frame.len();
+                    if matches!(old.state, RequestState::Sent(_)) {
+                        self.flushed.insert(f.oldtag, ());
+                    }
                 }
             }
             _ => {}
@@ -1101,8 +1350,14 @@ impl Session {
     }
 
     /// Mark `fid` lost, telling the operator why.
-    pub(crate) fn lose_fid(&mut self, fid: u32, reason: LostReason, why: &'static str) {
+    pub(crate) fn lose_fid(
+        &mut self,
+        fid: u32,
+        reason: LostReason,
+        why: impl Into<alloc::borrow::Cow<'static, str>>,
+    ) {
         if self.fids.mark_lost(fid, reason) {
+            let why = why.into();
             self.event(Event::FidLost { fid, reason, why });
         }
     }

@@ -97,8 +97,9 @@ fn check(d: Dialect, name: &str, mut p: Pair, msg: Msg, expect: Outcome) {
                     errno: Some(errno::EIO),
                 }
                 .into(),
+                // 9P2000 carries no errno: the message is one Linux's table maps to EIO.
                 Dialect::Base => Rerror {
-                    ename: "operation possibly not completed".into(),
+                    ename: "i/o error".into(),
                     errno: None,
                 }
                 .into(),

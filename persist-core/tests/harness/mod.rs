@@ -19,6 +19,9 @@ pub struct Pair {
     pub link: Option<LinkId>,
     /// A dial the session asked for and the test has not answered.
     pub pending_dial: Option<LinkId>,
+    /// A dial asked for before the session dialed (it dials at the client's first frame):
+    /// accepted as soon as it comes.
+    accept_next_dial: bool,
     /// Frames the session sent to the server and the test has not delivered.
     pub to_server: VecDeque<(LinkId, Fcall)>,
     /// Replies the client received, in order.
@@ -50,6 +53,7 @@ impl Pair {
             dialect,
             link: None,
             pending_dial: None,
+            accept_next_dial: false,
             to_server: VecDeque::new(),
             to_client: Vec::new(),
             events: Vec::new(),
@@ -115,6 +119,11 @@ impl Pair {
                     let fc = Fcall::decode(&frame, d).expect("the session sends valid requests");
                     self.to_server.push_back((link, fc));
                 }
+                Output::Dial { link, .. } if self.accept_next_dial => {
+                    self.accept_next_dial = false;
+                    self.link = Some(link);
+                    self.s.handle_link_up(self.now, link);
+                }
                 Output::Dial { link, .. } => self.pending_dial = Some(link),
                 Output::CloseLink { link } => {
                     self.closed_links.push(link);
@@ -144,7 +153,11 @@ impl Pair {
     }
 
     pub fn accept_dial(&mut self) -> LinkId {
-        let link = self.pending_dial.take().expect("a dial was asked for");
+        let Some(link) = self.pending_dial.take() else {
+            // A new session dials only once its client speaks: accept that dial when it comes.
+            self.accept_next_dial = true;
+            return LinkId(1);
+        };
         self.link = Some(link);
         self.s.handle_link_up(self.now, link);
         self.drain();
@@ -525,7 +538,16 @@ impl Stub {
                     let n = (total.saturating_sub(r.offset))
                         .min(r.count as u64)
                         .min(100);
-                    vec![b'd'; n as usize]
+                    // Each 100 bytes are one stat record (a listing is whole records).
+                    let mut out = bytes::BytesMut::new();
+                    for _ in 0..n / 100 {
+                        let mut st = Stat::unchanged(self.dialect);
+                        st.name = Bytes::new();
+                        let name_len = 100 - st.record_len();
+                        st.name = vec![b'd'; name_len].into();
+                        st.encode_record(&mut out);
+                    }
+                    out.to_vec()
                 } else {
                     let start = (r.offset as usize).min(data.len());
                     let end = (start + r.count as usize).min(data.len());

@@ -255,9 +255,11 @@ pub fn is_not_completed(m: &Msg) -> bool {
     match m {
         Msg::Rlerror(e) => e.ecode == errno::EIO,
         Msg::Rerror(e) => {
+            // 9P2000 gets the one message Linux maps to EIO for all of them.
             &e.ename[..] == b"operation possibly not completed"
                 || &e.ename[..] == b"written data possibly lost"
                 || &e.ename[..] == b"file server unavailable"
+                || &e.ename[..] == b"i/o error"
         }
         _ => false,
     }
@@ -267,7 +269,9 @@ pub fn is_not_completed(m: &Msg) -> bool {
 pub fn is_stale(m: &Msg) -> bool {
     match m {
         Msg::Rlerror(e) => e.ecode == errno::ESTALE,
-        Msg::Rerror(e) => &e.ename[..] == b"unable to reopen file",
+        Msg::Rerror(e) => {
+            &e.ename[..] == b"unable to reopen file" || &e.ename[..] == b"fid unknown or out of range"
+        }
         _ => false,
     }
 }
