@@ -153,7 +153,11 @@ fn name_errno(name: &[u8]) -> u32 {
 /// The server's error in words, if `reply` is an error.
 pub(crate) fn describe_error(reply: &Msg) -> Option<alloc::string::String> {
     match reply {
-        Msg::Rlerror(e) => Some(alloc::format!("{} (errno {})", errno_name(e.ecode), e.ecode)),
+        Msg::Rlerror(e) => Some(alloc::format!(
+            "{} (errno {})",
+            errno_name(e.ecode),
+            e.ecode
+        )),
         Msg::Rerror(e) => Some(alloc::string::String::from_utf8_lossy(&e.ename).into_owned()),
         _ => None,
     }

@@ -1139,9 +1139,10 @@ impl Session {
                     .find_map(Result::err)
                     .map(|e| alloc::format!("bad directory entry: {e}"))
             }
-            (Msg::Tversion(_), Msg::Rversion(rv)) if rv.msize < MIN_MSIZE => Some(
-                alloc::format!("msize {} is below the least usable, {MIN_MSIZE}", rv.msize),
-            ),
+            (Msg::Tversion(_), Msg::Rversion(rv)) if rv.msize < MIN_MSIZE => Some(alloc::format!(
+                "msize {} is below the least usable, {MIN_MSIZE}",
+                rv.msize
+            )),
             _ => None,
         }
     }
@@ -1151,10 +1152,7 @@ impl Session {
     /// request that draws a second bad reply is failed, never to be resent (a poison pill).
     fn bad_reply(&mut self, now: Instant, link: LinkId, tag: u16, mut req: Request, what: String) {
         req.bad_replies = req.bad_replies.saturating_add(1);
-        let what = alloc::format!(
-            "{} (tag {tag}) got an invalid reply: {what}",
-            req.ty.name()
-        );
+        let what = alloc::format!("{} (tag {tag}) got an invalid reply: {what}", req.ty.name());
         let poison = req.bad_replies >= 2;
         let msg = self.decode_request(&req.frame);
         self.requests.insert(tag, req);
@@ -1163,7 +1161,11 @@ impl Session {
             if let Some(msg) = &msg {
                 self.apply_failure(msg);
             }
-            self.fail(tag, Failure::INVALID_REPLY, "the server's replies to it were invalid");
+            self.fail(
+                tag,
+                Failure::INVALID_REPLY,
+                "the server's replies to it were invalid",
+            );
         }
         self.server_violation(now, link, what);
     }

@@ -46,7 +46,10 @@ fn redials_back_off_exponentially_with_jitter_up_to_the_cap() {
         age += s;
     }
     assert!(age > 60.0, "the outage grew old: {age} s");
-    assert!(delays.iter().any(|d| d.as_secs_f64() > 10.0), "old outages redial gently");
+    assert!(
+        delays.iter().any(|d| d.as_secs_f64() > 10.0),
+        "old outages redial gently"
+    );
     // Jitter really varies the delays.
     let first = redial_delays(
         &Pair::attached_with(

@@ -260,6 +260,7 @@ pub fn is_not_completed(m: &Msg) -> bool {
                 || &e.ename[..] == b"written data possibly lost"
                 || &e.ename[..] == b"file server unavailable"
                 || &e.ename[..] == b"i/o error"
+                || &e.ename[..] == b"server sent an invalid reply"
         }
         _ => false,
     }
@@ -270,7 +271,8 @@ pub fn is_stale(m: &Msg) -> bool {
     match m {
         Msg::Rlerror(e) => e.ecode == errno::ESTALE,
         Msg::Rerror(e) => {
-            &e.ename[..] == b"unable to reopen file" || &e.ename[..] == b"fid unknown or out of range"
+            &e.ename[..] == b"unable to reopen file"
+                || &e.ename[..] == b"fid unknown or out of range"
         }
         _ => false,
     }

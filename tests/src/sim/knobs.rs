@@ -18,6 +18,21 @@ pub struct Knobs {
     /// Chance that, while the server is away, another client locks a range a lane holds (so
     /// the session cannot re-acquire it).
     pub steal_lock_percent: u32,
+    /// Chance that the server answers a stat of a lane's deep file with a reply of the wrong
+    /// type (100: always, a poison pill the session must fail after two reconnects).
+    pub bad_reply_percent: u32,
+    /// 9P2000.L: chance that the server sends an error as Rerror (a bare errno, or a message
+    /// and errno) instead of Rlerror, as some stock servers do.
+    pub error_shape_percent: u32,
+    /// Chance that a network fault leaves the link up but the server silent (it takes
+    /// requests and answers nothing), so the session must notice by itself.
+    pub silent_percent: u32,
+    /// The session's server timeout (a live link silent this long with requests waiting is
+    /// declared dead), in ms.
+    pub server_timeout_ms: u64,
+    /// Chance that a Tflush is answered before the request it flushes, which is answered
+    /// anyway right after (the session must drop that late reply).
+    pub late_reply_percent: u32,
     /// One-way latency between proxy and server, milliseconds.
     pub latency_ms: (u64, u64),
     /// Extra time the server may take per request, milliseconds.
@@ -108,6 +123,11 @@ impl Knobs {
             clients: [1, 1, 2, 3][rng.below(4) as usize],
             lose_unsynced_percent: [0, 0, 60][rng.below(3) as usize] as u32,
             steal_lock_percent: [0, 0, 50][rng.below(3) as usize] as u32,
+            bad_reply_percent: [0, 0, 0, 30, 100][rng.below(5) as usize] as u32,
+            error_shape_percent: [0, 0, 50][rng.below(3) as usize] as u32,
+            silent_percent: [0, 0, 30][rng.below(3) as usize] as u32,
+            server_timeout_ms: [2_000, 10_000, 60_000][rng.below(3) as usize],
+            late_reply_percent: [0, 0, 50][rng.below(3) as usize] as u32,
         }
     }
 }
@@ -137,6 +157,13 @@ pub const CALM: &[(&str, &str)] = &[
     ("soft", "hard mode"),
     ("unsynced", "a restart never loses unsynced writes"),
     ("steal", "nobody else takes a lane's locks during an outage"),
+    ("badreply", "the server never answers with the wrong type"),
+    ("shape", "the server sends errors in its dialect's shape"),
+    ("silent", "a live link never goes silent"),
+    (
+        "latereply",
+        "the server never answers a request after its Rflush",
+    ),
 ];
 
 impl Overrides {
@@ -187,6 +214,10 @@ impl Overrides {
                 "soft" => k.give_up_ms = None,
                 "unsynced" => k.lose_unsynced_percent = 0,
                 "steal" => k.steal_lock_percent = 0,
+                "badreply" => k.bad_reply_percent = 0,
+                "shape" => k.error_shape_percent = 0,
+                "silent" => k.silent_percent = 0,
+                "latereply" => k.late_reply_percent = 0,
                 _ => {}
             }
         }

@@ -52,6 +52,8 @@ struct ServerLink {
     up_framer: Framer,
     /// Server to proxy.
     down: Wire,
+    /// The server takes this link's requests and answers nothing (the link stays up).
+    silent: bool,
 }
 
 /// What the server did with one client request.
@@ -104,6 +106,8 @@ struct Client {
     attach_done: bool,
     /// The mode each open fid was opened with, as the client saw it succeed.
     open_modes: BTreeMap<u32, u32>,
+    /// Requests the server answered with an invalid reply: the session may fail them.
+    poisoned: std::collections::BTreeSet<u16>,
 }
 
 impl Client {
@@ -227,6 +231,7 @@ impl World {
                 queue_max_bytes: knobs.queue_max_bytes,
                 watchdog: Duration::from_millis(knobs.watchdog_ms),
                 max_lock_history: knobs.max_lock_history,
+                server_timeout: Duration::from_millis(knobs.server_timeout_ms),
                 ..Config::default()
             };
             clients.push(Client {
@@ -247,6 +252,7 @@ impl World {
                 version_done: false,
                 attach_done: false,
                 open_modes: BTreeMap::new(),
+                poisoned: Default::default(),
             });
         }
         let mut w = World {
@@ -344,6 +350,12 @@ impl World {
                     self.check_users(c)?;
                 }
                 Event::RequestFailed { .. } => self.stats.not_completed += 1,
+                // Only the server the knobs make misbehave may break the protocol, and only in
+                // its replies to the requests it was told to spoil.
+                Event::ProtocolViolation {
+                    peer: persist_core::Peer::Server,
+                    what,
+                } if self.knobs.bad_reply_percent > 0 && what.contains("answered with Rclunk") => {}
                 Event::ProtocolViolation { .. } => {
                     return Err(format!("protocol violation: {e:?}"))
                 }
@@ -612,7 +624,8 @@ impl World {
         // What the replay table resends is never "possibly not completed" (soft mode fails
         // everything held once it gives up, so only in hard mode).
         let hard = self.knobs.give_up_ms.is_none();
-        if hard && op.resent_after_loss() && super::client::is_not_completed(&fc.msg) {
+        let poisoned = self.clients[c].poisoned.remove(&fc.tag);
+        if hard && !poisoned && op.resent_after_loss() && super::client::is_not_completed(&fc.msg) {
             return Err(format!(
                 "{op:?}, which is resent after a loss, answered {:?}",
                 fc.msg
@@ -645,7 +658,8 @@ impl World {
         if server.link != t.link {
             return Ok(());
         }
-        let reply = server.conn.handle(&mut self.fs, &t.frame);
+        let mut reply = server.conn.handle(&mut self.fs, &t.frame);
+        reply = self.misbehave(c, &t.frame, reply);
         note!(
             self,
             "server ran client {c}'s tag {} on link {}",
@@ -708,6 +722,49 @@ impl World {
         Ok(())
     }
 
+    /// A server that does not answer as the manuals say: a stat of a deep file answered with
+    /// the wrong type; .L errors sent as Rerror.
+    fn misbehave(&mut self, c: usize, request: &Bytes, reply: Bytes) -> Bytes {
+        let Ok(h) = Header::parse(request) else {
+            return reply;
+        };
+        let stat = h.msg_type == MsgType::Tstat as u8 || h.msg_type == MsgType::Tgetattr as u8;
+        if stat && h.tag >= TAG_BASE && self.knobs.bad_reply_percent > 0 {
+            let cl = &self.clients[c];
+            let deep = cl
+                .outstanding
+                .get(&h.tag)
+                .and_then(|o| cl.lanes.get(o.lane))
+                .is_some_and(|l| matches!(l.busy, Some((t, Op::StatDeep)) if t == h.tag));
+            if deep && self.rng.chance(self.knobs.bad_reply_percent) {
+                self.clients[c].poisoned.insert(h.tag);
+                note!(
+                    self,
+                    "the server answers client {c}'s tag {} with Rclunk",
+                    h.tag
+                );
+                return Fcall::new(h.tag, Rclunk {}).to_frame().expect("small");
+            }
+        }
+        let rlerror = reply.get(4) == Some(&(MsgType::Rlerror as u8)) && reply.len() == 11;
+        if rlerror && self.rng.chance(self.knobs.error_shape_percent) {
+            let ecode = u32::from_le_bytes(reply[7..11].try_into().expect("4 bytes"));
+            let mut out = bytes::BytesMut::new();
+            let bare = self.rng.chance(50);
+            let body_len = if bare { 4 } else { 2 + 5 + 4 };
+            out.extend_from_slice(&(7 + body_len as u32).to_le_bytes());
+            out.extend_from_slice(&[MsgType::Rerror as u8]);
+            out.extend_from_slice(&h.tag.to_le_bytes());
+            if !bare {
+                out.extend_from_slice(&5u16.to_le_bytes());
+                out.extend_from_slice(b"error");
+            }
+            out.extend_from_slice(&ecode.to_le_bytes());
+            return out.freeze();
+        }
+        reply
+    }
+
     /// The next request the server works on for client `c`: usually the oldest that has
     /// arrived, sometimes another (servers run pipelined requests concurrently) — but never a
     /// Tflush before the request it flushes, which flush(5) orders.
@@ -732,6 +789,14 @@ impl World {
                 .take(pick)
                 .position(|t| Header::parse(&t.frame).is_ok_and(|h| h.tag == f.oldtag))
             {
+                if self.rng.chance(self.knobs.late_reply_percent) {
+                    // Rflush first, then the flushed request's own reply: run the flush, and
+                    // put the request right behind it.
+                    let flush = queue.remove(pick).expect("picked");
+                    let target = queue.remove(old).expect("found");
+                    queue.push_front(target);
+                    return Some(flush);
+                }
                 pick = old;
             }
         }
@@ -816,6 +881,15 @@ impl World {
             .filter_map(|c| self.clients[c].server.as_ref().map(|s| (c, s.link)))
             .collect();
         if victims.is_empty() {
+            return Ok(());
+        }
+        if !restart && self.rng.chance(self.knobs.silent_percent) {
+            // The server hangs on this link: it keeps it open and answers nothing.
+            let (c, link) = victims[0];
+            note!(self, "FAULT client {c}'s link {} goes silent", link.0);
+            if let Some(s) = &mut self.clients[c].server {
+                s.silent = true;
+            }
             return Ok(());
         }
         self.stats.drops += 1;
@@ -1107,6 +1181,7 @@ impl World {
                     up: Wire::default(),
                     up_framer: Framer::default(),
                     down: Wire::default(),
+                    silent: false,
                 });
             } else {
                 note!(
@@ -1127,7 +1202,8 @@ impl World {
         self.end_lingering();
         for c in 0..self.clients.len() {
             self.server_reads(c)?;
-            while self.now_ms >= self.server_hung_until {
+            let silent = self.clients[c].server.as_ref().is_some_and(|s| s.silent);
+            while self.now_ms >= self.server_hung_until && !silent {
                 let Some(t) = self.next_for_server(c) else {
                     break;
                 };
@@ -1280,7 +1356,8 @@ impl World {
         for cl in &self.clients {
             // Work that needs no time to pass: the server's, the proxy's reading of the client,
             // a lagging client's reading of its replies.
-            if !cl.to_server.is_empty() && !hung
+            let silent = cl.server.as_ref().is_some_and(|s| s.silent);
+            if !cl.to_server.is_empty() && !hung && !silent
                 || !cl.pipe.is_empty()
                 || !cl.drive.client_out().is_empty()
             {
