@@ -34,6 +34,24 @@ const RWRITE_LEN: usize = 11;
 /// A Tread is all fixed fields: size[4] type[1] tag[2] fid[4] offset[8] count[4].
 const TREAD_LEN: usize = 23;
 
+/// Whether a request leaves the fid table and locks as they were (it reads, or writes data).
+fn changes_nothing_but_data(ty: MsgType) -> bool {
+    matches!(
+        ty,
+        MsgType::Tread
+            | MsgType::Twrite
+            | MsgType::Tstat
+            | MsgType::Tgetattr
+            | MsgType::Treaddir
+            | MsgType::Treadlink
+            | MsgType::Tstatfs
+            | MsgType::Tgetlock
+            | MsgType::Tfsync
+            | MsgType::Tsetattr
+            | MsgType::Tversion
+    )
+}
+
 /// The least msize a server may offer (a Twalk of one name and its Rwalk must fit).
 pub(crate) const MIN_MSIZE: u32 = 256;
 
@@ -120,9 +138,9 @@ pub struct Session {
     last_server_input: Instant,
     /// When to look again for a silent server (while the link is up).
     silence_check_at: Instant,
-    /// Tags the server answered Rflush for on this link: a reply to one of them arriving late
-    /// is dropped (until the client uses the tag again).
-    flushed: HashMap<u16, ()>,
+    /// Tags the server answered Rflush for on this link, with their request types: a reply to
+    /// one of them arriving late is dropped (until the client uses the tag again).
+    flushed: HashMap<u16, MsgType>,
     /// The outage clocks (attempts, outage start) are kept across a recovery until the server
     /// answers a request: a recovery that delivers nothing does not end the outage.
     reset_on_reply: bool,
@@ -1010,9 +1028,20 @@ impl Session {
         if !sent_here {
             // A reply after the server's Rflush for it: the server answered before it saw the
             // flush, and sent both. Dropped; the client was told the request never happened.
-            if self.flushed.remove(&tag).is_some() {
+            if let Some(ty) = self.flushed.remove(&tag) {
                 self.marks.hit(Mark::LateReplyDropped);
                 self.event(Event::LateReply { tag });
+                // A request that changes fids or locks did so on the server, while the client
+                // was told it never happened: the link goes, and the fids are rebuilt as the
+                // client knows them.
+                let failed = reply::is_error_type(header.msg_type);
+                if !failed && !changes_nothing_but_data(ty) {
+                    let what = alloc::format!(
+                        "{} (tag {tag}) was carried out after the server answered its Tflush",
+                        ty.name()
+                    );
+                    self.abandon_link(now, link, what);
+                }
                 return;
             }
             return self.server_violation(now, link, alloc::format!("reply to unknown tag {tag}"));
@@ -1343,7 +1372,7 @@ impl Session {
                 if let Some(old) = self.requests.remove(&f.oldtag) {
                     self.held_bytes -= old.frame.len();
                     if matches!(old.state, RequestState::Sent(_)) {
-                        self.flushed.insert(f.oldtag, ());
+                        self.flushed.insert(f.oldtag, old.ty);
                     }
                 }
             }

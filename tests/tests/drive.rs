@@ -34,6 +34,15 @@ impl Bench {
             client: FrameDecoder::new(1 << 20),
         };
         b.actions();
+        // A session dials its backend once the client speaks: the client's Tversion waits for
+        // the link.
+        b.send(
+            NOTAG,
+            Tversion {
+                msize: 65536,
+                version: "9P2000.L".into(),
+            },
+        );
         b
     }
 
@@ -133,15 +142,8 @@ impl Bench {
         self.drive.handle_link_bytes(self.now(), link, &replies);
     }
 
-    /// Version and attach fid 0.
+    /// Settle the version the client sent at the start, and attach fid 0.
     fn attach(&mut self) {
-        self.send(
-            NOTAG,
-            Tversion {
-                msize: 65536,
-                version: "9P2000.L".into(),
-            },
-        );
         let r = self.run();
         assert!(matches!(r[0].msg, Msg::Rversion(_)), "{r:?}");
         let at = Tattach {

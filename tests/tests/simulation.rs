@@ -8,6 +8,11 @@ use tests::sim;
 /// none) and the cause it exposed, kept after the cause was fixed.
 const REGRESSIONS: &[(u64, &str, &str)] = &[
     (
+        2002,
+        "",
+        "a clunk the server carried out after answering its Tflush: the reply dropped, the fid kept",
+    ),
+    (
         46,
         "",
         "a flushed walk counted as done (flush(5): no reply before Rflush means never sent)",
