@@ -204,7 +204,7 @@ pub(crate) fn reshape_error(frame: &Bytes, dialect: Option<Dialect>) -> Option<(
         match (text, dialect) {
             // A .L server's Rerror with only an errno.
             (_, Some(Dialect::DotL)) if body.len() == 4 => (None, word(body)),
-            (Some((t, rest)), _) if rest.is_empty() => (Some(t), None),
+            (Some((t, [])), _) => (Some(t), None),
             (Some((t, rest)), _) if rest.len() == 4 => (Some(t), word(rest).filter(|&e| e != 0)),
             _ if body.len() == 4 => (None, word(body)),
             _ => return None,
