@@ -600,8 +600,8 @@ pub fn sentence(e: &Event, client: &str, backend: &str) -> Sentence {
         ),
         Event::ProtocolViolation { peer, what } => {
             let who = match peer {
-                Peer::Client => "client",
-                Peer::Server => "server",
+                Peer::Client => String::from("client"),
+                Peer::Server => format!("server {backend}"),
             };
             (
                 Level::Warn,

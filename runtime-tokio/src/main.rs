@@ -46,12 +46,21 @@ enum Command {
         /// the default is hard mode, waiting forever like an NFS hard mount
         #[arg(long, value_parser = parse_duration)]
         give_up_after: Option<Duration>,
-        /// Delay before the first redial
-        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        /// Delay before the first redial; it grows ×1.5 to at most 0.5 s while the outage is
+        /// under 15 s old (a restarting server is found fast), then to a quarter of the outage
+        #[arg(long, value_parser = parse_duration, default_value = "100ms")]
         backoff_initial: Duration,
         /// Longest delay between redials
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
         backoff_max: Duration,
+        /// A server that sends nothing this long while requests wait is declared hung: the link
+        /// is dropped and the server redialed (soft mode: the give-up time, if shorter)
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        server_timeout: Duration,
+        /// A client that has not sent its Tversion this long after connecting is closed; no
+        /// server connection is made for a client before its Tversion
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        version_timeout: Duration,
     },
     /// Serve an in-memory file tree over 9P (9P2000, 9P2000.u and 9P2000.L)
     Ramfs {
@@ -153,6 +162,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             give_up_after,
             backoff_initial,
             backoff_max,
+            server_timeout,
+            version_timeout,
         } => {
             init_logging(cli.verbose, false);
             let backend = Addr::dial(&server).map_err(|e| format!("--server: {e}"))?;
@@ -181,6 +192,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                     ..Backoff::default()
                 },
                 give_up_after,
+                server_timeout,
+                version_timeout,
                 seed: std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15,
                 ..Config::default()
             };

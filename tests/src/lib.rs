@@ -1,5 +1,6 @@
-//! Shared code of p9persist's integration tests: the deterministic simulation harness and the
-//! drive layer's fuzz property.
+//! Shared code of p9persist's integration tests: the deterministic simulation harness, the
+//! drive layer's fuzz property, and a scripted hostile server.
 
 pub mod drive_fuzz;
+pub mod hostile;
 pub mod sim;

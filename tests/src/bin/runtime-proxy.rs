@@ -4,6 +4,7 @@
 //!
 //!   runtime-proxy --runtime tokio|std|smol|async-std --listen ADDR --server ADDR
 //!                 [--give-up-after-ms N] [--backoff-initial-ms N] [--backoff-max-ms N]
+//!                 [--server-timeout-ms N] [--version-timeout-ms N]
 //!
 //! Prints `listening ADDR` on standard output once bound (not when serving standard input and
 //! output); SIGTERM or SIGINT stop it.
@@ -46,6 +47,8 @@ fn args() -> Result<Args, String> {
             "--give-up-after-ms" => session.give_up_after = Some(ms(value()?)?),
             "--backoff-initial-ms" => backoff.initial = ms(value()?)?,
             "--backoff-max-ms" => backoff.max = ms(value()?)?,
+            "--server-timeout-ms" => session.server_timeout = ms(value()?)?,
+            "--version-timeout-ms" => session.version_timeout = ms(value()?)?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
