@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: installs what the tests need (Debian's diod, a real 9P2000.L
-# server), checks formatting and lints, proves the pure crates build without std, then runs
+# The project's test command: installs what the tests need (Debian's diod and nfs-ganesha,
+# real 9P2000.L servers), checks formatting and lints, proves the pure crates build without std, then runs
 # every test of the workspace. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,8 @@ fi
 # Real peers the integration tests use, installed when missing.
 need=()
 [ -x /usr/sbin/diod ] || [ -x /usr/bin/diod ] || need+=(diod)
+[ -x /usr/bin/ganesha.nfsd ] && [ -e /usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so ] \
+    || need+=(nfs-ganesha nfs-ganesha-vfs)
 if [ ${#need[@]} -gt 0 ]; then
     step "installing ${need[*]}"
     if [ "$(id -u)" -ne 0 ]; then

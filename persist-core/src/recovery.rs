@@ -53,6 +53,9 @@ enum Phase {
     Clunk,
 }
 
+/// Recovery's own fids are taken below this first (see `begin`).
+const PROXY_FID_LIMIT: u32 = 1024;
+
 struct RootAttach {
     root: RootId,
     /// The proxy-owned fid attached to this root on the new link.
@@ -285,13 +288,17 @@ impl Session {
             .collect();
         needed.sort_unstable();
         needed.dedup();
-        let mut next_pfid = NOFID.0 - 1;
+        // The recovery's own fids: numbers the client does not use, from 1023 down (clients
+        // number fids from 0 up, and some servers refuse fids of 1024 and more: nfs-ganesha
+        // answers ERANGE), then from the top of the range.
+        let mut candidates = (0..PROXY_FID_LIMIT)
+            .rev()
+            .chain((PROXY_FID_LIMIT..NOFID.0).rev());
         let mut proxy_fid = |fids: &crate::fids::FidTable| {
-            while fids.get(next_pfid).is_some() {
-                next_pfid -= 1;
-            }
-            next_pfid -= 1;
-            next_pfid + 1
+            candidates
+                .by_ref()
+                .find(|&f| fids.get(f).is_none())
+                .expect("the client cannot use every fid")
         };
         for root in needed {
             let pfid = proxy_fid(&self.fids);

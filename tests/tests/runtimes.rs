@@ -34,6 +34,13 @@ enum Server {
         server: Arc<RamfsServer>,
         addr: Addr,
     },
+    /// nfs-ganesha's 9P (VFS backend), with NFSv4 enabled as it requires; `dir` holds the
+    /// configuration, the log and the export.
+    Ganesha {
+        child: Option<Child>,
+        port: u16,
+        dir: PathBuf,
+    },
 }
 
 fn free_port() -> u16 {
@@ -75,7 +82,73 @@ fn spawn_diod(port: u16, dir: &std::path::Path) -> Child {
     child
 }
 
+/// Start nfs-ganesha serving `dir/export` over 9P on `port`, and wait until it listens.
+fn spawn_ganesha(port: u16, dir: &std::path::Path) -> Child {
+    let bin = "/usr/bin/ganesha.nfsd";
+    assert!(
+        std::path::Path::new(bin).exists(),
+        "nfs-ganesha is not installed: run scripts/test.sh (it apt-installs nfs-ganesha and nfs-ganesha-vfs)"
+    );
+    let export = dir.join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    std::fs::create_dir_all(dir.join("recovery")).unwrap();
+    // Ganesha serves 9P only with an NFS protocol enabled; it listens for 9P on the wildcard
+    // address. Graceless: no grace period after a restart (there is no NFS client to reclaim).
+    let conf = format!(
+        "NFS_CORE_PARAM {{ Protocols = 4, 9P; NFS_Port = {nfs}; Bind_addr = 127.0.0.1;\n\
+           Enable_NLM = false; Enable_RQUOTA = false; Enable_UDP = false; }}\n\
+         NFSv4 {{ Graceless = true; RecoveryBackend = fs; RecoveryRoot = {recovery}; }}\n\
+         _9P {{ _9P_TCP_Port = {port}; }}\n\
+         EXPORT {{ Export_Id = 1; Path = {export}; Pseudo = {export}; Access_Type = RW;\n\
+           Squash = No_Root_Squash; Protocols = 4, 9P; SecType = sys; FSAL {{ Name = VFS; }} }}\n\
+         LOG {{ Default_Log_Level = WARN; }}\n",
+        nfs = free_port(),
+        recovery = dir.join("recovery").display(),
+        export = export.display(),
+    );
+    let conf_path = dir.join("ganesha.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new(bin)
+        .arg("-F")
+        .arg("-L")
+        .arg(dir.join("ganesha.log"))
+        .arg("-f")
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(dir.join("ganesha.pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ganesha.nfsd starts");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "ganesha did not start listening for 9P; its log:\n{}",
+            std::fs::read_to_string(dir.join("ganesha.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 impl Server {
+    async fn ganesha() -> Server {
+        let dir = std::env::temp_dir().join(format!(
+            "p9persist-ganesha-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let child = spawn_ganesha(port, &dir);
+        Server::Ganesha {
+            child: Some(child),
+            port,
+            dir,
+        }
+    }
+
     async fn diod() -> Server {
         let dir = std::env::temp_dir().join(format!(
             "p9persist-diod-{}-{}",
@@ -104,7 +177,9 @@ impl Server {
 
     fn addr(&self) -> Addr {
         match self {
-            Server::Diod { port, .. } => Addr::Tcp(format!("127.0.0.1:{port}")),
+            Server::Diod { port, .. } | Server::Ganesha { port, .. } => {
+                Addr::Tcp(format!("127.0.0.1:{port}"))
+            }
             Server::Ramfs { addr, .. } => addr.clone(),
         }
     }
@@ -112,6 +187,9 @@ impl Server {
     fn aname(&self) -> Bytes {
         match self {
             Server::Diod { dir, .. } => Bytes::from(dir.to_string_lossy().into_owned()),
+            Server::Ganesha { dir, .. } => {
+                Bytes::from(dir.join("export").to_string_lossy().into_owned())
+            }
             Server::Ramfs { .. } => Bytes::new(),
         }
     }
@@ -119,7 +197,7 @@ impl Server {
     /// Stop executing requests (SIGSTOP for diod), leaving connections open.
     fn freeze(&mut self) {
         match self {
-            Server::Diod { child: Some(c), .. } => {
+            Server::Diod { child: Some(c), .. } | Server::Ganesha { child: Some(c), .. } => {
                 let stopped = Command::new("kill")
                     .args(["-STOP", &c.id().to_string()])
                     .status()
@@ -138,7 +216,7 @@ impl Server {
                 while state().as_deref() != Some("T") {
                     assert!(
                         start.elapsed() < Duration::from_secs(5),
-                        "diod did not stop"
+                        "the server did not stop"
                     );
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -158,6 +236,13 @@ impl Server {
                 tokio::time::sleep(down).await;
                 *child = Some(spawn_diod(*port, dir));
             }
+            Server::Ganesha { child, port, dir } => {
+                let mut c = child.take().expect("ganesha running");
+                c.kill().unwrap();
+                c.wait().unwrap();
+                tokio::time::sleep(down).await;
+                *child = Some(spawn_ganesha(*port, dir));
+            }
             Server::Ramfs { server, .. } => {
                 server.cut_off(down);
                 tokio::time::sleep(down + Duration::from_millis(100)).await;
@@ -169,6 +254,7 @@ impl Server {
     fn exists(&self, name: &str) -> bool {
         match self {
             Server::Diod { dir, .. } => dir.join(name).exists(),
+            Server::Ganesha { dir, .. } => dir.join("export").join(name).exists(),
             Server::Ramfs { server, .. } => server.fs.lock().unwrap().qid_of(name).is_ok(),
         }
     }
@@ -176,7 +262,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Server::Diod { child, dir, .. } = self {
+        if let Server::Diod { child, dir, .. } | Server::Ganesha { child, dir, .. } = self {
             if let Some(c) = child.as_mut() {
                 let _ = c.kill();
                 let _ = c.wait();
@@ -1208,3 +1294,68 @@ suite!(
     on_smol => "smol",
     on_async_std => "async-std",
 );
+
+/// A walk from the root to a name that does not exist.
+async fn missing(c: &mut NineP, newfid: u32) -> Msg {
+    let walk = Twalk {
+        fid: Fid(0),
+        newfid: Fid(newfid),
+        wnames: WalkNames::new(["not-here"]).unwrap(),
+    };
+    c.call(walk).await.unwrap().msg
+}
+
+/// nfs-ganesha's 9P, a second real 9P2000.L server (on the tokio proxy, the one users run): the
+/// same SIGKILL scenarios as diod, and walks to missing names, which ganesha answers in its own
+/// way (not always Rlerror), before and after a restart.
+mod on_ganesha {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ganesha_files_survive_a_restart() {
+        files_survive_a_restart("tokio", Server::ganesha().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ganesha_non_idempotent_requests_fail_once() {
+        non_idempotent_requests_fail_once("tokio", Server::ganesha().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ganesha_soft_mode_fails_in_time_and_heals() {
+        soft_mode_fails_in_time_and_heals("tokio", Server::ganesha().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ganesha_walks_to_missing_names_before_and_after_a_restart() {
+        let mut server = Server::ganesha().await;
+        let proxy = proxy("tokio", server.addr(), None);
+        let mut c = attach(&server, &proxy.addr).await;
+        assert_eq!(
+            missing(&mut c, 5).await,
+            Msg::Rlerror(Rlerror {
+                ecode: errno::ENOENT
+            })
+        );
+        assert!(matches!(create(&mut c, 10, "here").await, Msg::Rlcreate(_)));
+        server.outage(Duration::from_millis(500)).await;
+        assert_eq!(
+            missing(&mut c, 6).await,
+            Msg::Rlerror(Rlerror {
+                ecode: errno::ENOENT
+            }),
+            "{}",
+            proxy.log()
+        );
+        let r = c
+            .call(Tgetattr {
+                fid: Fid(10),
+                request_mask: 0x7ff,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(r.msg, Msg::Rgetattr(_)), "{:?}", r.msg);
+        let log = proxy.log();
+        assert!(!log.contains("broke the protocol"), "{log}");
+    }
+}
