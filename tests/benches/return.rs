@@ -140,7 +140,9 @@ fn main() {
         );
     }
     let _ = server.kill();
+    let _ = server.wait();
     let _ = proxy.kill();
+    let _ = proxy.wait();
     let _ = std::fs::remove_dir_all(&dir);
     returns.sort();
     let at = |q: f64| returns[((returns.len() - 1) as f64 * q).round() as usize];
