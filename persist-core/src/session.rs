@@ -147,11 +147,12 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for a client that just connected, served by `backend`. The first output is
-    /// the dial.
+    /// A session for a client that just connected, served by `backend`. It dials the backend
+    /// when the client's first whole frame (its Tversion) arrives, and closes a client that
+    /// sends none within `version_timeout`.
     pub fn new(cfg: Config, backend: BackendId, now: Instant) -> Session {
         let rng = Rng::new(cfg.seed);
-        let mut s = Session {
+        Session {
             cfg,
             backend,
             link: LinkState::Idle { since: now },
@@ -177,9 +178,7 @@ impl Session {
             silence_check_at: now,
             flushed: HashMap::default(),
             reset_on_reply: false,
-        };
-        s.now = now;
-        s
+        }
     }
 
     /// Let the session redo authenticated attaches after a reconnect (see [`Authenticator`]).

@@ -877,3 +877,67 @@ fn deep_paths_are_rewalked_in_chunks_of_sixteen_names() {
         .iter()
         .any(|e| matches!(e, Event::Recovered { stale: 0, .. })));
 }
+
+/// A recovery that delivers nothing does not end the outage: if the link dies again before the
+/// server has answered a single request on it (a server that breaks on what is resent), the
+/// backoff goes on growing instead of starting over, and soft mode's clock keeps running.
+#[test]
+fn a_recovery_that_delivers_nothing_does_not_reset_the_outage() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.client(
+        7,
+        Tgetattr {
+            fid: Fid(0),
+            request_mask: 0x7ff,
+        },
+    );
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        p.kill();
+        while p.pending_dial.is_none() {
+            p.advance();
+        }
+        p.accept_dial();
+        // Rebuild everything, but the resent request never gets its answer.
+        while let Some((_, fc)) = p.to_server.pop_front() {
+            if fc.tag == 7 {
+                continue;
+            }
+            let reply = p.server.answer(&fc);
+            p.reply(fc.tag, reply);
+        }
+        assert!(p.replies_to(7).is_empty());
+        attempts.push(
+            p.events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Redialing { attempt, .. } => Some(*attempt),
+                    _ => None,
+                })
+                .last()
+                .unwrap(),
+        );
+    }
+    assert!(
+        attempts.windows(2).all(|w| w[1] > w[0]),
+        "the backoff restarted after recoveries that delivered nothing: {attempts:?}"
+    );
+    // Once the server answers, the outage is over: the next loss starts from attempt 1.
+    p.kill();
+    while p.pending_dial.is_none() {
+        p.advance();
+    }
+    p.accept_dial();
+    p.serve();
+    assert_eq!(p.replies_to(7).len(), 1);
+    p.kill();
+    let last = p
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Redialing { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .last();
+    assert_eq!(last, Some(1));
+}
