@@ -910,11 +910,11 @@ fn a_recovery_that_delivers_nothing_does_not_reset_the_outage() {
         attempts.push(
             p.events
                 .iter()
-                .filter_map(|e| match e {
+                .rev()
+                .find_map(|e| match e {
                     Event::Redialing { attempt, .. } => Some(*attempt),
                     _ => None,
                 })
-                .last()
                 .unwrap(),
         );
     }
@@ -931,13 +931,9 @@ fn a_recovery_that_delivers_nothing_does_not_reset_the_outage() {
     p.serve();
     assert_eq!(p.replies_to(7).len(), 1);
     p.kill();
-    let last = p
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Redialing { attempt, .. } => Some(*attempt),
-            _ => None,
-        })
-        .last();
+    let last = p.events.iter().rev().find_map(|e| match e {
+        Event::Redialing { attempt, .. } => Some(*attempt),
+        _ => None,
+    });
     assert_eq!(last, Some(1));
 }
