@@ -63,7 +63,8 @@ pub enum Event {
         why: alloc::borrow::Cow<'static, str>,
     },
     /// A request was answered with an error because it may have happened on a lost link (or,
-    /// in soft mode, because the server stayed away too long).
+    /// in soft mode, because the server stayed away too long, or because the server's replies
+    /// to it were invalid twice).
     RequestFailed {
         tag: u16,
         request: MsgType,

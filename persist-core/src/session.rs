@@ -827,7 +827,10 @@ impl Session {
         };
         if matches!(
             failure,
-            Failure::NOT_COMPLETED | Failure::UNAVAILABLE | Failure::WRITES_LOST
+            Failure::NOT_COMPLETED
+                | Failure::UNAVAILABLE
+                | Failure::WRITES_LOST
+                | Failure::INVALID_REPLY
         ) {
             let request = req.ty;
             self.event(Event::RequestFailed { tag, request, why });
