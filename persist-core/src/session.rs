@@ -1063,9 +1063,13 @@ impl Session {
             (MsgType::Twrite, Some(MsgType::Rwrite)) => len == RWRITE_LEN,
             _ => false,
         };
-        if fast && !self.is_dir_read(&req) {
+        // One fid lookup: a file's read has nothing to record; a directory's is checked on the
+        // general path; a write marks its fid unsynced.
+        if fast && (req.ty == MsgType::Twrite || !self.is_dir_read(&req)) {
             self.held_bytes -= req.frame.len();
-            self.apply_io_reply(&req, len);
+            if req.ty == MsgType::Twrite {
+                self.apply_io_reply(&req, len);
+            }
             self.answered_after_outage();
             return self.send_to_client(frame);
         }
