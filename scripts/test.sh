@@ -17,6 +17,8 @@ need=()
 [ -x /usr/sbin/diod ] || [ -x /usr/bin/diod ] || need+=(diod)
 [ -x /usr/bin/ganesha.nfsd ] && [ -e /usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so ] \
     || need+=(nfs-ganesha nfs-ganesha-vfs)
+# The kernel-client tests' control relay (qemu is installed by scripts/kernel-image.sh).
+command -v socat >/dev/null 2>&1 || need+=(socat)
 if [ ${#need[@]} -gt 0 ]; then
     step "installing ${need[*]}"
     if [ "$(id -u)" -ne 0 ]; then
@@ -27,6 +29,9 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${need[@]}"
 fi
+
+step "kernel-client image (scripts/kernel-image.sh: qemu, Debian's kernel, busybox initramfs)"
+./scripts/kernel-image.sh
 
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
