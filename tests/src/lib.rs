@@ -3,4 +3,5 @@
 
 pub mod drive_fuzz;
 pub mod hostile;
+pub mod servers;
 pub mod sim;
