@@ -19,6 +19,7 @@ need=()
     || need+=(nfs-ganesha nfs-ganesha-vfs)
 # The kernel-client tests' control relay (qemu is installed by scripts/kernel-image.sh).
 command -v socat >/dev/null 2>&1 || need+=(socat)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
     step "installing ${need[*]}"
     if [ "$(id -u)" -ne 0 ]; then
@@ -28,6 +29,12 @@ if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${need[@]}"
+fi
+
+# py9p (PyPI p9fs), a second real server for 9P2000 and 9P2000.u.
+if ! python3 -c 'import py9p' >/dev/null 2>&1; then
+    step "installing py9p (pip: p9fs)"
+    python3 -m pip install -q p9fs 2>/dev/null || python3 -m pip install -q --break-system-packages p9fs
 fi
 
 step "kernel-client image (scripts/kernel-image.sh: qemu, Debian's kernel, busybox initramfs)"
