@@ -488,7 +488,7 @@ fn kernel_client_survives_py9p_killed_in_both_dialects() {
         let what = if dotu { "py9p 9P2000.u" } else { "py9p 9P2000" };
         survives(
             Server::start(
-                &scratch(what.split(' ').last().unwrap()),
+                &scratch(if dotu { "py9p-u" } else { "py9p" }),
                 Kind::Py9p { dotu },
             ),
             "",
