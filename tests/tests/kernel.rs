@@ -531,3 +531,46 @@ fn kernel_client_through_a_plain_relay_fails() {
         "the control passed, so the scenario cannot tell a proxy from a relay: {result:?}"
     );
 }
+
+/// All three dialects against `p9persist ramfs` (the in-memory server), no kill: each a mount
+/// of its own through one proxy; files written, read back, listed, renamed and removed.
+#[test]
+fn kernel_client_speaks_every_dialect_to_ramfs() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let port = free_port();
+    rt.spawn(async move {
+        let server = runtime_tokio::RamfsServer::new(ramfs::Fs::new(), 65536);
+        let addr = runtime_tokio::Addr::Tcp(format!("127.0.0.1:{port}"));
+        let listener = runtime_tokio::Listener::bind(&addr).await.unwrap();
+        let _ = server
+            .serve(listener, tokio::sync::watch::channel(false).1)
+            .await;
+    });
+    wait_listening(port, "ramfs");
+    let hop = Hop::proxy(port);
+    let mut script = String::new();
+    for (n, version) in ["9p2000", "9p2000.u", "9p2000.L"].iter().enumerate() {
+        script.push_str(&format!(
+            r#"mkdir -p /m{n}
+if mount -t 9p -o trans=tcp,port={port},version={version} 10.0.2.2 /m{n}; then
+    mkdir /m{n}/d{n} && echo "hello {version}" > /m{n}/d{n}/f && mv /m{n}/d{n}/f /m{n}/d{n}/g \
+        && [ "$(cat /m{n}/d{n}/g)" = "hello {version}" ] && ls /m{n}/d{n} | grep -qx g \
+        && rm /m{n}/d{n}/g && rmdir /m{n}/d{n} && umount /m{n} && echo "KC: ok {version}" \
+        || echo "KC: failed {version}"
+else
+    echo "KC: failed {version} (mount)"
+fi
+"#,
+            port = hop.port
+        ));
+    }
+    let guest = Guest::boot(script);
+    guest.wait_for("exit", Duration::from_secs(120), &hop);
+    for version in ["9p2000", "9p2000.u", "9p2000.L"] {
+        assert!(
+            guest.saw(&format!("ok {version}")),
+            "{}",
+            guest.story(&format!("{version} did not work"), &hop)
+        );
+    }
+}
