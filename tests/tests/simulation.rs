@@ -8,6 +8,21 @@ use tests::sim;
 /// none) and the cause it exposed, kept after the cause was fixed.
 const REGRESSIONS: &[(u64, &str, &str)] = &[
     (
+        7600,
+        "",
+        "a late Rclunk still on the wire when the run ended: the session had yet to redial",
+    ),
+    (
+        41299,
+        "",
+        "a flushed directory rename carried out late: the fid beneath goes stale at the redial",
+    ),
+    (
+        30942,
+        "",
+        "an ORCLOSE file removed by a lingering connection's hang-up after the session reopened it",
+    ),
+    (
         2002,
         "",
         "a clunk the server carried out after answering its Tflush: the reply dropped, the fid kept",

@@ -1132,7 +1132,15 @@ impl Lane {
         }
         // The victim is replaced during some outages: a fid open on it goes stale (and its
         // clunk is answered locally).
-        if is_stale(reply) && !flushed {
+        // An ORCLOSE temp file that an old connection removed when it hung up (after the session
+        // had already reopened it on the new one) answers as removed: the fid is as good as stale.
+        let orclose_removed = Self::fid_used(&op) == Some(Which::Temp)
+            && self
+                .temp_name
+                .as_ref()
+                .is_some_and(|n| self.orclose_names.contains(n))
+            && matches!(reply, Msg::Rerror(e) if &e.ename[..] == b"file has been removed");
+        if (is_stale(reply) || orclose_removed) && !flushed {
             let which = Self::fid_used(&op);
             // So does any fid of a lane whose locks or exclusive opens an old connection held
             // while the session rebuilt them.
@@ -1205,6 +1213,11 @@ impl Lane {
             }
             if let Op::Lock { start, .. } = op {
                 self.locks.remove(&start);
+            }
+            // A flushed rename of the directory may have happened: the fid beneath it is
+            // unsure too (the session keeps its old path).
+            if matches!(op, Op::RenameSub { .. }) {
+                self.moved = FidState::Uncertain;
             }
             return Ok(None);
         }

@@ -123,6 +123,15 @@ impl Client {
     fn busy(&self) -> bool {
         !self.outstanding.is_empty() || self.lanes.iter().any(|l| l.busy.is_some())
     }
+
+    /// Whether bytes or frames are on their way between the proxy and the server, or the
+    /// session is between links.
+    fn in_transit(&self) -> bool {
+        let wires = self.server.as_ref().is_some_and(|s| {
+            !s.silent && (!s.up.is_empty() || !s.down.is_empty() || s.up_framer.partial())
+        });
+        wires || !self.to_server.is_empty() || !self.drive.session().is_up()
+    }
 }
 
 pub struct World {
@@ -1331,7 +1340,13 @@ impl World {
         note!(self, "LIVENESS: faults stop, no new work");
         self.calm = true;
         let deadline = self.now_ms + LIVENESS_LIMIT.as_millis() as u64;
-        while self.clients.iter().any(Client::busy) {
+        // Until every request is answered and nothing is on its way anywhere (a late reply
+        // still on the wire may yet make the session redial).
+        while self
+            .clients
+            .iter()
+            .any(|c| c.busy() || c.in_transit() || c.drive.session().requests_held() > 0)
+        {
             if self.now_ms > deadline {
                 let n: usize = self.clients.iter().map(|c| c.outstanding.len()).sum();
                 return Err(format!(
