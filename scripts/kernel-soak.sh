@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/kernel-image.sh
-KC_KILLS="${1:-120}" cargo test --release -p tests --test kernel kernel_client_survives_diod_killed_ten_times -- --nocapture
+KC_KILLS="${1:-120}" cargo test -p tests --test kernel kernel_client_survives_diod_killed_ten_times -- --nocapture
