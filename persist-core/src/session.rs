@@ -493,12 +493,14 @@ impl Session {
         self.reset_on_reply = false;
     }
 
-    /// How long a live link may stay silent while requests wait.
+    /// How long a live link may stay silent while requests wait (at least 100 ms: the check is
+    /// a timer, and a zero one would fire without end on an idle link).
     fn server_timeout(&self) -> Duration {
-        match self.cfg.give_up_after {
+        let t = match self.cfg.give_up_after {
             Some(g) => g.min(self.cfg.server_timeout),
             None => self.cfg.server_timeout,
-        }
+        };
+        t.max(Duration::from_millis(100))
     }
 
     /// Apply the replay table to one orphaned request.
