@@ -1102,29 +1102,28 @@ impl Session {
             let what = alloc::format!("answered with {}", reply_ty.name());
             return self.bad_reply(now, link, tag, req, what);
         }
-        if let Some(what) = self.invalid_reply(&req, &reply) {
+        // The request is decoded once: to check the reply against it, and to record it.
+        let request = self.decode_request(&req.frame);
+        if let Some(what) = request
+            .as_ref()
+            .and_then(|msg| self.invalid_reply(&req, msg, &reply))
+        {
             return self.bad_reply(now, link, tag, req, what);
         }
         // The msize is the smaller of what the client asked and what the server offers.
-        let frame = match (&reply, self.decode_request(&req.frame)) {
-            (Msg::Rversion(rv), Some(Msg::Tversion(tv))) if rv.msize > tv.msize => {
-                let mut clamped = rv.clone();
-                clamped.msize = tv.msize;
-                reply::local(tag, clamped)
+        let (frame, reply) = match (reply, &request) {
+            (Msg::Rversion(mut rv), Some(Msg::Tversion(tv))) if rv.msize > tv.msize => {
+                rv.msize = tv.msize;
+                (reply::local(tag, rv.clone()), Msg::Rversion(rv))
             }
-            _ => frame,
-        };
-        let reply = match reply {
-            Msg::Rversion(mut rv) => {
-                if let Some(Msg::Tversion(tv)) = self.decode_request(&req.frame) {
-                    rv.msize = rv.msize.min(tv.msize);
-                }
-                Msg::Rversion(rv)
-            }
-            other => other,
+            (reply, _) => (frame, reply),
         };
         self.held_bytes -= req.frame.len();
-        self.apply_reply(&req, &reply, false);
+        match (req.ty, request) {
+            (MsgType::Tread | MsgType::Twrite, _) => self.apply_reply(&req, &reply, false),
+            (_, Some(msg)) => self.record(&msg, &reply, &req.frame),
+            (_, None) => {}
+        }
         self.answered_after_outage();
         self.send_to_client(frame);
     }
@@ -1148,9 +1147,8 @@ impl Session {
     /// What makes a well-formed reply of the right type still wrong for its request, if
     /// anything: a walk answered with more qids than names, a read with more bytes than asked,
     /// directory entries that do not parse, an msize no one can use.
-    fn invalid_reply(&self, req: &Request, reply: &Msg) -> Option<String> {
-        let msg = self.decode_request(&req.frame)?;
-        match (&msg, reply) {
+    fn invalid_reply(&self, req: &Request, msg: &Msg, reply: &Msg) -> Option<String> {
+        match (msg, reply) {
             (Msg::Twalk(w), Msg::Rwalk(r)) if r.wqids.len() > w.wnames.len() => Some(
                 alloc::format!("{} qids for {} names", r.wqids.len(), w.wnames.len()),
             ),
