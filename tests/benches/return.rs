@@ -13,21 +13,11 @@ use std::time::{Duration, Instant};
 
 use p9_core::*;
 use tests::hostile::RawClient;
+use tests::servers::{diod_path, free_port};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// diod on `port`, not waited for: the bench times the moment it listens itself.
 fn diod(port: u16, dir: &std::path::Path) -> Child {
-    let bin = ["/usr/sbin/diod", "/usr/bin/diod"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("diod is installed (scripts/test.sh installs it)");
-    Command::new(bin)
+    Command::new(diod_path())
         .args(["-f", "-n", "-c", "/dev/null", "-L", "stderr", "-l"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("-e")
