@@ -8,25 +8,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use p9_core::*;
 use tests::hostile::RawClient;
-use tests::servers::{diod_path, free_port};
-
-/// diod on `port`, not waited for: the bench times the moment it listens itself.
-fn diod(port: u16, dir: &std::path::Path) -> Child {
-    Command::new(diod_path())
-        .args(["-f", "-n", "-c", "/dev/null", "-L", "stderr", "-l"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-e")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("diod starts")
-}
+use tests::servers::{free_port, start_diod};
 
 /// A tiny generator for the gaps (no dependency for one number a round).
 struct Lcg(u64);
@@ -49,7 +36,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("f"), b"held").unwrap();
     let port = free_port();
-    let mut server = diod(port, &dir);
+    let mut server = start_diod(port, &dir);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -111,7 +98,7 @@ fn main() {
         c.send(4, read.clone());
         let gap = Duration::from_secs_f64(0.2 + 2.8 * rng.next());
         std::thread::sleep(gap);
-        server = diod(port, &dir);
+        server = start_diod(port, &dir);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             std::thread::sleep(Duration::from_millis(1));
         }

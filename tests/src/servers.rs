@@ -23,10 +23,10 @@ pub fn diod_path() -> &'static str {
     panic!("diod is not installed: run scripts/test.sh (it apt-installs diod) or `apt-get install -y diod`");
 }
 
-/// Start diod exporting `dir` on `port`, without authentication, and wait until it listens (the
-/// attach name must be `dir`).
-pub fn spawn_diod(port: u16, dir: &std::path::Path) -> Child {
-    let child = Command::new(diod_path())
+/// Start diod exporting `dir` on `port`, without authentication (the attach name must be
+/// `dir`), without waiting for it to listen.
+pub fn start_diod(port: u16, dir: &std::path::Path) -> Child {
+    Command::new(diod_path())
         .args(["-f", "-n", "-c", "/dev/null", "-L", "stderr", "-l"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("-e")
@@ -34,17 +34,28 @@ pub fn spawn_diod(port: u16, dir: &std::path::Path) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("diod starts");
-    // Wait until it listens.
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "diod did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .expect("diod starts")
+}
+
+/// [`start_diod`], then wait until it listens.
+pub fn spawn_diod(port: u16, dir: &std::path::Path) -> Child {
+    let child = start_diod(port, dir);
+    wait_listening(port, "diod");
     child
+}
+
+/// The address a proxy process (runtime-proxy, p9persist) announces on its standard output
+/// once bound: the text after "listening ".
+pub fn announced(child: &mut Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    let out = child.stdout.take().expect("the proxy's stdout is piped");
+    std::io::BufReader::new(out)
+        .read_line(&mut line)
+        .expect("the proxy's stdout");
+    line.strip_prefix("listening ")
+        .map(|a| a.trim().to_string())
+        .unwrap_or_else(|| panic!("no address announced: {line:?}"))
 }
 
 /// Start nfs-ganesha serving `dir/export` over 9P on `port`, and wait until it listens.

@@ -4,12 +4,12 @@
 //! msize, hung servers, replies that do not fit their requests, late replies after Rflush,
 //! 9P2000 error strings, clients that never speak, and rebuild failures that tell the truth.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use p9_core::*;
 use tests::hostile::{raw, Answer, Hostile, RawClient};
+use tests::servers::announced;
 
 struct Proxy {
     child: Child,
@@ -33,15 +33,10 @@ impl Proxy {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("runtime-proxy starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .strip_prefix("listening ")
-            // tcp!HOST!PORT as the proxy names it; HOST:PORT to connect.
-            .map(|a| a.trim().trim_start_matches("tcp!").replacen('!', ":", 1))
-            .unwrap_or_else(|| panic!("no address announced: {line:?}"));
+        // tcp!HOST!PORT as the proxy names it; HOST:PORT to connect.
+        let addr = announced(&mut child)
+            .trim_start_matches("tcp!")
+            .replacen('!', ":", 1);
         Proxy { child, addr, log }
     }
 

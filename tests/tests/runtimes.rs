@@ -9,7 +9,6 @@
 //! installs it.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -42,7 +41,7 @@ enum Server {
     },
 }
 
-use tests::servers::{free_port, spawn_diod, spawn_ganesha};
+use tests::servers::{announced, free_port, spawn_diod, spawn_ganesha};
 
 impl Server {
     async fn ganesha() -> Server {
@@ -229,14 +228,9 @@ impl Proxy {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("runtime-proxy starts (is prlimit there? util-linux)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .strip_prefix("listening ")
-            .and_then(|a| Addr::dial(a.trim()).ok())
-            .unwrap_or_else(|| panic!("{runtime}: no address announced: {line:?}"));
+        let line = announced(&mut child);
+        let addr =
+            Addr::dial(&line).unwrap_or_else(|e| panic!("{runtime}: announced {line:?}: {e}"));
         Proxy { child, addr, log }
     }
 
