@@ -20,15 +20,23 @@ need=()
 # The kernel-client tests' control relay (qemu is installed by scripts/kernel-image.sh).
 command -v socat >/dev/null 2>&1 || need+=(socat)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
-if [ ${#need[@]} -gt 0 ]; then
-    step "installing ${need[*]}"
+# The operator's kit: systemd's socket activator and unit checker, Prometheus's promtool,
+# dpkg-deb for the package.
+command -v systemd-socket-activate >/dev/null 2>&1 || need+=(systemd)
+lean=()
+command -v promtool >/dev/null 2>&1 || lean+=(prometheus)
+command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
+if [ ${#need[@]} -gt 0 ] || [ ${#lean[@]} -gt 0 ]; then
+    step "installing ${need[*]} ${lean[*]}"
     if [ "$(id -u)" -ne 0 ]; then
-        echo "test.sh: ${need[*]} missing and not running as root; install with: sudo apt-get install -y ${need[*]}" >&2
+        echo "test.sh: ${need[*]} ${lean[*]} missing and not running as root; install with: sudo apt-get install -y ${need[*]} ${lean[*]}" >&2
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq "${need[@]}"
+    [ ${#need[@]} -eq 0 ] || apt-get install -y -qq "${need[@]}"
+    # Only promtool is wanted from prometheus: without its recommends, not a web UI's worth.
+    [ ${#lean[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${lean[@]}"
 fi
 
 # py9p (PyPI p9fs), a second real server for 9P2000 and 9P2000.u.
@@ -48,6 +56,14 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "no_std build of p9-core"
 cargo build --quiet -p p9-core --no-default-features
+
+step "Debian package (scripts/deb.sh: build, dpkg -i, check what landed where)"
+if [ "$(id -u)" -eq 0 ]; then
+    ./scripts/deb.sh --install-check
+else
+    ./scripts/deb.sh
+    echo "(not root: the package was built but not installed)"
+fi
 
 step "tests"
 log=$(mktemp)

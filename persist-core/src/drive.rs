@@ -536,6 +536,8 @@ pub enum Level {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sentence {
     pub level: Level,
+    /// The event's [`kind`](Event::kind), for logs that carry fields.
+    pub kind: &'static str,
     pub text: String,
 }
 
@@ -583,7 +585,9 @@ pub fn sentence(e: &Event, client: &str, backend: &str) -> Sentence {
             Level::Warn,
             format!("[{client}] fid {fid} is lost ({reason:?}): {why}"),
         ),
-        Event::RequestFailed { tag, request, why } => (
+        Event::RequestFailed {
+            tag, request, why, ..
+        } => (
             Level::Warn,
             format!("[{client}] {} (tag {tag}) failed: {why}", request.name()),
         ),
@@ -614,5 +618,9 @@ pub fn sentence(e: &Event, client: &str, backend: &str) -> Sentence {
             format!("[{client}] the server answered tag {tag} after its Rflush; reply dropped"),
         ),
     };
-    Sentence { level, text }
+    Sentence {
+        level,
+        kind: e.kind(),
+        text,
+    }
 }

@@ -68,6 +68,8 @@ pub enum Event {
     RequestFailed {
         tag: u16,
         request: MsgType,
+        /// The error the client was sent; [`Failure::kind`](crate::Failure::kind) names it.
+        failure: crate::Failure,
         why: &'static str,
     },
     /// Soft mode: the outage passed the give-up time; requests now fail until the server is back.
@@ -80,4 +82,24 @@ pub enum Event {
     ClientClosed,
     /// The server answered tag `tag` after it had answered its Tflush; the reply was dropped.
     LateReply { tag: u16 },
+}
+
+impl Event {
+    /// The event's name in snake case, stable for machine-readable logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Connected { .. } => "connected",
+            Event::Disconnected { .. } => "disconnected",
+            Event::Redialing { .. } => "redialing",
+            Event::DialFailed { .. } => "dial_failed",
+            Event::Recovered { .. } => "recovered",
+            Event::FidLost { .. } => "fid_lost",
+            Event::RequestFailed { .. } => "request_failed",
+            Event::GaveUp { .. } => "gave_up",
+            Event::RecoveryStalled { .. } => "recovery_stalled",
+            Event::ProtocolViolation { .. } => "protocol_violation",
+            Event::ClientClosed => "client_closed",
+            Event::LateReply { .. } => "late_reply",
+        }
+    }
 }

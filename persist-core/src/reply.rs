@@ -71,6 +71,20 @@ impl Failure {
         base_ename: "Invalid argument",
     };
 
+    /// A short name for the failures a session reports as events (metrics label them so):
+    /// `not_completed`, `gave_up`, `writes_lost`, `invalid_reply`; `other` for the rest.
+    pub fn kind(&self) -> &'static str {
+        match *self {
+            Failure::NOT_COMPLETED => "not_completed",
+            Failure::UNAVAILABLE => "gave_up",
+            Failure::WRITES_LOST => "writes_lost",
+            Failure::INVALID_REPLY => "invalid_reply",
+            Failure::STALE => "stale",
+            Failure::IO => "io",
+            _ => "other",
+        }
+    }
+
     /// The error reply for `tag` in `dialect` (plain 9P2000 before a version is settled).
     pub fn reply(&self, tag: u16, dialect: Option<Dialect>) -> Bytes {
         let msg: Msg = match dialect {

@@ -835,7 +835,12 @@ impl Session {
                 | Failure::INVALID_REPLY
         ) {
             let request = req.ty;
-            self.event(Event::RequestFailed { tag, request, why });
+            self.event(Event::RequestFailed {
+                tag,
+                request,
+                failure,
+                why,
+            });
         }
         let frame = failure.reply(tag, self.dialect());
         self.answer(tag, frame);

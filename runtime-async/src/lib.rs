@@ -16,6 +16,7 @@
 //!         let cfg = ProxyConfig {
 //!             backend: Addr::dial("tcp!fileserver!564").unwrap(),
 //!             session: persist_core::Config::default(),
+//!             metrics: None,
 //!         };
 //!         let spawn = |session| smol::spawn(session).detach();
 //!         run_proxy(listener, cfg, spawn, shutdown).await
@@ -243,6 +244,7 @@ mod tests {
         let cfg = ProxyConfig {
             backend: Addr::Tcp("127.0.0.1:1".into()),
             session: persist_core::Config::default(),
+            metrics: None,
         };
         let session = serve_client(
             Box::new(futures_lite::io::empty()),

@@ -15,6 +15,7 @@
 //!     let cfg = ProxyConfig {
 //!         backend: Addr::dial("tcp!fileserver!564").expect("a dial string"),
 //!         session: persist_core::Config::default(),
+//!         metrics: None,
 //!     };
 //!     let shutdown = Shutdown::new();
 //!     let proxy = {
@@ -33,6 +34,7 @@
 
 pub mod accept;
 pub mod addr;
+pub mod metrics;
 mod net;
 pub mod poll_loop;
 mod proxy;
@@ -41,6 +43,7 @@ mod shutdown;
 pub mod sock;
 
 pub use addr::Addr;
+pub use metrics::Metrics;
 pub use net::{Listener, DIAL_TIMEOUT, WRITE_TIMEOUT};
 pub use proxy::run_proxy;
 pub use shutdown::Shutdown;
@@ -53,14 +56,18 @@ pub struct ProxyConfig {
     /// The sessions' settings; `seed` is the proxy's, from which each session's is derived
     /// ([`persist_core::drive::session_seed`]).
     pub session: persist_core::Config,
+    /// Where sessions count what they go through (`--metrics`); `None` counts nothing.
+    pub metrics: Option<std::sync::Arc<Metrics>>,
 }
 
-/// Write a drive event's sentence to the log at its level (every runtime logs this way).
+/// Write a drive event's sentence to the log at its level (every runtime logs this way), with
+/// the event's kind as the field `event` (shown by machine-readable formats).
 pub fn log_sentence(line: &persist_core::drive::Sentence) {
     use persist_core::drive::Level;
+    let event = line.kind;
     match line.level {
-        Level::Debug => tracing::debug!("{line}"),
-        Level::Info => tracing::info!("{line}"),
-        Level::Warn => tracing::warn!("{line}"),
+        Level::Debug => tracing::debug!(event, "{line}"),
+        Level::Info => tracing::info!(event, "{line}"),
+        Level::Warn => tracing::warn!(event, "{line}"),
     }
 }

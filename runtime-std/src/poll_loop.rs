@@ -15,6 +15,7 @@ use persist_core::drive::{self, Action, Drive, OutQueue};
 use persist_core::{BackendId, Config, Event, Instant, LinkId};
 use tracing::debug;
 
+use crate::metrics::SessionMetrics;
 use crate::{Addr, ProxyConfig};
 
 /// Longest a single dial may take.
@@ -89,6 +90,7 @@ pub struct SessionLoop<R: Runtime> {
     armed: Option<Instant>,
     fired: Option<Instant>,
     on_event: Option<Box<dyn FnMut(Event) + Send>>,
+    metrics: Option<SessionMetrics>,
 }
 
 impl<R: Runtime> SessionLoop<R> {
@@ -120,6 +122,10 @@ impl<R: Runtime> SessionLoop<R> {
             armed: None,
             fired: None,
             on_event: None,
+            metrics: cfg
+                .metrics
+                .clone()
+                .map(|m| SessionMetrics::new(m, cfg.backend.to_string())),
         }
     }
 
@@ -197,6 +203,9 @@ impl<R: Runtime> SessionLoop<R> {
     fn log_events(&mut self) {
         while let Some(e) = self.drive.poll_event() {
             crate::log_sentence(&drive::sentence(&e, &self.client, &self.backend_name));
+            if let Some(m) = &mut self.metrics {
+                m.event(&e, std::time::Instant::now());
+            }
             if let Some(f) = &mut self.on_event {
                 f(e);
             }
@@ -241,6 +250,9 @@ impl<R: Runtime> SessionLoop<R> {
         if !self.drive.client_out().is_empty() {
             match poll_write_out::<R>(&mut self.client_w, self.drive.client_out(), cx) {
                 Poll::Ready(Ok(n)) => {
+                    if let Some(m) = &self.metrics {
+                        m.wrote_to_client(n);
+                    }
                     self.drive.client_written(n);
                     self.client_unflushed = true;
                     progress = true;
@@ -278,6 +290,9 @@ impl<R: Runtime> SessionLoop<R> {
             }
             match poll_write_out::<R>(w, out, cx) {
                 Poll::Ready(Ok(n)) => {
+                    if let Some(m) = &self.metrics {
+                        m.wrote_to_server(n);
+                    }
                     self.drive.link_written(link, n);
                     progress = true;
                 }

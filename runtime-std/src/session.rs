@@ -15,6 +15,7 @@ use persist_core::drive::{self, Action, Drive, OutQueue, READ_CHUNK};
 use persist_core::{BackendId, Config, Instant, LinkId};
 use tracing::{debug, info, warn};
 
+use crate::metrics::SessionMetrics;
 use crate::net::{self, Stream};
 use crate::{Addr, ProxyConfig};
 
@@ -106,6 +107,7 @@ struct SessionIo {
     /// The last deadline that fired: one that does not move afterwards is retried a
     /// millisecond later, not at once.
     fired: Option<Instant>,
+    metrics: Option<SessionMetrics>,
 }
 
 /// Serve one client until it leaves, is expelled, or [`Input::Shutdown`] arrives on `rx`.
@@ -130,6 +132,10 @@ pub(crate) fn serve_client(
         None => client_r.clone(),
     };
     let gate = Arc::new(Gate::default());
+    let metrics = cfg
+        .metrics
+        .clone()
+        .map(|m| SessionMetrics::new(m, cfg.backend.to_string()));
     let mut io = SessionIo {
         drive: Drive::new(session_cfg, BackendId(0), Instant::from_nanos(0)),
         shutdown,
@@ -146,6 +152,7 @@ pub(crate) fn serve_client(
         tx: tx.clone(),
         epoch,
         fired: None,
+        metrics,
     };
     match spawn_helper(format!("p9persist-client-{number}"), move || {
         read_client(&client_r, &gate, &tx)
@@ -299,6 +306,9 @@ impl SessionIo {
         }
         while let Some(e) = self.drive.poll_event() {
             crate::log_sentence(&drive::sentence(&e, &self.client, &self.backend_name));
+            if let Some(m) = &mut self.metrics {
+                m.event(&e, std::time::Instant::now());
+            }
         }
         let want = self.drive.wants_client_read();
         if want != self.gate_open {
@@ -420,7 +430,12 @@ impl SessionIo {
         if !self.drive.client_out().is_empty() {
             busy = true;
             match write_out(&self.client_w, self.drive.client_out()) {
-                Ok(n) => self.drive.client_written(n),
+                Ok(n) => {
+                    if let Some(m) = &self.metrics {
+                        m.wrote_to_client(n);
+                    }
+                    self.drive.client_written(n)
+                }
                 Err(e) => {
                     debug!("[{}] write to client failed: {e}", self.client);
                     self.drive.handle_client_gone(self.now());
@@ -437,7 +452,12 @@ impl SessionIo {
             }
             busy = true;
             match write_out(&stream, self.drive.link_out(link)) {
-                Ok(n) => self.drive.link_written(link, n),
+                Ok(n) => {
+                    if let Some(m) = &self.metrics {
+                        m.wrote_to_server(n);
+                    }
+                    self.drive.link_written(link, n)
+                }
                 Err(e) => {
                     let why = format!("write to server failed: {e}");
                     self.drive.handle_link_failed(self.now(), link, &why);

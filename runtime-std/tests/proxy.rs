@@ -158,6 +158,7 @@ fn shutdown_before_start() {
     let cfg = runtime_std::ProxyConfig {
         backend: Addr::Tcp("127.0.0.1:9".into()),
         session: persist_core::Config::default(),
+        metrics: None,
     };
     let start = Instant::now();
     runtime_std::run_proxy(listener, cfg, shutdown).unwrap();

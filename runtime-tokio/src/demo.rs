@@ -61,6 +61,7 @@ pub async fn run(outages: u32, outage: Duration, files: u32) -> Result<(), Strin
             },
             ..Config::default()
         },
+        metrics: None,
     };
     tokio::spawn(run_proxy(
         proxy_listener,

@@ -14,6 +14,7 @@
 //!     let cfg = ProxyConfig {
 //!         backend: Addr::dial("tcp!fileserver!564").unwrap(),
 //!         session: persist_core::Config::default(),
+//!         metrics: None,
 //!     };
 //!     // Send `true` to stop the proxy (a signal handler would).
 //!     let (_stop, shutdown) = tokio::sync::watch::channel(false);
@@ -23,6 +24,7 @@
 
 pub mod client;
 pub mod driver;
+pub mod metrics;
 pub mod net;
 pub mod serve;
 
@@ -35,6 +37,7 @@ use tracing::info;
 pub use driver::{serve_client, EventSink, ProxyConfig};
 pub use net::Listener;
 pub use runtime_std::addr::{self, Addr};
+pub use runtime_std::Metrics;
 pub use serve::RamfsServer;
 
 /// Resolves once `shutdown` holds true. A dropped sender means no shutdown will ever come.

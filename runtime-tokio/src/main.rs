@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use persist_core::{Backoff, Config};
-use runtime_tokio::{run_proxy, Addr, Listener, ProxyConfig, RamfsServer};
+use runtime_tokio::{run_proxy, Addr, Listener, Metrics, ProxyConfig, RamfsServer};
 use tokio::sync::watch;
 
 mod demo;
@@ -22,23 +22,40 @@ mod demo;
     after_help = "Addresses: tcp!HOST!PORT or HOST:PORT, unix!/PATH or unix:/PATH; to listen, a bare \
                   PORT means 127.0.0.1:PORT and `-` means standard input/output.\n\
                   Example: p9persist proxy --listen 5640 --server tcp!fileserver!564\n\
-                  then:    mount -t 9p -o trans=tcp,port=5640,version=9p2000.L 127.0.0.1 /mnt"
+                  then:    mount -t 9p -o trans=tcp,port=5640,version=9p2000.L 127.0.0.1 /mnt\n\
+                  Logs go to standard error; P9PERSIST_LOG=debug (or a tracing filter) overrides -v."
 )]
 struct Cli {
     /// More log output (-v: recovery details, -vv: every connection)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Log lines as sentences (text; coloured only on a terminal unless NO_COLOR is set) or
+    /// as one JSON object per line (json: timestamp, level, message, and the event's kind)
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Proxy clients to a 9P server, keeping their sessions alive across its restarts
+    #[command(
+        after_help = "Under systemd socket activation leave out --listen: the proxy serves \
+                            the sockets the socket unit passes (see p9persist.socket).\n\
+                            Metrics: --metrics 9100, then http://127.0.0.1:9100/metrics"
+    )]
     Proxy {
-        /// Where clients connect: PORT, HOST:PORT, tcp!HOST!PORT, unix!/PATH (created 0600), or -
+        /// Where clients connect: PORT, HOST:PORT, tcp!HOST!PORT, unix!/PATH (created 0600), or
+        /// -; leave it out to serve the sockets systemd passes (socket activation)
         #[arg(long, short)]
-        listen: String,
+        listen: Option<String>,
         /// The 9P server: HOST:PORT, tcp!HOST!PORT or unix!/PATH
         #[arg(long, short)]
         server: String,
@@ -61,12 +78,18 @@ enum Command {
         /// server connection is made for a client before its Tversion
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
         version_timeout: Duration,
+        /// Serve Prometheus metrics over HTTP at ADDR (PORT, HOST:PORT, tcp!HOST!PORT or
+        /// unix!/PATH; a bare port is on 127.0.0.1): sessions, outages, recoveries, fids
+        /// rebuilt and lost, failed requests, redials, bytes forwarded
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Serve an in-memory file tree over 9P (9P2000, 9P2000.u and 9P2000.L)
     Ramfs {
-        /// Where clients connect: PORT, HOST:PORT, tcp!HOST!PORT, unix!/PATH or -
+        /// Where clients connect: PORT, HOST:PORT, tcp!HOST!PORT, unix!/PATH or -; leave it out
+        /// to serve the sockets systemd passes (socket activation)
         #[arg(long, short)]
-        listen: String,
+        listen: Option<String>,
         /// Largest message size offered to clients
         #[arg(long, default_value_t = 65536)]
         msize: u32,
@@ -83,6 +106,18 @@ enum Command {
         /// Files the workload keeps open
         #[arg(long, default_value_t = 4)]
         files: u32,
+    },
+    /// Print a shell completion script (bash: save as
+    /// /usr/share/bash-completion/completions/p9persist; zsh: as _p9persist in $fpath; fish: as
+    /// ~/.config/fish/completions/p9persist.fish)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (p9persist.1 and one per command, p9persist-proxy.1 ...) into DIR
+    Manpages {
+        /// The directory to write them into (created if missing)
+        dir: std::path::PathBuf,
     },
 }
 
@@ -111,7 +146,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn init_logging(verbose: u8, quiet_default: bool) {
+fn init_logging(verbose: u8, quiet_default: bool, format: LogFormat) {
     let level = match (verbose, quiet_default) {
         (0, true) => "error",
         (0, false) => "info",
@@ -120,12 +155,30 @@ fn init_logging(verbose: u8, quiet_default: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("P9PERSIST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => {
+            // The sentence says it all; the event's kind is for the JSON format.
+            let fields =
+                tracing_subscriber::fmt::format::debug_fn(|w, field, value| match field.name() {
+                    "message" => write!(w, "{value:?}"),
+                    "event" => Ok(()),
+                    name => write!(w, " {name}={value:?}"),
+                });
+            let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.fmt_fields(fields).with_ansi(colour).init()
+        }
+    }
 }
 
 /// A watch that turns true on SIGINT or SIGTERM.
@@ -147,14 +200,43 @@ fn shutdown_on_signals() -> watch::Receiver<bool> {
     rx
 }
 
-async fn bind(what: &str, listen: &str) -> Result<Listener, String> {
+/// The sockets to serve: `listen` bound, or, without it, those systemd passed.
+async fn listeners(what: &str, listen: Option<&str>) -> Result<Vec<Listener>, String> {
+    let activated =
+        Listener::activated().map_err(|e| format!("socket activation (LISTEN_FDS): {e}"))?;
+    let Some(listen) = listen else {
+        if activated.is_empty() {
+            return Err(
+                "--listen is required (or start p9persist under systemd socket \
+                        activation, which passes the listening sockets in LISTEN_FDS)"
+                    .into(),
+            );
+        }
+        return Ok(activated);
+    };
+    if !activated.is_empty() {
+        tracing::warn!(
+            "ignoring {} socket(s) passed by systemd: --listen {listen} was given",
+            activated.len()
+        );
+    }
     let addr = Addr::listen(listen).map_err(|e| format!("--listen: {e}"))?;
-    Listener::bind(&addr)
+    let listener = Listener::bind(&addr)
         .await
-        .map_err(|e| format!("cannot listen on {listen} for {what}: {e}"))
+        .map_err(|e| format!("cannot listen on {listen} for {what}: {e}"))?;
+    Ok(vec![listener])
+}
+
+fn describe(listeners: &[Listener]) -> String {
+    let names: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().map_or("?".into(), |a| a.to_string()))
+        .collect();
+    names.join(", ")
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    let format = cli.log_format;
     match cli.command {
         Command::Proxy {
             listen,
@@ -164,8 +246,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             backoff_max,
             server_timeout,
             version_timeout,
+            metrics,
         } => {
-            init_logging(cli.verbose, false);
+            init_logging(cli.verbose, false, format);
             let backend = Addr::dial(&server).map_err(|e| format!("--server: {e}"))?;
             match &backend {
                 Addr::Stdio => return Err("--server: cannot dial stdio".into()),
@@ -184,7 +267,33 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Err(_) => tracing::warn!("server {backend} does not answer now; each client's session will keep redialing it"),
             }
             let shutdown = shutdown_on_signals();
-            let listener = bind("clients", &listen).await?;
+            let listeners = listeners("clients", listen.as_deref()).await?;
+            let metrics = match metrics {
+                None => None,
+                Some(at) => {
+                    let addr = Addr::listen(&at).map_err(|e| format!("--metrics: {e}"))?;
+                    if addr == Addr::Stdio {
+                        return Err("--metrics: needs a socket address, not -".into());
+                    }
+                    let listener = Listener::bind(&addr)
+                        .await
+                        .map_err(|e| format!("cannot listen on {at} for metrics: {e}"))?;
+                    let shared = Metrics::new();
+                    match &listener {
+                        Listener::Tcp(l) => match l.local_addr() {
+                            Ok(a) => tracing::info!("metrics at http://{a}/metrics"),
+                            Err(_) => tracing::info!("metrics at {at}"),
+                        },
+                        _ => tracing::info!("metrics over HTTP on {at}, path /metrics"),
+                    }
+                    tokio::spawn(runtime_tokio::metrics::serve_metrics(
+                        listener,
+                        shared.clone(),
+                        shutdown.clone(),
+                    ));
+                    Some(shared)
+                }
+            };
             let session = Config {
                 backoff: Backoff {
                     initial: backoff_initial,
@@ -203,36 +312,85 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
                 None => "hard mode: requests wait for the server however long it takes".into(),
             };
-            tracing::info!(
-                "proxying {} to {backend} ({mode})",
-                listener.local_addr().map_or("?".into(), |a| a.to_string())
-            );
-            run_proxy(listener, ProxyConfig { backend, session }, None, shutdown)
-                .await
-                .map_err(|e| e.to_string())
+            tracing::info!("proxying {} to {backend} ({mode})", describe(&listeners));
+            let mut proxies = tokio::task::JoinSet::new();
+            for (i, listener) in listeners.into_iter().enumerate() {
+                let mut cfg = ProxyConfig {
+                    backend: backend.clone(),
+                    session: session.clone(),
+                    metrics: metrics.clone(),
+                };
+                // Each listener numbers its sessions from 1: keep their seeds apart.
+                cfg.session.seed ^= (i as u64).wrapping_mul(0xa076_1d64_78bd_642f);
+                proxies.spawn(run_proxy(listener, cfg, None, shutdown.clone()));
+            }
+            while let Some(done) = proxies.join_next().await {
+                done.map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
         }
         Command::Ramfs { listen, msize } => {
-            init_logging(cli.verbose, false);
+            init_logging(cli.verbose, false, format);
             let shutdown = shutdown_on_signals();
-            let listener = bind("9P clients", &listen).await?;
+            let listeners = listeners("9P clients", listen.as_deref()).await?;
             tracing::info!(
                 "serving an empty in-memory tree on {}",
-                listener.local_addr().map_or("?".into(), |a| a.to_string())
+                describe(&listeners)
             );
-            RamfsServer::new(ramfs::Fs::new(), msize)
-                .serve(listener, shutdown)
-                .await
-                .map_err(|e| e.to_string())
+            let server = RamfsServer::new(ramfs::Fs::new(), msize);
+            let mut servers = tokio::task::JoinSet::new();
+            for listener in listeners {
+                servers.spawn(server.clone().serve(listener, shutdown.clone()));
+            }
+            while let Some(done) = servers.join_next().await {
+                done.map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
         }
         Command::Demo {
             outages,
             outage,
             files,
         } => {
-            init_logging(cli.verbose, true);
+            init_logging(cli.verbose, true, format);
             demo::run(outages, outage, files).await
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "p9persist",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Manpages { dir } => write_manpages(&dir),
     }
+}
+
+/// p9persist.1 for the program and p9persist-COMMAND.1 for each command, from the same
+/// definitions as `--help`.
+fn write_manpages(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut cmd = Cli::command();
+    // Global options (-v, --log-format) reach the commands' pages only once built.
+    cmd.build();
+    let write = |name: &str, cmd: clap::Command| -> Result<(), String> {
+        let path = dir.join(format!("{name}.1"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .render(&mut page)
+            .map_err(|e| format!("{name}.1: {e}"))?;
+        std::fs::write(&path, page).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    for sub in cmd.get_subcommands() {
+        let name = format!("p9persist-{}", sub.get_name());
+        let bin = format!("p9persist {}", sub.get_name());
+        write(&name, sub.clone().name(name.clone()).bin_name(bin))?;
+    }
+    write("p9persist", cmd)
 }
 
 fn main() -> ExitCode {

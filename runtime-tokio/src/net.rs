@@ -79,7 +79,9 @@ pub async fn dial(addr: &Addr) -> io::Result<(Reader, Writer)> {
 /// A bound listening endpoint.
 pub enum Listener {
     Tcp(TcpListener),
-    Unix(UnixListener, std::path::PathBuf),
+    /// A unix socket and its path; the file is removed on drop only if this process made it
+    /// (`true`), not when systemd passed the socket.
+    Unix(UnixListener, std::path::PathBuf, bool),
     /// Serves exactly one client: this process's standard input and output.
     Stdio(Option<(Reader, Writer)>),
 }
@@ -92,7 +94,7 @@ impl Listener {
             Addr::Unix(p) => {
                 let l = runtime_std::sock::bind_unix_private(p)?;
                 l.set_nonblocking(true)?;
-                Ok(Listener::Unix(UnixListener::from_std(l)?, p.clone()))
+                Ok(Listener::Unix(UnixListener::from_std(l)?, p.clone(), true))
             }
             Addr::Stdio => Ok(Listener::Stdio(Some((
                 Box::new(tokio::io::stdin()),
@@ -101,11 +103,36 @@ impl Listener {
         }
     }
 
+    /// The listening sockets systemd passed to this process (socket activation: `LISTEN_FDS`,
+    /// `LISTEN_PID`), in the order the socket unit lists them; none when it passed nothing.
+    /// TCP and unix stream sockets are taken; anything else is an error naming the descriptor.
+    pub fn activated() -> io::Result<Vec<Listener>> {
+        let mut fds = listenfd::ListenFd::from_env();
+        let mut listeners = Vec::with_capacity(fds.len());
+        for i in 0..fds.len() {
+            if let Ok(Some(l)) = fds.take_tcp_listener(i) {
+                l.set_nonblocking(true)?;
+                listeners.push(Listener::Tcp(TcpListener::from_std(l)?));
+                continue;
+            }
+            if let Some(l) = fds.take_unix_listener(i)? {
+                l.set_nonblocking(true)?;
+                let path = l
+                    .local_addr()?
+                    .as_pathname()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_default();
+                listeners.push(Listener::Unix(UnixListener::from_std(l)?, path, false));
+            }
+        }
+        Ok(listeners)
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> Option<Addr> {
         match self {
             Listener::Tcp(l) => l.local_addr().ok().map(|a| Addr::Tcp(a.to_string())),
-            Listener::Unix(_, p) => Some(Addr::Unix(p.clone())),
+            Listener::Unix(_, p, _) => Some(Addr::Unix(p.clone())),
             Listener::Stdio(_) => Some(Addr::Stdio),
         }
     }
@@ -119,7 +146,7 @@ impl Listener {
                 let (r, w) = s.into_split();
                 Ok(Some((Box::new(r), Box::new(w), peer.to_string())))
             }
-            Listener::Unix(l, p) => {
+            Listener::Unix(l, p, _) => {
                 let (s, _) = l.accept().await?;
                 let (r, w) = s.into_split();
                 Ok(Some((
@@ -135,7 +162,7 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, p) = self {
+        if let Listener::Unix(_, p, true) = self {
             let _ = std::fs::remove_file(p);
         }
     }

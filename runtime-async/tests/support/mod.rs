@@ -200,6 +200,7 @@ pub fn quick_config(backend: Addr) -> ProxyConfig {
             },
             ..Config::default()
         },
+        metrics: None,
     }
 }
 

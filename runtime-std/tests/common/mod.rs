@@ -357,6 +357,7 @@ impl Proxy {
                 },
                 ..Config::default()
             },
+            metrics: None,
         };
         let shutdown = Shutdown::new();
         let thread = {

@@ -59,6 +59,7 @@ fn args() -> Result<Args, String> {
         cfg: ProxyConfig {
             backend: server.ok_or("--server is required")?,
             session,
+            metrics: None,
         },
     })
 }

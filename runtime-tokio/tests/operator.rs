@@ -1,0 +1,577 @@
+//! What an operator runs p9persist with, tried with the real tools: socket activation through
+//! systemd's own `systemd-socket-activate`, the metrics endpoint scraped after a real diod
+//! restart and checked by Prometheus's `promtool`, JSON logs, and the man pages and completion
+//! scripts generated from the command line's definition.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use p9_core::{Dialect, Fid, Msg, Tattach, Tlopen, Tread, Twalk, NOFID};
+use runtime_tokio::client::NineP;
+use runtime_tokio::Addr;
+
+const BIN: &str = env!("CARGO_BIN_EXE_p9persist");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16, what: &str) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what} did not listen on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Wait (at most 10 s) until the file at `path` contains `text`.
+fn wait_for_line(path: &Path, text: &str) {
+    let start = Instant::now();
+    while !std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .contains(text)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{text:?} never appeared in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn tool(name: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/bin", "/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: run scripts/test.sh (it apt-installs it) or `apt-get install -y {package}`");
+}
+
+/// A scratch directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("p9persist-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child killed when dropped (a failing test leaves nothing running).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    /// SIGTERM, then wait (at most 5 s) for the exit.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn diod(port: u16, export: &Path) -> Running {
+    let child = Command::new(tool("diod", "diod"))
+        .args(["-f", "-n", "-c", "/dev/null", "-L", "stderr", "-l"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-e")
+        .arg(export)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("diod starts");
+    wait_listening(port, "diod");
+    Running(child)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Attach to `export` through `port` and open `file` (fid 2) for reading; fid 1 is the root.
+async fn attach_and_open(port: u16, export: &Path, file: &str) -> NineP {
+    let addr = Addr::Tcp(format!("127.0.0.1:{port}"));
+    let mut c = NineP::connect(&addr, 65536, Dialect::DotL)
+        .await
+        .expect("a 9P session through the proxy");
+    let r = c
+        .call(Tattach {
+            fid: Fid(1),
+            afid: NOFID,
+            uname: "root".into(),
+            aname: bytes::Bytes::copy_from_slice(export.to_str().unwrap().as_bytes()),
+            n_uname: Some(0),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r.msg, Msg::Rattach(_)), "{:?}", r.msg);
+    let r = c
+        .call(Twalk {
+            fid: Fid(1),
+            newfid: Fid(2),
+            wnames: p9_core::WalkNames::new([file]).unwrap(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r.msg, Msg::Rwalk(_)), "{:?}", r.msg);
+    let r = c
+        .call(Tlopen {
+            fid: Fid(2),
+            flags: 0,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r.msg, Msg::Rlopen(_)), "{:?}", r.msg);
+    c
+}
+
+async fn read_all(c: &mut NineP) -> Vec<u8> {
+    let r = c
+        .call(Tread {
+            fid: Fid(2),
+            offset: 0,
+            count: 4096,
+        })
+        .await
+        .expect("a reply");
+    match r.msg {
+        Msg::Rread(r) => r.data.0.to_vec(),
+        other => panic!("Tread answered {other:?}"),
+    }
+}
+
+/// GET `path` from 127.0.0.1:`port`: the status line and the body.
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the metrics endpoint accepts");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole HTTP response");
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of the sample `name` (with its labels, as written) in a scrape.
+fn sample(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{scrape}"))
+        .parse()
+        .unwrap()
+}
+
+/// What one proxy run went through: diod, the proxy with `extra` arguments, a client holding
+/// an open file, diod killed and restarted, the file read again, the client gone.
+struct RestartRun {
+    log: String,
+    /// The metrics scraped after the read that followed the restart.
+    scrape: Option<String>,
+}
+
+fn restart_run(extra: &[&str], metrics_port: Option<u16>) -> RestartRun {
+    let scratch = Scratch::new(&format!("restart-{}", extra.join("")));
+    let export = scratch.0.join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    std::fs::write(export.join("motd"), b"still here\n").unwrap();
+    let (diod_port, proxy_port) = (free_port(), free_port());
+    let mut server = diod(diod_port, &export);
+    let log_path = scratch.0.join("log");
+    let proxy = Command::new(BIN)
+        .args(["proxy", "--listen", &proxy_port.to_string()])
+        .args(["--server", &format!("127.0.0.1:{diod_port}")])
+        .args(["--backoff-initial", "50ms"])
+        .args(extra)
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let proxy = Running(proxy);
+    // Not a probing connect: that would be a session of its own.
+    wait_for_line(&log_path, "proxying");
+    if let Some(p) = metrics_port {
+        wait_listening(p, "the metrics endpoint");
+    }
+    let rt = runtime();
+    let mut client = rt.block_on(attach_and_open(proxy_port, &export, "motd"));
+    assert_eq!(rt.block_on(read_all(&mut client)), b"still here\n");
+
+    // A crash: SIGKILL, and a new diod on the same port a moment later.
+    drop(server);
+    std::thread::sleep(Duration::from_millis(300));
+    server = diod(diod_port, &export);
+    assert_eq!(
+        rt.block_on(read_all(&mut client)),
+        b"still here\n",
+        "the open file reads the same after the restart"
+    );
+    let scrape = metrics_port.map(|p| {
+        let (status, body) = http_get(p, "/metrics");
+        assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+        body
+    });
+    drop(client);
+    // The proxy notices the client left before it is stopped.
+    std::thread::sleep(Duration::from_millis(200));
+    proxy.stop();
+    drop(server);
+    RestartRun {
+        log: std::fs::read_to_string(&log_path).unwrap(),
+        scrape,
+    }
+}
+
+#[test]
+fn metrics_count_a_server_restart() {
+    let port = free_port();
+    let run = restart_run(&["--metrics", &port.to_string()], Some(port));
+    let scrape = run.scrape.unwrap();
+    assert_eq!(sample(&scrape, "p9persist_sessions_open"), 1.0);
+    assert_eq!(sample(&scrape, "p9persist_sessions_total"), 1.0);
+    assert_eq!(sample(&scrape, "p9persist_outages_total"), 1.0, "{scrape}");
+    assert_eq!(sample(&scrape, "p9persist_sessions_without_server"), 0.0);
+    assert!(sample(&scrape, "p9persist_outage_seconds_total") >= 0.3);
+    assert_eq!(
+        sample(&scrape, "p9persist_recovery_duration_seconds_count"),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "p9persist_recovery_duration_seconds_bucket{le=\"+Inf\"}"
+        ),
+        1.0
+    );
+    // The root and the open file were walked again (and the file reopened).
+    assert_eq!(sample(&scrape, "p9persist_fids_rebuilt_total"), 2.0);
+    assert_eq!(
+        sample(&scrape, "p9persist_fids_lost_total{reason=\"stale\"}"),
+        0.0
+    );
+    assert!(sample(&scrape, "p9persist_redials_total") >= 1.0);
+    assert_eq!(
+        sample(
+            &scrape,
+            "p9persist_requests_failed_total{reason=\"not_completed\"}"
+        ),
+        0.0
+    );
+    assert!(
+        sample(
+            &scrape,
+            "p9persist_forwarded_bytes_total{direction=\"to_server\"}"
+        ) > 0.0
+    );
+    // Two Rreads of 11 bytes at least, besides Rversion, Rattach, Rwalk, Rlopen.
+    assert!(
+        sample(
+            &scrape,
+            "p9persist_forwarded_bytes_total{direction=\"to_client\"}"
+        ) > 22.0
+    );
+    // The backend label is the --server address as the log writes it.
+    let proxying = run.log.lines().find(|l| l.contains("proxying")).unwrap();
+    let backend = proxying.split(" to ").nth(1).unwrap();
+    let backend = backend.split(" (").next().unwrap();
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!("p9persist_backend_sessions{{backend=\"{backend}\"}}")
+        ),
+        1.0,
+        "{scrape}"
+    );
+
+    // Prometheus's own checker accepts the exposition (it exits non-zero on format errors).
+    let mut check = Command::new(tool("promtool", "prometheus"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_metrics_endpoint_answers_only_what_it_serves() {
+    let port = free_port();
+    let proxy = Running(
+        Command::new(BIN)
+            .args(["proxy", "--listen", &free_port().to_string()])
+            .args(["--server", "127.0.0.1:1", "--metrics", &port.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(port, "the metrics endpoint");
+    let (status, _) = http_get(port, "/nothing-here");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    // A scraper that sends half a request and waits is cut off; others are still answered.
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.write_all(b"GET /metr").unwrap();
+    let (status, body) = http_get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(sample(&body, "p9persist_sessions_open"), 0.0);
+    proxy.stop();
+}
+
+#[test]
+fn json_logs_parse_line_by_line_and_carry_the_events() {
+    let json = restart_run(&["--log-format", "json"], None);
+    let text = restart_run(&[], None);
+    let mut kinds = Vec::new();
+    let mut json_messages = Vec::new();
+    for line in json.log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+        for field in ["timestamp", "level", "message"] {
+            assert!(v[field].is_string(), "no {field} in {line}");
+        }
+        if let Some(kind) = v["event"].as_str() {
+            kinds.push(kind.to_string());
+            json_messages.push(v["message"].as_str().unwrap().to_string());
+        }
+    }
+    for kind in [
+        "connected",
+        "disconnected",
+        "redialing",
+        "recovered",
+        "client_closed",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} event in the JSON log:\n{}",
+            json.log
+        );
+    }
+    // The same sentences as the text log, less the numbers that differ from run to run
+    // (ports, times, attempts).
+    let words = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect()
+    };
+    let text_lines: Vec<String> = text.log.lines().map(words).collect();
+    for m in json_messages {
+        if m.contains("redialing") || m.contains("dial ") {
+            continue; // how many redials an outage takes varies
+        }
+        let m = words(&m);
+        assert!(
+            text_lines.iter().any(|l| l.ends_with(&m)),
+            "the JSON event {m:?} is not in the text log:\n{}",
+            text.log
+        );
+    }
+    // The text log carries no JSON and no event field.
+    assert!(!text.log.contains("event="), "{}", text.log);
+    assert!(!text.log.contains('{'), "{}", text.log);
+}
+
+/// The words of packaging/systemd/p9persist.service's ExecStart, with `vars` substituted.
+fn unit_exec_start(vars: &[(&str, &str)]) -> Vec<String> {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/p9persist.service");
+    let unit = std::fs::read_to_string(unit).unwrap();
+    let mut line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line")
+        .to_string();
+    for (var, value) in vars {
+        line = line.replace(var, value);
+    }
+    assert!(!line.contains('$'), "a variable left unset: {line}");
+    line.split_whitespace().map(String::from).collect()
+}
+
+#[test]
+fn the_socket_unit_listens_where_the_readme_mounts() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/p9persist.socket");
+    let unit = std::fs::read_to_string(unit).unwrap();
+    assert!(unit.contains("\nListenStream=127.0.0.1:5640\n"), "{unit}");
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(readme).unwrap();
+    assert!(
+        readme.contains("trans=tcp,port=5640"),
+        "README's fstab recipe"
+    );
+}
+
+#[test]
+fn socket_activation_serves_a_client_that_connected_first() {
+    let scratch = Scratch::new("activation");
+    let export = scratch.0.join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    std::fs::write(export.join("motd"), b"activated\n").unwrap();
+    let (diod_port, proxy_port) = (free_port(), free_port());
+    let _server = diod(diod_port, &export);
+    let log_path = scratch.0.join("log");
+    // The command line is the service unit's own, with its settings filled in as systemd
+    // would (${VAR} one word, $VAR split into words).
+    let exec = unit_exec_start(&[
+        ("${P9PERSIST_SERVER}", &format!("tcp!127.0.0.1!{diod_port}")),
+        ("$P9PERSIST_OPTIONS", "--backoff-initial 50ms"),
+    ]);
+    assert_eq!(exec[0], "/usr/bin/p9persist", "{exec:?}");
+    // systemd-socket-activate binds the socket and starts the proxy only when the first client
+    // connects, passing the listening socket the way systemd does (LISTEN_FDS, LISTEN_PID).
+    let activator = Running(
+        Command::new(tool("systemd-socket-activate", "systemd"))
+            .args(["-l", &format!("127.0.0.1:{proxy_port}"), BIN])
+            .args(&exec[1..])
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_line(&log_path, "Listening on");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        !log.contains("proxying"),
+        "the proxy started before any client: {log}"
+    );
+    let rt = runtime();
+    let mut client = rt.block_on(attach_and_open(proxy_port, &export, "motd"));
+    assert_eq!(rt.block_on(read_all(&mut client)), b"activated\n");
+    // A second client is accepted on the same passed socket.
+    let mut second = rt.block_on(attach_and_open(proxy_port, &export, "motd"));
+    assert_eq!(rt.block_on(read_all(&mut second)), b"activated\n");
+    drop((client, second));
+    activator.stop();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains(&format!(
+            "proxying tcp!127.0.0.1!{proxy_port} to tcp!127.0.0.1!{diod_port}"
+        )),
+        "the proxy did not serve the passed socket: {log}"
+    );
+}
+
+#[test]
+fn without_listen_or_activation_the_proxy_says_what_to_do() {
+    let out = Command::new(BIN)
+        .args(["proxy", "--server", "127.0.0.1:1"])
+        .env_remove("LISTEN_FDS")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--listen is required"), "{err}");
+    assert!(err.contains("socket activation"), "{err}");
+}
+
+#[test]
+fn man_pages_and_completions_follow_the_command_line() {
+    let scratch = Scratch::new("manpages");
+    let status = Command::new(BIN)
+        .arg("manpages")
+        .arg(&scratch.0)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let help = Command::new(BIN)
+        .args(["proxy", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let page = std::fs::read_to_string(scratch.0.join("p9persist-proxy.1")).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH"),
+        "not roff: {page}"
+    );
+    // Every long option --help lists is in the page (roff writes - as \-).
+    let options: Vec<&str> = help
+        .split_whitespace()
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+        .collect();
+    assert!(options.len() >= 9, "{help}");
+    for option in options {
+        let roff = option.replace('-', "\\-");
+        assert!(
+            page.contains(&roff),
+            "{option} missing from p9persist-proxy.1"
+        );
+    }
+    for name in ["p9persist.1", "p9persist-ramfs.1", "p9persist-demo.1"] {
+        assert!(scratch.0.join(name).exists(), "{name} not written");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        for word in ["--server", "--metrics", "--log-format", "proxy", "ramfs"] {
+            let word = if shell == "fish" {
+                word.trim_start_matches('-')
+            } else {
+                word
+            };
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    // The bash script is valid bash.
+    let bash = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let path = scratch.0.join("p9persist.bash");
+    std::fs::write(&path, &bash.stdout).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&path).status().unwrap();
+    assert!(check.success(), "bash -n rejects the completion script");
+}
