@@ -248,32 +248,39 @@ fn socat(listen: &Addr, target: &Addr) -> Child {
     child
 }
 
-/// The runtimes the proxy runs on, as `runtime-proxy --runtime` names them.
-const RUNTIMES: [&str; 4] = ["tokio", "std", "smol", "async-std"];
+/// The runtimes the proxy runs on, as `runtime-proxy --runtime` names them; `+metrics`: with
+/// its sessions counting into metrics (what `p9persist proxy --metrics` does).
+const RUNTIMES: [&str; 5] = ["tokio", "tokio+metrics", "std", "smol", "async-std"];
 
 /// A proxy process on `runtime`, listening on `listen`.
 fn proxy(runtime: &str, listen: &Addr, backend: &Addr) -> Child {
-    let child = spawn(
-        Command::new(env!("CARGO_BIN_EXE_runtime-proxy"))
-            .args(["--runtime", runtime, "--listen"])
-            .arg(listen.to_string())
-            .arg("--server")
-            .arg(backend.to_string()),
-    );
+    let (name, metrics) = match runtime.strip_suffix("+metrics") {
+        Some(name) => (name, true),
+        None => (runtime, false),
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runtime-proxy"));
+    cmd.args(["--runtime", name, "--listen"])
+        .arg(listen.to_string())
+        .arg("--server")
+        .arg(backend.to_string());
+    if metrics {
+        cmd.arg("--count-metrics");
+    }
+    let child = spawn(&mut cmd);
     wait_listening(listen);
     child
 }
 
 fn print(name: &str, f: &Figures) {
     println!(
-                "  {name:<10} read {:>6.0}  write {:>6.0}  sync read {:>6.0}  sync write {:>6.0} MB/s   getattr p50 {:>6.1} µs  p99 {:>6.1} µs",
+                "  {name:<13} read {:>6.0}  write {:>6.0}  sync read {:>6.0}  sync write {:>6.0} MB/s   getattr p50 {:>6.1} µs  p99 {:>6.1} µs",
         f.read_pipelined, f.write_pipelined, f.read_sync, f.write_sync, f.p50, f.p99
     );
 }
 
 fn ratios(runtime: &str, label: &str, b: &Figures, x: &Figures) {
     println!(
-                "  {runtime:>9}/{label:<7} read {:.2}  write {:.2}  sync read {:.2}  sync write {:.2}  latency p50 {:.2} (lower is better)",
+                "  {runtime:>13}/{label:<7} read {:.2}  write {:.2}  sync read {:.2}  sync write {:.2}  latency p50 {:.2} (lower is better)",
         b.read_pipelined / x.read_pipelined,
         b.write_pipelined / x.write_pipelined,
         b.read_sync / x.read_sync,
@@ -323,6 +330,13 @@ async fn compare(
     for (runtime, f) in &through {
         ratios(runtime, "direct", f, &direct);
         ratios(runtime, "socat", f, &socat);
+    }
+    // What counting metrics costs: the same runtime with and without.
+    if let (Some((_, with)), Some((_, without))) = (
+        through.iter().find(|(r, _)| **r == "tokio+metrics"),
+        through.iter().find(|(r, _)| **r == "tokio"),
+    ) {
+        ratios("metrics", "none", with, without);
     }
     let _ = relay.kill();
     let _ = relay.wait();

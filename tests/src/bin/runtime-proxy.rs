@@ -4,7 +4,10 @@
 //!
 //!   runtime-proxy --runtime tokio|std|smol|async-std --listen ADDR --server ADDR
 //!                 [--give-up-after-ms N] [--backoff-initial-ms N] [--backoff-max-ms N]
-//!                 [--server-timeout-ms N] [--version-timeout-ms N]
+//!                 [--server-timeout-ms N] [--version-timeout-ms N] [--count-metrics]
+//!
+//! `--count-metrics` has the sessions count into a `runtime_std::Metrics` (nothing serves it:
+//! the forwarding bench measures what counting costs).
 //!
 //! Prints `listening ADDR` on standard output once bound (not when serving standard input and
 //! output); SIGTERM or SIGINT stop it.
@@ -32,6 +35,7 @@ fn args() -> Result<Args, String> {
         ..Config::default()
     };
     let mut backoff = Backoff::default();
+    let mut metrics = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or(format!("{a} needs a value"));
@@ -49,6 +53,7 @@ fn args() -> Result<Args, String> {
             "--backoff-max-ms" => backoff.max = ms(value()?)?,
             "--server-timeout-ms" => session.server_timeout = ms(value()?)?,
             "--version-timeout-ms" => session.version_timeout = ms(value()?)?,
+            "--count-metrics" => metrics = Some(runtime_std::Metrics::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -59,7 +64,7 @@ fn args() -> Result<Args, String> {
         cfg: ProxyConfig {
             backend: server.ok_or("--server is required")?,
             session,
-            metrics: None,
+            metrics,
         },
     })
 }
