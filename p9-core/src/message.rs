@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::types::{Qid, Stat, WalkNames, WalkQids};
-use crate::wire::{Data, Fid, FidList, Reader, Wire};
+use crate::wire::{Data, Fid, FidList, Reader, Wire, NOFID};
 use crate::Dialect;
 
 /// Which dialects carry a message (a bit per [`Dialect`]).
@@ -28,7 +28,9 @@ pub const HEADER_LEN: usize = 7;
 macro_rules! message_table {
     ($(
         $(#[doc = $doc:literal])*
-        $name:ident = $num:literal in $set:ident { $($field:ident : $ty:ty),* $(,)? }
+        $name:ident = $num:literal in $set:ident {
+            $($field:ident : $ty:ty $([$role:ident])?),* $(,)?
+        }
     )*) => {
         $(
             $(#[doc = $doc])*
@@ -127,8 +129,58 @@ macro_rules! message_table {
             fn encode_body(&self, _w: &mut BytesMut) {
                 match self { $(Msg::$name(_m) => { $(_m.$field.encode(_w);)* })* }
             }
+
+            /// The fids a request names that must already exist, in the order of its fields:
+            /// every fid field but the one it creates (marked `[new]` in the table); a field
+            /// marked `[optional]` (Tattach's afid) counts only when it is not NOFID.
+            pub fn used_fids(&self) -> FidList {
+                let mut fids = FidList::default();
+                match self {
+                    $(Msg::$name(_m) => {
+                        $(
+                            let role = stringify!($($role)?);
+                            if !is_new_fid(role) {
+                                if let Some(f) = _m.$field.fid() {
+                                    if role != "optional" || f != NOFID.0 {
+                                        fids.push(f);
+                                    }
+                                }
+                            }
+                        )*
+                    })*
+                }
+                fids
+            }
+
+            /// The fid a request creates: Tattach's fid, Tauth's afid, the newfid of Twalk and
+            /// Txattrwalk.
+            pub fn new_fid(&self) -> Option<u32> {
+                match self {
+                    $(Msg::$name(_m) => {
+                        $(
+                            if is_new_fid(stringify!($($role)?)) {
+                                return _m.$field.fid();
+                            }
+                        )*
+                        None
+                    })*
+                }
+            }
         }
     };
+}
+
+/// Whether a field's role in the table (`[new]`, or none) is a fid the message creates.
+fn is_new_fid(role: &str) -> bool {
+    role == "new"
+}
+
+impl Msg {
+    /// The fid a request acts on: the first of its [`used_fids`](Msg::used_fids) (a Tlink's
+    /// directory, a Trenameat's old directory, a Tattach's afid when it authenticates).
+    pub fn primary_fid(&self) -> Option<u32> {
+        self.used_fids().as_slice().first().copied()
+    }
 }
 
 message_table! {
@@ -137,11 +189,11 @@ message_table! {
     /// `Rversion tag[2] msize[4] version[s]`
     Rversion = 101 in ALL { msize: u32, version: Bytes }
     /// `Tauth tag[2] afid[4] uname[s] aname[s]` (.u/.L: `n_uname[4]`)
-    Tauth = 102 in ALL { afid: Fid, uname: Bytes, aname: Bytes, n_uname: Option<u32> }
+    Tauth = 102 in ALL { afid: Fid [new], uname: Bytes, aname: Bytes, n_uname: Option<u32> }
     /// `Rauth tag[2] aqid[13]`
     Rauth = 103 in ALL { aqid: Qid }
     /// `Tattach tag[2] fid[4] afid[4] uname[s] aname[s]` (.u/.L: `n_uname[4]`)
-    Tattach = 104 in ALL { fid: Fid, afid: Fid, uname: Bytes, aname: Bytes, n_uname: Option<u32> }
+    Tattach = 104 in ALL { fid: Fid [new], afid: Fid [optional], uname: Bytes, aname: Bytes, n_uname: Option<u32> }
     /// `Rattach tag[2] qid[13]`
     Rattach = 105 in ALL { qid: Qid }
     /// `Rerror tag[2] ename[s]` (.u: `errno[4]`)
@@ -151,7 +203,7 @@ message_table! {
     /// `Rflush tag[2]`
     Rflush = 109 in ALL {}
     /// `Twalk tag[2] fid[4] newfid[4] nwname[2] nwname*(wname[s])`
-    Twalk = 110 in ALL { fid: Fid, newfid: Fid, wnames: WalkNames }
+    Twalk = 110 in ALL { fid: Fid, newfid: Fid [new], wnames: WalkNames }
     /// `Rwalk tag[2] nwqid[2] nwqid*(wqid[13])`
     Rwalk = 111 in ALL { wqids: WalkQids }
     /// `Topen tag[2] fid[4] mode[1]`
@@ -241,7 +293,7 @@ message_table! {
     /// `Rsetattr tag[2]`
     Rsetattr = 27 in DOTL {}
     /// `Txattrwalk tag[2] fid[4] newfid[4] name[s]`
-    Txattrwalk = 30 in DOTL { fid: Fid, newfid: Fid, name: Bytes }
+    Txattrwalk = 30 in DOTL { fid: Fid, newfid: Fid [new], name: Bytes }
     /// `Rxattrwalk tag[2] size[8]`
     Rxattrwalk = 31 in DOTL { size: u64 }
     /// `Txattrcreate tag[2] fid[4] name[s] attr_size[8] flags[4]`

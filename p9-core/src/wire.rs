@@ -185,6 +185,10 @@ pub trait Wire: Sized {
     fn skip(r: &mut Reader<'_>, _fids: &mut FidList) -> Result<(), DecodeError> {
         Self::decode(r).map(drop)
     }
+    /// The fid this field holds, if it is one.
+    fn fid(&self) -> Option<u32> {
+        None
+    }
 }
 
 macro_rules! int_wire {
@@ -234,6 +238,9 @@ impl Wire for Fid {
     fn skip(r: &mut Reader<'_>, fids: &mut FidList) -> Result<(), DecodeError> {
         fids.push(r.u32()?);
         Ok(())
+    }
+    fn fid(&self) -> Option<u32> {
+        Some(self.0)
     }
 }
 

@@ -225,6 +225,11 @@ impl Drive {
         self.session.poll_timeout()
     }
 
+    /// The next deadline and its reason (for logs: what the session is waiting for).
+    pub fn next_timer(&self) -> Option<(crate::Timer, Instant)> {
+        self.session.next_timer()
+    }
+
     /// True once the session is over and everything owed to the client was written (or can no
     /// longer be): the runtime closes every socket and stops.
     pub fn is_finished(&self) -> bool {

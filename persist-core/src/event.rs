@@ -40,6 +40,7 @@ pub enum Peer {
 
 /// Something worth telling an operator. Events never need an answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A link to a backend is up and usable.
     Connected { backend: BackendId, link: LinkId },

@@ -73,6 +73,7 @@ mod reply;
 mod rng;
 mod session;
 mod time;
+mod timers;
 
 pub use auth::{AuthConversation, AuthInput, AuthStep, Authenticator};
 pub use config::{Backoff, Config};
@@ -83,3 +84,4 @@ pub use marks::{Mark, Marks};
 pub use reply::Failure;
 pub use session::Session;
 pub use time::Instant;
+pub use timers::Timer;

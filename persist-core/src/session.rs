@@ -10,7 +10,7 @@ use core::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use p9_core::{
-    dir, Dialect, Fcall, FidList, Header, Msg, MsgType, Qid, Rclunk, Rflush, IOHDRSZ, NOFID, NOTAG,
+    dir, Dialect, Fcall, Header, Msg, MsgType, Qid, Rclunk, Rflush, IOHDRSZ, NOFID, NOTAG,
 };
 
 use crate::auth::Authenticator;
@@ -24,6 +24,7 @@ use crate::replay::{self, Settle};
 use crate::reply::{self, Failure};
 use crate::rng::Rng;
 use crate::time::Instant;
+use crate::timers::Timer;
 
 /// Rread's fixed part: size[4] type[1] tag[2] count[4].
 const RREAD_HEADER: u32 = 11;
@@ -201,31 +202,61 @@ impl Session {
     /// When the driver must call [`handle_timeout`](Self::handle_timeout) next, if at all.
     /// Calling it early or late is harmless.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        match self.link {
-            LinkState::Idle { since } => consider(since + self.cfg.version_timeout),
-            LinkState::Down { redial_at } => consider(redial_at),
-            LinkState::Dialing { since, .. } => consider(since + self.cfg.watchdog),
-            LinkState::Recovering { .. } => {
-                if let Some(r) = &self.recovery {
-                    consider(r.last_progress + self.cfg.watchdog);
-                    if let Some(t) = r.next_retry() {
-                        consider(t);
-                    }
+        self.next_timer().map(|(_, at)| at)
+    }
+
+    /// The earliest deadline and its reason.
+    pub fn next_timer(&self) -> Option<(Timer, Instant)> {
+        self.timers().min_by_key(|(_, at)| *at)
+    }
+
+    /// Every deadline the session has now, with its reason.
+    pub fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        Timer::ALL
+            .into_iter()
+            .filter_map(|t| self.timer(t).map(|at| (t, at)))
+    }
+
+    /// The deadline for `reason`, if the session's state has one: the one place deadlines are
+    /// computed.
+    pub fn timer(&self, reason: Timer) -> Option<Instant> {
+        let recovery = || {
+            self.recovery
+                .as_ref()
+                .filter(|_| matches!(self.link, LinkState::Recovering { .. }))
+        };
+        match reason {
+            Timer::VersionTimeout => match self.link {
+                LinkState::Idle { since } => Some(since + self.cfg.version_timeout),
+                _ => None,
+            },
+            Timer::Redial => match self.link {
+                LinkState::Down { redial_at } => Some(redial_at),
+                _ => None,
+            },
+            Timer::DialWatchdog => match self.link {
+                LinkState::Dialing { since, .. } => Some(since + self.cfg.watchdog),
+                _ => None,
+            },
+            Timer::RecoveryWatchdog => recovery().map(|r| r.last_progress + self.cfg.watchdog),
+            Timer::ExclusiveRetry => recovery().and_then(|r| r.next_retry()),
+            Timer::GiveUp => match (self.outage_since, self.cfg.give_up_after, self.gave_up) {
+                (Some(since), Some(limit), false)
+                    if !matches!(self.link, LinkState::Up { .. } | LinkState::Closed) =>
+                {
+                    Some(since + limit)
                 }
-            }
-            LinkState::Up { .. } => consider(self.silence_check_at),
-            LinkState::Closed => {}
+                _ => None,
+            },
+            Timer::ServerSilence => match self.link {
+                LinkState::Up { .. } => Some(self.silence_check_at),
+                _ => None,
+            },
         }
-        if let (Some(since), Some(limit), false) =
-            (self.outage_since, self.cfg.give_up_after, self.gave_up)
-        {
-            if !matches!(self.link, LinkState::Up { .. } | LinkState::Closed) {
-                consider(since + limit);
-            }
-        }
-        next
+    }
+
+    fn due(&self, reason: Timer, now: Instant) -> bool {
+        self.timer(reason).is_some_and(|at| now >= at)
     }
 
     /// Whether the driver should read more from the client. False while the held requests
@@ -514,7 +545,7 @@ impl Session {
         let Some(msg) = self.decode_request(&req.frame) else {
             return self.fail(tag, Failure::MALFORMED, "undecodable");
         };
-        let fid = primary_fid(&msg).and_then(|f| self.fids.get(f));
+        let fid = msg.primary_fid().and_then(|f| self.fids.get(f));
         let (settle, mark) = replay::settle(&msg, fid);
         self.marks.hit(mark);
         match settle {
@@ -530,11 +561,12 @@ impl Session {
 
     // ---- timeouts ------------------------------------------------------------------------
 
-    /// Time has reached (or passed) `poll_timeout`.
+    /// Time has reached (or passed) `poll_timeout`: whatever is due is done — first the link
+    /// state's own deadline, then (with the state that left) soft mode's give-up.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         match self.link {
-            LinkState::Idle { since } if now >= since + self.cfg.version_timeout => {
+            LinkState::Idle { .. } if self.due(Timer::VersionTimeout, now) => {
                 self.event(Event::ProtocolViolation {
                     peer: Peer::Client,
                     what: alloc::format!(
@@ -545,34 +577,29 @@ impl Session {
                 self.emit(Output::CloseClient);
                 self.close();
             }
-            LinkState::Up { link } if now >= self.silence_check_at => self.check_silence(now, link),
-            LinkState::Down { redial_at } if now >= redial_at => self.dial(now),
-            LinkState::Dialing { link, since } if now >= since + self.cfg.watchdog => {
+            LinkState::Up { link } if self.due(Timer::ServerSilence, now) => {
+                self.check_silence(now, link)
+            }
+            LinkState::Down { .. } if self.due(Timer::Redial, now) => self.dial(now),
+            LinkState::Dialing { link, .. } if self.due(Timer::DialWatchdog, now) => {
                 self.marks.hit(Mark::DialWatchdog);
                 self.abandon_link(now, link, "dial timed out".into())
             }
             LinkState::Recovering { link } => {
-                let stalled = self
-                    .recovery
-                    .as_ref()
-                    .is_some_and(|r| now >= r.last_progress + self.cfg.watchdog);
-                if stalled {
+                if self.due(Timer::RecoveryWatchdog, now) {
                     self.marks.hit(Mark::RecoveryWatchdog);
                     self.event(Event::RecoveryStalled { link });
                     self.abandon_link(now, link, "recovery made no progress".into());
                 } else {
+                    // Exclusive opens whose retry is due (and nothing if none is).
                     self.recovery_timeout(now);
                 }
             }
             _ => {}
         }
-        if let (Some(since), Some(limit), false) =
-            (self.outage_since, self.cfg.give_up_after, self.gave_up)
-        {
-            let up = matches!(self.link, LinkState::Up { .. } | LinkState::Closed);
-            if !up && now >= since + limit {
-                self.give_up(now.since(since));
-            }
+        if self.due(Timer::GiveUp, now) {
+            let since = self.outage_since.unwrap_or(now);
+            self.give_up(now.since(since));
         }
     }
 
@@ -640,7 +667,7 @@ impl Session {
         let Some(msg) = self.decode_request(&req.frame) else {
             return self.fail(tag, Failure::MALFORMED, "undecodable");
         };
-        let fid = primary_fid(&msg).and_then(|f| self.fids.get(f));
+        let fid = msg.primary_fid().and_then(|f| self.fids.get(f));
         match replay::settle(&msg, fid).0 {
             Settle::ClunkLocally | Settle::Resend if matches!(msg, Msg::Tclunk(_)) => {
                 self.clunk_locally(tag, &msg)
@@ -1405,62 +1432,8 @@ impl Session {
     }
 }
 
-/// The fid a request acts on (the one its replay rule looks at).
-pub(crate) fn primary_fid(msg: &Msg) -> Option<u32> {
-    Some(
-        match msg {
-            Msg::Tattach(a) if a.afid != NOFID => a.afid,
-            Msg::Twalk(m) => m.fid,
-            Msg::Topen(m) => m.fid,
-            Msg::Tcreate(m) => m.fid,
-            Msg::Tread(m) => m.fid,
-            Msg::Twrite(m) => m.fid,
-            Msg::Tclunk(m) => m.fid,
-            Msg::Tremove(m) => m.fid,
-            Msg::Tstat(m) => m.fid,
-            Msg::Twstat(m) => m.fid,
-            Msg::Tstatfs(m) => m.fid,
-            Msg::Tlopen(m) => m.fid,
-            Msg::Tlcreate(m) => m.fid,
-            Msg::Tsymlink(m) => m.fid,
-            Msg::Tmknod(m) => m.dfid,
-            Msg::Trename(m) => m.fid,
-            Msg::Treadlink(m) => m.fid,
-            Msg::Tgetattr(m) => m.fid,
-            Msg::Tsetattr(m) => m.fid,
-            Msg::Txattrwalk(m) => m.fid,
-            Msg::Txattrcreate(m) => m.fid,
-            Msg::Treaddir(m) => m.fid,
-            Msg::Tfsync(m) => m.fid,
-            Msg::Tlock(m) => m.fid,
-            Msg::Tgetlock(m) => m.fid,
-            Msg::Tlink(m) => m.dfid,
-            Msg::Tmkdir(m) => m.dfid,
-            Msg::Trenameat(m) => m.olddirfid,
-            Msg::Tunlinkat(m) => m.dirfid,
-            _ => return None,
-        }
-        .0,
-    )
-}
-
-/// The fids a request uses that must already exist (not the new fid of a walk or attach).
-fn used_fids(msg: &Msg) -> FidList {
-    let mut fids = FidList::default();
-    if let Some(f) = primary_fid(msg) {
-        fids.push(f);
-    }
-    match msg {
-        Msg::Trename(m) => fids.push(m.dfid.0),
-        Msg::Tlink(m) => fids.push(m.fid.0),
-        Msg::Trenameat(m) => fids.push(m.newdirfid.0),
-        _ => {}
-    }
-    fids
-}
-
 fn lost_fid(fids: &FidTable, msg: &Msg) -> Option<LostReason> {
-    used_fids(msg)
+    msg.used_fids()
         .as_slice()
         .iter()
         .find_map(|&f| fids.get(f).and_then(FidRec::is_lost))

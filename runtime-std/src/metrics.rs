@@ -394,8 +394,7 @@ impl SessionMetrics {
             Event::LateReply { .. } => {
                 m.late_replies.fetch_add(1, Relaxed);
             }
-            Event::ClientClosed => {}
-            #[allow(unreachable_patterns)]
+            // Client gone: the session's end (the drop) takes it out of the gauges.
             _ => {}
         }
     }

@@ -362,6 +362,9 @@ impl<R: Runtime> SessionLoop<R> {
             at = at.max(fired + Duration::from_millis(1));
         }
         if self.armed != Some(at) {
+            if let Some((reason, _)) = self.drive.next_timer() {
+                tracing::trace!("[{}] next deadline: {reason:?}", self.client);
+            }
             let deadline = self.epoch + Duration::from_nanos(at.as_nanos());
             R::set_timer(&mut self.timer, deadline);
             self.armed = Some(at);
