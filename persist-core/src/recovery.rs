@@ -3,6 +3,11 @@
 //! names, reopen it (truncation and create flags stripped), restore a directory's read position,
 //! replay its locks — with up to `recovery_window` requests in flight. Fids that cannot be
 //! rebuilt become stale. Finally the proxy fids are clunked and the session resumes.
+//!
+//! A [`Recovery`] is a sub-machine of the session with inputs of its own (the link's replies,
+//! time) and outputs of its own (frames for the link, lost-fid events, and a [`Progress`]);
+//! what it needs of the session — the fid table, the negotiated version, the marks — it is
+//! lent for each input in a [`Cx`].
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -15,21 +20,67 @@ use p9_core::{
     Tclunk, Tlopen, Topen, Tread, Tversion, Twalk, Twrite, WalkNames, MAXWELEM, NOFID, NOTAG,
 };
 
-use crate::auth::{AuthConversation, AuthInput, AuthStep};
-use crate::event::LinkId;
-use crate::fids::{flag, FidKind, LostReason, RootId};
+use crate::auth::{AuthConversation, AuthInput, AuthStep, Authenticator};
+use crate::config::Config;
+use crate::event::{Event, LinkId, Output};
+use crate::fids::{flag, FidKind, FidTable, LostReason, RootId};
 use crate::hash::HashMap;
-use crate::marks::Mark;
+use crate::marks::{Mark, Marks};
 use crate::replay::reopen_mode;
-use crate::session::{LinkState, Session};
+use crate::session::Negotiated;
 use crate::time::Instant;
+
+/// What the session lends a recovery for one input.
+pub(crate) struct Cx<'a> {
+    pub cfg: &'a Config,
+    pub negotiated: &'a Negotiated,
+    pub fids: &'a mut FidTable,
+    pub marks: &'a mut Marks,
+    pub authenticator: Option<&'a dyn Authenticator>,
+    /// The new link's msize, set when the server answers the Tversion.
+    pub server_msize: &'a mut u32,
+    pub out: &'a mut VecDeque<Output>,
+    pub events: &'a mut VecDeque<Event>,
+}
+
+impl Cx<'_> {
+    /// The largest frame the new server may send.
+    fn server_msize(&self) -> u32 {
+        (*self.server_msize).min(self.negotiated.msize)
+    }
+
+    fn lose_fid(
+        &mut self,
+        fid: u32,
+        reason: LostReason,
+        why: impl Into<alloc::borrow::Cow<'static, str>>,
+    ) {
+        if self.fids.mark_lost(fid, reason) {
+            let why = why.into();
+            self.events.push_back(Event::FidLost { fid, reason, why });
+        }
+    }
+}
+
+/// Where a recovery stands after an input.
+pub(crate) enum Progress {
+    Working,
+    /// Every fid is rebuilt or lost, and the proxy's own fids are clunked: service resumes.
+    Done {
+        fids: usize,
+        stale: usize,
+        elapsed: core::time::Duration,
+    },
+    /// The server broke the protocol: the link is to be dropped, for this reason.
+    Broken(String),
+}
 
 /// Progress of one rebuild.
 pub(crate) struct Recovery {
-    pub link: LinkId,
-    pub started: Instant,
+    link: LinkId,
+    started: Instant,
     /// The last time a reply arrived (the watchdog measures from here).
-    pub last_progress: Instant,
+    last_progress: Instant,
     phase: Phase,
     next_tag: u16,
     /// Requests in flight, by tag: what was sent and what its reply is for.
@@ -42,7 +93,7 @@ pub(crate) struct Recovery {
     stale: usize,
     /// Fids the client let go of while this recovery ran (soft mode answers clunks and failed
     /// removes at once): the new server may have them rebuilt, so they are clunked there.
-    pub forgotten: Vec<u32>,
+    forgotten: Vec<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,20 +150,14 @@ enum Step {
     Lock { index: usize },
 }
 
-impl Recovery {
-    pub fn next_retry(&self) -> Option<Instant> {
-        self.delayed.iter().map(|(t, _)| *t).min()
-    }
-}
-
 /// Whether a reopened file is still the file the fid had open.
 fn same_file(recorded: Qid, found: Qid) -> bool {
     recorded.path == found.path && recorded.typ == found.typ
 }
 
-impl Session {
-    pub(crate) fn start_recovery(&mut self, now: Instant, link: LinkId) {
-        let neg = self.negotiated.clone().expect("recovery needs a version");
+impl Recovery {
+    /// Begin rebuilding on `link`, just up: re-version it.
+    pub(crate) fn start(now: Instant, link: LinkId, cx: &mut Cx<'_>) -> Recovery {
         let mut r = Recovery {
             link,
             started: now,
@@ -128,78 +173,96 @@ impl Session {
             forgotten: Vec::new(),
         };
         let tversion = Tversion {
-            msize: neg.msize,
-            version: neg.version,
+            msize: cx.negotiated.msize,
+            version: cx.negotiated.version.clone(),
         };
         let frame = Fcall::new(NOTAG, tversion)
             .to_frame()
             .expect("Tversion encodes");
         r.waiting.insert(NOTAG, (MsgType::Tversion, Wait::Version));
-        self.emit(crate::Output::ToLink { link, frame });
-        self.recovery = Some(r);
+        cx.out.push_back(Output::ToLink { link, frame });
+        r
     }
 
-    fn send(&mut self, r: &mut Recovery, msg: impl Into<Msg>, wait: Wait) {
+    /// When the watchdog (the recovery's time without progress) runs from.
+    pub(crate) fn last_progress(&self) -> Instant {
+        self.last_progress
+    }
+
+    /// When a refused exclusive open is due to be tried again.
+    pub(crate) fn next_retry(&self) -> Option<Instant> {
+        self.delayed.iter().map(|(t, _)| *t).min()
+    }
+
+    /// The client let go of `fid` while the recovery ran (answered without the server): if the
+    /// new server has it by then, it is clunked there before the recovery ends.
+    pub(crate) fn forget(&mut self, fid: u32) {
+        self.forgotten.push(fid);
+    }
+
+    /// A reply on the link being rebuilt.
+    pub(crate) fn handle_reply(
+        &mut self,
+        now: Instant,
+        frame: &Bytes,
+        cx: &mut Cx<'_>,
+    ) -> Progress {
+        if let Err(what) = self.step(now, frame, cx) {
+            return Progress::Broken(what);
+        }
+        self.pump(now, cx)
+    }
+
+    /// Time passed: retry the exclusive opens that are due.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, cx: &mut Cx<'_>) -> Progress {
+        let (due, later): (Vec<_>, Vec<_>) = core::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.delayed = later;
+        for (_, job) in due {
+            self.job_open(job, cx);
+        }
+        self.pump(now, cx)
+    }
+
+    fn send(&mut self, msg: impl Into<Msg>, wait: Wait, cx: &mut Cx<'_>) {
         let msg = msg.into();
-        let tag = self.take_tag(r);
+        let tag = self.take_tag();
         let ty = msg.msg_type();
         let frame = Fcall { tag, msg }
             .to_frame()
             .expect("recovery requests encode");
-        self.send_frame(r, tag, ty, frame, wait);
+        self.send_frame(tag, ty, frame, wait, cx);
     }
 
-    fn take_tag(&mut self, r: &mut Recovery) -> u16 {
+    fn take_tag(&mut self) -> u16 {
         loop {
-            let tag = r.next_tag;
-            r.next_tag = r.next_tag.wrapping_add(1);
-            if tag != NOTAG && !r.waiting.contains_key(&tag) {
+            let tag = self.next_tag;
+            self.next_tag = self.next_tag.wrapping_add(1);
+            if tag != NOTAG && !self.waiting.contains_key(&tag) {
                 return tag;
             }
         }
     }
 
-    fn send_frame(&mut self, r: &mut Recovery, tag: u16, ty: MsgType, frame: Bytes, wait: Wait) {
-        r.waiting.insert(tag, (ty, wait));
-        self.emit(crate::Output::ToLink {
-            link: r.link,
+    fn send_frame(&mut self, tag: u16, ty: MsgType, frame: Bytes, wait: Wait, cx: &mut Cx<'_>) {
+        self.waiting.insert(tag, (ty, wait));
+        cx.out.push_back(Output::ToLink {
+            link: self.link,
             frame,
         });
     }
 
-    /// A reply on the link being rebuilt.
-    pub(crate) fn recovery_reply(&mut self, now: Instant, link: LinkId, frame: Bytes) {
-        let Some(mut r) = self.recovery.take() else {
-            return;
-        };
-        let outcome = self.recovery_step(now, &mut r, &frame);
-        if let Err(what) = outcome {
-            self.event(crate::Event::ProtocolViolation {
-                peer: crate::Peer::Server,
-                what: what.clone(),
-            });
-            return self.abandon_link(now, link, what);
-        }
-        if self.link == (LinkState::Recovering { link }) {
-            self.pump(now, r);
-        }
-    }
-
     /// Take one reply; an `Err` is a reason to drop the link.
-    fn recovery_step(
-        &mut self,
-        now: Instant,
-        r: &mut Recovery,
-        frame: &Bytes,
-    ) -> Result<(), String> {
+    fn step(&mut self, now: Instant, frame: &Bytes, cx: &mut Cx<'_>) -> Result<(), String> {
         let header = Header::parse(frame).map_err(|e| alloc::format!("bad frame: {e}"))?;
-        let Some((ty, wait)) = r.waiting.remove(&header.tag) else {
+        let Some((ty, wait)) = self.waiting.remove(&header.tag) else {
             return Err(alloc::format!(
                 "reply to unknown tag {} during recovery",
                 header.tag
             ));
         };
-        let dialect = self.dialect().unwrap_or(Dialect::DotL);
+        let dialect = cx.negotiated.dialect;
         // An error in any dialect's shape is an error.
         let reshaped;
         let frame = match crate::reply::is_error_type(header.msg_type) {
@@ -223,10 +286,10 @@ impl Session {
                 reply_ty.name()
             ));
         }
-        r.last_progress = now;
+        self.last_progress = now;
         match wait {
             Wait::Version => {
-                let neg = self.negotiated.as_ref().expect("recovery needs a version");
+                let neg = cx.negotiated;
                 let Msg::Rversion(rv) = reply else {
                     return Err("Tversion refused".into());
                 };
@@ -240,51 +303,50 @@ impl Session {
                 if rv.msize < 256 {
                     return Err(alloc::format!("server msize {} is too small", rv.msize));
                 }
-                self.server_msize = rv.msize.min(neg.msize);
-                self.begin_attach(r);
+                *cx.server_msize = rv.msize.min(neg.msize);
+                self.begin_attach(cx);
             }
             Wait::Auth(i) => match reply {
                 Msg::Rauth(_) => {
-                    let root = self.fids.root(r.roots[i].root);
-                    let conversation = self
+                    let root = cx.fids.root(self.roots[i].root);
+                    let conversation = cx
                         .authenticator
-                        .as_ref()
                         .map(|a| a.converse(&root.uname, &root.aname));
-                    r.roots[i].conversation = conversation;
-                    self.auth_step(r, i, AuthInput::Start);
+                    self.roots[i].conversation = conversation;
+                    self.auth_step(i, AuthInput::Start, cx);
                 }
-                _ => r.roots[i].failed = true,
+                _ => self.roots[i].failed = true,
             },
             Wait::AuthIo(i) => match &reply {
-                Msg::Rwrite(w) => self.auth_step(r, i, AuthInput::Wrote(w.count)),
-                Msg::Rread(d) => self.auth_step(r, i, AuthInput::Read(&d.data.0)),
-                _ => r.roots[i].failed = true,
+                Msg::Rwrite(w) => self.auth_step(i, AuthInput::Wrote(w.count), cx),
+                Msg::Rread(d) => self.auth_step(i, AuthInput::Read(&d.data.0), cx),
+                _ => self.roots[i].failed = true,
             },
             Wait::Attach(i) => match reply {
-                Msg::Rattach(a) => r.roots[i].qid = Some(a.qid),
+                Msg::Rattach(a) => self.roots[i].qid = Some(a.qid),
                 other => {
-                    r.roots[i].failed = true;
-                    r.roots[i].error = crate::reply::describe_error(&other);
+                    self.roots[i].failed = true;
+                    self.roots[i].error = crate::reply::describe_error(&other);
                 }
             },
-            Wait::Job(job) => self.job_reply(now, r, job, &reply),
+            Wait::Job(job) => self.job_reply(now, job, &reply, cx),
             Wait::Clunk => {}
         }
         Ok(())
     }
 
-    fn begin_attach(&mut self, r: &mut Recovery) {
-        r.phase = Phase::Attach;
+    fn begin_attach(&mut self, cx: &mut Cx<'_>) {
+        self.phase = Phase::Attach;
         // A root is needed if a fid that can be rebuilt uses it; an authenticated one only if
         // there is an authenticator to redo the authentication.
-        let can_auth = self.authenticator.is_some();
-        let mut needed: Vec<RootId> = self
+        let can_auth = cx.authenticator.is_some();
+        let mut needed: Vec<RootId> = cx
             .fids
             .fids
             .values()
             .filter(|f| matches!(f.kind, FidKind::Walked | FidKind::Open))
             .map(|f| f.root)
-            .filter(|&root| can_auth || !self.fids.root(root).authenticated)
+            .filter(|&root| can_auth || !cx.fids.root(root).authenticated)
             .collect();
         needed.sort_unstable();
         needed.dedup();
@@ -294,20 +356,16 @@ impl Session {
         let mut candidates = (0..PROXY_FID_LIMIT)
             .rev()
             .chain((PROXY_FID_LIMIT..NOFID.0).rev());
-        let mut proxy_fid = |fids: &crate::fids::FidTable| {
+        let mut proxy_fid = |fids: &FidTable| {
             candidates
                 .by_ref()
                 .find(|&f| fids.get(f).is_none())
                 .expect("the client cannot use every fid")
         };
         for root in needed {
-            let pfid = proxy_fid(&self.fids);
-            let afid = self
-                .fids
-                .root(root)
-                .authenticated
-                .then(|| proxy_fid(&self.fids));
-            r.roots.push(RootAttach {
+            let pfid = proxy_fid(cx.fids);
+            let afid = cx.fids.root(root).authenticated.then(|| proxy_fid(cx.fids));
+            self.roots.push(RootAttach {
                 root,
                 pfid,
                 qid: None,
@@ -317,9 +375,9 @@ impl Session {
                 conversation: None,
             });
         }
-        for i in 0..r.roots.len() {
-            let root = self.fids.root(r.roots[i].root);
-            match r.roots[i].afid {
+        for i in 0..self.roots.len() {
+            let root = cx.fids.root(self.roots[i].root);
+            match self.roots[i].afid {
                 Some(afid) => {
                     let auth = Tauth {
                         afid: Fid(afid),
@@ -327,32 +385,33 @@ impl Session {
                         aname: root.aname.clone(),
                         n_uname: root.n_uname,
                     };
-                    self.send(r, auth, Wait::Auth(i));
+                    self.send(auth, Wait::Auth(i), cx);
                 }
-                None => self.attach_root(r, i),
+                None => self.attach_root(i, cx),
             }
         }
     }
 
-    fn attach_root(&mut self, r: &mut Recovery, i: usize) {
-        let root = self.fids.root(r.roots[i].root);
+    fn attach_root(&mut self, i: usize, cx: &mut Cx<'_>) {
+        let root = cx.fids.root(self.roots[i].root);
         let attach = Tattach {
-            fid: Fid(r.roots[i].pfid),
-            afid: r.roots[i].afid.map_or(NOFID, Fid),
+            fid: Fid(self.roots[i].pfid),
+            afid: self.roots[i].afid.map_or(NOFID, Fid),
             uname: root.uname.clone(),
             aname: root.aname.clone(),
             n_uname: root.n_uname,
         };
-        self.marks.hit(Mark::RecoveryAttach);
-        self.send(r, attach, Wait::Attach(i));
+        cx.marks.hit(Mark::RecoveryAttach);
+        self.send(attach, Wait::Attach(i), cx);
     }
 
     /// Carry the authentication conversation of root `i` one step. Auth files are streams,
     /// so reads and writes go at offset 0.
-    fn auth_step(&mut self, r: &mut Recovery, i: usize, input: AuthInput<'_>) {
-        let (Some(afid), Some(conversation)) = (r.roots[i].afid, r.roots[i].conversation.as_mut())
+    fn auth_step(&mut self, i: usize, input: AuthInput<'_>, cx: &mut Cx<'_>) {
+        let (Some(afid), Some(conversation)) =
+            (self.roots[i].afid, self.roots[i].conversation.as_mut())
         else {
-            r.roots[i].failed = true;
+            self.roots[i].failed = true;
             return;
         };
         match conversation.step(input) {
@@ -362,132 +421,116 @@ impl Session {
                     offset: 0,
                     data: Data(data),
                 };
-                self.send(r, write, Wait::AuthIo(i));
+                self.send(write, Wait::AuthIo(i), cx);
             }
             AuthStep::Read(count) => {
                 let read = Tread {
                     fid: Fid(afid),
                     offset: 0,
-                    count: count.min(self.server_msize().saturating_sub(p9_core::IOHDRSZ)),
+                    count: count.min(cx.server_msize().saturating_sub(p9_core::IOHDRSZ)),
                 };
-                self.send(r, read, Wait::AuthIo(i));
+                self.send(read, Wait::AuthIo(i), cx);
             }
-            AuthStep::Done => self.attach_root(r, i),
-            AuthStep::Fail => r.roots[i].failed = true,
+            AuthStep::Done => self.attach_root(i, cx),
+            AuthStep::Fail => self.roots[i].failed = true,
         }
     }
 
     /// Move the rebuild forward: start jobs while the window allows, change phase when a
-    /// phase is done, finish when everything is.
-    fn pump(&mut self, now: Instant, mut r: Recovery) {
-        let window = self.cfg.recovery_window.max(1);
+    /// phase is done, and say when everything is.
+    fn pump(&mut self, now: Instant, cx: &mut Cx<'_>) -> Progress {
+        let window = cx.cfg.recovery_window.max(1);
         loop {
-            match r.phase {
+            match self.phase {
                 Phase::Version => break,
                 Phase::Attach => {
-                    if !r.waiting.is_empty() {
+                    if !self.waiting.is_empty() {
                         break;
                     }
-                    r.phase = Phase::Fids;
-                    let mut fids: Vec<u32> = self.fids.fids.keys().copied().collect();
+                    self.phase = Phase::Fids;
+                    let mut fids: Vec<u32> = cx.fids.fids.keys().copied().collect();
                     fids.sort_unstable();
-                    r.todo = fids.into();
+                    self.todo = fids.into();
                 }
                 Phase::Fids => {
-                    while r.waiting.len() < window {
-                        let Some(fid) = r.todo.pop_front() else {
+                    while self.waiting.len() < window {
+                        let Some(fid) = self.todo.pop_front() else {
                             break;
                         };
-                        self.start_job(&mut r, fid);
+                        self.start_job(fid, cx);
                     }
-                    if !r.todo.is_empty() || !r.waiting.is_empty() || !r.delayed.is_empty() {
+                    if !self.todo.is_empty() || !self.waiting.is_empty() || !self.delayed.is_empty()
+                    {
                         break;
                     }
-                    r.phase = Phase::Clunk;
+                    self.phase = Phase::Clunk;
                     // The proxy's own fids: attached roots, and every auth fid the server
                     // granted (a failed conversation's too); and fids the client let go of
                     // meanwhile (a clunk of one the server does not have just fails).
-                    let pfids: Vec<u32> = r
+                    let pfids: Vec<u32> = self
                         .roots
                         .iter()
                         .filter(|a| a.qid.is_some())
                         .map(|a| a.pfid)
                         .chain(
-                            r.roots
+                            self.roots
                                 .iter()
                                 .filter(|a| a.conversation.is_some())
                                 .filter_map(|a| a.afid),
                         )
-                        .chain(core::mem::take(&mut r.forgotten))
+                        .chain(core::mem::take(&mut self.forgotten))
                         .collect();
                     for pfid in pfids {
-                        self.send(&mut r, Tclunk { fid: Fid(pfid) }, Wait::Clunk);
+                        self.send(Tclunk { fid: Fid(pfid) }, Wait::Clunk, cx);
                     }
                 }
                 Phase::Clunk => {
                     // Fids the client let go of after this phase began.
-                    for fid in core::mem::take(&mut r.forgotten) {
-                        self.send(&mut r, Tclunk { fid: Fid(fid) }, Wait::Clunk);
+                    for fid in core::mem::take(&mut self.forgotten) {
+                        self.send(Tclunk { fid: Fid(fid) }, Wait::Clunk, cx);
                     }
-                    if !r.waiting.is_empty() {
+                    if !self.waiting.is_empty() {
                         break;
                     }
-                    let link = r.link;
-                    self.event(crate::Event::Recovered {
-                        fids: r.rebuilt,
-                        stale: r.stale,
-                        elapsed: now.since(r.started),
-                    });
-                    return self.link_recovered(now, link);
+                    return Progress::Done {
+                        fids: self.rebuilt,
+                        stale: self.stale,
+                        elapsed: now.since(self.started),
+                    };
                 }
             }
         }
-        self.recovery = Some(r);
+        Progress::Working
     }
 
-    /// Time passed: retry the exclusive opens that are due.
-    pub(crate) fn recovery_timeout(&mut self, now: Instant) {
-        let Some(mut r) = self.recovery.take() else {
-            return;
-        };
-        let (due, later): (Vec<_>, Vec<_>) = core::mem::take(&mut r.delayed)
-            .into_iter()
-            .partition(|(t, _)| *t <= now);
-        r.delayed = later;
-        for (_, job) in due {
-            self.job_open(&mut r, job);
-        }
-        self.pump(now, r);
-    }
-
-    fn start_job(&mut self, r: &mut Recovery, fid: u32) {
-        let Some(rec) = self.fids.get(fid) else {
+    fn start_job(&mut self, fid: u32, cx: &mut Cx<'_>) {
+        let Some(rec) = cx.fids.get(fid) else {
             return;
         };
         let why = match rec.kind {
             FidKind::Lost(_) => return,
             FidKind::Auth => Some("authentication fids cannot be rebuilt"),
             FidKind::Xattr => Some("extended-attribute fids cannot be rebuilt"),
-            _ if self.fids.root(rec.root).authenticated && self.authenticator.is_none() => {
+            _ if cx.fids.root(rec.root).authenticated && cx.authenticator.is_none() => {
                 Some("attached with authentication and no authenticator is configured")
             }
             _ if rec.flags & flag::LOCKS_OVERFLOWED != 0 => Some("too many locks to replay"),
             _ => None,
         };
         if let Some(why) = why {
-            return self.job_stale(r, fid, false, why);
+            return self.job_stale(fid, false, why, cx);
         }
-        let Some(attach) = r.roots.iter().find(|a| a.root == rec.root) else {
-            return self.job_stale(r, fid, false, "its root was not re-attached");
+        let Some(attach) = self.roots.iter().find(|a| a.root == rec.root) else {
+            return self.job_stale(fid, false, "its root was not re-attached", cx);
         };
         let Some(root_qid) = attach.qid.filter(|_| !attach.failed) else {
             let why = match &attach.error {
                 Some(e) => alloc::format!("the server refused to re-attach its root: {e}"),
                 None => "re-attaching its root failed".into(),
             };
-            return self.job_stale(r, fid, false, why);
+            return self.job_stale(fid, false, why, cx);
         };
-        let names = self
+        let names = cx
             .fids
             .names
             .path(rec.node)
@@ -502,18 +545,18 @@ impl Session {
             qid: root_qid,
             tries: 0,
         };
-        self.job_walk(r, job);
+        self.job_walk(job, cx);
     }
 
-    fn job_walk(&mut self, r: &mut Recovery, mut job: Job) {
+    fn job_walk(&mut self, mut job: Job, cx: &mut Cx<'_>) {
         if job.walked > 0 {
-            self.marks.hit(Mark::RecoveryChunkedWalk);
+            cx.marks.hit(Mark::RecoveryChunkedWalk);
         }
         let end = (job.walked + MAXWELEM).min(job.names.len());
         let chunk = &job.names[job.walked..end];
         let from = if job.walked == 0 {
-            let root = self.fids.get(job.fid).map(|f| f.root);
-            r.roots
+            let root = cx.fids.get(job.fid).map(|f| f.root);
+            self.roots
                 .iter()
                 .find(|a| Some(a.root) == root)
                 .map_or(NOFID.0, |a| a.pfid)
@@ -528,10 +571,10 @@ impl Session {
         job.step = Step::Walk {
             chunk: end - job.walked,
         };
-        self.send(r, walk, Wait::Job(job));
+        self.send(walk, Wait::Job(job), cx);
     }
 
-    fn job_reply(&mut self, now: Instant, r: &mut Recovery, mut job: Job, reply: &Msg) {
+    fn job_reply(&mut self, now: Instant, mut job: Job, reply: &Msg, cx: &mut Cx<'_>) {
         let fid = job.fid;
         match job.step {
             Step::Walk { chunk } => {
@@ -543,36 +586,36 @@ impl Session {
                             "the server refused to walk it: {}",
                             crate::reply::describe_error(reply).unwrap_or_default()
                         );
-                        return self.job_stale(r, fid, job.walked > 0, why);
+                        return self.job_stale(fid, job.walked > 0, why, cx);
                     }
-                    self.marks.hit(Mark::RecoveryPathGone);
-                    return self.job_stale(r, fid, job.walked > 0, "its path no longer exists");
+                    cx.marks.hit(Mark::RecoveryPathGone);
+                    return self.job_stale(fid, job.walked > 0, "its path no longer exists", cx);
                 };
                 if w.wqids.len() < chunk {
-                    self.marks.hit(Mark::RecoveryPathGone);
-                    return self.job_stale(r, fid, job.walked > 0, "its path no longer exists");
+                    cx.marks.hit(Mark::RecoveryPathGone);
+                    return self.job_stale(fid, job.walked > 0, "its path no longer exists", cx);
                 }
                 if let Some(q) = w.wqids.last() {
                     job.qid = q;
                 }
                 job.walked += chunk;
                 if job.walked < job.names.len() {
-                    return self.job_walk(r, job);
+                    return self.job_walk(job, cx);
                 }
-                let Some(rec) = self.fids.get_mut(fid) else {
+                let Some(rec) = cx.fids.get_mut(fid) else {
                     return;
                 };
                 if rec.kind != FidKind::Open {
                     // An unopened fid simply follows its path.
                     rec.qid = job.qid;
-                    r.rebuilt += 1;
+                    self.rebuilt += 1;
                     return;
                 }
                 if !same_file(rec.qid, job.qid) {
-                    self.marks.hit(Mark::RecoveryQidMismatch);
-                    return self.job_stale(r, fid, true, "the file at its path was replaced");
+                    cx.marks.hit(Mark::RecoveryQidMismatch);
+                    return self.job_stale(fid, true, "the file at its path was replaced", cx);
                 }
-                self.job_open(r, job);
+                self.job_open(job, cx);
             }
             Step::Open => {
                 let qid = match reply {
@@ -580,27 +623,27 @@ impl Session {
                     Msg::Rlopen(o) => Some(o.qid),
                     _ => None,
                 };
-                let Some(rec) = self.fids.get(fid) else {
+                let Some(rec) = cx.fids.get(fid) else {
                     return;
                 };
                 let exclusive = rec.qid.typ & qid_type::EXCL != 0;
                 match qid {
-                    Some(q) if same_file(rec.qid, q) => self.job_after_open(r, job),
+                    Some(q) if same_file(rec.qid, q) => self.job_after_open(job, cx),
                     Some(_) => {
-                        self.marks.hit(Mark::RecoveryQidMismatch);
-                        self.job_stale(r, fid, true, "the file at its path was replaced")
+                        cx.marks.hit(Mark::RecoveryQidMismatch);
+                        self.job_stale(fid, true, "the file at its path was replaced", cx)
                     }
-                    None if exclusive && job.tries < self.cfg.exclusive_open_retries => {
+                    None if exclusive && job.tries < cx.cfg.exclusive_open_retries => {
                         job.tries += 1;
-                        self.marks.hit(Mark::RecoveryExclusiveRetry);
-                        r.delayed.push((now + self.cfg.exclusive_retry_delay, job));
+                        cx.marks.hit(Mark::RecoveryExclusiveRetry);
+                        self.delayed.push((now + cx.cfg.exclusive_retry_delay, job));
                     }
                     None => {
                         let why = match crate::reply::describe_error(reply) {
                             Some(e) => alloc::format!("the server refused to reopen it: {e}"),
                             None => "reopening it failed".into(),
                         };
-                        self.job_stale(r, fid, true, why)
+                        self.job_stale(fid, true, why, cx)
                     }
                 }
             }
@@ -609,74 +652,76 @@ impl Session {
                     Msg::Rread(d) => d.data.0.len() as u64,
                     _ => 0,
                 };
-                let target = self.fids.get(fid).map_or(0, |f| f.dir_offset);
+                let target = cx.fids.get(fid).map_or(0, |f| f.dir_offset);
                 if got == 0 {
                     // The listing is shorter now; the position cannot be restored.
-                    return self.job_locks(r, job, 0);
+                    return self.job_locks(job, 0, cx);
                 }
                 if at + got >= target {
-                    if let Some(rec) = self.fids.get_mut(fid) {
+                    if let Some(rec) = cx.fids.get_mut(fid) {
                         rec.flags |= flag::FAST_FORWARDED;
                     }
-                    return self.job_locks(r, job, 0);
+                    return self.job_locks(job, 0, cx);
                 }
-                self.job_read_dir(r, job, at + got, target);
+                self.job_read_dir(job, at + got, target, cx);
             }
             Step::Lock { index } => match reply {
                 Msg::Rlock(l) if l.status == p9_core::lock_status::SUCCESS => {
-                    self.job_locks(r, job, index + 1)
+                    self.job_locks(job, index + 1, cx)
                 }
                 _ => {
-                    self.marks.hit(Mark::RecoveryLockRefused);
-                    self.job_stale(r, fid, true, "a lock it held could not be re-acquired")
+                    cx.marks.hit(Mark::RecoveryLockRefused);
+                    self.job_stale(fid, true, "a lock it held could not be re-acquired", cx)
                 }
             },
         }
     }
 
-    fn job_open(&mut self, r: &mut Recovery, mut job: Job) {
-        let Some(rec) = self.fids.get(job.fid) else {
+    fn job_open(&mut self, mut job: Job, cx: &mut Cx<'_>) {
+        let Some(rec) = cx.fids.get(job.fid) else {
             return;
         };
         let mode = reopen_mode(rec);
-        self.marks.hit(Mark::RecoveryReopen);
+        let dotl = rec.flags & flag::DOTL_FLAGS != 0;
+        cx.marks.hit(Mark::RecoveryReopen);
         job.step = Step::Open;
-        if rec.flags & flag::DOTL_FLAGS != 0 {
+        if dotl {
             let open = Tlopen {
                 fid: Fid(job.fid),
                 flags: mode,
             };
-            self.send(r, open, Wait::Job(job));
+            self.send(open, Wait::Job(job), cx);
         } else {
             let open = Topen {
                 fid: Fid(job.fid),
                 mode: mode as u8,
             };
-            self.send(r, open, Wait::Job(job));
+            self.send(open, Wait::Job(job), cx);
         }
     }
 
     /// After the reopen: restore a directory's position, then replay locks.
-    fn job_after_open(&mut self, r: &mut Recovery, job: Job) {
-        let Some(rec) = self.fids.get_mut(job.fid) else {
+    fn job_after_open(&mut self, job: Job, cx: &mut Cx<'_>) {
+        let dotl = cx.negotiated.dialect == Dialect::DotL;
+        let Some(rec) = cx.fids.get_mut(job.fid) else {
             return;
         };
         if !rec.qid.is_dir() || rec.dir_offset == 0 {
-            return self.job_locks(r, job, 0);
+            return self.job_locks(job, 0, cx);
         }
-        if self.negotiated.as_ref().map(|n| n.dialect) == Some(Dialect::DotL) {
+        if dotl {
             // .L readdir offsets are the server's cookies: valid again on the same backend.
             rec.flags |= flag::FAST_FORWARDED;
-            return self.job_locks(r, job, 0);
+            return self.job_locks(job, 0, cx);
         }
         let target = rec.dir_offset;
-        self.marks.hit(Mark::RecoveryFastForward);
-        self.job_read_dir(r, job, 0, target);
+        cx.marks.hit(Mark::RecoveryFastForward);
+        self.job_read_dir(job, 0, target, cx);
     }
 
     /// 9P2000 directories are read only sequentially: read (and drop) up to the client's offset.
-    fn job_read_dir(&mut self, r: &mut Recovery, mut job: Job, at: u64, target: u64) {
-        let most = self.server_msize().saturating_sub(p9_core::IOHDRSZ) as u64;
+    fn job_read_dir(&mut self, mut job: Job, at: u64, target: u64, cx: &mut Cx<'_>) {
+        let most = cx.server_msize().saturating_sub(p9_core::IOHDRSZ) as u64;
         let count = (target - at).min(most) as u32;
         job.step = Step::FastForward { at };
         let read = Tread {
@@ -684,41 +729,41 @@ impl Session {
             offset: at,
             count,
         };
-        self.send(r, read, Wait::Job(job));
+        self.send(read, Wait::Job(job), cx);
     }
 
-    fn job_locks(&mut self, r: &mut Recovery, mut job: Job, index: usize) {
-        let next = self
+    fn job_locks(&mut self, mut job: Job, index: usize, cx: &mut Cx<'_>) {
+        let next = cx
             .fids
             .get(job.fid)
             .and_then(|f| f.locks.as_ref())
             .and_then(|l| l.0.get(index))
             .cloned();
         let Some(lock) = next else {
-            r.rebuilt += 1;
+            self.rebuilt += 1;
             return;
         };
-        self.marks.hit(Mark::RecoveryLockReplay);
-        let tag = self.take_tag(r);
+        cx.marks.hit(Mark::RecoveryLockReplay);
+        let tag = self.take_tag();
         let mut frame = BytesMut::from(&lock[..]);
         set_tag(&mut frame, tag).expect("a recorded Tlock has a header");
         job.step = Step::Lock { index };
-        self.send_frame(r, tag, MsgType::Tlock, frame.freeze(), Wait::Job(job));
+        self.send_frame(tag, MsgType::Tlock, frame.freeze(), Wait::Job(job), cx);
     }
 
     /// The fid cannot be rebuilt. If this link already knows it, clunk it there, so the
     /// server does not keep a fid the client will reuse.
     fn job_stale(
         &mut self,
-        r: &mut Recovery,
         fid: u32,
         on_server: bool,
         why: impl Into<alloc::borrow::Cow<'static, str>>,
+        cx: &mut Cx<'_>,
     ) {
-        r.stale += 1;
-        self.lose_fid(fid, LostReason::Stale, why);
+        self.stale += 1;
+        cx.lose_fid(fid, LostReason::Stale, why);
         if on_server {
-            self.send(r, Tclunk { fid: Fid(fid) }, Wait::Clunk);
+            self.send(Tclunk { fid: Fid(fid) }, Wait::Clunk, cx);
         }
     }
 }

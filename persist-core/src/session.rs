@@ -19,7 +19,7 @@ use crate::event::{BackendId, Event, LinkId, Output, Peer};
 use crate::fids::{flag, FidKind, FidRec, FidTable, LostReason};
 use crate::hash::HashMap;
 use crate::marks::{Mark, Marks};
-use crate::recovery::Recovery;
+use crate::recovery::{Cx, Progress, Recovery};
 use crate::replay::{self, Settle};
 use crate::reply::{self, Failure};
 use crate::rng::Rng;
@@ -107,6 +107,23 @@ pub(crate) struct Request {
     pub sent_at: Instant,
     /// Replies to it that broke the protocol (each cost a reconnect; the second fails it).
     pub bad_replies: u8,
+}
+
+/// What a session lends its recovery for one input (its fields borrowed one by one, so the
+/// recovery itself, also a field, can be borrowed beside them).
+macro_rules! lend {
+    ($s:ident) => {
+        Cx {
+            cfg: &$s.cfg,
+            negotiated: $s.negotiated.as_ref().expect("recovery needs a version"),
+            fids: &mut $s.fids,
+            marks: &mut $s.marks,
+            authenticator: $s.authenticator.as_deref(),
+            server_msize: &mut $s.server_msize,
+            out: &mut $s.out,
+            events: &mut $s.events,
+        }
+    };
 }
 
 /// A 9P session kept alive across the loss of its server. See the crate docs for the drive loop.
@@ -238,7 +255,7 @@ impl Session {
                 LinkState::Dialing { since, .. } => Some(since + self.cfg.watchdog),
                 _ => None,
             },
-            Timer::RecoveryWatchdog => recovery().map(|r| r.last_progress + self.cfg.watchdog),
+            Timer::RecoveryWatchdog => recovery().map(|r| r.last_progress() + self.cfg.watchdog),
             Timer::ExclusiveRetry => recovery().and_then(|r| r.next_retry()),
             Timer::GiveUp => match (self.outage_since, self.cfg.give_up_after, self.gave_up) {
                 (Some(since), Some(limit), false)
@@ -386,7 +403,8 @@ impl Session {
             self.link_recovered(now, link);
         } else {
             self.link = LinkState::Recovering { link };
-            self.start_recovery(now, link);
+            let recovery = Recovery::start(now, link, &mut lend!(self));
+            self.recovery = Some(recovery);
         }
     }
 
@@ -487,6 +505,35 @@ impl Session {
             attempt: self.attempt,
             delay,
         });
+    }
+
+    /// What the recovery of `link` said after an input: keep going, resume service, or drop
+    /// the link the server broke.
+    fn recovery_progress(&mut self, now: Instant, link: LinkId, progress: Progress) {
+        match progress {
+            Progress::Working => {}
+            Progress::Broken(what) => {
+                self.recovery = None;
+                self.event(Event::ProtocolViolation {
+                    peer: Peer::Server,
+                    what: what.clone(),
+                });
+                self.abandon_link(now, link, what);
+            }
+            Progress::Done {
+                fids,
+                stale,
+                elapsed,
+            } => {
+                self.recovery = None;
+                self.event(Event::Recovered {
+                    fids,
+                    stale,
+                    elapsed,
+                });
+                self.link_recovered(now, link);
+            }
+        }
     }
 
     /// The link is usable again: settle what was orphaned, then release the queue.
@@ -592,7 +639,10 @@ impl Session {
                     self.abandon_link(now, link, "recovery made no progress".into());
                 } else {
                     // Exclusive opens whose retry is due (and nothing if none is).
-                    self.recovery_timeout(now);
+                    if let Some(r) = &mut self.recovery {
+                        let progress = r.handle_timeout(now, &mut lend!(self));
+                        self.recovery_progress(now, link, progress);
+                    }
                 }
             }
             _ => {}
@@ -899,7 +949,7 @@ impl Session {
     fn forget_fid(&mut self, fid: u32) {
         if self.fids.remove(fid).is_some() {
             if let Some(r) = &mut self.recovery {
-                r.forgotten.push(fid);
+                r.forget(fid);
             }
         }
     }
@@ -1046,7 +1096,12 @@ impl Session {
         }
         match self.link {
             LinkState::Up { link: l } if l == link => self.server_reply(now, link, frame),
-            LinkState::Recovering { link: l } if l == link => self.recovery_reply(now, link, frame),
+            LinkState::Recovering { link: l } if l == link => {
+                if let Some(r) = &mut self.recovery {
+                    let progress = r.handle_reply(now, &frame, &mut lend!(self));
+                    self.recovery_progress(now, link, progress);
+                }
+            }
             _ => {} // a link we no longer use
         }
     }
@@ -1415,19 +1470,6 @@ impl Session {
                 }
             }
             _ => {}
-        }
-    }
-
-    /// Mark `fid` lost, telling the operator why.
-    pub(crate) fn lose_fid(
-        &mut self,
-        fid: u32,
-        reason: LostReason,
-        why: impl Into<alloc::borrow::Cow<'static, str>>,
-    ) {
-        if self.fids.mark_lost(fid, reason) {
-            let why = why.into();
-            self.event(Event::FidLost { fid, reason, why });
         }
     }
 }
