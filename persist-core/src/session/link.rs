@@ -1,0 +1,366 @@
+//! The link to the server: dialing, losing it, redialing with backoff, handing a new link to
+//! recovery, resuming service; and what each deadline does when it comes.
+
+use super::*;
+
+impl Session {
+    // ---- link lifecycle --------------------------------------------------------------------
+
+    pub(super) fn dial(&mut self, now: Instant) {
+        self.next_link += 1;
+        let link = LinkId(self.next_link);
+        self.link = LinkState::Dialing { link, since: now };
+        self.emit(Output::Dial {
+            link,
+            backend: self.backend,
+        });
+    }
+
+    /// The dial of `link` succeeded.
+    pub fn handle_link_up(&mut self, now: Instant, link: LinkId) {
+        if !matches!(self.link, LinkState::Dialing { link: l, .. } if l == link) {
+            return;
+        }
+        self.event(Event::Connected {
+            backend: self.backend,
+            link,
+        });
+        self.last_server_input = now;
+        self.flushed.clear();
+        if self.negotiated.is_none() {
+            // Nothing to rebuild: the client has not even settled a version.
+            self.server_msize = u32::MAX;
+            self.link_recovered(now, link);
+        } else {
+            self.link = LinkState::Recovering { link };
+            let recovery = Recovery::start(now, link, &mut lend!(self));
+            self.recovery = Some(recovery);
+        }
+    }
+
+    /// The dial of `link` failed.
+    pub fn handle_dial_failed(&mut self, now: Instant, link: LinkId, reason: &str) {
+        if !matches!(self.link, LinkState::Dialing { link: l, .. } if l == link) {
+            return;
+        }
+        self.event(Event::DialFailed {
+            backend: self.backend,
+            reason: reason.to_string(),
+        });
+        self.schedule_redial(now);
+    }
+
+    /// `link` closed or failed.
+    pub fn handle_link_down(&mut self, now: Instant, link: LinkId, reason: &str) {
+        if self.current_link() != Some(link) {
+            return;
+        }
+        if matches!(self.link, LinkState::Dialing { .. }) {
+            return self.handle_dial_failed(now, link, reason);
+        }
+        self.event(Event::Disconnected {
+            link,
+            reason: reason.to_string(),
+        });
+        self.lose_link(now);
+    }
+
+    /// Give up on the current link ourselves (violation, watchdog) and redial.
+    pub(crate) fn abandon_link(&mut self, now: Instant, link: LinkId, reason: String) {
+        self.emit(Output::CloseLink { link });
+        self.event(Event::Disconnected { link, reason });
+        if matches!(self.link, LinkState::Dialing { .. }) {
+            self.schedule_redial(now);
+        } else {
+            self.lose_link(now);
+        }
+    }
+
+    /// The link is gone: orphan what was in flight on it, remember which fids had writes
+    /// not yet made durable, and schedule a redial.
+    pub(super) fn lose_link(&mut self, now: Instant) {
+        let Some(link) = self.current_link() else {
+            return;
+        };
+        self.recovery = None;
+        let mut flushes = Vec::new();
+        for (tag, req) in self.requests.iter_mut() {
+            if req.state == RequestState::Sent(link) {
+                req.state = RequestState::Orphaned;
+                if req.ty == MsgType::Tflush {
+                    flushes.push((req.seq, *tag));
+                }
+            }
+        }
+        // A Tremove in flight is never resent and forgets its fid whatever happens, so its fid
+        // is not rebuilt: rebuilt, the new server would keep it and refuse its number later.
+        let removed: Vec<u32> = self
+            .requests
+            .values()
+            .filter(|r| r.state == RequestState::Orphaned && r.ty == MsgType::Tremove)
+            .filter(|r| r.frame.len() >= 11)
+            .map(|r| field_u32(&r.frame, 7)) // Tremove: size[4] type[1] tag[2] fid[4]
+            .collect();
+        for fid in removed {
+            if self.fids.remove(fid).is_some() {
+                self.marks.hit(Mark::RecoveryRemovedNotRebuilt);
+            }
+        }
+        // A flush in flight is answered now: its request will never be answered.
+        flushes.sort_unstable();
+        for (_, tag) in flushes {
+            self.marks.hit(Mark::ReplayFlushLocally);
+            self.flush_locally(tag);
+        }
+        for rec in self.fids.fids.values_mut() {
+            if rec.flags & flag::UNSYNCED != 0 {
+                rec.flags |= flag::WRITES_LOST;
+            }
+            rec.flags &= !flag::FAST_FORWARDED;
+        }
+        if self.outage_since.is_none() {
+            self.outage_since = Some(now);
+        }
+        self.schedule_redial(now);
+    }
+
+    pub(super) fn schedule_redial(&mut self, now: Instant) {
+        let age = self.outage_since.map_or(Duration::ZERO, |s| now.since(s));
+        let delay = self.cfg.backoff.delay(self.attempt, age, &mut self.rng);
+        self.attempt = self.attempt.saturating_add(1);
+        self.link = LinkState::Down {
+            redial_at: now + delay,
+        };
+        self.event(Event::Redialing {
+            attempt: self.attempt,
+            delay,
+        });
+    }
+
+    /// What the recovery of `link` said after an input: keep going, resume service, or drop
+    /// the link the server broke.
+    pub(super) fn recovery_progress(&mut self, now: Instant, link: LinkId, progress: Progress) {
+        match progress {
+            Progress::Working => {}
+            Progress::Broken(what) => {
+                self.recovery = None;
+                self.event(Event::ProtocolViolation {
+                    peer: Peer::Server,
+                    what: what.clone(),
+                });
+                self.abandon_link(now, link, what);
+            }
+            Progress::Done {
+                fids,
+                stale,
+                elapsed,
+            } => {
+                self.recovery = None;
+                self.event(Event::Recovered {
+                    fids,
+                    stale,
+                    elapsed,
+                });
+                self.link_recovered(now, link);
+            }
+        }
+    }
+
+    /// The link is usable again: settle what was orphaned, then release the queue.
+    pub(crate) fn link_recovered(&mut self, now: Instant, link: LinkId) {
+        self.link = LinkState::Up { link };
+        self.recovery = None;
+        self.gave_up = false;
+        self.last_server_input = now;
+        self.silence_check_at = now + self.server_timeout();
+        // With nothing to deliver the outage is over; otherwise it is when the server answers
+        // (a server that breaks on what is resent must not reset the backoff or soft clocks).
+        if self.requests.is_empty() {
+            self.end_outage();
+        } else {
+            self.reset_on_reply = true;
+        }
+        let mut orphans: Vec<(u64, u16)> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.state == RequestState::Orphaned)
+            .map(|(t, r)| (r.seq, *t))
+            .collect();
+        orphans.sort_unstable();
+        for (_, tag) in orphans {
+            self.settle_orphan(tag);
+        }
+        while let Some(tag) = self.queue.pop_front() {
+            self.dispatch(tag);
+        }
+    }
+
+    pub(super) fn end_outage(&mut self) {
+        self.attempt = 0;
+        self.outage_since = None;
+        self.reset_on_reply = false;
+    }
+
+    /// How long a live link may stay silent while requests wait (at least 100 ms: the check is
+    /// a timer, and a zero one would fire without end on an idle link).
+    pub(super) fn server_timeout(&self) -> Duration {
+        let t = match self.cfg.give_up_after {
+            Some(g) => g.min(self.cfg.server_timeout),
+            None => self.cfg.server_timeout,
+        };
+        t.max(Duration::from_millis(100))
+    }
+
+    /// Apply the replay table to one orphaned request.
+    pub(super) fn settle_orphan(&mut self, tag: u16) {
+        let Some(req) = self.requests.get(&tag) else {
+            return; // answered meanwhile (flushed)
+        };
+        if req.state != RequestState::Orphaned {
+            return;
+        }
+        let Some(msg) = self.decode_request(&req.frame) else {
+            return self.fail(tag, Failure::MALFORMED, "undecodable");
+        };
+        let fid = msg.primary_fid().and_then(|f| self.fids.get(f));
+        let (settle, mark) = replay::settle(&msg, fid);
+        self.marks.hit(mark);
+        match settle {
+            Settle::Resend => self.dispatch(tag),
+            Settle::Fail(f) => {
+                self.apply_failure(&msg);
+                self.fail(tag, f, "in flight when the link died")
+            }
+            Settle::ClunkLocally => self.clunk_locally(tag, &msg),
+            Settle::FlushLocally => self.flush_locally(tag),
+        }
+    }
+
+    // ---- timeouts ------------------------------------------------------------------------
+
+    /// Time has reached (or passed) `poll_timeout`: whatever is due is done — first the link
+    /// state's own deadline, then (with the state that left) soft mode's give-up.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        match self.link {
+            LinkState::Idle { .. } if self.due(Timer::VersionTimeout, now) => {
+                self.event(Event::ProtocolViolation {
+                    peer: Peer::Client,
+                    what: alloc::format!(
+                        "no Tversion within {:?} of connecting",
+                        self.cfg.version_timeout
+                    ),
+                });
+                self.emit(Output::CloseClient);
+                self.close();
+            }
+            LinkState::Up { link } if self.due(Timer::ServerSilence, now) => {
+                self.check_silence(now, link)
+            }
+            LinkState::Down { .. } if self.due(Timer::Redial, now) => self.dial(now),
+            LinkState::Dialing { link, .. } if self.due(Timer::DialWatchdog, now) => {
+                self.marks.hit(Mark::DialWatchdog);
+                self.abandon_link(now, link, "dial timed out".into())
+            }
+            LinkState::Recovering { link } => {
+                if self.due(Timer::RecoveryWatchdog, now) {
+                    self.marks.hit(Mark::RecoveryWatchdog);
+                    self.event(Event::RecoveryStalled { link });
+                    self.abandon_link(now, link, "recovery made no progress".into());
+                } else {
+                    // Exclusive opens whose retry is due (and nothing if none is).
+                    if let Some(r) = &mut self.recovery {
+                        let progress = r.handle_timeout(now, &mut lend!(self));
+                        self.recovery_progress(now, link, progress);
+                    }
+                }
+            }
+            _ => {}
+        }
+        if self.due(Timer::GiveUp, now) {
+            let since = self.outage_since.unwrap_or(now);
+            self.give_up(now.since(since));
+        }
+    }
+
+    /// A live link is dead if requests have waited the server timeout with nothing arriving.
+    pub(super) fn check_silence(&mut self, now: Instant, link: LinkId) {
+        let timeout = self.server_timeout();
+        let oldest = self
+            .requests
+            .values()
+            .filter(|r| r.state == RequestState::Sent(link))
+            .map(|r| r.sent_at)
+            .min();
+        let Some(oldest) = oldest else {
+            self.silence_check_at = now + timeout;
+            return;
+        };
+        let silent_since = oldest.max(self.last_server_input);
+        if now < silent_since + timeout {
+            self.silence_check_at = silent_since + timeout;
+            return;
+        }
+        let waiting = self
+            .requests
+            .values()
+            .filter(|r| r.state == RequestState::Sent(link))
+            .count();
+        self.marks.hit(Mark::ServerSilent);
+        // The outage began when the server fell silent (soft mode counts from then).
+        if self.outage_since.is_none() {
+            self.outage_since = Some(silent_since);
+        }
+        let what = alloc::format!(
+            "the server sent nothing for {:?} while {waiting} requests waited",
+            now.since(silent_since)
+        );
+        self.abandon_link(now, link, what);
+    }
+
+    /// Soft mode: the outage is too long. Everything held fails; so will new requests until
+    /// the server is back.
+    pub(super) fn give_up(&mut self, outage: Duration) {
+        self.gave_up = true;
+        self.marks.hit(Mark::SoftGiveUp);
+        self.event(Event::GaveUp { outage });
+        let mut held: Vec<(u64, u16)> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| matches!(r.state, RequestState::Orphaned | RequestState::Queued))
+            .map(|(t, r)| (r.seq, *t))
+            .collect();
+        held.sort_unstable();
+        self.queue.clear();
+        for (_, tag) in held {
+            self.fail_unavailable(tag);
+        }
+    }
+
+    /// Answer a held request now that soft mode gave up: orphans by the replay table (a request
+    /// that may have happened still says so), everything else "unavailable".
+    pub(super) fn fail_unavailable(&mut self, tag: u16) {
+        let Some(req) = self.requests.get(&tag) else {
+            return;
+        };
+        let orphaned = req.state == RequestState::Orphaned;
+        let Some(msg) = self.decode_request(&req.frame) else {
+            return self.fail(tag, Failure::MALFORMED, "undecodable");
+        };
+        let fid = msg.primary_fid().and_then(|f| self.fids.get(f));
+        match replay::settle(&msg, fid).0 {
+            Settle::ClunkLocally | Settle::Resend if matches!(msg, Msg::Tclunk(_)) => {
+                self.clunk_locally(tag, &msg)
+            }
+            Settle::FlushLocally => self.flush_locally(tag),
+            Settle::Fail(f) if orphaned => {
+                self.apply_failure(&msg);
+                self.fail(tag, f, "in flight when the link died")
+            }
+            _ => {
+                self.apply_failure(&msg);
+                self.fail(tag, Failure::UNAVAILABLE, "server unavailable (soft mode)")
+            }
+        }
+    }
+}
