@@ -38,14 +38,36 @@ pub enum Peer {
     Server,
 }
 
+/// How a link to a backend came to an end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkLoss {
+    /// The connection ended or failed (the runtime saw end of stream, or a read or write
+    /// error).
+    Closed,
+    /// The server broke the protocol; the session dropped the link.
+    Violation,
+    /// The server sent nothing for the server timeout while requests waited.
+    Silent,
+    /// A dial did not complete within the watchdog time.
+    DialTimeout,
+    /// A recovery made no progress within the watchdog time.
+    RecoveryStalled,
+}
+
 /// Something worth telling an operator. Events never need an answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
     /// A link to a backend is up and usable.
     Connected { backend: BackendId, link: LinkId },
-    /// The link to the server was lost.
-    Disconnected { link: LinkId, reason: String },
+    /// The link to the server was lost: `loss` says how (backend health is judged by it),
+    /// `reason` says it in words.
+    Disconnected {
+        link: LinkId,
+        loss: LinkLoss,
+        reason: String,
+    },
     /// The next dial happens after `delay` (`attempt` counts from 1).
     Redialing { attempt: u32, delay: Duration },
     /// A dial failed.

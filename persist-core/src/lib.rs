@@ -78,7 +78,7 @@ mod timers;
 pub use auth::{AuthConversation, AuthInput, AuthStep, Authenticator};
 pub use config::{Backoff, Config};
 pub use drive::Drive;
-pub use event::{BackendId, Event, LinkId, Output, Peer};
+pub use event::{BackendId, Event, LinkId, LinkLoss, Output, Peer};
 pub use fids::LostReason;
 pub use marks::{Mark, Marks};
 pub use reply::Failure;

@@ -459,6 +459,7 @@ mod tests {
         };
         let lost = Event::Disconnected {
             link: LinkId(1),
+            loss: persist_core::LinkLoss::Closed,
             reason: "reset".into(),
         };
         let mut s = SessionMetrics::new(shared.clone(), "tcp!fs!564".into());

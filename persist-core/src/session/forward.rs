@@ -360,7 +360,7 @@ impl Session {
             peer: Peer::Server,
             what: what.clone(),
         });
-        self.abandon_link(now, link, what);
+        self.abandon_link(now, link, LinkLoss::Violation, what);
     }
 
     /// One whole frame from the server on `link`.
@@ -406,7 +406,7 @@ impl Session {
                         "{} (tag {tag}) was carried out after the server answered its Tflush",
                         ty.name()
                     );
-                    self.abandon_link(now, link, what);
+                    self.abandon_link(now, link, LinkLoss::Violation, what);
                 }
                 return;
             }

@@ -60,15 +60,22 @@ impl Session {
         }
         self.event(Event::Disconnected {
             link,
+            loss: LinkLoss::Closed,
             reason: reason.to_string(),
         });
         self.lose_link(now);
     }
 
     /// Give up on the current link ourselves (violation, watchdog) and redial.
-    pub(crate) fn abandon_link(&mut self, now: Instant, link: LinkId, reason: String) {
+    pub(crate) fn abandon_link(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        loss: LinkLoss,
+        reason: String,
+    ) {
         self.emit(Output::CloseLink { link });
-        self.event(Event::Disconnected { link, reason });
+        self.event(Event::Disconnected { link, loss, reason });
         if matches!(self.link, LinkState::Dialing { .. }) {
             self.schedule_redial(now);
         } else {
@@ -148,7 +155,7 @@ impl Session {
                     peer: Peer::Server,
                     what: what.clone(),
                 });
-                self.abandon_link(now, link, what);
+                self.abandon_link(now, link, LinkLoss::Violation, what);
             }
             Progress::Done {
                 fids,
@@ -260,13 +267,18 @@ impl Session {
             LinkState::Down { .. } if self.due(Timer::Redial, now) => self.dial(now),
             LinkState::Dialing { link, .. } if self.due(Timer::DialWatchdog, now) => {
                 self.marks.hit(Mark::DialWatchdog);
-                self.abandon_link(now, link, "dial timed out".into())
+                self.abandon_link(now, link, LinkLoss::DialTimeout, "dial timed out".into())
             }
             LinkState::Recovering { link } => {
                 if self.due(Timer::RecoveryWatchdog, now) {
                     self.marks.hit(Mark::RecoveryWatchdog);
                     self.event(Event::RecoveryStalled { link });
-                    self.abandon_link(now, link, "recovery made no progress".into());
+                    self.abandon_link(
+                        now,
+                        link,
+                        LinkLoss::RecoveryStalled,
+                        "recovery made no progress".into(),
+                    );
                 } else {
                     // Exclusive opens whose retry is due (and nothing if none is).
                     if let Some(r) = &mut self.recovery {
@@ -315,7 +327,7 @@ impl Session {
             "the server sent nothing for {:?} while {waiting} requests waited",
             now.since(silent_since)
         );
-        self.abandon_link(now, link, what);
+        self.abandon_link(now, link, LinkLoss::Silent, what);
     }
 
     /// Soft mode: the outage is too long. Everything held fails; so will new requests until

@@ -22,7 +22,7 @@ use p9_core::{
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::event::{BackendId, Event, LinkId, Output, Peer};
+use crate::event::{BackendId, Event, LinkId, LinkLoss, Output, Peer};
 use crate::fids::{flag, FidKind, FidRec, FidTable, LostReason};
 use crate::hash::HashMap;
 use crate::marks::{Mark, Marks};
