@@ -39,6 +39,7 @@
 //! }
 //! ```
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
@@ -186,6 +187,11 @@ impl Drive {
     /// A drive for a client that just connected, served by `backend`.
     pub fn new(cfg: Config, backend: BackendId, now: Instant) -> Drive {
         Drive::with_session(Session::new(cfg, backend, now))
+    }
+
+    /// Drive a session whose backends an endpoint chooses (see [`crate::endpoint`]).
+    pub fn with_backends(cfg: Config, backends: Box<dyn crate::Backends>, now: Instant) -> Drive {
+        Drive::with_session(Session::with_backends(cfg, backends, now))
     }
 
     /// Drive a session made elsewhere (e.g. with an authenticator set).

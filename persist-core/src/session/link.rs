@@ -9,6 +9,8 @@ impl Session {
     pub(super) fn dial(&mut self, now: Instant) {
         self.next_link += 1;
         let link = LinkId(self.next_link);
+        self.backend = self.backends.choose(now, self.dialed, self.pick);
+        self.dialed = Some(self.backend);
         self.link = LinkState::Dialing { link, since: now };
         self.emit(Output::Dial {
             link,
@@ -16,11 +18,17 @@ impl Session {
         });
     }
 
+    /// Tell the endpoint what became of the current backend.
+    fn report(&mut self, now: Instant, health: Health) {
+        self.backends.report(now, self.backend, health);
+    }
+
     /// The dial of `link` succeeded.
     pub fn handle_link_up(&mut self, now: Instant, link: LinkId) {
         if !matches!(self.link, LinkState::Dialing { link: l, .. } if l == link) {
             return;
         }
+        self.report(now, Health::Up);
         self.event(Event::Connected {
             backend: self.backend,
             link,
@@ -43,6 +51,7 @@ impl Session {
         if !matches!(self.link, LinkState::Dialing { link: l, .. } if l == link) {
             return;
         }
+        self.report(now, Health::DialFailed);
         self.event(Event::DialFailed {
             backend: self.backend,
             reason: reason.to_string(),
@@ -58,6 +67,7 @@ impl Session {
         if matches!(self.link, LinkState::Dialing { .. }) {
             return self.handle_dial_failed(now, link, reason);
         }
+        self.report(now, Health::Lost(LinkLoss::Closed));
         self.event(Event::Disconnected {
             link,
             loss: LinkLoss::Closed,
@@ -74,6 +84,7 @@ impl Session {
         loss: LinkLoss,
         reason: String,
     ) {
+        self.report(now, Health::Lost(loss));
         self.emit(Output::CloseLink { link });
         self.event(Event::Disconnected { link, loss, reason });
         if matches!(self.link, LinkState::Dialing { .. }) {

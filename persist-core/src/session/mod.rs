@@ -22,6 +22,7 @@ use p9_core::{
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::endpoint::{Backends, Health, OneBackend};
 use crate::event::{BackendId, Event, LinkId, LinkLoss, Output, Peer};
 use crate::fids::{flag, FidKind, FidRec, FidTable, LostReason};
 use crate::hash::HashMap;
@@ -138,7 +139,13 @@ macro_rules! lend {
 /// A 9P session kept alive across the loss of its server. See the crate docs for the drive loop.
 pub struct Session {
     pub(crate) cfg: Config,
+    /// The backend of the current (or last) link.
     pub(crate) backend: BackendId,
+    /// Whether any backend was dialed yet (the endpoint keeps a session where it is).
+    dialed: Option<BackendId>,
+    backends: Box<dyn Backends>,
+    /// This session's number among its endpoint's (spreads sessions over equal backends).
+    pick: u64,
     pub(crate) link: LinkState,
     next_link: u64,
     /// Dials since the last recovered link.
@@ -178,10 +185,19 @@ impl Session {
     /// when the client's first whole frame (its Tversion) arrives, and closes a client that
     /// sends none within `version_timeout`.
     pub fn new(cfg: Config, backend: BackendId, now: Instant) -> Session {
+        Session::with_backends(cfg, Box::new(OneBackend(backend)), now)
+    }
+
+    /// A session whose backend is chosen, at each dial, by `backends` (an endpoint shared
+    /// with the proxy's other sessions), and told what became of it.
+    pub fn with_backends(cfg: Config, backends: Box<dyn Backends>, now: Instant) -> Session {
         let rng = Rng::new(cfg.seed);
         Session {
+            pick: cfg.seed,
             cfg,
-            backend,
+            backend: BackendId(0),
+            dialed: None,
+            backends,
             link: LinkState::Idle { since: now },
             next_link: 0,
             attempt: 0,
