@@ -7,7 +7,8 @@
 //! - Decoding is zero-copy: a frame is a [`bytes::Bytes`], and the strings and payloads of the
 //!   decoded message are slices of it.
 //! - [`Header`] and [`request_fids`] read the size, type, tag and fids of a frame without
-//!   decoding it; [`set_tag`] rewrites a tag in place.
+//!   decoding it, [`peek`] the fields of the read/write hot path; [`set_tag`] rewrites a tag
+//!   in place.
 //! - [`FrameDecoder`] cuts a byte stream into frames, bounded by the negotiated msize.
 //! - [`dir`] iterates directory contents (stat records, .L dirents) and rewrites their qids.
 //! - [`client`] is a small sans-IO 9P client: tags, fids, replies matched to requests.
@@ -34,6 +35,7 @@ pub mod dir;
 mod error;
 mod frame;
 mod message;
+pub mod peek;
 mod types;
 mod wire;
 

@@ -65,6 +65,11 @@ macro_rules! message_table {
                 match self { $(MsgType::$name => stringify!($name)),* }
             }
 
+            /// Whether this is an error reply (Rerror, or 9P2000.L's Rlerror).
+            pub fn is_error(self) -> bool {
+                matches!(self, MsgType::Rerror | MsgType::Rlerror)
+            }
+
             /// Whether `dialect` has this message.
             pub fn in_dialect(self, dialect: Dialect) -> bool {
                 match self { $(MsgType::$name => dialects::$set & dialect.bit() != 0),* }

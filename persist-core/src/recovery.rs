@@ -278,7 +278,7 @@ impl Recovery {
             .map_err(|e| alloc::format!("{e}"))?
             .msg;
         let reply_ty = reply.msg_type();
-        let is_error = matches!(reply_ty, MsgType::Rerror | MsgType::Rlerror);
+        let is_error = reply_ty.is_error();
         if Some(reply_ty) != ty.reply() && !is_error {
             return Err(alloc::format!(
                 "{} answered with {}",

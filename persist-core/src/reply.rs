@@ -195,7 +195,7 @@ pub(crate) fn is_not_found(reply: &Msg) -> bool {
 
 /// Whether a message type is an error reply (Rerror or Rlerror, in any dialect).
 pub(crate) fn is_error_type(ty: u8) -> bool {
-    ty == p9_core::MsgType::Rerror as u8 || ty == p9_core::MsgType::Rlerror as u8
+    p9_core::MsgType::from_u8(ty).is_some_and(p9_core::MsgType::is_error)
 }
 
 /// An error reply in whatever shape the server sent it — Rlerror, Rerror with a message and

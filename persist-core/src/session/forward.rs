@@ -118,30 +118,23 @@ impl Session {
         frame: Bytes,
     ) -> Option<Bytes> {
         let len = frame.len();
-        let ty = match MsgType::from_u8(header.msg_type) {
-            Some(MsgType::Tread) if len == TREAD_LEN => MsgType::Tread,
-            Some(MsgType::Twrite)
-                if len >= TWRITE_HEADER
-                    && field_u32(&frame, 19) as usize == len - TWRITE_HEADER =>
-            {
-                MsgType::Twrite
-            }
+        let (ty, io) = match MsgType::from_u8(header.msg_type) {
+            Some(MsgType::Tread) => match peek::tread(&frame) {
+                Some(io) => (MsgType::Tread, io),
+                None => return Some(frame),
+            },
+            Some(MsgType::Twrite) => match peek::twrite(&frame) {
+                Some(io) => (MsgType::Twrite, io),
+                None => return Some(frame),
+            },
             _ => return Some(frame),
         };
-        let msize = self.server_msize();
-        let fits = match ty {
-            MsgType::Tread => field_u32(&frame, 19) <= msize.saturating_sub(IOHDRSZ),
-            _ => (len - TWRITE_HEADER) as u32 <= msize.saturating_sub(IOHDRSZ),
-        };
+        // The bytes asked for (Tread) or carried (Twrite) must fit the server's msize.
+        let fits = io.count <= self.server_msize().saturating_sub(IOHDRSZ);
         if !fits || header.tag == NOTAG || self.negotiated.is_none() {
             return Some(frame);
         }
-        if self.fids.any_lost()
-            && self
-                .fids
-                .get(field_u32(&frame, 7))
-                .is_some_and(|f| f.is_lost().is_some())
-        {
+        if self.fids.any_lost() && self.fids.get(io.fid).is_some_and(|f| f.is_lost().is_some()) {
             return Some(frame);
         }
         let hashbrown::hash_map::Entry::Vacant(slot) = self.requests.entry(header.tag) else {
@@ -338,14 +331,14 @@ impl Session {
                 Some(f.freeze())
             }
             MsgType::Twrite
-                if frame.len() - TWRITE_HEADER > msize.saturating_sub(IOHDRSZ) as usize =>
+                if frame.len() - peek::TWRITE_HEADER > msize.saturating_sub(IOHDRSZ) as usize =>
             {
                 let keep = msize.checked_sub(IOHDRSZ)? as usize;
-                let mut f = BytesMut::with_capacity(TWRITE_HEADER + keep);
-                f.put_u32_le((TWRITE_HEADER + keep) as u32);
+                let mut f = BytesMut::with_capacity(peek::TWRITE_HEADER + keep);
+                f.put_u32_le((peek::TWRITE_HEADER + keep) as u32);
                 f.put_slice(&frame[4..19]);
                 f.put_u32_le(keep as u32);
-                f.put_slice(&frame[TWRITE_HEADER..TWRITE_HEADER + keep]);
+                f.put_slice(&frame[peek::TWRITE_HEADER..peek::TWRITE_HEADER + keep]);
                 Some(f.freeze())
             }
             _ if frame.len() > limit => None,
@@ -417,14 +410,12 @@ impl Session {
         };
         // Hot path: Rread and Rwrite are checked by their lengths alone (and a read by the count
         // it asked for).
-        let len = frame.len();
         let fast = match (req.ty, MsgType::from_u8(header.msg_type)) {
             (MsgType::Tread, Some(MsgType::Rread)) => {
-                len >= RREAD_HEADER as usize
-                    && field_u32(&frame, 7) as usize == len - RREAD_HEADER as usize
-                    && field_u32(&frame, 7) <= field_u32(&req.frame, 19)
+                let asked = peek::tread(&req.frame).map(|t| t.count);
+                peek::rread(&frame).is_some_and(|n| Some(n) <= asked)
             }
-            (MsgType::Twrite, Some(MsgType::Rwrite)) => len == RWRITE_LEN,
+            (MsgType::Twrite, Some(MsgType::Rwrite)) => peek::rwrite(&frame).is_some(),
             _ => false,
         };
         // One fid lookup: a file's read has nothing to record; a directory's is checked on the
@@ -432,7 +423,7 @@ impl Session {
         if fast && (req.ty == MsgType::Twrite || !self.is_dir_read(&req)) {
             self.held_bytes -= req.frame.len();
             if req.ty == MsgType::Twrite {
-                self.apply_io_reply(&req, len);
+                self.apply_io_reply(&req, 0);
             }
             self.answered_after_outage();
             return self.send_to_client(frame);
@@ -502,7 +493,7 @@ impl Session {
         req.ty == MsgType::Tread
             && self
                 .fids
-                .get(field_u32(&req.frame, 7))
+                .get(peek::first_fid(&req.frame).unwrap_or(NOFID.0))
                 .is_some_and(|f| f.qid.is_dir())
     }
 

@@ -116,8 +116,7 @@ impl Session {
             .requests
             .values()
             .filter(|r| r.state == RequestState::Orphaned && r.ty == MsgType::Tremove)
-            .filter(|r| r.frame.len() >= 11)
-            .map(|r| field_u32(&r.frame, 7)) // Tremove: size[4] type[1] tag[2] fid[4]
+            .filter_map(|r| peek::first_fid(&r.frame))
             .collect();
         for fid in removed {
             if self.fids.remove(fid).is_some() {

@@ -17,7 +17,7 @@ use core::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use p9_core::{
-    dir, Dialect, Fcall, Header, Msg, MsgType, Qid, Rclunk, Rflush, IOHDRSZ, NOFID, NOTAG,
+    dir, peek, Dialect, Fcall, Header, Msg, MsgType, Qid, Rclunk, Rflush, IOHDRSZ, NOFID, NOTAG,
 };
 
 use crate::auth::Authenticator;
@@ -35,15 +35,6 @@ use crate::time::Instant;
 use crate::timers::Timer;
 
 use record::{lost_failure, lost_fid};
-
-/// Rread's fixed part: size[4] type[1] tag[2] count[4].
-const RREAD_HEADER: u32 = 11;
-/// Twrite's fixed part: size[4] type[1] tag[2] fid[4] offset[8] count[4].
-const TWRITE_HEADER: usize = 23;
-/// An Rwrite: size[4] type[1] tag[2] count[4].
-const RWRITE_LEN: usize = 11;
-/// A Tread is all fixed fields: size[4] type[1] tag[2] fid[4] offset[8] count[4].
-const TREAD_LEN: usize = 23;
 
 /// Whether a request leaves the fid table and locks as they were (it reads, or writes data).
 fn changes_nothing_but_data(ty: MsgType) -> bool {
@@ -65,11 +56,6 @@ fn changes_nothing_but_data(ty: MsgType) -> bool {
 
 /// The least msize a server may offer (a Twalk of one name and its Rwalk must fit).
 pub(crate) const MIN_MSIZE: u32 = 256;
-
-/// A little-endian u32 at `at` of a frame whose length was checked.
-fn field_u32(frame: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]])
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LinkState {

@@ -6,21 +6,29 @@ use super::*;
 impl Session {
     /// What an error reply still does: clunk and remove forget their fid whatever the outcome.
     pub(super) fn apply_error(&mut self, req: &Request) {
-        if matches!(req.ty, MsgType::Tclunk | MsgType::Tremove) && req.frame.len() >= 11 {
-            self.fids.remove(field_u32(&req.frame, 7));
+        if matches!(req.ty, MsgType::Tclunk | MsgType::Tremove) {
+            if let Some(fid) = peek::first_fid(&req.frame) {
+                self.fids.remove(fid);
+            }
         }
     }
 
     /// What a successful read or write changes: a directory's position, a fid's unsynced mark.
-    pub(super) fn apply_io_reply(&mut self, req: &Request, reply_len: usize) {
-        let Some(rec) = self.fids.get_mut(field_u32(&req.frame, 7)) else {
+    pub(super) fn apply_io_reply(&mut self, req: &Request, data_len: usize) {
+        let io = match req.ty {
+            MsgType::Tread => peek::tread(&req.frame),
+            _ => peek::twrite(&req.frame),
+        };
+        let Some(io) = io else {
+            return;
+        };
+        let Some(rec) = self.fids.get_mut(io.fid) else {
             return;
         };
         if req.ty == MsgType::Twrite {
             rec.flags |= flag::UNSYNCED;
         } else if rec.qid.is_dir() {
-            let offset = u64::from_le_bytes(req.frame[11..19].try_into().expect("8 bytes"));
-            rec.dir_offset = offset + (reply_len - RREAD_HEADER as usize) as u64;
+            rec.dir_offset = io.offset + data_len as u64;
         }
     }
 
@@ -28,10 +36,8 @@ impl Session {
     /// forget their fid whatever the outcome).
     pub(super) fn apply_reply(&mut self, req: &Request, reply: &Msg, is_error: bool) {
         match (req.ty, reply) {
-            (MsgType::Tread, Msg::Rread(r)) => {
-                return self.apply_io_reply(req, RREAD_HEADER as usize + r.data.0.len())
-            }
-            (MsgType::Twrite, Msg::Rwrite(_)) => return self.apply_io_reply(req, RWRITE_LEN),
+            (MsgType::Tread, Msg::Rread(r)) => return self.apply_io_reply(req, r.data.0.len()),
+            (MsgType::Twrite, Msg::Rwrite(_)) => return self.apply_io_reply(req, 0),
             _ => {}
         }
         let Some(msg) = self.decode_request(&req.frame) else {
