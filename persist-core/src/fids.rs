@@ -39,8 +39,8 @@ pub enum LostReason {
 pub(crate) enum FidKind {
     /// Stands for a file, not open.
     Walked,
-    /// Open for I/O with `FidRec::mode`.
-    Open,
+    /// Open for I/O, with the mode it was opened with.
+    Open(OpenMode),
     /// An authentication fid.
     Auth,
     /// An extended-attribute fid (Txattrwalk/Txattrcreate).
@@ -49,14 +49,23 @@ pub(crate) enum FidKind {
     Lost(LostReason),
 }
 
+/// How a fid was opened: the mode byte of a Topen or Tcreate (9P2000, .u), or the flags of a
+/// Tlopen or Tlcreate (.L).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpenMode {
+    Classic(u8),
+    DotL(u32),
+}
+
 /// Fid flags.
 pub(crate) mod flag {
     /// Writes acknowledged since the last successful fsync.
     pub const UNSYNCED: u8 = 1;
     /// Some of those were acknowledged on a link that died: the next fsync must fail.
     pub const WRITES_LOST: u8 = 2;
-    /// Opened in 9P2000.L (mode holds Tlopen flags, else a Topen mode byte).
-    pub const DOTL_FLAGS: u8 = 4;
+    /// Opened with O_APPEND (.L): its writes append, and are not repeated (kept when the fid
+    /// is lost, which forgets how it was opened).
+    pub const APPENDS: u8 = 4;
     /// Its directory position was restored after the last reconnect.
     pub const FAST_FORWARDED: u8 = 8;
     /// Lock history overflowed: it cannot be replayed.
@@ -73,8 +82,6 @@ pub(crate) struct FidRec {
     pub node: NodeId,
     pub qid: Qid,
     pub kind: FidKind,
-    /// Topen mode byte or Tlopen/Tlcreate flags (see `flag::DOTL_FLAGS`).
-    pub mode: u32,
     /// For an open directory: the offset the client's next read will use.
     pub dir_offset: u64,
     pub flags: u8,
@@ -210,7 +217,6 @@ impl FidTable {
             node,
             qid,
             kind: FidKind::Walked,
-            mode: 0,
             dir_offset: 0,
             flags: 0,
             locks: None,

@@ -23,7 +23,7 @@ use p9_core::{
 use crate::auth::{AuthConversation, AuthInput, AuthStep, Authenticator};
 use crate::config::Config;
 use crate::event::{Event, LinkId, Output};
-use crate::fids::{flag, FidKind, FidTable, LostReason, RootId};
+use crate::fids::{flag, FidKind, FidTable, LostReason, OpenMode, RootId};
 use crate::hash::HashMap;
 use crate::marks::{Mark, Marks};
 use crate::replay::reopen_mode;
@@ -344,7 +344,7 @@ impl Recovery {
             .fids
             .fids
             .values()
-            .filter(|f| matches!(f.kind, FidKind::Walked | FidKind::Open))
+            .filter(|f| matches!(f.kind, FidKind::Walked | FidKind::Open(_)))
             .map(|f| f.root)
             .filter(|&root| can_auth || !cx.fids.root(root).authenticated)
             .collect();
@@ -605,7 +605,7 @@ impl Recovery {
                 let Some(rec) = cx.fids.get_mut(fid) else {
                     return;
                 };
-                if rec.kind != FidKind::Open {
+                if !matches!(rec.kind, FidKind::Open(_)) {
                     // An unopened fid simply follows its path.
                     rec.qid = job.qid;
                     self.rebuilt += 1;
@@ -678,25 +678,26 @@ impl Recovery {
     }
 
     fn job_open(&mut self, mut job: Job, cx: &mut Cx<'_>) {
-        let Some(rec) = cx.fids.get(job.fid) else {
+        let Some(FidKind::Open(mode)) = cx.fids.get(job.fid).map(|f| f.kind) else {
             return;
         };
-        let mode = reopen_mode(rec);
-        let dotl = rec.flags & flag::DOTL_FLAGS != 0;
         cx.marks.hit(Mark::RecoveryReopen);
         job.step = Step::Open;
-        if dotl {
-            let open = Tlopen {
-                fid: Fid(job.fid),
-                flags: mode,
-            };
-            self.send(open, Wait::Job(job), cx);
-        } else {
-            let open = Topen {
-                fid: Fid(job.fid),
-                mode: mode as u8,
-            };
-            self.send(open, Wait::Job(job), cx);
+        match reopen_mode(mode) {
+            OpenMode::DotL(flags) => {
+                let open = Tlopen {
+                    fid: Fid(job.fid),
+                    flags,
+                };
+                self.send(open, Wait::Job(job), cx);
+            }
+            OpenMode::Classic(mode) => {
+                let open = Topen {
+                    fid: Fid(job.fid),
+                    mode,
+                };
+                self.send(open, Wait::Job(job), cx);
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 
 use p9_core::{lflags, lock_type, open_mode, qid_type, Msg, NOFID};
 
-use crate::fids::{flag, FidKind, FidRec};
+use crate::fids::{flag, FidKind, FidRec, OpenMode};
 use crate::marks::Mark;
 use crate::reply::Failure;
 
@@ -26,7 +26,7 @@ pub(crate) fn appends(fid: &FidRec) -> bool {
     if fid.qid.typ & qid_type::APPEND != 0 {
         return true;
     }
-    fid.flags & flag::DOTL_FLAGS != 0 && fid.mode & lflags::APPEND != 0
+    fid.flags & flag::APPENDS != 0
 }
 
 /// The rule for `msg`, whose first fid has the record `fid` (after the rebuild), and the mark
@@ -89,7 +89,7 @@ pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>) -> (Settle, Mark) {
         // A clunk of a fid the new link knows goes to the server (else the server would keep
         // the fid and refuse its number later); otherwise it is answered here.
         Msg::Tclunk(_) => match fid {
-            Some(f) if matches!(f.kind, FidKind::Walked | FidKind::Open) => {
+            Some(f) if matches!(f.kind, FidKind::Walked | FidKind::Open(_)) => {
                 (Resend, Mark::ReplayResendClunk)
             }
             _ => (ClunkLocally, Mark::ReplayClunkLocally),
@@ -106,10 +106,11 @@ pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>) -> (Settle, Mark) {
 
 /// The open mode to reopen with: truncation and create/exclusive flags stripped so a reopen
 /// never changes the file; ORCLOSE and O_APPEND kept.
-pub(crate) fn reopen_mode(fid: &FidRec) -> u32 {
-    if fid.flags & flag::DOTL_FLAGS != 0 {
-        fid.mode & !(lflags::TRUNC | lflags::CREATE | lflags::EXCL)
-    } else {
-        fid.mode & !(open_mode::TRUNC as u32)
+pub(crate) fn reopen_mode(mode: OpenMode) -> OpenMode {
+    match mode {
+        OpenMode::DotL(flags) => {
+            OpenMode::DotL(flags & !(lflags::TRUNC | lflags::CREATE | lflags::EXCL))
+        }
+        OpenMode::Classic(mode) => OpenMode::Classic(mode & !open_mode::TRUNC),
     }
 }

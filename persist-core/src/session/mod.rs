@@ -24,7 +24,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::endpoint::{Backends, Health, OneBackend};
 use crate::event::{BackendId, Event, LinkId, LinkLoss, Output, Peer};
-use crate::fids::{flag, FidKind, FidRec, FidTable, LostReason};
+use crate::fids::{flag, FidKind, FidRec, FidTable, LostReason, OpenMode};
 use crate::hash::HashMap;
 use crate::marks::{Mark, Marks};
 use crate::recovery::{Cx, Progress, Recovery};

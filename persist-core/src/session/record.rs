@@ -99,15 +99,15 @@ impl Session {
                 fids.names.release(node);
                 fids.insert(w.newfid.0, rec);
             }
-            (Msg::Topen(o), Msg::Ropen(r)) => open(fids, o.fid.0, o.mode as u32, r.qid, false),
-            (Msg::Tlopen(o), Msg::Rlopen(r)) => open(fids, o.fid.0, o.flags, r.qid, true),
+            (Msg::Topen(o), Msg::Ropen(r)) => open(fids, o.fid.0, OpenMode::Classic(o.mode), r.qid),
+            (Msg::Tlopen(o), Msg::Rlopen(r)) => open(fids, o.fid.0, OpenMode::DotL(o.flags), r.qid),
             (Msg::Tcreate(c), Msg::Rcreate(r)) => {
                 move_to_child(fids, c.fid.0, &c.name);
-                open(fids, c.fid.0, c.mode as u32, r.qid, false)
+                open(fids, c.fid.0, OpenMode::Classic(c.mode), r.qid)
             }
             (Msg::Tlcreate(c), Msg::Rlcreate(r)) => {
                 move_to_child(fids, c.fid.0, &c.name);
-                open(fids, c.fid.0, c.flags, r.qid, true)
+                open(fids, c.fid.0, OpenMode::DotL(c.flags), r.qid)
             }
             (Msg::Tclunk(c), _) => drop(fids.remove(c.fid.0)),
             (Msg::Tremove(r), _) => drop(fids.remove(r.fid.0)),
@@ -206,16 +206,15 @@ pub(super) fn lost_failure(reason: LostReason) -> Failure {
     }
 }
 
-pub(super) fn open(fids: &mut FidTable, fid: u32, mode: u32, qid: Qid, dotl: bool) {
+pub(super) fn open(fids: &mut FidTable, fid: u32, mode: OpenMode, qid: Qid) {
     if let Some(rec) = fids.get_mut(fid) {
-        rec.kind = FidKind::Open;
-        rec.mode = mode;
+        rec.kind = FidKind::Open(mode);
         rec.qid = qid;
         rec.dir_offset = 0;
-        if dotl {
-            rec.flags |= flag::DOTL_FLAGS;
+        if matches!(mode, OpenMode::DotL(flags) if flags & p9_core::lflags::APPEND != 0) {
+            rec.flags |= flag::APPENDS;
         } else {
-            rec.flags &= !flag::DOTL_FLAGS;
+            rec.flags &= !flag::APPENDS;
         }
     }
 }
