@@ -154,7 +154,7 @@ impl Session {
         None
     }
 
-    pub(crate) fn decode_request(&self, frame: &Bytes) -> Option<Msg> {
+    pub(super) fn decode_request(&self, frame: &Bytes) -> Option<Msg> {
         // Before a version is settled only Tversion is decodable, and it is the same in all.
         let dialect = self.dialect().unwrap_or(Dialect::DotL);
         Fcall::decode(frame, dialect).ok().map(|f| f.msg)
@@ -168,7 +168,7 @@ impl Session {
         }
     }
 
-    pub(crate) fn fail(&mut self, tag: u16, failure: Failure, why: &'static str) {
+    pub(super) fn fail(&mut self, tag: u16, failure: Failure, why: &'static str) {
         let Some(req) = self.requests.get(&tag) else {
             return;
         };

@@ -77,7 +77,7 @@ impl Session {
     }
 
     /// Give up on the current link ourselves (violation, watchdog) and redial.
-    pub(crate) fn abandon_link(
+    pub(super) fn abandon_link(
         &mut self,
         now: Instant,
         link: LinkId,
@@ -184,7 +184,7 @@ impl Session {
     }
 
     /// The link is usable again: settle what was orphaned, then release the queue.
-    pub(crate) fn link_recovered(&mut self, now: Instant, link: LinkId) {
+    pub(super) fn link_recovered(&mut self, now: Instant, link: LinkId) {
         self.link = LinkState::Up { link };
         self.recovery = None;
         self.gave_up = false;

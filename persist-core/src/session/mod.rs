@@ -124,34 +124,34 @@ macro_rules! lend {
 
 /// A 9P session kept alive across the loss of its server. See the crate docs for the drive loop.
 pub struct Session {
-    pub(crate) cfg: Config,
+    cfg: Config,
     /// The backend of the current (or last) link.
-    pub(crate) backend: BackendId,
+    backend: BackendId,
     /// Whether any backend was dialed yet (the endpoint keeps a session where it is).
     dialed: Option<BackendId>,
     backends: Box<dyn Backends>,
     /// This session's number among its endpoint's (spreads sessions over equal backends).
     pick: u64,
-    pub(crate) link: LinkState,
+    link: LinkState,
     next_link: u64,
     /// Dials since the last recovered link.
     attempt: u32,
     outage_since: Option<Instant>,
     gave_up: bool,
-    pub(crate) negotiated: Option<Negotiated>,
+    negotiated: Option<Negotiated>,
     /// The msize of the current link (at most the negotiated one).
-    pub(crate) server_msize: u32,
-    pub(crate) fids: FidTable,
-    pub(crate) requests: HashMap<u16, Request>,
+    server_msize: u32,
+    fids: FidTable,
+    requests: HashMap<u16, Request>,
     next_seq: u64,
     queue: VecDeque<u16>,
     held_bytes: usize,
-    pub(crate) recovery: Option<Recovery>,
+    recovery: Option<Recovery>,
     out: VecDeque<Output>,
     events: VecDeque<Event>,
-    pub(crate) rng: Rng,
-    pub(crate) authenticator: Option<Box<dyn Authenticator>>,
-    pub(crate) marks: Marks,
+    rng: Rng,
+    authenticator: Option<Box<dyn Authenticator>>,
+    marks: Marks,
     /// The time of the latest input.
     now: Instant,
     /// When the server last sent anything on the current link.
@@ -360,19 +360,19 @@ impl Session {
         self.fids.names.heap_bytes()
     }
 
-    pub(crate) fn dialect(&self) -> Option<Dialect> {
+    fn dialect(&self) -> Option<Dialect> {
         self.negotiated.as_ref().map(|n| n.dialect)
     }
 
-    pub(crate) fn emit(&mut self, o: Output) {
+    fn emit(&mut self, o: Output) {
         self.out.push_back(o);
     }
 
-    pub(crate) fn event(&mut self, e: Event) {
+    fn event(&mut self, e: Event) {
         self.events.push_back(e);
     }
 
-    pub(crate) fn send_to_client(&mut self, frame: Bytes) {
+    fn send_to_client(&mut self, frame: Bytes) {
         self.out.push_back(Output::ToClient(frame));
     }
 

@@ -55,7 +55,7 @@ impl Session {
     }
 
     /// The fid-table effect of a successful request.
-    pub(crate) fn record(&mut self, msg: &Msg, reply: &Msg, frame: &Bytes) {
+    pub(super) fn record(&mut self, msg: &Msg, reply: &Msg, frame: &Bytes) {
         let fids = &mut self.fids;
         match (msg, reply) {
             (Msg::Tversion(_), Msg::Rversion(rv)) => {
