@@ -69,6 +69,7 @@ mod hash;
 mod marks;
 mod names;
 mod recovery;
+pub mod registry;
 mod replay;
 mod reply;
 mod rng;
