@@ -128,8 +128,11 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Attach to `export` through `port` and open `file` (fid 2) for reading; fid 1 is the root.
 async fn attach_and_open(port: u16, export: &Path, file: &str) -> NineP {
-    let addr = Addr::Tcp(format!("127.0.0.1:{port}"));
-    let mut c = NineP::connect(&addr, 65536, Dialect::DotL)
+    attach_and_open_at(&Addr::Tcp(format!("127.0.0.1:{port}")), export, file).await
+}
+
+async fn attach_and_open_at(addr: &Addr, export: &Path, file: &str) -> NineP {
+    let mut c = NineP::connect(addr, 65536, Dialect::DotL)
         .await
         .expect("a 9P session through the proxy");
     let r = c
@@ -497,6 +500,52 @@ fn socket_activation_serves_a_client_that_connected_first() {
             "proxying tcp!127.0.0.1!{proxy_port} to tcp!127.0.0.1!{diod_port}"
         )),
         "the proxy did not serve the passed socket: {log}"
+    );
+}
+
+#[test]
+fn every_socket_passed_is_served_unix_ones_too() {
+    let scratch = Scratch::new("activation-two");
+    let export = scratch.0.join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    std::fs::write(export.join("motd"), b"both\n").unwrap();
+    let (diod_port, proxy_port) = (free_port(), free_port());
+    let sock = scratch.0.join("p9.sock");
+    let _server = diod(diod_port, &export);
+    let log_path = scratch.0.join("log");
+    let activator = Running(
+        Command::new(tool("systemd-socket-activate", "systemd"))
+            .args(["-l", &format!("127.0.0.1:{proxy_port}"), "-l"])
+            .arg(&sock)
+            .args([BIN, "proxy", "--server", &format!("127.0.0.1:{diod_port}")])
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no unix socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let rt = runtime();
+    // The unix socket's first client starts the proxy; the TCP socket is then served too.
+    let mut over_unix = rt.block_on(attach_and_open_at(
+        &Addr::Unix(sock.clone()),
+        &export,
+        "motd",
+    ));
+    assert_eq!(rt.block_on(read_all(&mut over_unix)), b"both\n");
+    let mut over_tcp = rt.block_on(attach_and_open(proxy_port, &export, "motd"));
+    assert_eq!(rt.block_on(read_all(&mut over_tcp)), b"both\n");
+    drop((over_unix, over_tcp));
+    activator.stop();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains(&format!(
+            "proxying tcp!127.0.0.1!{proxy_port}, unix!{}",
+            sock.display()
+        )),
+        "{log}"
     );
 }
 
