@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # Full benchmarks (not part of the test command): installs socat and diod if missing, then runs
-# the codec, session and forwarding benchmarks. BENCH_MB sets the forwarding data volume.
+# the codec, session and forwarding benchmarks, and real clients through the proxy
+# (scripts/bench_clients.py: diodcat against diod, direct / proxy / socat, one table of ratios
+# and a plot in docs/bench/). BENCH_MB sets the forwarding data volume.
+#
+#   scripts/bench.sh             everything
+#   scripts/bench.sh clients     only the real-client table and plot
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v socat >/dev/null 2>&1 || need+=(socat)
 [ -x /usr/sbin/diod ] || need+=(diod)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq "${need[@]}"
 fi
-cargo bench -p p9-core
-cargo bench -p persist-core
-cargo bench -p tests --bench forwarding
+cargo build --quiet --release -p runtime-tokio --bin p9persist
+if [ "${1:-}" != clients ]; then
+    cargo bench -p p9-core
+    cargo bench -p persist-core
+    cargo bench -p tests --bench forwarding
+fi
+python3 scripts/bench_clients.py

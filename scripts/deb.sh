@@ -45,8 +45,14 @@ install -d "$stage/usr/share/doc/p9persist"
 cat >"$stage/usr/share/doc/p9persist/copyright" <<COPYRIGHT
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: p9persist
+Source: https://github.com/p9persist/p9persist
+
 Files: *
+Copyright: the p9persist developers
 License: MIT or Apache-2.0
+ Licensed under either of the MIT license or the Apache License, Version 2.0, at your
+ option. On Debian systems the Apache License 2.0 is in
+ /usr/share/common-licenses/Apache-2.0.
 COPYRIGHT
 install -m644 README.md "$stage/usr/share/doc/p9persist/README.md"
 
@@ -69,16 +75,33 @@ Description: keeps 9P sessions alive across file server restarts
  resend, so the mount survives. Ships systemd units for socket activation.
 CONTROL
 # Units are installed, not enabled: the server to proxy to is set first in /etc/default.
-for script in postinst postrm; do
-    cat >"$stage/DEBIAN/$script" <<'SCRIPT'
+# Removal stops and disables them (an enabled socket must not outlive the binary); purge
+# forgets their enablement state.
+cat >"$stage/DEBIAN/postinst" <<'SCRIPT'
 #!/bin/sh
 set -e
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || true
 fi
 SCRIPT
-    chmod 755 "$stage/DEBIAN/$script"
-done
+cat >"$stage/DEBIAN/prerm" <<'SCRIPT'
+#!/bin/sh
+set -e
+if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
+    systemctl --no-reload disable --now p9persist.socket p9persist.service >/dev/null 2>&1 || true
+fi
+SCRIPT
+cat >"$stage/DEBIAN/postrm" <<'SCRIPT'
+#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload >/dev/null 2>&1 || true
+fi
+if [ "$1" = purge ] && command -v deb-systemd-helper >/dev/null 2>&1; then
+    deb-systemd-helper purge p9persist.socket p9persist.service >/dev/null 2>&1 || true
+fi
+SCRIPT
+chmod 755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/prerm" "$stage/DEBIAN/postrm"
 
 dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
 echo "built $deb ($(du -h "$deb" | cut -f1))"

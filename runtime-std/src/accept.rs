@@ -15,6 +15,8 @@ pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// A listener's run of accept failures.
 #[derive(Debug, Default)]
 pub struct AcceptErrors {
+    /// What the listener accepts, for the log ("a client" when not given).
+    what: Option<&'static str>,
     pause: Duration,
     /// Failures not reported yet.
     unlogged: u64,
@@ -22,6 +24,14 @@ pub struct AcceptErrors {
 }
 
 impl AcceptErrors {
+    /// The failures of a listener that accepts `what` ("a metrics scrape", say).
+    pub fn accepting(what: &'static str) -> AcceptErrors {
+        AcceptErrors {
+            what: Some(what),
+            ..AcceptErrors::default()
+        }
+    }
+
     /// An accept succeeded: the next failure starts the pauses over.
     pub fn succeeded(&mut self) {
         self.pause = Duration::ZERO;
@@ -39,7 +49,8 @@ impl AcceptErrors {
                 1 => String::new(),
                 n => format!(" ({} more failures since the last report)", n - 1),
             };
-            error!("cannot accept a client: {e}{more}; retrying");
+            let what = self.what.unwrap_or("a client");
+            error!("cannot accept {what}: {e}{more}; retrying");
             self.logged_at = Some(Instant::now());
             self.unlogged = 0;
         }

@@ -21,13 +21,11 @@ const RECOVERY_BUCKETS: [f64; 12] = [
 ];
 
 /// Failure kinds ([`persist_core::Failure::kind`]) a request-failed event can carry.
-const FAILURE_KINDS: [&str; 7] = [
+const FAILURE_KINDS: [&str; 5] = [
     "not_completed",
     "gave_up",
     "writes_lost",
     "invalid_reply",
-    "stale",
-    "io",
     "other",
 ];
 
@@ -328,6 +326,15 @@ impl SessionMetrics {
         self.shared.bytes_to_client.fetch_add(n as u64, Relaxed);
     }
 
+    /// The session is serving (its link is up and rebuilt): an outage that ended without a
+    /// recovery to report (the link came back before the client had settled a version) ends
+    /// here. Session loops call this after each round of events.
+    pub fn serving(&mut self, now: Instant) {
+        if self.down_since.is_some() {
+            self.back_up(now);
+        }
+    }
+
     /// Count `e`, which happened at `now`.
     pub fn event(&mut self, e: &Event, now: Instant) {
         let shared = self.shared.clone();
@@ -541,6 +548,41 @@ mod tests {
             0.0
         );
         assert_eq!(value(&shared, "p9persist_outages_total"), 3.0);
+    }
+
+    #[test]
+    fn an_outage_ends_when_service_resumes_without_a_recovery() {
+        let shared = Metrics::new();
+        let t0 = Instant::now();
+        let mut s = SessionMetrics::new(shared.clone(), "b".into());
+        let link = LinkId(1);
+        s.event(
+            &Event::Connected {
+                backend: BackendId(0),
+                link,
+            },
+            t0,
+        );
+        s.event(
+            &Event::Disconnected {
+                link,
+                loss: persist_core::LinkLoss::Closed,
+                reason: "reset".into(),
+            },
+            t0,
+        );
+        // Back before the client settled a version: nothing to rebuild, no Recovered event.
+        s.event(
+            &Event::Connected {
+                backend: BackendId(0),
+                link: LinkId(2),
+            },
+            t0,
+        );
+        assert_eq!(value(&shared, "p9persist_sessions_without_server"), 1.0);
+        s.serving(t0 + Duration::from_millis(5));
+        assert_eq!(value(&shared, "p9persist_sessions_without_server"), 0.0);
+        assert_eq!(value(&shared, "p9persist_outages_total"), 1.0);
     }
 
     #[test]

@@ -210,6 +210,11 @@ impl<R: Runtime> SessionLoop<R> {
                 f(e);
             }
         }
+        if let Some(m) = &mut self.metrics {
+            if self.drive.session().is_up() {
+                m.serving(std::time::Instant::now());
+            }
+        }
     }
 
     fn poll_dials(&mut self, cx: &mut Context<'_>) -> bool {

@@ -310,6 +310,11 @@ impl SessionIo {
                 m.event(&e, std::time::Instant::now());
             }
         }
+        if let Some(m) = &mut self.metrics {
+            if self.drive.session().is_up() {
+                m.serving(std::time::Instant::now());
+            }
+        }
         let want = self.drive.wants_client_read();
         if want != self.gate_open {
             self.gate_open = want;

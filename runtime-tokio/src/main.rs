@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use persist_core::{Backoff, Config};
+use runtime_tokio::net::Passed;
 use runtime_tokio::{run_proxy, Addr, Listener, Metrics, ProxyConfig, RamfsServer};
 use tokio::sync::watch;
 
@@ -201,24 +202,33 @@ fn shutdown_on_signals() -> watch::Receiver<bool> {
 }
 
 /// The sockets to serve: `listen` bound, or, without it, those systemd passed.
-async fn listeners(what: &str, listen: Option<&str>) -> Result<Vec<Listener>, String> {
-    let activated =
-        Listener::activated().map_err(|e| format!("socket activation (LISTEN_FDS): {e}"))?;
+async fn listeners(
+    what: &str,
+    listen: Option<&str>,
+    passed: Vec<Passed>,
+) -> Result<Vec<Listener>, String> {
     let Some(listen) = listen else {
-        if activated.is_empty() {
+        if passed.is_empty() {
             return Err(
                 "--listen is required (or start p9persist under systemd socket \
                         activation, which passes the listening sockets in LISTEN_FDS)"
                     .into(),
             );
         }
-        return Ok(activated);
+        return passed
+            .into_iter()
+            .map(Listener::from_passed)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("socket activation: {e}"));
     };
-    if !activated.is_empty() {
-        tracing::warn!(
-            "ignoring {} socket(s) passed by systemd: --listen {listen} was given",
-            activated.len()
-        );
+    if !passed.is_empty() {
+        // Serving --listen alone would leave systemd's sockets unanswered: clients would queue
+        // on them and hang.
+        return Err(format!(
+            "--listen {listen} was given, but systemd also passed {} listening socket(s): \
+             leave out --listen to serve those",
+            passed.len()
+        ));
     }
     let addr = Addr::listen(listen).map_err(|e| format!("--listen: {e}"))?;
     let listener = Listener::bind(&addr)
@@ -235,7 +245,7 @@ fn describe(listeners: &[Listener]) -> String {
     names.join(", ")
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+async fn run(cli: Cli, passed: Vec<Passed>) -> Result<(), String> {
     let format = cli.log_format;
     match cli.command {
         Command::Proxy {
@@ -267,7 +277,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Err(_) => tracing::warn!("server {backend} does not answer now; each client's session will keep redialing it"),
             }
             let shutdown = shutdown_on_signals();
-            let listeners = listeners("clients", listen.as_deref()).await?;
+            let listeners = listeners("clients", listen.as_deref(), passed).await?;
             let metrics = match metrics {
                 None => None,
                 Some(at) => {
@@ -333,7 +343,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Ramfs { listen, msize } => {
             init_logging(cli.verbose, false, format);
             let shutdown = shutdown_on_signals();
-            let listeners = listeners("9P clients", listen.as_deref()).await?;
+            let listeners = listeners("9P clients", listen.as_deref(), passed).await?;
             tracing::info!(
                 "serving an empty in-memory tree on {}",
                 describe(&listeners)
@@ -395,6 +405,14 @@ fn write_manpages(dir: &std::path::Path) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread starts: taking them edits the environment.
+    let passed = match runtime_tokio::net::take_passed() {
+        Ok(passed) => passed,
+        Err(e) => {
+            eprintln!("p9persist: socket activation (LISTEN_FDS): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // A proxy holds two descriptors per client: take the hard limit, as servers do.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -408,7 +426,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, passed)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("p9persist: {e}");

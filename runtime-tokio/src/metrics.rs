@@ -27,10 +27,14 @@ pub async fn serve_metrics(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
-    let mut accept_errors = AcceptErrors::default();
+    let mut accept_errors = AcceptErrors::accepting("a metrics scrape");
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+            _ = crate::shutdown_requested(&mut shutdown) => return,
         };
         tokio::select! {
             accepted = listener.accept() => match accepted {

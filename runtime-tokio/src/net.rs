@@ -76,6 +76,32 @@ pub async fn dial(addr: &Addr) -> io::Result<(Reader, Writer)> {
     }
 }
 
+/// A listening socket systemd passed to this process.
+pub enum Passed {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// The listening sockets systemd passed to this process (socket activation: `LISTEN_FDS`,
+/// `LISTEN_PID`), in the order the socket unit lists them; none when it passed nothing. TCP
+/// and unix stream sockets are taken; anything else is an error naming the descriptor.
+///
+/// Call it before any other thread runs: taking them clears `LISTEN_*` from the environment
+/// (so children do not inherit them), and changing the environment is unsound while another
+/// thread may read it.
+pub fn take_passed() -> io::Result<Vec<Passed>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let mut passed = Vec::with_capacity(fds.len());
+    for i in 0..fds.len() {
+        if let Ok(Some(l)) = fds.take_tcp_listener(i) {
+            passed.push(Passed::Tcp(l));
+        } else if let Some(l) = fds.take_unix_listener(i)? {
+            passed.push(Passed::Unix(l));
+        }
+    }
+    Ok(passed)
+}
+
 /// A bound listening endpoint.
 pub enum Listener {
     Tcp(TcpListener),
@@ -103,29 +129,23 @@ impl Listener {
         }
     }
 
-    /// The listening sockets systemd passed to this process (socket activation: `LISTEN_FDS`,
-    /// `LISTEN_PID`), in the order the socket unit lists them; none when it passed nothing.
-    /// TCP and unix stream sockets are taken; anything else is an error naming the descriptor.
-    pub fn activated() -> io::Result<Vec<Listener>> {
-        let mut fds = listenfd::ListenFd::from_env();
-        let mut listeners = Vec::with_capacity(fds.len());
-        for i in 0..fds.len() {
-            if let Ok(Some(l)) = fds.take_tcp_listener(i) {
+    /// A listener on a socket systemd passed (see [`take_passed`]).
+    pub fn from_passed(passed: Passed) -> io::Result<Listener> {
+        match passed {
+            Passed::Tcp(l) => {
                 l.set_nonblocking(true)?;
-                listeners.push(Listener::Tcp(TcpListener::from_std(l)?));
-                continue;
+                Ok(Listener::Tcp(TcpListener::from_std(l)?))
             }
-            if let Some(l) = fds.take_unix_listener(i)? {
+            Passed::Unix(l) => {
                 l.set_nonblocking(true)?;
                 let path = l
                     .local_addr()?
                     .as_pathname()
                     .map(|p| p.to_path_buf())
                     .unwrap_or_default();
-                listeners.push(Listener::Unix(UnixListener::from_std(l)?, path, false));
+                Ok(Listener::Unix(UnixListener::from_std(l)?, path, false))
             }
         }
-        Ok(listeners)
     }
 
     /// The address actually bound (useful with port 0).

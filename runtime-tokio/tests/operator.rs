@@ -362,12 +362,22 @@ fn the_metrics_endpoint_answers_only_what_it_serves() {
     wait_listening(port, "the metrics endpoint");
     let (status, _) = http_get(port, "/nothing-here");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
-    // A scraper that sends half a request and waits is cut off; others are still answered.
+    // A scraper that sends half a request and waits does not hold up others, and is cut off
+    // (after 5 s without a whole request).
     let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
     idle.write_all(b"GET /metr").unwrap();
     let (status, body) = http_get(port, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(sample(&body, "p9persist_sessions_open"), 0.0);
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    let n = idle
+        .read_to_end(&mut rest)
+        .expect("the endpoint closes the connection");
+    assert_eq!(n, 0, "nothing is answered to half a request: {rest:?}");
+    assert!(start.elapsed() < Duration::from_secs(8));
     proxy.stop();
 }
 
@@ -539,12 +549,53 @@ fn every_socket_passed_is_served_unix_ones_too() {
     assert_eq!(rt.block_on(read_all(&mut over_tcp)), b"both\n");
     drop((over_unix, over_tcp));
     activator.stop();
+    // The socket is systemd's: the proxy leaves its file in place.
+    assert!(sock.exists(), "the passed unix socket's file was removed");
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(
         log.contains(&format!(
             "proxying tcp!127.0.0.1!{proxy_port}, unix!{}",
             sock.display()
         )),
+        "{log}"
+    );
+}
+
+#[test]
+fn listen_beside_passed_sockets_is_an_error() {
+    let scratch = Scratch::new("activation-listen");
+    let port = free_port();
+    let log_path = scratch.0.join("log");
+    let mut activator = Command::new(tool("systemd-socket-activate", "systemd"))
+        .args([
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            BIN,
+            "proxy",
+            "--listen",
+            "0",
+        ])
+        .args(["--server", "127.0.0.1:1"])
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_line(&log_path, "Listening on");
+    let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = activator.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the proxy kept running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!status.success());
+    assert!(
+        log.contains("--listen 0 was given, but systemd also passed 1 listening socket(s)"),
         "{log}"
     );
 }
