@@ -624,6 +624,17 @@ pub fn sentence(e: &Event, client: &str, backend: &str) -> Sentence {
             )
         }
         Event::ClientClosed => (Level::Info, format!("[{client}] client disconnected")),
+        Event::Failover {
+            from,
+            to,
+            open_fids_lost,
+        } => (
+            Level::Warn,
+            format!(
+                "[{client}] failover from backend {} to {backend} (backend {}): {open_fids_lost} open fids now fail with i/o errors",
+                from.0, to.0
+            ),
+        ),
         Event::LateReply { tag } => (
             Level::Info,
             format!("[{client}] the server answered tag {tag} after its Rflush; reply dropped"),

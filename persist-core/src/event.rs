@@ -105,6 +105,13 @@ pub enum Event {
     ClientClosed,
     /// The server answered tag `tag` after it had answered its Tflush; the reply was dropped.
     LateReply { tag: u16 },
+    /// The session moved to another backend (mux): `open_fids_lost` fids were open on the one
+    /// that failed and now answer I/O errors until clunked.
+    Failover {
+        from: BackendId,
+        to: BackendId,
+        open_fids_lost: usize,
+    },
 }
 
 impl Event {
@@ -123,6 +130,7 @@ impl Event {
             Event::ProtocolViolation { .. } => "protocol_violation",
             Event::ClientClosed => "client_closed",
             Event::LateReply { .. } => "late_reply",
+            Event::Failover { .. } => "failover",
         }
     }
 }

@@ -18,6 +18,35 @@ impl Session {
         });
     }
 
+    /// The new link is to another backend than the last (mux): files open on the failed one
+    /// cannot follow — their fids answer "i/o error" (.L: EIO) until clunked, and requests in
+    /// flight on them fail the same way; unopened fids are rebuilt by path on the new one by
+    /// the recovery that follows, as after any reconnect.
+    fn fail_over(&mut self, from: BackendId) {
+        let mut open: Vec<u32> = self
+            .fids
+            .fids
+            .iter()
+            .filter(|(_, f)| matches!(f.kind, FidKind::Open(_)))
+            .map(|(&fid, _)| fid)
+            .collect();
+        open.sort_unstable();
+        for &fid in &open {
+            if self.fids.mark_lost(fid, LostReason::Io) {
+                self.event(Event::FidLost {
+                    fid,
+                    reason: LostReason::Io,
+                    why: "it was open on a backend that failed".into(),
+                });
+            }
+        }
+        self.event(Event::Failover {
+            from,
+            to: self.backend,
+            open_fids_lost: open.len(),
+        });
+    }
+
     /// Tell the endpoint what became of the current backend.
     fn report(&mut self, now: Instant, health: Health) {
         self.backends.report(now, self.backend, health);
@@ -33,6 +62,10 @@ impl Session {
             backend: self.backend,
             link,
         });
+        let from = self.linked.replace(self.backend);
+        if let Some(from) = from.filter(|&b| b != self.backend) {
+            self.fail_over(from);
+        }
         self.last_server_input = now;
         self.flushed.clear();
         if self.negotiated.is_none() {
@@ -240,6 +273,12 @@ impl Session {
             return self.fail(tag, Failure::MALFORMED, "undecodable");
         };
         let fid = msg.primary_fid().and_then(|f| self.fids.get(f));
+        if fid.and_then(FidRec::is_lost) == Some(LostReason::Io)
+            && msg.msg_type() != MsgType::Tclunk
+        {
+            // In flight on a file open on a backend that failed.
+            return self.fail(tag, Failure::IO, "open on a backend that failed");
+        }
         let (settle, mark) = replay::settle(&msg, fid);
         self.marks.hit(mark);
         match settle {

@@ -129,6 +129,8 @@ pub struct Session {
     backend: BackendId,
     /// Whether any backend was dialed yet (the endpoint keeps a session where it is).
     dialed: Option<BackendId>,
+    /// The backend of the last link that came up: a link to another one is a failover.
+    linked: Option<BackendId>,
     backends: Box<dyn Backends>,
     /// This session's number among its endpoint's (spreads sessions over equal backends).
     pick: u64,
@@ -183,6 +185,7 @@ impl Session {
             cfg,
             backend: BackendId(0),
             dialed: None,
+            linked: None,
             backends,
             link: LinkState::Idle { since: now },
             next_link: 0,

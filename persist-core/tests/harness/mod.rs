@@ -29,6 +29,8 @@ pub struct Pair {
     pub events: Vec<Event>,
     pub client_closed: bool,
     pub closed_links: Vec<LinkId>,
+    /// The backend of every dial the session asked for, in order.
+    pub dials: Vec<BackendId>,
     pub server: Stub,
 }
 
@@ -46,7 +48,12 @@ impl Pair {
 
     pub fn with_config(dialect: Dialect, cfg: Config) -> Pair {
         let now = Instant::from_millis(1_000);
-        let s = Session::new(cfg, BackendId(0), now);
+        Pair::with_session(dialect, Session::new(cfg, BackendId(0), now), now)
+    }
+
+    /// A pair around `s`, made at `now`. The stub serves every backend the session dials (they
+    /// are copies of one tree).
+    pub fn with_session(dialect: Dialect, s: Session, now: Instant) -> Pair {
         let mut p = Pair {
             now,
             s,
@@ -59,6 +66,7 @@ impl Pair {
             events: Vec::new(),
             client_closed: false,
             closed_links: Vec::new(),
+            dials: Vec::new(),
             server: Stub::new(dialect),
         };
         p.drain();
@@ -71,7 +79,12 @@ impl Pair {
     }
 
     pub fn attached_with(dialect: Dialect, cfg: Config) -> Pair {
-        let mut p = Pair::with_config(dialect, cfg);
+        Pair::attach(Pair::with_config(dialect, cfg))
+    }
+
+    /// `p` with the link up, the version settled and fid 0 attached to the root.
+    pub fn attach(mut p: Pair) -> Pair {
+        let dialect = p.dialect;
         p.accept_dial();
         p.client(
             NOTAG,
@@ -119,12 +132,16 @@ impl Pair {
                     let fc = Fcall::decode(&frame, d).expect("the session sends valid requests");
                     self.to_server.push_back((link, fc));
                 }
-                Output::Dial { link, .. } if self.accept_next_dial => {
+                Output::Dial { link, backend } if self.accept_next_dial => {
+                    self.dials.push(backend);
                     self.accept_next_dial = false;
                     self.link = Some(link);
                     self.s.handle_link_up(self.now, link);
                 }
-                Output::Dial { link, .. } => self.pending_dial = Some(link),
+                Output::Dial { link, backend } => {
+                    self.dials.push(backend);
+                    self.pending_dial = Some(link);
+                }
                 Output::CloseLink { link } => {
                     self.closed_links.push(link);
                     if self.link == Some(link) {
