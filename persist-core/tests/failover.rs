@@ -59,8 +59,14 @@ fn open_files_fail_with_io_errors_and_the_rest_move() {
         "{:?}",
         p.events
     );
-    assert!(p.events.iter().any(|e| matches!(e,
-        Event::FidLost { fid: 1, reason: LostReason::Io, .. })));
+    assert!(p.events.iter().any(|e| matches!(
+        e,
+        Event::FidLost {
+            fid: 1,
+            reason: LostReason::Io,
+            ..
+        }
+    )));
     // The read in flight fails with EIO, once.
     assert_eq!(p.reply_to(4), &Msg::Rlerror(Rlerror { ecode: 5 }));
     // The open file answers EIO from now on; the walked one works on the new backend.
@@ -69,7 +75,11 @@ fn open_files_fail_with_io_errors_and_the_rest_move() {
     assert_eq!(p.reply_to(5), &Msg::Rlerror(Rlerror { ecode: 5 }));
     p.client(6, getattr(2));
     p.serve();
-    assert!(matches!(p.reply_to(6), Msg::Rgetattr(_)), "{:?}", p.reply_to(6));
+    assert!(
+        matches!(p.reply_to(6), Msg::Rgetattr(_)),
+        "{:?}",
+        p.reply_to(6)
+    );
     // Clunking the failed fid is answered, and frees it.
     p.client(7, Tclunk { fid: Fid(1) });
     p.serve();
@@ -93,7 +103,11 @@ fn a_session_stays_on_its_new_backend() {
         p.to_client.clear();
         p.advance_by(std::time::Duration::from_secs(60));
     }
-    assert_eq!(p.dials.len(), 2, "no dial while the second backend is healthy");
+    assert_eq!(
+        p.dials.len(),
+        2,
+        "no dial while the second backend is healthy"
+    );
     p.kill();
     p.reconnect();
     assert_eq!(*p.dials.last().unwrap(), first);

@@ -151,37 +151,21 @@ impl Metrics {
             "Fids walked (and opened) again on a new link.",
             self.fids_rebuilt.load(Relaxed),
         );
-        metric(
+        labelled(
             &mut out,
             "p9persist_fids_lost_total",
-            "counter",
             "Fids that could not be kept, by reason.",
+            "reason",
+            [("stale", &self.fids_lost_stale), ("io", &self.fids_lost_io)],
         );
-        for (reason, n) in [("stale", &self.fids_lost_stale), ("io", &self.fids_lost_io)] {
-            let labels = format!("{{reason=\"{reason}\"}}");
-            sample(
-                &mut out,
-                "p9persist_fids_lost_total",
-                &labels,
-                n.load(Relaxed),
-            );
-        }
-        metric(
+        labelled(
             &mut out,
             "p9persist_requests_failed_total",
-            "counter",
             "Requests the proxy answered with an error of its own, by reason: not_completed \
              (in flight at a loss), gave_up (soft mode), writes_lost, invalid_reply.",
+            "reason",
+            FAILURE_KINDS.iter().copied().zip(&self.requests_failed),
         );
-        for (kind, n) in FAILURE_KINDS.iter().zip(&self.requests_failed) {
-            let labels = format!("{{reason=\"{kind}\"}}");
-            sample(
-                &mut out,
-                "p9persist_requests_failed_total",
-                &labels,
-                n.load(Relaxed),
-            );
-        }
         counter(
             &mut out,
             "p9persist_redials_total",
@@ -206,48 +190,32 @@ impl Metrics {
             "Recoveries abandoned by the watchdog.",
             self.recovery_stalls.load(Relaxed),
         );
-        metric(
+        labelled(
             &mut out,
             "p9persist_protocol_violations_total",
-            "counter",
             "Protocol violations, by peer (a client's closes its session, a server's its link).",
+            "peer",
+            [
+                ("client", &self.violations_client),
+                ("server", &self.violations_server),
+            ],
         );
-        for (peer, n) in [
-            ("client", &self.violations_client),
-            ("server", &self.violations_server),
-        ] {
-            let labels = format!("{{peer=\"{peer}\"}}");
-            sample(
-                &mut out,
-                "p9persist_protocol_violations_total",
-                &labels,
-                n.load(Relaxed),
-            );
-        }
         counter(
             &mut out,
             "p9persist_late_replies_total",
             "Replies a server sent after its Rflush (dropped).",
             self.late_replies.load(Relaxed),
         );
-        metric(
+        labelled(
             &mut out,
             "p9persist_forwarded_bytes_total",
-            "counter",
             "Bytes written to servers and to clients.",
+            "direction",
+            [
+                ("to_server", &self.bytes_to_server),
+                ("to_client", &self.bytes_to_client),
+            ],
         );
-        for (dir, n) in [
-            ("to_server", &self.bytes_to_server),
-            ("to_client", &self.bytes_to_client),
-        ] {
-            let labels = format!("{{direction=\"{dir}\"}}");
-            sample(
-                &mut out,
-                "p9persist_forwarded_bytes_total",
-                &labels,
-                n.load(Relaxed),
-            );
-        }
         metric(
             &mut out,
             "p9persist_backend_sessions",
@@ -265,6 +233,21 @@ impl Metrics {
         let mut backends = self.backends.lock().expect("metrics lock");
         let n = backends.entry(backend.to_owned()).or_insert(0);
         *n = if up { *n + 1 } else { n.saturating_sub(1) };
+    }
+}
+
+/// A counter with one label: a sample per value.
+fn labelled<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a str, &'a AtomicU64)>,
+) {
+    metric(out, name, "counter", help);
+    for (value, n) in samples {
+        let labels = format!("{{{label}=\"{value}\"}}");
+        sample(out, name, &labels, n.load(Relaxed));
     }
 }
 
