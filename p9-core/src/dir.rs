@@ -101,31 +101,56 @@ impl Iterator for Dirents<'_> {
     }
 }
 
-/// Apply `f` to the qid of every stat record in a directory Rread's data, in place. The data is
+/// A stat record's name: `size[2] type[2] dev[4] qid[13] mode[4] atime[4] mtime[4] length[8]`,
+/// then `name[s]`.
+const STAT_NAME_OFFSET: usize = 2 + 2 + 4 + Qid::LEN + 4 + 4 + 4 + 8;
+/// A dirent's name: `qid[13] offset[8] type[1]`, then `name[s]`.
+const DIRENT_NAME_OFFSET: usize = Qid::LEN + 8 + 1;
+
+/// Apply `f` to the name and qid of every stat record in a directory Rread's data, rewriting
+/// the qid in place (the mux derives a stable qid from the entry's path). The data is
 /// validated first, so on error nothing has been changed. Returns the number of records.
 pub fn rewrite_stat_qids(
     data: &mut [u8],
     dialect: Dialect,
-    f: impl FnMut(&mut Qid),
+    f: impl FnMut(&[u8], &mut Qid),
 ) -> Result<usize, DecodeError> {
-    rewrite_qids(data, dialect, Stat::skip_record, Stat::QID_OFFSET, f)
+    rewrite_qids(
+        data,
+        dialect,
+        Stat::skip_record,
+        (Stat::QID_OFFSET, STAT_NAME_OFFSET),
+        f,
+    )
 }
 
-/// Apply `f` to the qid of every entry of an Rreaddir's data, in place; validated first, so on
-/// error nothing has been changed. Returns the number of entries.
-pub fn rewrite_dirent_qids(data: &mut [u8], f: impl FnMut(&mut Qid)) -> Result<usize, DecodeError> {
-    rewrite_qids(data, Dialect::DotL, Dirent::skip, 0, f)
+/// Apply `f` to the name and qid of every entry of an Rreaddir's data, rewriting the qid in
+/// place; validated first, so on error nothing has been changed. Returns the number of
+/// entries.
+pub fn rewrite_dirent_qids(
+    data: &mut [u8],
+    f: impl FnMut(&[u8], &mut Qid),
+) -> Result<usize, DecodeError> {
+    rewrite_qids(
+        data,
+        Dialect::DotL,
+        Dirent::skip,
+        (0, DIRENT_NAME_OFFSET),
+        f,
+    )
 }
 
 /// The one mechanism behind both rewrites: a validating pass over the records, then a pass that
-/// patches the qid found `qid_offset` bytes into each record.
+/// hands `f` each record's name and patches its qid (`offsets`: the qid's and the name's, the
+/// qid first).
 fn rewrite_qids(
     data: &mut [u8],
     dialect: Dialect,
     skip: fn(&mut Reader<'_>) -> Result<(), DecodeError>,
-    qid_offset: usize,
-    mut f: impl FnMut(&mut Qid),
+    offsets: (usize, usize),
+    mut f: impl FnMut(&[u8], &mut Qid),
 ) -> Result<usize, DecodeError> {
+    let (qid_offset, name_offset) = offsets;
     let mut count = 0;
     let mut r = Reader::borrowed(data, dialect);
     while r.remaining() > 0 {
@@ -139,12 +164,15 @@ fn rewrite_qids(
             skip(&mut r)?;
             r.pos()
         };
-        let at = start + qid_offset;
-        let raw: &mut [u8; 13] = (&mut data[at..at + Qid::LEN])
+        let record = &mut data[start..start + len];
+        let (head, tail) = record.split_at_mut(name_offset);
+        let name_len = u16::from_le_bytes([tail[0], tail[1]]) as usize;
+        let name = &tail[2..2 + name_len];
+        let raw: &mut [u8; 13] = (&mut head[qid_offset..qid_offset + Qid::LEN])
             .try_into()
             .expect("validated record holds a qid");
         let mut qid = Qid::from_bytes(raw);
-        f(&mut qid);
+        f(name, &mut qid);
         *raw = qid.to_bytes();
         start += len;
     }

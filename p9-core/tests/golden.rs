@@ -1941,7 +1941,9 @@ fn golden_stat_listing() {
 fn golden_stat_listing_qid_rewrite() {
     let mut data = hex(STAT_LISTING).to_vec();
     let mut seen = Vec::new();
-    let n = dir::rewrite_stat_qids(&mut data, Dialect::Base, |q| {
+    let mut names = Vec::new();
+    let n = dir::rewrite_stat_qids(&mut data, Dialect::Base, |name, q| {
+        names.push(name.to_vec());
         seen.push(*q);
         q.version = 0;
         q.path = 0x100 + seen.len() as u64 - 1;
@@ -1949,6 +1951,7 @@ fn golden_stat_listing_qid_rewrite() {
     .unwrap();
     assert_eq!(n, 2);
     assert_eq!(seen, [QA, QB]);
+    assert_eq!(names, [b"lib".to_vec(), b"a\xffb".to_vec()]);
     let expected = hex(r#"
         3e00 0000 00000000
         80 00000000 0001000000000000 // qid: type kept, version 0, path 0x100
@@ -1967,7 +1970,7 @@ fn golden_stat_listing_truncated_is_not_rewritten() {
     // The listing without its last byte: the second record's muid length runs past the end.
     let full = hex(STAT_LISTING);
     let mut data = full[..full.len() - 1].to_vec();
-    let err = dir::rewrite_stat_qids(&mut data, Dialect::Base, |q| q.path = 0).unwrap_err();
+    let err = dir::rewrite_stat_qids(&mut data, Dialect::Base, |_, q| q.path = 0).unwrap_err();
     assert!(
         matches!(err.kind, DecodeErrorKind::Truncated { .. }),
         "{err:?}"
@@ -1987,7 +1990,9 @@ fn golden_dirents() {
 fn golden_dirent_qid_rewrite() {
     let mut data = hex(dirent_listing!()).to_vec();
     let mut seen = Vec::new();
-    let n = dir::rewrite_dirent_qids(&mut data, |q| {
+    let mut names = Vec::new();
+    let n = dir::rewrite_dirent_qids(&mut data, |name, q| {
+        names.push(name.to_vec());
         seen.push(*q);
         q.version = q.version.wrapping_add(1);
         q.path = !q.path;
@@ -1995,6 +2000,7 @@ fn golden_dirent_qid_rewrite() {
     .unwrap();
     assert_eq!(n, 2);
     assert_eq!(seen, [QA, QB]);
+    assert_eq!(names, [b".".to_vec(), b"hello.txt".to_vec()]);
     let expected = hex(r#"
         80 0b0b0c0d efeeedecebeae9e8 // QA, version + 1, path inverted
         0100000000000000 04 0100 2e
