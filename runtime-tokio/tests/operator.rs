@@ -94,15 +94,42 @@ impl Running {
         let _ = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status();
-        let start = Instant::now();
-        while self.0.try_wait().unwrap().is_none() {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "no exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        exit_of(&mut self.0, Duration::from_secs(5));
     }
+}
+
+/// The exit status of `child`, which must come within `limit`.
+fn exit_of(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < limit, "still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A directory in `scratch` exporting one file, `motd`, holding `text`.
+fn export_with_motd(scratch: &Scratch, text: &[u8]) -> PathBuf {
+    let export = scratch.0.join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    std::fs::write(export.join("motd"), text).unwrap();
+    export
+}
+
+/// systemd-socket-activate listening on each of `listen`, starting `command` (logging to
+/// `log`) at the first connection: it passes the sockets the way systemd does (LISTEN_FDS,
+/// LISTEN_PID).
+fn socket_activate(listen: &[&str], command: &[&str], log: &Path) -> Child {
+    let mut cmd = Command::new(tool("systemd-socket-activate", "systemd"));
+    for l in listen {
+        cmd.args(["-l", l]);
+    }
+    cmd.args(command)
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
 }
 
 fn diod(port: u16, export: &Path) -> Running {
@@ -215,9 +242,7 @@ struct RestartRun {
 
 fn restart_run(extra: &[&str], metrics_port: Option<u16>) -> RestartRun {
     let scratch = Scratch::new(&format!("restart-{}", extra.join("")));
-    let export = scratch.0.join("export");
-    std::fs::create_dir_all(&export).unwrap();
-    std::fs::write(export.join("motd"), b"still here\n").unwrap();
+    let export = export_with_motd(&scratch, b"still here\n");
     let (diod_port, proxy_port) = (free_port(), free_port());
     let mut server = diod(diod_port, &export);
     let log_path = scratch.0.join("log");
@@ -467,9 +492,7 @@ fn the_socket_unit_listens_where_the_readme_mounts() {
 #[test]
 fn socket_activation_serves_a_client_that_connected_first() {
     let scratch = Scratch::new("activation");
-    let export = scratch.0.join("export");
-    std::fs::create_dir_all(&export).unwrap();
-    std::fs::write(export.join("motd"), b"activated\n").unwrap();
+    let export = export_with_motd(&scratch, b"activated\n");
     let (diod_port, proxy_port) = (free_port(), free_port());
     let _server = diod(diod_port, &export);
     let log_path = scratch.0.join("log");
@@ -480,16 +503,14 @@ fn socket_activation_serves_a_client_that_connected_first() {
         ("$P9PERSIST_OPTIONS", "--backoff-initial 50ms"),
     ]);
     assert_eq!(exec[0], "/usr/bin/p9persist", "{exec:?}");
-    // systemd-socket-activate binds the socket and starts the proxy only when the first client
-    // connects, passing the listening socket the way systemd does (LISTEN_FDS, LISTEN_PID).
-    let activator = Running(
-        Command::new(tool("systemd-socket-activate", "systemd"))
-            .args(["-l", &format!("127.0.0.1:{proxy_port}"), BIN])
-            .args(&exec[1..])
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    // The proxy starts only when the first client connects.
+    let mut command = vec![BIN];
+    command.extend(exec[1..].iter().map(String::as_str));
+    let activator = Running(socket_activate(
+        &[&format!("127.0.0.1:{proxy_port}")],
+        &command,
+        &log_path,
+    ));
     wait_for_line(&log_path, "Listening on");
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(
@@ -516,22 +537,16 @@ fn socket_activation_serves_a_client_that_connected_first() {
 #[test]
 fn every_socket_passed_is_served_unix_ones_too() {
     let scratch = Scratch::new("activation-two");
-    let export = scratch.0.join("export");
-    std::fs::create_dir_all(&export).unwrap();
-    std::fs::write(export.join("motd"), b"both\n").unwrap();
+    let export = export_with_motd(&scratch, b"both\n");
     let (diod_port, proxy_port) = (free_port(), free_port());
     let sock = scratch.0.join("p9.sock");
     let _server = diod(diod_port, &export);
     let log_path = scratch.0.join("log");
-    let activator = Running(
-        Command::new(tool("systemd-socket-activate", "systemd"))
-            .args(["-l", &format!("127.0.0.1:{proxy_port}"), "-l"])
-            .arg(&sock)
-            .args([BIN, "proxy", "--server", &format!("127.0.0.1:{diod_port}")])
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let activator = Running(socket_activate(
+        &[&format!("127.0.0.1:{proxy_port}"), sock.to_str().unwrap()],
+        &[BIN, "proxy", "--server", &format!("127.0.0.1:{diod_port}")],
+        &log_path,
+    ));
     let start = Instant::now();
     while !sock.exists() {
         assert!(start.elapsed() < Duration::from_secs(10), "no unix socket");
@@ -566,32 +581,14 @@ fn listen_beside_passed_sockets_is_an_error() {
     let scratch = Scratch::new("activation-listen");
     let port = free_port();
     let log_path = scratch.0.join("log");
-    let mut activator = Command::new(tool("systemd-socket-activate", "systemd"))
-        .args([
-            "-l",
-            &format!("127.0.0.1:{port}"),
-            BIN,
-            "proxy",
-            "--listen",
-            "0",
-        ])
-        .args(["--server", "127.0.0.1:1"])
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut activator = socket_activate(
+        &[&format!("127.0.0.1:{port}")],
+        &[BIN, "proxy", "--listen", "0", "--server", "127.0.0.1:1"],
+        &log_path,
+    );
     wait_for_line(&log_path, "Listening on");
     let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = activator.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the proxy kept running"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_of(&mut activator, Duration::from_secs(10));
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(!status.success());
     assert!(
