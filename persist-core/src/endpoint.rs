@@ -9,6 +9,7 @@
 //! and sessions that must move are spread over the healthy ones by their own number.
 
 use alloc::vec::Vec;
+use bytes::Bytes;
 use core::time::Duration;
 
 use crate::config::{Backoff, Config};
@@ -26,6 +27,25 @@ pub enum Health {
     Lost(LinkLoss),
 }
 
+/// Where a backend's tree begins for clients: a mux attaches to each backend with the
+/// service's own attach name (clients cannot know it) and walks to its `path`, which clients
+/// then see as the root. The default is the client's own attach, untouched (`proxy`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceRoot {
+    /// Sent in every Tattach and Tauth to this backend in place of the client's aname.
+    pub aname: Option<Bytes>,
+    /// Walked from the attach (by the session, before the client's Rattach goes out, and
+    /// again by each recovery); empty for the attach itself.
+    pub path: Vec<Bytes>,
+}
+
+impl ServiceRoot {
+    /// Whether attaches pass through as the client sent them.
+    pub fn is_plain(&self) -> bool {
+        self.aname.is_none() && self.path.is_empty()
+    }
+}
+
 /// Where a session asks which backend to dial, and reports what happened. The runtime shares
 /// one [`Endpoint`] among its sessions behind this (a lock around it, for threads).
 pub trait Backends: Send {
@@ -34,6 +54,15 @@ pub trait Backends: Send {
     fn choose(&mut self, now: Instant, current: Option<BackendId>, pick: u64) -> BackendId;
     /// What became of a dial of, or a link to, `backend`.
     fn report(&mut self, now: Instant, backend: BackendId, health: Health);
+    /// Where `backend`'s tree begins for clients.
+    fn root(&self, _backend: BackendId) -> ServiceRoot {
+        ServiceRoot::default()
+    }
+    /// Whether the session may serve the client from more than one backend over its life, so
+    /// that qids must name paths rather than one server's files (see `crate::qids`).
+    fn stable_qids(&self) -> bool {
+        false
+    }
 }
 
 /// One backend, always: a session on its own, with nothing to choose.
@@ -60,6 +89,7 @@ pub struct BackendHealth {
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     backends: Vec<BackendHealth>,
+    roots: Vec<ServiceRoot>,
     /// How long a failed backend is avoided, by its number of failures.
     backoff: Backoff,
     seed: u64,
@@ -70,8 +100,18 @@ impl Endpoint {
     /// An endpoint over `backends` backends (numbered from 0, as [`BackendId`]s), whose
     /// sessions take their settings from `cfg` (its seed is the endpoint's).
     pub fn new(backends: usize, cfg: &Config) -> Endpoint {
+        Endpoint::with_roots(alloc::vec![ServiceRoot::default(); backends.max(1)], cfg)
+    }
+
+    /// An endpoint over one backend per entry of `roots` (at least one), each entered at its
+    /// root.
+    pub fn with_roots(mut roots: Vec<ServiceRoot>, cfg: &Config) -> Endpoint {
+        if roots.is_empty() {
+            roots.push(ServiceRoot::default());
+        }
         Endpoint {
-            backends: alloc::vec![BackendHealth::default(); backends.max(1)],
+            backends: alloc::vec![BackendHealth::default(); roots.len()],
+            roots,
             backoff: cfg.backoff.clone(),
             seed: cfg.seed,
             sessions: 0,
@@ -168,6 +208,17 @@ impl Backends for Endpoint {
             }
         };
         self.backends[backend.0 as usize] = b;
+    }
+
+    fn root(&self, backend: BackendId) -> ServiceRoot {
+        self.roots
+            .get(backend.0 as usize)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn stable_qids(&self) -> bool {
+        self.backends.len() > 1
     }
 }
 

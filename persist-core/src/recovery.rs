@@ -22,6 +22,7 @@ use p9_core::{
 
 use crate::auth::{AuthConversation, AuthInput, AuthStep, Authenticator};
 use crate::config::Config;
+use crate::endpoint::ServiceRoot;
 use crate::event::{Event, LinkId, Output};
 use crate::fids::{flag, FidKind, FidTable, LostReason, OpenMode, RootId};
 use crate::hash::HashMap;
@@ -37,6 +38,8 @@ pub(crate) struct Cx<'a> {
     pub fids: &'a mut FidTable,
     pub marks: &'a mut Marks,
     pub authenticator: Option<&'a dyn Authenticator>,
+    /// Where the new link's backend is entered (a mux's service aname and root path).
+    pub service: &'a ServiceRoot,
     /// The new link's msize, set when the server answers the Tversion.
     pub server_msize: &'a mut u32,
     pub out: &'a mut VecDeque<Output>,
@@ -126,6 +129,8 @@ enum Wait {
     Auth(usize),
     AuthIo(usize),
     Attach(usize),
+    /// The walk of an attached root to its service's path.
+    RootWalk(usize),
     Job(Job),
     Clunk,
 }
@@ -323,10 +328,33 @@ impl Recovery {
                 _ => self.roots[i].failed = true,
             },
             Wait::Attach(i) => match reply {
-                Msg::Rattach(a) => self.roots[i].qid = Some(a.qid),
+                Msg::Rattach(a) if cx.service.path.is_empty() => self.roots[i].qid = Some(a.qid),
+                Msg::Rattach(_) => {
+                    // Attached: the root the client knows is the service's path beneath.
+                    let pfid = Fid(self.roots[i].pfid);
+                    let walk = Twalk {
+                        fid: pfid,
+                        newfid: pfid,
+                        wnames: WalkNames::new(&cx.service.path)
+                            .map_err(|e| alloc::format!("service path: {e}"))?,
+                    };
+                    self.send(walk, Wait::RootWalk(i), cx);
+                }
                 other => {
                     self.roots[i].failed = true;
                     self.roots[i].error = crate::reply::describe_error(&other);
+                }
+            },
+            Wait::RootWalk(i) => match reply {
+                Msg::Rwalk(w) if w.wqids.len() == cx.service.path.len() => {
+                    self.roots[i].qid = w.wqids.last()
+                }
+                other => {
+                    // Not there: the attached fid did not move; it is clunked with the rest.
+                    self.roots[i].qid = Some(Qid::default());
+                    self.roots[i].failed = true;
+                    self.roots[i].error = crate::reply::describe_error(&other)
+                        .or_else(|| Some("the service's root path is not there".into()));
                 }
             },
             Wait::Job(job) => self.job_reply(now, job, &reply, cx),
@@ -382,7 +410,7 @@ impl Recovery {
                     let auth = Tauth {
                         afid: Fid(afid),
                         uname: root.uname.clone(),
-                        aname: root.aname.clone(),
+                        aname: cx.service.aname.clone().unwrap_or(root.aname.clone()),
                         n_uname: root.n_uname,
                     };
                     self.send(auth, Wait::Auth(i), cx);
@@ -398,7 +426,7 @@ impl Recovery {
             fid: Fid(self.roots[i].pfid),
             afid: self.roots[i].afid.map_or(NOFID, Fid),
             uname: root.uname.clone(),
-            aname: root.aname.clone(),
+            aname: cx.service.aname.clone().unwrap_or(root.aname.clone()),
             n_uname: root.n_uname,
         };
         cx.marks.hit(Mark::RecoveryAttach);

@@ -52,6 +52,12 @@ impl Failure {
         errno: errno::EIO,
         base_ename: "i/o error",
     };
+    /// A mux's service root path is not on the backend (the client's Tattach fails).
+    pub const NO_SERVICE_ROOT: Failure = Failure {
+        ename: "service root not found",
+        errno: errno::ENOENT,
+        base_ename: "file does not exist",
+    };
     /// A request before Tversion.
     pub const NOT_VERSIONED: Failure = Failure {
         ename: "version not negotiated",

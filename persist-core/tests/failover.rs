@@ -5,9 +5,10 @@
 
 mod harness;
 
+use bytes::Bytes;
 use harness::*;
 use p9_core::*;
-use persist_core::{BackendId, Endpoint, Event, Instant, LostReason, Session};
+use persist_core::{BackendId, Endpoint, Event, Instant, LostReason, ServiceRoot, Session};
 
 /// An attached pair whose session dials through an endpoint of two backends.
 fn two_backends(dialect: Dialect) -> Pair {
@@ -131,4 +132,171 @@ fn a_lone_backend_is_never_a_failover() {
     p.client(3, getattr(1));
     p.serve();
     assert!(matches!(p.reply_to(3), Msg::Rgetattr(_)));
+}
+
+/// A session of an endpoint whose two backends are entered as services: attached with their
+/// own anames and walked to `data` (the stub ignores anames; the frames it got show them).
+fn two_services(dialect: Dialect) -> (Pair, Vec<Fcall>) {
+    let cfg = config();
+    let now = Instant::from_millis(1_000);
+    let root = |aname: &str| ServiceRoot {
+        aname: Some(aname.to_owned().into()),
+        path: vec!["data".into()],
+    };
+    let endpoint = Endpoint::with_roots(vec![root("/srv/one"), root("/srv/two")], &cfg);
+    let s = Session::with_backends(cfg, Box::new(endpoint), now);
+    let mut p = Pair::with_session(dialect, s, now);
+    p.server.touch(&["data", "sub", "f"], false);
+    p.accept_dial();
+    p.client(
+        NOTAG,
+        Tversion {
+            msize: 8192,
+            version: dialect.version_string().into(),
+        },
+    );
+    p.serve();
+    p.client(
+        1,
+        Tattach {
+            fid: Fid(0),
+            afid: NOFID,
+            uname: "glenda".into(),
+            aname: "".into(),
+            n_uname: Some(1000),
+        },
+    );
+    let log = p.serve_log();
+    (p, log)
+}
+
+fn walk(fid: u32, newfid: u32, names: &[&str]) -> Twalk {
+    Twalk {
+        fid: Fid(fid),
+        newfid: Fid(newfid),
+        wnames: WalkNames::new(names).unwrap(),
+    }
+}
+
+fn walk_qids(m: &Msg) -> Vec<Qid> {
+    match m {
+        Msg::Rwalk(r) => r.wqids.iter().collect(),
+        other => panic!("not an Rwalk: {other:?}"),
+    }
+}
+
+#[test]
+fn a_service_is_attached_by_its_aname_and_entered_at_its_path() {
+    let (mut p, log) = two_services(Dialect::DotL);
+    // The backend saw the service's aname, then a walk of the attached fid to its path; the
+    // client's tag carried both, and it got one Rattach.
+    let anames: Vec<_> = log
+        .iter()
+        .filter_map(|f| match &f.msg {
+            Msg::Tattach(a) => Some((f.tag, a.aname.clone())),
+            _ => None,
+        })
+        .collect();
+    // The first dial goes where the session's number sends it; each backend has its aname.
+    let names = ["/srv/one", "/srv/two"];
+    let first = p.dials[0].0 as usize;
+    assert_eq!(anames, [(1, Bytes::from(names[first]))]);
+    assert!(log.iter().any(|f| f.tag == 1
+        && matches!(&f.msg, Msg::Twalk(w) if w.fid == Fid(0) && w.newfid == Fid(0)
+            && w.wnames.iter().eq([&b"data"[..]]))));
+    let root = match p.reply_to(1) {
+        Msg::Rattach(a) => a.qid,
+        other => panic!("{other:?}"),
+    };
+    assert!(root.is_dir());
+    // Names are the service's: "sub/f" is data/sub/f on the backend.
+    p.client(2, walk(0, 1, &["sub", "f"]));
+    p.serve();
+    let before = walk_qids(p.reply_to(2));
+    assert_eq!(before.len(), 2);
+    // The backend dies; the other one holds a copy whose files it numbers its own way.
+    p.kill();
+    for (q, _) in p.server.files.values_mut() {
+        q.path += 1000;
+    }
+    let log = p.reconnect_log();
+    assert!(log.iter().any(|f| matches!(&f.msg,
+        Msg::Tattach(a) if a.aname == Bytes::from(names[1 - first]))));
+    assert!(log.iter().any(|f| matches!(&f.msg,
+        Msg::Twalk(w) if w.fid == w.newfid && w.wnames.iter().eq([&b"data"[..]]))));
+    // The same names show the same qid paths; their versions tell the copies apart.
+    p.client(3, walk(0, 2, &["sub", "f"]));
+    p.serve();
+    let after = walk_qids(p.reply_to(3));
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!((b.path, b.typ), (a.path, a.typ));
+        assert_ne!(b.version, a.version);
+    }
+    // Stat-like replies agree with walks; `..` climbs back.
+    p.client(4, getattr(2));
+    p.serve();
+    match p.reply_to(4) {
+        Msg::Rgetattr(g) => assert_eq!(g.qid, after[1]),
+        other => panic!("{other:?}"),
+    }
+    p.client(5, walk(2, 3, &[".."]));
+    p.serve();
+    assert_eq!(walk_qids(p.reply_to(5)), [after[0]]);
+    // The fid moved to the other backend rebuilt from the service path: it still works.
+    p.client(6, getattr(1));
+    p.serve();
+    assert!(matches!(p.reply_to(6), Msg::Rgetattr(g) if g.qid == after[1]));
+}
+
+#[test]
+fn an_attach_whose_service_path_is_missing_fails_and_leaves_no_fid() {
+    let cfg = config();
+    let now = Instant::from_millis(1_000);
+    let root = ServiceRoot {
+        aname: None,
+        path: vec!["nowhere".into()],
+    };
+    let endpoint = Endpoint::with_roots(vec![root.clone(), root], &cfg);
+    let s = Session::with_backends(cfg, Box::new(endpoint), now);
+    let mut p = Pair::with_session(Dialect::DotL, s, now);
+    p.accept_dial();
+    p.client(
+        NOTAG,
+        Tversion {
+            msize: 8192,
+            version: "9P2000.L".into(),
+        },
+    );
+    p.serve();
+    p.client(
+        1,
+        Tattach {
+            fid: Fid(0),
+            afid: NOFID,
+            uname: "glenda".into(),
+            aname: "x".into(),
+            n_uname: Some(1000),
+        },
+    );
+    let log = p.serve_log();
+    // The client's aname went through (the service names none).
+    assert!(log
+        .iter()
+        .any(|f| matches!(&f.msg, Msg::Tattach(a) if a.aname == Bytes::from("x"))));
+    assert_eq!(p.reply_to(1), &Msg::Rlerror(Rlerror { ecode: 2 }));
+    assert!(log
+        .iter()
+        .any(|f| f.tag == 1 && matches!(f.msg, Msg::Tclunk(Tclunk { fid: Fid(0) }))));
+    assert!(p.server.fids.is_empty(), "{:?}", p.server.fids);
+    assert_eq!(p.s.fid_count(), 0);
+}
+
+#[test]
+fn one_backend_passes_qids_untouched() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.server.touch(&["a"], false);
+    p.client(2, walk(0, 1, &["a"]));
+    p.serve();
+    let raw = p.server.files[&vec![b"a".to_vec()]].0;
+    assert_eq!(walk_qids(p.reply_to(2)), [raw]);
 }

@@ -98,6 +98,7 @@ impl Session {
                 state: RequestState::Queued,
                 sent_at: now,
                 bad_replies: 0,
+                rooting: Rooting::Attach,
             },
         );
         match self.link {
@@ -147,6 +148,7 @@ impl Session {
             state: RequestState::Sent(link),
             sent_at: self.now,
             bad_replies: 0,
+            rooting: Rooting::Attach,
         });
         self.next_seq += 1;
         self.held_bytes += len;
@@ -287,6 +289,13 @@ impl Session {
         let Some(wire) = self.fit_to_server(&frame, ty) else {
             return self.fail(tag, Failure::TOO_LARGE, "larger than the server's msize");
         };
+        // A mux's backend is attached as its service says, not as the client asked.
+        let wire = match &msg {
+            Msg::Tattach(_) | Msg::Tauth(_) if !self.service.is_plain() => {
+                self.to_service(tag, msg).unwrap_or(wire)
+            }
+            _ => wire,
+        };
         // A fitted frame is a new buffer; one that fits is the same bytes.
         if wire.as_ptr() != frame.as_ptr() {
             self.marks.hit(Mark::MsizeClamp);
@@ -294,6 +303,7 @@ impl Session {
         if let Some(req) = self.requests.get_mut(&tag) {
             req.state = RequestState::Sent(link);
             req.sent_at = self.now;
+            req.rooting = Rooting::Attach; // a resent attach starts over
         }
         self.emit(Output::ToLink { link, frame: wire });
     }
@@ -408,6 +418,14 @@ impl Session {
         let Some(req) = self.requests.remove(&tag) else {
             return;
         };
+        let req = if req.ty == MsgType::Tattach && !self.service.path.is_empty() {
+            match self.service_attach_reply(now, link, tag, req, header.msg_type, &frame) {
+                Some(req) => req,
+                None => return,
+            }
+        } else {
+            req
+        };
         // Hot path: Rread and Rwrite are checked by their lengths alone (and a read by the count
         // it asked for).
         let fast = match (req.ty, MsgType::from_u8(header.msg_type)) {
@@ -472,6 +490,10 @@ impl Session {
             (reply, _) => (frame, reply),
         };
         self.held_bytes -= req.frame.len();
+        let frame = match &request {
+            Some(msg) => self.client_qids(msg, &reply, frame),
+            None => frame,
+        };
         match (req.ty, request) {
             (MsgType::Tread | MsgType::Twrite, _) => self.apply_reply(&req, &reply, false),
             (_, Some(msg)) => self.record(&msg, &reply, &req.frame),

@@ -58,6 +58,7 @@ impl Session {
             return;
         }
         self.report(now, Health::Up);
+        self.service = self.backends.root(self.backend);
         self.event(Event::Connected {
             backend: self.backend,
             link,

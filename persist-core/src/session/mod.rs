@@ -22,7 +22,7 @@ use p9_core::{
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::endpoint::{Backends, Health, OneBackend};
+use crate::endpoint::{Backends, Health, OneBackend, ServiceRoot};
 use crate::event::{BackendId, Event, LinkId, LinkLoss, Output, Peer};
 use crate::fids::{flag, FidKind, FidRec, FidTable, LostReason, OpenMode};
 use crate::hash::HashMap;
@@ -103,6 +103,19 @@ pub(crate) struct Request {
     pub sent_at: Instant,
     /// Replies to it that broke the protocol (each cost a reconnect; the second fails it).
     pub bad_replies: u8,
+    /// How far a Tattach has come into a service's root (a mux walks there before answering).
+    pub rooting: Rooting,
+}
+
+/// A client's Tattach to a service with a root path: attached, then walked to the path (under
+/// the client's own tag, which the request holds until its reply), then — if the path is not
+/// there — the fid clunked again before the client hears.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Rooting {
+    #[default]
+    Attach,
+    Walk,
+    Clunk,
 }
 
 /// What a session lends its recovery for one input (its fields borrowed one by one, so the
@@ -115,6 +128,7 @@ macro_rules! lend {
             fids: &mut $s.fids,
             marks: &mut $s.marks,
             authenticator: $s.authenticator.as_deref(),
+            service: &$s.service,
             server_msize: &mut $s.server_msize,
             out: &mut $s.out,
             events: &mut $s.events,
@@ -132,6 +146,10 @@ pub struct Session {
     /// The backend of the last link that came up: a link to another one is a failover.
     linked: Option<BackendId>,
     backends: Box<dyn Backends>,
+    /// Where the current backend's tree begins for the client.
+    service: ServiceRoot,
+    /// Whether qids sent to the client name paths, not one server's files (`crate::qids`).
+    stable_qids: bool,
     /// This session's number among its endpoint's (spreads sessions over equal backends).
     pick: u64,
     link: LinkState,
@@ -186,6 +204,8 @@ impl Session {
             backend: BackendId(0),
             dialed: None,
             linked: None,
+            service: ServiceRoot::default(),
+            stable_qids: backends.stable_qids(),
             backends,
             link: LinkState::Idle { since: now },
             next_link: 0,
@@ -393,3 +413,4 @@ impl Session {
 mod forward;
 mod link;
 mod record;
+mod service;

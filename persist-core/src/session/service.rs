@@ -1,0 +1,202 @@
+//! A mux's service roots: each backend is attached with its service's own attach name, and
+//! walked to its service's path before the client hears its Rattach (see
+//! [`ServiceRoot`](crate::endpoint::ServiceRoot)). The client's attach name is replaced when the
+//! service names one, and passed on when it does not.
+
+use super::*;
+use crate::qids::{self, PathKey};
+use p9_core::{Fid, Rattach, Tattach, Tauth, Tclunk, Twalk, WalkNames};
+
+impl Session {
+    /// A client's Tattach or Tauth as the current service wants it sent.
+    pub(super) fn to_service(&self, tag: u16, msg: Msg) -> Option<Bytes> {
+        let aname = self.service.aname.clone()?;
+        let msg: Msg = match msg {
+            Msg::Tattach(a) => Tattach { aname, ..a }.into(),
+            Msg::Tauth(a) => Tauth { aname, ..a }.into(),
+            _ => return None,
+        };
+        Fcall::new(tag, msg).to_frame().ok()
+    }
+
+    /// A reply to a client's Tattach while the service has a root path: after the Rattach the
+    /// fid is walked to the path under the same tag; after the walk the client gets an Rattach
+    /// with the path's qid (or, if the path is not there, its fid is clunked and the attach
+    /// fails). Gives the request back when the reply is to go the ordinary way (an error to
+    /// the attach itself).
+    pub(super) fn service_attach_reply(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        tag: u16,
+        mut req: Request,
+        reply_type: u8,
+        frame: &Bytes,
+    ) -> Option<Request> {
+        let fid = peek::first_fid(&req.frame)?;
+        let is_error = reply::is_error_type(reply_type);
+        match req.rooting {
+            Rooting::Attach if is_error => return Some(req),
+            Rooting::Attach => {
+                if reply_type != MsgType::Rattach as u8 {
+                    let what = alloc::format!("answered with message type {reply_type}");
+                    self.bad_reply(now, link, tag, req, what);
+                    return None;
+                }
+                let walk = Twalk {
+                    fid: Fid(fid),
+                    newfid: Fid(fid),
+                    wnames: WalkNames::new(&self.service.path).ok()?,
+                };
+                req.rooting = Rooting::Walk;
+                self.send_rooting(link, tag, req, walk.into());
+            }
+            Rooting::Walk => {
+                let dialect = self.dialect().unwrap_or(Dialect::DotL);
+                let qid = match Fcall::decode(frame, dialect).map(|f| f.msg) {
+                    Ok(Msg::Rwalk(w)) if w.wqids.len() == self.service.path.len() => w.wqids.last(),
+                    Ok(Msg::Rwalk(w)) if w.wqids.len() > self.service.path.len() => {
+                        let what = alloc::format!("{} qids for {} names", w.wqids.len(), {
+                            self.service.path.len()
+                        });
+                        self.bad_reply(now, link, tag, req, what);
+                        return None;
+                    }
+                    _ if !is_error && reply_type != MsgType::Rwalk as u8 => {
+                        let what = alloc::format!("answered with message type {reply_type}");
+                        self.bad_reply(now, link, tag, req, what);
+                        return None;
+                    }
+                    _ => None,
+                };
+                let Some(qid) = qid else {
+                    // Not there (an error, or a partial walk: the fid did not move).
+                    req.rooting = Rooting::Clunk;
+                    self.send_rooting(link, tag, req, Tclunk { fid: Fid(fid) }.into());
+                    return None;
+                };
+                self.held_bytes -= req.frame.len();
+                let rattach = Msg::Rattach(Rattach { qid });
+                if let Some(msg) = self.decode_request(&req.frame) {
+                    let frame =
+                        self.client_qids(&msg, &rattach, reply::local(tag, rattach.clone()));
+                    self.record(&msg, &rattach, &req.frame);
+                    self.answered_after_outage();
+                    self.send_to_client(frame);
+                }
+            }
+            Rooting::Clunk => {
+                self.held_bytes -= req.frame.len();
+                self.answered_after_outage();
+                let frame = Failure::NO_SERVICE_ROOT.reply(tag, self.dialect());
+                self.send_to_client(frame);
+            }
+        }
+        None
+    }
+
+    /// Send a step of a client's attach under its tag, holding the request for the reply.
+    fn send_rooting(&mut self, link: LinkId, tag: u16, mut req: Request, msg: Msg) {
+        let Ok(frame) = Fcall::new(tag, msg).to_frame() else {
+            return;
+        };
+        req.state = RequestState::Sent(link);
+        req.sent_at = self.now;
+        self.requests.insert(tag, req);
+        self.emit(Output::ToLink { link, frame });
+    }
+}
+
+/// Where a reply's frame holds its one qid (after `size[4] type[1] tag[2]`).
+const QID_AT: usize = 7;
+/// An Rgetattr's qid, after `valid[8]`.
+const GETATTR_QID_AT: usize = QID_AT + 8;
+/// An Rstat's qid: `n[2]`, then the stat's `size[2] type[2] dev[4]`.
+const STAT_QID_AT: usize = QID_AT + 2 + 2 + 2 + 4;
+/// An Rwalk's first qid, after `nwqid[2]`.
+const WALK_QIDS_AT: usize = QID_AT + 2;
+/// An Rread's or Rreaddir's data, after `count[4]`.
+const DATA_AT: usize = QID_AT + 4;
+
+impl Session {
+    /// `frame`, the reply to `msg`, as the client is to see it: with stable qids, when the
+    /// session may be served by several backends (see [`crate::qids`]). Call before the reply
+    /// is recorded: the qids are keyed by the paths the request's fids had.
+    pub(super) fn client_qids(&self, msg: &Msg, reply: &Msg, frame: Bytes) -> Bytes {
+        if !self.stable_qids {
+            return frame;
+        }
+        let path = |fid: Fid| -> Option<PathKey> {
+            let node = self.fids.get(fid.0)?.node;
+            Some(PathKey::of(self.fids.names.path(node)))
+        };
+        let child = |fid: Fid, name: &[u8]| -> Option<u64> { Some(path(fid)?.entry(name)) };
+        let mut buf = BytesMut::from(&frame[..]);
+        let done = match (msg, reply) {
+            (Msg::Tattach(_), Msg::Rattach(_)) => {
+                qids::patch(&mut buf, QID_AT, PathKey::of([]).key());
+                Some(())
+            }
+            (Msg::Twalk(w), Msg::Rwalk(r)) => path(w.fid).map(|mut p| {
+                for (i, name) in w.wnames.iter().take(r.wqids.len()).enumerate() {
+                    p.push(name);
+                    qids::patch(&mut buf, WALK_QIDS_AT + i * Qid::LEN, p.key());
+                }
+            }),
+            (Msg::Topen(o), Msg::Ropen(_)) => self.patch_at(&mut buf, QID_AT, path(o.fid)),
+            (Msg::Tlopen(o), Msg::Rlopen(_)) => self.patch_at(&mut buf, QID_AT, path(o.fid)),
+            (Msg::Tgetattr(g), Msg::Rgetattr(_)) => {
+                self.patch_at(&mut buf, GETATTR_QID_AT, path(g.fid))
+            }
+            (Msg::Tstat(s), Msg::Rstat(_)) => self.patch_at(&mut buf, STAT_QID_AT, path(s.fid)),
+            (Msg::Tcreate(c), Msg::Rcreate(_)) => {
+                child(c.fid, &c.name).map(|k| qids::patch(&mut buf, QID_AT, k))
+            }
+            (Msg::Tlcreate(c), Msg::Rlcreate(_)) => {
+                child(c.fid, &c.name).map(|k| qids::patch(&mut buf, QID_AT, k))
+            }
+            (Msg::Tmkdir(c), Msg::Rmkdir(_)) => {
+                child(c.dfid, &c.name).map(|k| qids::patch(&mut buf, QID_AT, k))
+            }
+            (Msg::Tsymlink(c), Msg::Rsymlink(_)) => {
+                child(c.fid, &c.name).map(|k| qids::patch(&mut buf, QID_AT, k))
+            }
+            (Msg::Tmknod(c), Msg::Rmknod(_)) => {
+                child(c.dfid, &c.name).map(|k| qids::patch(&mut buf, QID_AT, k))
+            }
+            (Msg::Treaddir(t), Msg::Rreaddir(_)) => path(t.fid).and_then(|p| {
+                let data = buf.get_mut(DATA_AT..)?;
+                dir::rewrite_dirent_qids(data, |name, q| *q = qids::stable(*q, p.entry(name)))
+                    .ok()
+                    .map(drop)
+            }),
+            (Msg::Tread(t), Msg::Rread(_)) => {
+                let dialect = self.dialect().unwrap_or(Dialect::Base);
+                path(t.fid)
+                    .filter(|_| self.fid_is_dir(t.fid))
+                    .and_then(|p| {
+                        let data = buf.get_mut(DATA_AT..)?;
+                        dir::rewrite_stat_qids(data, dialect, |name, q| {
+                            *q = qids::stable(*q, p.entry(name))
+                        })
+                        .ok()
+                        .map(drop)
+                    })
+            }
+            _ => None,
+        };
+        match done {
+            Some(()) => buf.freeze(),
+            None => frame,
+        }
+    }
+
+    fn patch_at(&self, buf: &mut BytesMut, at: usize, path: Option<PathKey>) -> Option<()> {
+        qids::patch(buf, at, path?.key());
+        Some(())
+    }
+
+    fn fid_is_dir(&self, fid: Fid) -> bool {
+        self.fids.get(fid.0).is_some_and(|f| f.qid.is_dir())
+    }
+}
