@@ -221,7 +221,7 @@ fn a_service_is_attached_by_its_aname_and_entered_at_its_path() {
     }
     let log = p.reconnect_log();
     assert!(log.iter().any(|f| matches!(&f.msg,
-        Msg::Tattach(a) if a.aname == Bytes::from(names[1 - first]))));
+        Msg::Tattach(a) if a.aname == names[1 - first])));
     assert!(log.iter().any(|f| matches!(&f.msg,
         Msg::Twalk(w) if w.fid == w.newfid && w.wnames.iter().eq([&b"data"[..]]))));
     // The same names show the same qid paths; their versions tell the copies apart.
@@ -282,7 +282,7 @@ fn an_attach_whose_service_path_is_missing_fails_and_leaves_no_fid() {
     // The client's aname went through (the service names none).
     assert!(log
         .iter()
-        .any(|f| matches!(&f.msg, Msg::Tattach(a) if a.aname == Bytes::from("x"))));
+        .any(|f| matches!(&f.msg, Msg::Tattach(a) if a.aname == "x")));
     assert_eq!(p.reply_to(1), &Msg::Rlerror(Rlerror { ecode: 2 }));
     assert!(log
         .iter()
