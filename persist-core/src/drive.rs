@@ -561,14 +561,27 @@ impl fmt::Display for Sentence {
 /// Word `e` for the log of the session serving `client` from `backend` (names as the operator
 /// typed them).
 pub fn sentence(e: &Event, client: &str, backend: &str) -> Sentence {
+    sentence_named(e, client, backend, &|_| String::from(backend))
+}
+
+/// [`sentence`] for a session with several backends: `backend` is the one it uses now, and
+/// `name` names any by its number.
+pub fn sentence_named(
+    e: &Event,
+    client: &str,
+    backend: &str,
+    name: &dyn Fn(BackendId) -> String,
+) -> Sentence {
     let (level, text) = match e {
-        Event::Connected { link, .. } => (
+        Event::Connected { backend, link } => (
             Level::Info,
-            format!("[{client}] connected to {backend} (link {})", link.0),
+            format!("[{client}] connected to {} (link {})", name(*backend), link.0),
         ),
-        Event::Disconnected { reason, .. } => (
+        Event::Disconnected {
+            backend, reason, ..
+        } => (
             Level::Warn,
-            format!("[{client}] server {backend} lost: {reason}"),
+            format!("[{client}] server {} lost: {reason}", name(*backend)),
         ),
         Event::Redialing { attempt, delay } => (
             Level::Info,
@@ -577,9 +590,9 @@ pub fn sentence(e: &Event, client: &str, backend: &str) -> Sentence {
                 delay.as_secs_f64()
             ),
         ),
-        Event::DialFailed { reason, .. } => (
+        Event::DialFailed { backend, reason } => (
             Level::Info,
-            format!("[{client}] dial {backend} failed: {reason}"),
+            format!("[{client}] dial {} failed: {reason}", name(*backend)),
         ),
         Event::Recovered {
             fids,
@@ -631,8 +644,9 @@ pub fn sentence(e: &Event, client: &str, backend: &str) -> Sentence {
         } => (
             Level::Warn,
             format!(
-                "[{client}] failover from backend {} to {backend} (backend {}): {open_fids_lost} open fids now fail with i/o errors",
-                from.0, to.0
+                "[{client}] failover: {} → {}; {open_fids_lost} open fids now fail with i/o errors",
+                name(*from),
+                name(*to)
             ),
         ),
         Event::LateReply { tag } => (

@@ -64,6 +64,7 @@ pub enum Event {
     /// The link to the server was lost: `loss` says how (backend health is judged by it),
     /// `reason` says it in words.
     Disconnected {
+        backend: BackendId,
         link: LinkId,
         loss: LinkLoss,
         reason: String,

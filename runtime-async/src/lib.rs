@@ -6,7 +6,7 @@
 //! Embedding it under smol:
 //!
 //! ```no_run
-//! use runtime_async::{run_proxy, Addr, Listener, ProxyConfig, Shutdown};
+//! use runtime_async::{run_proxy, Addr, Listener, ProxyConfig, Servers, Shutdown};
 //!
 //! fn main() -> std::io::Result<()> {
 //!     let shutdown = Shutdown::new();
@@ -14,7 +14,7 @@
 //!     smol::block_on(async {
 //!         let listener = Listener::bind(&Addr::listen("5640").unwrap()).await?;
 //!         let cfg = ProxyConfig {
-//!             backend: Addr::dial("tcp!fileserver!564").unwrap(),
+//!             servers: Servers::one(Addr::dial("tcp!fileserver!564").unwrap()),
 //!             session: persist_core::Config::default(),
 //!             metrics: None,
 //!         };
@@ -45,7 +45,7 @@ use tracing::info;
 pub use driver::serve_client;
 pub use net::{Listener, Reader, Writer};
 pub use runtime_std::addr::{self, Addr};
-pub use runtime_std::ProxyConfig;
+pub use runtime_std::{ProxyConfig, Server, Servers};
 
 /// A session, as handed to the spawner.
 pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -242,7 +242,7 @@ mod tests {
         fn send<T: Send + 'static>(_: &T) {}
         send_sync(&Shutdown::new());
         let cfg = ProxyConfig {
-            backend: Addr::Tcp("127.0.0.1:1".into()),
+            servers: Servers::one(Addr::Tcp("127.0.0.1:1".into())),
             session: persist_core::Config::default(),
             metrics: None,
         };

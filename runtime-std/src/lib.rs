@@ -8,12 +8,12 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use runtime_std::{run_proxy, Addr, Listener, ProxyConfig, Shutdown};
+//! use runtime_std::{run_proxy, Addr, Listener, ProxyConfig, Servers, Shutdown};
 //!
 //! fn main() -> std::io::Result<()> {
 //!     let listener = Listener::bind(&Addr::listen("5640").expect("a port"))?;
 //!     let cfg = ProxyConfig {
-//!         backend: Addr::dial("tcp!fileserver!564").expect("a dial string"),
+//!         servers: Servers::one(Addr::dial("tcp!fileserver!564").expect("a dial string")),
 //!         session: persist_core::Config::default(),
 //!         metrics: None,
 //!     };
@@ -38,6 +38,7 @@ pub mod metrics;
 mod net;
 pub mod poll_loop;
 mod proxy;
+pub mod servers;
 mod session;
 mod shutdown;
 pub mod sock;
@@ -46,13 +47,14 @@ pub use addr::Addr;
 pub use metrics::Metrics;
 pub use net::{Listener, DIAL_TIMEOUT, WRITE_TIMEOUT};
 pub use proxy::run_proxy;
+pub use servers::{Server, Servers};
 pub use shutdown::Shutdown;
 
 /// What a proxy session needs to know (every runtime takes this).
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
-    /// The 9P server to dial.
-    pub backend: Addr,
+    /// The 9P server to dial ([`Servers::one`]), or a mux's equivalent servers.
+    pub servers: Servers,
     /// The sessions' settings; `seed` is the proxy's, from which each session's is derived
     /// ([`persist_core::drive::session_seed`]).
     pub session: persist_core::Config,

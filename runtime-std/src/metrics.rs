@@ -279,7 +279,9 @@ fn label_value(s: &str) -> String {
 /// session ends (dropped), takes it out of the gauges.
 pub struct SessionMetrics {
     shared: Arc<Metrics>,
-    backend: String,
+    /// Every backend's name, by number; and the one of the live (or last) link.
+    names: Arc<[String]>,
+    backend: usize,
     /// When the session lost its server, while it is without one.
     down_since: Option<Instant>,
     linked: bool,
@@ -289,12 +291,14 @@ pub struct SessionMetrics {
 }
 
 impl SessionMetrics {
-    /// A new session of the proxy counted in `shared`, served by `backend`.
-    pub fn new(shared: Arc<Metrics>, backend: String) -> SessionMetrics {
+    /// A new session of the proxy counted in `shared`, served by the backends `names`
+    /// (numbered as the session's [`BackendId`]s).
+    pub fn new(shared: Arc<Metrics>, names: Arc<[String]>) -> SessionMetrics {
         shared.sessions_opened.fetch_add(1, Relaxed);
         SessionMetrics {
             shared,
-            backend,
+            names,
+            backend: 0,
             down_since: None,
             linked: false,
             ever_linked: false,
@@ -323,7 +327,9 @@ impl SessionMetrics {
         let shared = self.shared.clone();
         let m = &*shared;
         match e {
-            Event::Connected { .. } => {
+            Event::Connected { backend, .. } => {
+                self.link(false);
+                self.backend = backend.0 as usize;
                 self.link(true);
                 if !self.ever_linked {
                     self.ever_linked = true;
@@ -392,7 +398,8 @@ impl SessionMetrics {
     fn link(&mut self, up: bool) {
         if self.linked != up {
             self.linked = up;
-            self.shared.backend_link(&self.backend, up);
+            let name = self.names.get(self.backend).map_or("", String::as_str);
+            self.shared.backend_link(name, up);
         }
     }
 
@@ -448,11 +455,12 @@ mod tests {
             link: LinkId(1),
         };
         let lost = Event::Disconnected {
+            backend: BackendId(0),
             link: LinkId(1),
             loss: persist_core::LinkLoss::Closed,
             reason: "reset".into(),
         };
-        let mut s = SessionMetrics::new(shared.clone(), "tcp!fs!564".into());
+        let mut s = SessionMetrics::new(shared.clone(), vec!["tcp!fs!564".to_string()].into());
         // The server is away when the client comes: a wait without a server.
         s.event(
             &Event::DialFailed {
@@ -537,7 +545,7 @@ mod tests {
     fn an_outage_ends_when_service_resumes_without_a_recovery() {
         let shared = Metrics::new();
         let t0 = Instant::now();
-        let mut s = SessionMetrics::new(shared.clone(), "b".into());
+        let mut s = SessionMetrics::new(shared.clone(), vec!["b".to_string()].into());
         let link = LinkId(1);
         s.event(
             &Event::Connected {
@@ -548,6 +556,7 @@ mod tests {
         );
         s.event(
             &Event::Disconnected {
+                backend: BackendId(0),
                 link,
                 loss: persist_core::LinkLoss::Closed,
                 reason: "reset".into(),

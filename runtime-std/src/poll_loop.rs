@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use persist_core::drive::{self, Action, Drive, OutQueue};
-use persist_core::{BackendId, Config, Event, Instant, LinkId};
+use persist_core::{Config, Event, Instant, LinkId};
 use tracing::debug;
 
 use crate::metrics::SessionMetrics;
-use crate::{Addr, ProxyConfig};
+use crate::{Addr, ProxyConfig, Servers};
 
 /// Longest a single dial may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,9 +74,8 @@ impl<R: Runtime> LinkIo<R> {
 pub struct SessionLoop<R: Runtime> {
     drive: Drive,
     client: String,
-    backend: Addr,
-    /// `backend` as the log writes it.
-    backend_name: String,
+    /// The servers it may dial, and their names.
+    servers: Servers,
     client_r: R::Reader,
     client_w: R::Writer,
     /// Bytes went to the client since its stream was last flushed (a buffering stream such as
@@ -107,12 +106,11 @@ impl<R: Runtime> SessionLoop<R> {
             seed: drive::session_seed(cfg.session.seed, number),
             ..cfg.session.clone()
         };
-        debug!("client {client} connected; serving {}", cfg.backend);
+        debug!("client {client} connected; serving {}", cfg.servers);
         SessionLoop {
-            drive: Drive::new(session_cfg, BackendId(0), Instant::from_nanos(0)),
+            drive: Drive::with_backends(session_cfg, cfg.servers.backends(), Instant::from_nanos(0)),
             client,
-            backend_name: cfg.backend.to_string(),
-            backend: cfg.backend.clone(),
+            servers: cfg.servers.clone(),
             client_r,
             client_w,
             client_unflushed: false,
@@ -125,7 +123,7 @@ impl<R: Runtime> SessionLoop<R> {
             metrics: cfg
                 .metrics
                 .clone()
-                .map(|m| SessionMetrics::new(m, cfg.backend.to_string())),
+                .map(|m| SessionMetrics::new(m, cfg.servers.names())),
         }
     }
 
@@ -191,8 +189,8 @@ impl<R: Runtime> SessionLoop<R> {
     fn carry_out_actions(&mut self) {
         while let Some(action) = self.drive.poll_action() {
             match action {
-                Action::Dial { link, .. } => {
-                    let dial = R::dial(&self.backend);
+                Action::Dial { link, backend } => {
+                    let dial = R::dial(&self.servers.get(backend).addr);
                     self.links.push(LinkIo::Dialing(link, dial));
                 }
                 Action::CloseLink { link } => self.links.retain(|l| l.id() != link),
@@ -202,7 +200,7 @@ impl<R: Runtime> SessionLoop<R> {
 
     fn log_events(&mut self) {
         while let Some(e) = self.drive.poll_event() {
-            crate::log_sentence(&drive::sentence(&e, &self.client, &self.backend_name));
+            crate::log_sentence(&crate::servers::sentence(&e, &self.client, &self.drive, &self.servers));
             if let Some(m) = &mut self.metrics {
                 m.event(&e, std::time::Instant::now());
             }

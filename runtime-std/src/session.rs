@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::SessionMetrics;
 use crate::net::{self, Stream};
-use crate::{Addr, ProxyConfig};
+use crate::{ProxyConfig, Servers};
 
 /// Slices handed to one vectored write.
 const MAX_SLICES: usize = 64;
@@ -93,8 +93,7 @@ struct SessionIo {
     /// Checked every round: a shutdown must not wait behind queued input.
     shutdown: crate::Shutdown,
     client: String,
-    backend: Addr,
-    backend_name: String,
+    servers: Servers,
     client_r: Arc<Stream>,
     client_w: Arc<Stream>,
     client_reader: Option<JoinHandle<()>>,
@@ -125,7 +124,7 @@ pub(crate) fn serve_client(
         seed: drive::session_seed(cfg.session.seed, number),
         ..cfg.session
     };
-    debug!("client {} connected; serving {}", client.name, cfg.backend);
+    debug!("client {} connected; serving {}", client.name, cfg.servers);
     let client_r = Arc::new(client.reader);
     let client_w = match client.writer {
         Some(w) => Arc::new(w),
@@ -135,12 +134,11 @@ pub(crate) fn serve_client(
     let metrics = cfg
         .metrics
         .clone()
-        .map(|m| SessionMetrics::new(m, cfg.backend.to_string()));
+        .map(|m| SessionMetrics::new(m, cfg.servers.names()));
     let mut io = SessionIo {
-        drive: Drive::new(session_cfg, BackendId(0), Instant::from_nanos(0)),
+        drive: Drive::with_backends(session_cfg, cfg.servers.backends(), Instant::from_nanos(0)),
         shutdown,
-        backend_name: cfg.backend.to_string(),
-        backend: cfg.backend,
+        servers: cfg.servers,
         client: client.name,
         client_r: client_r.clone(),
         client_w,
@@ -300,12 +298,12 @@ impl SessionIo {
     fn settle(&mut self) {
         while let Some(action) = self.drive.poll_action() {
             match action {
-                Action::Dial { link, .. } => self.dial(link),
+                Action::Dial { link, backend } => self.dial(link, backend),
                 Action::CloseLink { link } => self.close_link(link),
             }
         }
         while let Some(e) = self.drive.poll_event() {
-            crate::log_sentence(&drive::sentence(&e, &self.client, &self.backend_name));
+            crate::log_sentence(&crate::servers::sentence(&e, &self.client, &self.drive, &self.servers));
             if let Some(m) = &mut self.metrics {
                 m.event(&e, std::time::Instant::now());
             }
@@ -326,8 +324,8 @@ impl SessionIo {
         }
     }
 
-    fn dial(&mut self, link: LinkId) {
-        let addr = self.backend.clone();
+    fn dial(&mut self, link: LinkId, backend: BackendId) {
+        let addr = self.servers.get(backend).addr.clone();
         let tx = self.tx.clone();
         let spawned = thread::Builder::new()
             .name(format!("p9persist-dial-{}", link.0))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use p9_core::*;
-use runtime_std::{Addr, Listener, Shutdown};
+use runtime_std::{Addr, Listener, Servers, Shutdown};
 
 // ---- the tests -----------------------------------------------------------------------------
 
@@ -156,7 +156,7 @@ fn shutdown_before_start() {
     shutdown.shutdown();
     let listener = Listener::bind(&Addr::Tcp("127.0.0.1:0".into())).unwrap();
     let cfg = runtime_std::ProxyConfig {
-        backend: Addr::Tcp("127.0.0.1:9".into()),
+        servers: Servers::one(Addr::Tcp("127.0.0.1:9".into())),
         session: persist_core::Config::default(),
         metrics: None,
     };

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use p9_core::*;
 use persist_core::{Backoff, Config, Event};
 use runtime_tokio::client::NineP;
-use runtime_tokio::{run_proxy, Addr, Listener, ProxyConfig, RamfsServer};
+use runtime_tokio::{run_proxy, Addr, Listener, ProxyConfig, RamfsServer, Servers};
 use tokio::sync::{mpsc, watch};
 
 /// Bytes written per write.
@@ -52,7 +52,7 @@ pub async fn run(outages: u32, outage: Duration, files: u32) -> Result<(), Strin
     let proxy_addr = proxy_listener.local_addr().ok_or("no proxy address")?;
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     let cfg = ProxyConfig {
-        backend: server_addr.clone(),
+        servers: Servers::one(server_addr.clone()),
         session: Config {
             backoff: Backoff {
                 initial: Duration::from_millis(300),

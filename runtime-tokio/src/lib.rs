@@ -6,13 +6,13 @@
 //! Embedding it:
 //!
 //! ```no_run
-//! use runtime_tokio::{run_proxy, Addr, Listener, ProxyConfig};
+//! use runtime_tokio::{run_proxy, Addr, Listener, ProxyConfig, Servers};
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
 //!     let listener = Listener::bind(&Addr::listen("5640").unwrap()).await?;
 //!     let cfg = ProxyConfig {
-//!         backend: Addr::dial("tcp!fileserver!564").unwrap(),
+//!         servers: Servers::one(Addr::dial("tcp!fileserver!564").unwrap()),
 //!         session: persist_core::Config::default(),
 //!         metrics: None,
 //!     };
@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 pub use driver::{serve_client, EventSink, ProxyConfig};
+pub use runtime_std::{Server, Servers};
 pub use net::Listener;
 pub use runtime_std::addr::{self, Addr};
 pub use runtime_std::Metrics;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use persist_core::{Backoff, Config};
 use runtime_tokio::net::Passed;
-use runtime_tokio::{run_proxy, Addr, Listener, Metrics, ProxyConfig, RamfsServer};
+use runtime_tokio::{run_proxy, Addr, Listener, Metrics, ProxyConfig, RamfsServer, Servers};
 use tokio::sync::watch;
 
 mod demo;
@@ -326,7 +326,7 @@ async fn run(cli: Cli, passed: Vec<Passed>) -> Result<(), String> {
             let mut proxies = tokio::task::JoinSet::new();
             for (i, listener) in listeners.into_iter().enumerate() {
                 let mut cfg = ProxyConfig {
-                    backend: backend.clone(),
+                    servers: Servers::one(backend.clone()),
                     session: session.clone(),
                     metrics: metrics.clone(),
                 };

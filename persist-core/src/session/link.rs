@@ -103,6 +103,7 @@ impl Session {
         }
         self.report(now, Health::Lost(LinkLoss::Closed));
         self.event(Event::Disconnected {
+            backend: self.backend,
             link,
             loss: LinkLoss::Closed,
             reason: reason.to_string(),
@@ -120,7 +121,12 @@ impl Session {
     ) {
         self.report(now, Health::Lost(loss));
         self.emit(Output::CloseLink { link });
-        self.event(Event::Disconnected { link, loss, reason });
+        self.event(Event::Disconnected {
+            backend: self.backend,
+            link,
+            loss,
+            reason,
+        });
         if matches!(self.link, LinkState::Dialing { .. }) {
             self.schedule_redial(now);
         } else {

@@ -233,6 +233,11 @@ impl Session {
         }
     }
 
+    /// The backend of the current (or last) link.
+    pub fn backend(&self) -> BackendId {
+        self.backend
+    }
+
     /// Let the session redo authenticated attaches after a reconnect (see [`Authenticator`]).
     pub fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
         self.authenticator = Some(authenticator);

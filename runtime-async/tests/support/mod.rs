@@ -17,7 +17,7 @@ use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use p9_core::client::{Client, Reply};
 use p9_core::{Dialect, Fid, FrameDecoder, Msg, Tattach, NOFID, NOTAG};
 use persist_core::{Backoff, Config};
-use runtime_async::{run_proxy, Addr, BoxFuture, Listener, ProxyConfig, Shutdown};
+use runtime_async::{run_proxy, Addr, BoxFuture, Listener, ProxyConfig, Servers, Shutdown};
 
 pub const MSIZE: u32 = 65536;
 
@@ -191,7 +191,7 @@ pub struct Proxy {
 /// Settings that redial quickly, so tests are short.
 pub fn quick_config(backend: Addr) -> ProxyConfig {
     ProxyConfig {
-        backend,
+        servers: Servers::one(backend),
         session: Config {
             backoff: Backoff {
                 initial: Duration::from_millis(200),

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use p9_core::client::{Client, Reply};
 use p9_core::*;
 use persist_core::{Backoff, Config};
-use runtime_std::{run_proxy, Addr, Listener, ProxyConfig, Shutdown};
+use runtime_std::{run_proxy, Addr, Listener, ProxyConfig, Servers, Shutdown};
 
 pub fn init_log() {
     let _ = tracing_subscriber::fmt()
@@ -348,7 +348,7 @@ impl Proxy {
         let listener = Listener::bind(listen).unwrap();
         let addr = listener.local_addr().unwrap();
         let cfg = ProxyConfig {
-            backend,
+            servers: Servers::one(backend),
             session: Config {
                 backoff: Backoff {
                     initial: Duration::from_millis(300),

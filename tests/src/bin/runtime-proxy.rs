@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use persist_core::{Backoff, Config};
-use runtime_std::{Addr, ProxyConfig};
+use runtime_std::{Addr, ProxyConfig, Servers};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 struct Args {
@@ -62,7 +62,7 @@ fn args() -> Result<Args, String> {
         runtime: runtime.ok_or("--runtime is required")?,
         listen: listen.ok_or("--listen is required")?,
         cfg: ProxyConfig {
-            backend: server.ok_or("--server is required")?,
+            servers: Servers::one(server.ok_or("--server is required")?),
             session,
             metrics,
         },
