@@ -575,7 +575,11 @@ pub fn sentence_named(
     let (level, text) = match e {
         Event::Connected { backend, link } => (
             Level::Info,
-            format!("[{client}] connected to {} (link {})", name(*backend), link.0),
+            format!(
+                "[{client}] connected to {} (link {})",
+                name(*backend),
+                link.0
+            ),
         ),
         Event::Disconnected {
             backend, reason, ..

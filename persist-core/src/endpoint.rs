@@ -83,6 +83,10 @@ pub struct BackendHealth {
     pub failures: u32,
     /// Until when sessions that have a choice avoid it.
     pub avoid_until: Option<Instant>,
+    /// Taken out of service (it left the registry): not chosen while another is there.
+    /// Sessions are asked only when they dial, so those linked to it stay until their link
+    /// ends.
+    pub withdrawn: bool,
 }
 
 /// The backends of a proxy or mux, their shared health, and its sessions' seeds.
@@ -90,6 +94,7 @@ pub struct BackendHealth {
 pub struct Endpoint {
     backends: Vec<BackendHealth>,
     roots: Vec<ServiceRoot>,
+    stable_qids: bool,
     /// How long a failed backend is avoided, by its number of failures.
     backoff: Backoff,
     seed: u64,
@@ -111,6 +116,7 @@ impl Endpoint {
         }
         Endpoint {
             backends: alloc::vec![BackendHealth::default(); roots.len()],
+            stable_qids: roots.len() > 1,
             roots,
             backoff: cfg.backoff.clone(),
             seed: cfg.seed,
@@ -147,7 +153,31 @@ impl Endpoint {
     }
 
     fn healthy(&self, i: usize, now: Instant) -> bool {
-        self.backends[i].avoid_until.is_none_or(|t| now >= t)
+        let b = &self.backends[i];
+        !b.withdrawn && b.avoid_until.is_none_or(|t| now >= t)
+    }
+
+    /// Make sessions' qids name paths (or not) whatever the number of backends: a mux whose
+    /// registry may gain services must, from the start (see `crate::qids`). An endpoint of
+    /// several backends does by default; of one, not.
+    pub fn set_stable_qids(&mut self, on: bool) {
+        self.stable_qids = on;
+    }
+
+    /// Add a backend entered at `root` (a service that joined the registry); its number is
+    /// the next.
+    pub fn add(&mut self, root: ServiceRoot) -> BackendId {
+        self.backends.push(BackendHealth::default());
+        self.roots.push(root);
+        BackendId(self.roots.len() as u32 - 1)
+    }
+
+    /// Take `backend` out of service, or put it back (a service that left the registry, or
+    /// came back to it).
+    pub fn withdraw(&mut self, backend: BackendId, withdrawn: bool) {
+        if let Some(b) = self.backends.get_mut(backend.0 as usize) {
+            b.withdrawn = withdrawn;
+        }
     }
 
     /// How long a backend with `failures` failures is avoided: the redial schedule's growth,
@@ -181,8 +211,12 @@ impl Backends for Endpoint {
         if !healthy.is_empty() {
             return BackendId(healthy[(pick % healthy.len() as u64) as usize] as u32);
         }
-        // All are failing: the one that may be tried soonest (the current one on a tie).
-        let soonest = |i: usize| self.backends[i].avoid_until.unwrap_or(now);
+        // All are failing: the one in service that may be tried soonest (the current one on
+        // a tie); withdrawn ones only if nothing else is left.
+        let soonest = |i: usize| {
+            let b = &self.backends[i];
+            (b.withdrawn, b.avoid_until.unwrap_or(now))
+        };
         let mut best = current.map_or(0, |c| (c.0 as usize).min(n - 1));
         for i in 0..n {
             if soonest(i) < soonest(best) {
@@ -197,13 +231,18 @@ impl Backends for Endpoint {
             Some(b) => b.failures,
             None => return,
         };
+        let withdrawn = self.backends[backend.0 as usize].withdrawn;
         let b = match health {
-            Health::Up => BackendHealth::default(),
+            Health::Up => BackendHealth {
+                withdrawn,
+                ..BackendHealth::default()
+            },
             Health::DialFailed | Health::Lost(_) => {
                 let failures = failures.saturating_add(1);
                 BackendHealth {
                     failures,
                     avoid_until: Some(now + self.avoid_for(failures)),
+                    withdrawn,
                 }
             }
         };
@@ -218,7 +257,7 @@ impl Backends for Endpoint {
     }
 
     fn stable_qids(&self) -> bool {
-        self.backends.len() > 1
+        self.stable_qids
     }
 }
 
@@ -281,6 +320,30 @@ mod tests {
         );
         assert!(a1 < a0, "{a1:?} {a0:?}");
         assert_eq!(e.choose(at(201), Some(BackendId(0)), 0), BackendId(1));
+    }
+
+    #[test]
+    fn withdrawn_backends_are_left_and_added_ones_chosen() {
+        let mut e = endpoint(2);
+        e.withdraw(BackendId(0), true);
+        // A session that was on it (redialing: its link ended) moves; so do new ones.
+        assert_eq!(e.choose(at(0), Some(BackendId(0)), 0), BackendId(1));
+        assert_eq!(e.choose(at(0), None, 0), BackendId(1));
+        assert_eq!(e.choose(at(0), None, 1), BackendId(1));
+        let added = e.add(ServiceRoot::default());
+        assert_eq!(added, BackendId(2));
+        let picks: Vec<u32> = (0..4).map(|p| e.choose(at(0), None, p).0).collect();
+        assert_eq!(picks, [1, 2, 1, 2]);
+        // Everything in service failing: a withdrawn one is still not preferred.
+        e.report(at(1), BackendId(1), Health::DialFailed);
+        e.report(at(1), BackendId(2), Health::DialFailed);
+        assert_ne!(e.choose(at(2), None, 0), BackendId(0));
+        // Only withdrawn ones left healthy: better than nothing.
+        e.withdraw(BackendId(1), true);
+        e.withdraw(BackendId(2), true);
+        assert_eq!(e.choose(at(2), Some(BackendId(1)), 0), BackendId(0));
+        e.withdraw(BackendId(0), false);
+        assert!(!e.health(BackendId(0)).withdrawn);
     }
 
     #[test]

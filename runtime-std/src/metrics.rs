@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use persist_core::{Event, LostReason, Peer};
+use persist_core::{BackendId, Event, LostReason, Peer};
 
 /// Upper bounds (seconds) of the recovery-duration histogram's buckets.
 const RECOVERY_BUCKETS: [f64; 12] = [
@@ -279,9 +279,9 @@ fn label_value(s: &str) -> String {
 /// session ends (dropped), takes it out of the gauges.
 pub struct SessionMetrics {
     shared: Arc<Metrics>,
-    /// Every backend's name, by number; and the one of the live (or last) link.
-    names: Arc<[String]>,
-    backend: usize,
+    /// Names a backend by number; and the name of the live (or last) link's.
+    names: Box<dyn Fn(BackendId) -> String + Send>,
+    backend: String,
     /// When the session lost its server, while it is without one.
     down_since: Option<Instant>,
     linked: bool,
@@ -291,14 +291,17 @@ pub struct SessionMetrics {
 }
 
 impl SessionMetrics {
-    /// A new session of the proxy counted in `shared`, served by the backends `names`
-    /// (numbered as the session's [`BackendId`]s).
-    pub fn new(shared: Arc<Metrics>, names: Arc<[String]>) -> SessionMetrics {
+    /// A new session of the proxy counted in `shared`, whose backends `names` names (by the
+    /// session's [`BackendId`]s).
+    pub fn new(
+        shared: Arc<Metrics>,
+        names: impl Fn(BackendId) -> String + Send + 'static,
+    ) -> SessionMetrics {
         shared.sessions_opened.fetch_add(1, Relaxed);
         SessionMetrics {
             shared,
-            names,
-            backend: 0,
+            names: Box::new(names),
+            backend: String::new(),
             down_since: None,
             linked: false,
             ever_linked: false,
@@ -329,7 +332,7 @@ impl SessionMetrics {
         match e {
             Event::Connected { backend, .. } => {
                 self.link(false);
-                self.backend = backend.0 as usize;
+                self.backend = (self.names)(*backend);
                 self.link(true);
                 if !self.ever_linked {
                     self.ever_linked = true;
@@ -398,8 +401,7 @@ impl SessionMetrics {
     fn link(&mut self, up: bool) {
         if self.linked != up {
             self.linked = up;
-            let name = self.names.get(self.backend).map_or("", String::as_str);
-            self.shared.backend_link(name, up);
+            self.shared.backend_link(&self.backend, up);
         }
     }
 
@@ -460,7 +462,7 @@ mod tests {
             loss: persist_core::LinkLoss::Closed,
             reason: "reset".into(),
         };
-        let mut s = SessionMetrics::new(shared.clone(), vec!["tcp!fs!564".to_string()].into());
+        let mut s = SessionMetrics::new(shared.clone(), |_| "tcp!fs!564".into());
         // The server is away when the client comes: a wait without a server.
         s.event(
             &Event::DialFailed {
@@ -545,7 +547,7 @@ mod tests {
     fn an_outage_ends_when_service_resumes_without_a_recovery() {
         let shared = Metrics::new();
         let t0 = Instant::now();
-        let mut s = SessionMetrics::new(shared.clone(), vec!["b".to_string()].into());
+        let mut s = SessionMetrics::new(shared.clone(), |_| "b".into());
         let link = LinkId(1);
         s.event(
             &Event::Connected {

@@ -108,7 +108,11 @@ impl<R: Runtime> SessionLoop<R> {
         };
         debug!("client {client} connected; serving {}", cfg.servers);
         SessionLoop {
-            drive: Drive::with_backends(session_cfg, cfg.servers.backends(), Instant::from_nanos(0)),
+            drive: Drive::with_backends(
+                session_cfg,
+                cfg.servers.backends(),
+                Instant::from_nanos(0),
+            ),
             client,
             servers: cfg.servers.clone(),
             client_r,
@@ -123,7 +127,7 @@ impl<R: Runtime> SessionLoop<R> {
             metrics: cfg
                 .metrics
                 .clone()
-                .map(|m| SessionMetrics::new(m, cfg.servers.names())),
+                .map(|m| SessionMetrics::new(m, cfg.servers.namer())),
         }
     }
 
@@ -200,7 +204,12 @@ impl<R: Runtime> SessionLoop<R> {
 
     fn log_events(&mut self) {
         while let Some(e) = self.drive.poll_event() {
-            crate::log_sentence(&crate::servers::sentence(&e, &self.client, &self.drive, &self.servers));
+            crate::log_sentence(&crate::servers::sentence(
+                &e,
+                &self.client,
+                &self.drive,
+                &self.servers,
+            ));
             if let Some(m) = &mut self.metrics {
                 m.event(&e, std::time::Instant::now());
             }

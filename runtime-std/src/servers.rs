@@ -9,7 +9,7 @@ use persist_core::{BackendId, Backends, Config, Endpoint, Health, Instant, Servi
 use crate::Addr;
 
 /// One server: where to dial it, and where its tree begins for clients.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Server {
     /// The name logs and metrics give it (the registry's service name, or the address).
     pub name: String,
@@ -28,12 +28,24 @@ impl Server {
     }
 }
 
-/// The servers of a proxy (one) or a mux (several, equivalent), shared by its sessions.
+/// The servers of a proxy (one) or a mux (several, equivalent), shared by its sessions. A
+/// mux's list can change while it runs ([`update`](Self::update)): servers are only ever
+/// added or withdrawn, so a number keeps naming the same server.
 #[derive(Clone)]
 pub struct Servers {
-    list: Arc<[Server]>,
-    names: Arc<[String]>,
-    endpoint: Arc<Mutex<Endpoint>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    list: Vec<Server>,
+    endpoint: Endpoint,
+}
+
+/// What an [`update`](Servers::update) changed, by server name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub withdrawn: Vec<String>,
 }
 
 impl Servers {
@@ -42,45 +54,100 @@ impl Servers {
         Servers::new(vec![Server::plain(addr)], &Config::default())
     }
 
-    /// Several equivalent servers (at least one; an empty list is taken as none to choose
-    /// from and panics). `cfg` gives the pace at which a failed one is avoided.
+    /// Several equivalent servers (at least one: an empty list panics). `cfg` gives the pace
+    /// at which a failed one is avoided. Qids sent to clients name paths when there is more
+    /// than one (see [`mux`](Self::mux)).
     pub fn new(list: Vec<Server>, cfg: &Config) -> Servers {
         assert!(!list.is_empty(), "a proxy needs a server");
         let roots = list.iter().map(|s| s.root.clone()).collect();
-        let names = list.iter().map(|s| s.name.clone()).collect();
         Servers {
-            endpoint: Arc::new(Mutex::new(Endpoint::with_roots(roots, cfg))),
-            names,
-            list: list.into(),
+            inner: Arc::new(Mutex::new(Inner {
+                endpoint: Endpoint::with_roots(roots, cfg),
+                list,
+            })),
         }
     }
 
+    /// A mux's servers: like [`new`](Self::new), but qids always name paths, even while one
+    /// server is all there is (more may join, and a client must see one tree throughout).
+    pub fn mux(list: Vec<Server>, cfg: &Config) -> Servers {
+        let servers = Servers::new(list, cfg);
+        servers.lock().endpoint.set_stable_qids(true);
+        servers
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Server `id` (the first for a number that names none).
-    pub fn get(&self, id: BackendId) -> &Server {
-        self.list.get(id.0 as usize).unwrap_or(&self.list[0])
-    }
-
-    /// Every server, by number.
-    pub fn list(&self) -> &[Server] {
-        &self.list
-    }
-
-    /// Their names, by number (what [`SessionMetrics`](crate::metrics::SessionMetrics)
-    /// labels with).
-    pub fn names(&self) -> Arc<[String]> {
-        self.names.clone()
+    pub fn get(&self, id: BackendId) -> Server {
+        let inner = self.lock();
+        inner
+            .list
+            .get(id.0 as usize)
+            .unwrap_or(&inner.list[0])
+            .clone()
     }
 
     /// Server `id`'s name.
     pub fn name(&self, id: BackendId) -> String {
-        self.get(id).name.clone()
+        self.get(id).name
+    }
+
+    /// A function naming servers by number (for [`SessionMetrics`](crate::metrics::SessionMetrics)).
+    pub fn namer(&self) -> impl Fn(BackendId) -> String + Send + 'static {
+        let servers = self.clone();
+        move |id| servers.name(id)
+    }
+
+    /// The servers in service (not withdrawn), in order.
+    pub fn in_service(&self) -> Vec<Server> {
+        let inner = self.lock();
+        (0..inner.list.len())
+            .filter(|&i| !inner.endpoint.health(BackendId(i as u32)).withdrawn)
+            .map(|i| inner.list[i].clone())
+            .collect()
+    }
+
+    /// Make `list` the servers in service: new ones are added, ones missing from it withdrawn
+    /// (sessions linked to them stay until their link ends), and withdrawn ones listed again
+    /// return. An empty `list` changes nothing (a registry caught half-written, or emptied
+    /// by mistake, must not leave clients with nowhere to go).
+    pub fn update(&self, list: Vec<Server>) -> Changes {
+        let mut changes = Changes::default();
+        if list.is_empty() {
+            return changes;
+        }
+        let mut inner = self.lock();
+        for i in 0..inner.list.len() {
+            let id = BackendId(i as u32);
+            let listed = list.contains(&inner.list[i]);
+            let withdrawn = inner.endpoint.health(id).withdrawn;
+            if listed == withdrawn {
+                inner.endpoint.withdraw(id, !listed);
+                let name = inner.list[i].name.clone();
+                match listed {
+                    true => changes.added.push(name),
+                    false => changes.withdrawn.push(name),
+                }
+            }
+        }
+        for server in list {
+            if !inner.list.contains(&server) {
+                inner.endpoint.add(server.root.clone());
+                changes.added.push(server.name.clone());
+                inner.list.push(server);
+            }
+        }
+        changes
     }
 
     /// What a session consults at each dial: the shared endpoint. Sessions measure time each
     /// from their own start, so the endpoint is told times on one clock, its own.
     pub fn backends(&self) -> Box<dyn Backends> {
         Box::new(Shared {
-            endpoint: self.endpoint.clone(),
+            servers: self.clone(),
             epoch: *EPOCH,
         })
     }
@@ -88,7 +155,7 @@ impl Servers {
 
 impl fmt::Display for Servers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, s) in self.list.iter().enumerate() {
+        for (i, s) in self.in_service().iter().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
             }
@@ -100,7 +167,7 @@ impl fmt::Display for Servers {
 
 impl fmt::Debug for Servers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.list.iter()).finish()
+        f.debug_list().entries(self.lock().list.iter()).finish()
     }
 }
 
@@ -109,7 +176,7 @@ static EPOCH: std::sync::LazyLock<std::time::Instant> =
     std::sync::LazyLock::new(std::time::Instant::now);
 
 struct Shared {
-    endpoint: Arc<Mutex<Endpoint>>,
+    servers: Servers,
     epoch: std::time::Instant,
 }
 
@@ -118,29 +185,25 @@ impl Shared {
     fn now(&self) -> Instant {
         Instant::from_nanos(self.epoch.elapsed().as_nanos() as u64)
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Endpoint> {
-        self.endpoint.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 impl Backends for Shared {
     fn choose(&mut self, _: Instant, current: Option<BackendId>, pick: u64) -> BackendId {
         let now = self.now();
-        self.lock().choose(now, current, pick)
+        self.servers.lock().endpoint.choose(now, current, pick)
     }
 
     fn report(&mut self, _: Instant, backend: BackendId, health: Health) {
         let now = self.now();
-        self.lock().report(now, backend, health);
+        self.servers.lock().endpoint.report(now, backend, health);
     }
 
     fn root(&self, backend: BackendId) -> ServiceRoot {
-        self.lock().root(backend)
+        self.servers.lock().endpoint.root(backend)
     }
 
     fn stable_qids(&self) -> bool {
-        self.lock().stable_qids()
+        self.servers.lock().endpoint.stable_qids()
     }
 }
 
@@ -151,6 +214,6 @@ pub fn sentence(
     drive: &persist_core::Drive,
     servers: &Servers,
 ) -> persist_core::drive::Sentence {
-    let current = servers.get(drive.session().backend());
-    persist_core::drive::sentence_named(e, client, &current.name, &|b| servers.name(b))
+    let current = servers.name(drive.session().backend());
+    persist_core::drive::sentence_named(e, client, &current, &|b| servers.name(b))
 }

@@ -134,7 +134,7 @@ pub(crate) fn serve_client(
     let metrics = cfg
         .metrics
         .clone()
-        .map(|m| SessionMetrics::new(m, cfg.servers.names()));
+        .map(|m| SessionMetrics::new(m, cfg.servers.namer()));
     let mut io = SessionIo {
         drive: Drive::with_backends(session_cfg, cfg.servers.backends(), Instant::from_nanos(0)),
         shutdown,
@@ -303,7 +303,12 @@ impl SessionIo {
             }
         }
         while let Some(e) = self.drive.poll_event() {
-            crate::log_sentence(&crate::servers::sentence(&e, &self.client, &self.drive, &self.servers));
+            crate::log_sentence(&crate::servers::sentence(
+                &e,
+                &self.client,
+                &self.drive,
+                &self.servers,
+            ));
             if let Some(m) = &mut self.metrics {
                 m.event(&e, std::time::Instant::now());
             }

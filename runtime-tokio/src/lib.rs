@@ -35,10 +35,10 @@ use tokio::sync::watch;
 use tracing::info;
 
 pub use driver::{serve_client, EventSink, ProxyConfig};
-pub use runtime_std::{Server, Servers};
 pub use net::Listener;
 pub use runtime_std::addr::{self, Addr};
 pub use runtime_std::Metrics;
+pub use runtime_std::{Server, Servers};
 pub use serve::RamfsServer;
 
 /// Resolves once `shutdown` holds true. A dropped sender means no shutdown will ever come.

@@ -4,12 +4,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use persist_core::registry::Query;
 use persist_core::{Backoff, Config};
 use runtime_tokio::net::Passed;
-use runtime_tokio::{run_proxy, Addr, Listener, Metrics, ProxyConfig, RamfsServer, Servers};
+use runtime_tokio::{
+    run_proxy, Addr, Listener, Metrics, ProxyConfig, RamfsServer, Server, Servers,
+};
 use tokio::sync::watch;
 
 mod demo;
+mod mux;
 
 #[derive(Parser)]
 #[command(
@@ -38,10 +42,50 @@ struct Cli {
     command: Command,
 }
 
+const MUX_HELP: &str = "A registry index has one service per line: its name, then attribute \
+and value words (quote a word with spaces in single quotes). `addr` says where to dial it; \
+`aname` what to attach to (it replaces the client's; without it the client's goes through); \
+`path` a directory under that attach which clients see as the root.\n\n\
+  fs1 name data addr tcp!fs1!564 aname /export loc home\n\
+  fs2 name data addr tcp!fs2!564 aname /export loc office\n\n\
+Example: p9persist mux --listen 5640 --registry /etc/p9persist/registry name data\n\
+Sessions keep the server they have while it works; when it fails they move to another match \
+(failed servers are avoided for a while). Files open on the failed server answer i/o errors \
+(EIO) until closed; other fids move by path; qids name paths, the same on every server.";
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
+}
+
+/// What `proxy` and `mux` share: how sessions wait, redial and report.
+#[derive(clap::Args)]
+struct SessionOpts {
+    /// Soft mode: after this long without a server, fail requests with EIO (e.g. 30s, 2m);
+    /// the default is hard mode, waiting forever like an NFS hard mount
+    #[arg(long, value_parser = parse_duration)]
+    give_up_after: Option<Duration>,
+    /// Delay before the first redial; it grows ×1.5 to at most 0.5 s while the outage is
+    /// under 15 s old (a restarting server is found fast), then to a quarter of the outage
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    backoff_initial: Duration,
+    /// Longest delay between redials
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    backoff_max: Duration,
+    /// A server that sends nothing this long while requests wait is declared hung: the link
+    /// is dropped and the server redialed (soft mode: the give-up time, if shorter)
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    server_timeout: Duration,
+    /// A client that has not sent its Tversion this long after connecting is closed; no
+    /// server connection is made for a client before its Tversion
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    version_timeout: Duration,
+    /// Serve Prometheus metrics over HTTP at ADDR (PORT, HOST:PORT, tcp!HOST!PORT or
+    /// unix!/PATH; a bare port is on 127.0.0.1): sessions, outages, recoveries, fids
+    /// rebuilt and lost, failed requests, redials, bytes forwarded
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -60,30 +104,33 @@ enum Command {
         /// The 9P server: HOST:PORT, tcp!HOST!PORT or unix!/PATH
         #[arg(long, short)]
         server: String,
-        /// Soft mode: after this long without a server, fail requests with EIO (e.g. 30s, 2m);
-        /// the default is hard mode, waiting forever like an NFS hard mount
-        #[arg(long, value_parser = parse_duration)]
-        give_up_after: Option<Duration>,
-        /// Delay before the first redial; it grows ×1.5 to at most 0.5 s while the outage is
-        /// under 15 s old (a restarting server is found fast), then to a quarter of the outage
-        #[arg(long, value_parser = parse_duration, default_value = "100ms")]
-        backoff_initial: Duration,
-        /// Longest delay between redials
-        #[arg(long, value_parser = parse_duration, default_value = "30s")]
-        backoff_max: Duration,
-        /// A server that sends nothing this long while requests wait is declared hung: the link
-        /// is dropped and the server redialed (soft mode: the give-up time, if shorter)
-        #[arg(long, value_parser = parse_duration, default_value = "60s")]
-        server_timeout: Duration,
-        /// A client that has not sent its Tversion this long after connecting is closed; no
-        /// server connection is made for a client before its Tversion
-        #[arg(long, value_parser = parse_duration, default_value = "30s")]
-        version_timeout: Duration,
-        /// Serve Prometheus metrics over HTTP at ADDR (PORT, HOST:PORT, tcp!HOST!PORT or
-        /// unix!/PATH; a bare port is on 127.0.0.1): sessions, outages, recoveries, fids
-        /// rebuilt and lost, failed requests, redials, bytes forwarded
-        #[arg(long, value_name = "ADDR")]
-        metrics: Option<String>,
+        #[command(flatten)]
+        opts: SessionOpts,
+    },
+    /// Serve clients from any of several equivalent servers chosen from a registry, failing
+    /// over between them (the Octopus's mux(4))
+    #[command(after_help = MUX_HELP)]
+    Mux {
+        /// Where clients connect (as for proxy); leave it out under socket activation
+        #[arg(long, short)]
+        listen: Option<String>,
+        /// A registry(4) index file (re-read when it changes), or tcp!HOST!PORT of a registry
+        /// served over 9P (its `index` file, read every 5 s)
+        #[arg(long, short, value_name = "FILE|DIAL")]
+        registry: Option<String>,
+        /// An index line given here instead of a registry (repeatable):
+        /// 'NAME addr tcp!HOST!PORT [aname A] [path P] [attr val]...'
+        #[arg(long, value_name = "LINE")]
+        service: Vec<String>,
+        /// Print the services the query matches, as index lines, and exit
+        #[arg(long)]
+        list: bool,
+        #[command(flatten)]
+        opts: SessionOpts,
+        /// The query: attribute and value pairs every chosen service has; a value * matches
+        /// any, $NAME is the environment variable NAME
+        #[arg(value_name = "ATTR VAL", num_args = 0.., trailing_var_arg = true)]
+        query: Vec<String>,
     },
     /// Serve an in-memory file tree over 9P (9P2000, 9P2000.u and 9P2000.L)
     Ramfs {
@@ -245,100 +292,169 @@ fn describe(listeners: &[Listener]) -> String {
     names.join(", ")
 }
 
+impl SessionOpts {
+    /// The sessions' settings.
+    fn config(&self) -> Config {
+        Config {
+            backoff: Backoff {
+                initial: self.backoff_initial,
+                max: self.backoff_max,
+                ..Backoff::default()
+            },
+            give_up_after: self.give_up_after,
+            server_timeout: self.server_timeout,
+            version_timeout: self.version_timeout,
+            seed: std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15,
+            ..Config::default()
+        }
+    }
+}
+
+/// A server whose name does not resolve is a mistake (an error); one that is down is what
+/// this program is for (a warning).
+async fn check_server(name: &str, addr: &Addr) -> Result<(), String> {
+    if let Addr::Tcp(a) = addr {
+        let _addresses = tokio::net::lookup_host(a)
+            .await
+            .map_err(|e| format!("{name}: cannot resolve {a}: {e}"))?;
+    }
+    match tokio::time::timeout(Duration::from_secs(2), runtime_tokio::net::dial(addr)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(
+            "server {name} is not reachable now ({e}); each client's session will keep redialing it"
+        ),
+        Err(_) => tracing::warn!(
+            "server {name} does not answer now; each client's session will keep redialing it"
+        ),
+    }
+    Ok(())
+}
+
+/// Serve clients on `listeners` from `servers` until a signal.
+async fn serve(
+    listeners: Vec<Listener>,
+    servers: Servers,
+    opts: &SessionOpts,
+    session: Config,
+    what: &str,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let metrics = match &opts.metrics {
+        None => None,
+        Some(at) => {
+            let addr = Addr::listen(at).map_err(|e| format!("--metrics: {e}"))?;
+            if addr == Addr::Stdio {
+                return Err("--metrics: needs a socket address, not -".into());
+            }
+            let listener = Listener::bind(&addr)
+                .await
+                .map_err(|e| format!("cannot listen on {at} for metrics: {e}"))?;
+            let shared = Metrics::new();
+            match &listener {
+                Listener::Tcp(l) => match l.local_addr() {
+                    Ok(a) => tracing::info!("metrics at http://{a}/metrics"),
+                    Err(_) => tracing::info!("metrics at {at}"),
+                },
+                _ => tracing::info!("metrics over HTTP on {at}, path /metrics"),
+            }
+            tokio::spawn(runtime_tokio::metrics::serve_metrics(
+                listener,
+                shared.clone(),
+                shutdown.clone(),
+            ));
+            Some(shared)
+        }
+    };
+    let mode = match session.give_up_after {
+        Some(d) => format!("soft mode: requests fail with EIO after {d:?} without a server"),
+        None => "hard mode: requests wait for the server however long it takes".into(),
+    };
+    tracing::info!("{what} ({mode})");
+    let mut proxies = tokio::task::JoinSet::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let mut cfg = ProxyConfig {
+            servers: servers.clone(),
+            session: session.clone(),
+            metrics: metrics.clone(),
+        };
+        // Each listener numbers its sessions from 1: keep their seeds apart.
+        cfg.session.seed ^= (i as u64).wrapping_mul(0xa076_1d64_78bd_642f);
+        proxies.spawn(run_proxy(listener, cfg, None, shutdown.clone()));
+    }
+    while let Some(done) = proxies.join_next().await {
+        done.map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli, passed: Vec<Passed>) -> Result<(), String> {
     let format = cli.log_format;
     match cli.command {
         Command::Proxy {
             listen,
             server,
-            give_up_after,
-            backoff_initial,
-            backoff_max,
-            server_timeout,
-            version_timeout,
-            metrics,
+            opts,
         } => {
             init_logging(cli.verbose, false, format);
             let backend = Addr::dial(&server).map_err(|e| format!("--server: {e}"))?;
-            match &backend {
-                Addr::Stdio => return Err("--server: cannot dial stdio".into()),
-                Addr::Tcp(a) => {
-                    // A name that does not resolve is a mistake; a server that is down is
-                    // what this program is for.
-                    let _addresses = tokio::net::lookup_host(a)
-                        .await
-                        .map_err(|e| format!("--server: cannot resolve {a}: {e}"))?;
-                }
-                Addr::Unix(_) => {}
+            if backend == Addr::Stdio {
+                return Err("--server: cannot dial stdio".into());
             }
-            match tokio::time::timeout(Duration::from_secs(2), runtime_tokio::net::dial(&backend)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!("server {backend} is not reachable now ({e}); each client's session will keep redialing it"),
-                Err(_) => tracing::warn!("server {backend} does not answer now; each client's session will keep redialing it"),
+            check_server(&backend.to_string(), &backend)
+                .await
+                .map_err(|e| format!("--server: {e}"))?;
+            let shutdown = shutdown_on_signals();
+            let listeners = listeners("clients", listen.as_deref(), passed).await?;
+            let session = opts.config();
+            let servers = Servers::new(vec![Server::plain(backend.clone())], &session);
+            let what = format!("proxying {} to {backend}", describe(&listeners));
+            serve(listeners, servers, &opts, session, &what, shutdown).await
+        }
+        Command::Mux {
+            listen,
+            registry,
+            service,
+            list,
+            opts,
+            query,
+        } => {
+            init_logging(cli.verbose, list, format);
+            let query = Query::new(&query, |name| std::env::var(name).ok())
+                .map_err(|e| format!("query: {e}"))?;
+            let source = mux::Source::from_arg(registry, service)?;
+            let index = source.read().await?;
+            if list {
+                for s in query.select(&index) {
+                    println!("{}", mux::index_line(s));
+                }
+                return Ok(());
+            }
+            let chosen = mux::servers(&index, &query);
+            if chosen.is_empty() {
+                return Err(format!(
+                    "no service with an addr matches the query {query:?} (see --list)",
+                    query = query.to_string()
+                ));
+            }
+            for s in &chosen {
+                check_server(&s.name, &s.addr).await?;
             }
             let shutdown = shutdown_on_signals();
             let listeners = listeners("clients", listen.as_deref(), passed).await?;
-            let metrics = match metrics {
-                None => None,
-                Some(at) => {
-                    let addr = Addr::listen(&at).map_err(|e| format!("--metrics: {e}"))?;
-                    if addr == Addr::Stdio {
-                        return Err("--metrics: needs a socket address, not -".into());
-                    }
-                    let listener = Listener::bind(&addr)
-                        .await
-                        .map_err(|e| format!("cannot listen on {at} for metrics: {e}"))?;
-                    let shared = Metrics::new();
-                    match &listener {
-                        Listener::Tcp(l) => match l.local_addr() {
-                            Ok(a) => tracing::info!("metrics at http://{a}/metrics"),
-                            Err(_) => tracing::info!("metrics at {at}"),
-                        },
-                        _ => tracing::info!("metrics over HTTP on {at}, path /metrics"),
-                    }
-                    tokio::spawn(runtime_tokio::metrics::serve_metrics(
-                        listener,
-                        shared.clone(),
-                        shutdown.clone(),
-                    ));
-                    Some(shared)
-                }
-            };
-            let session = Config {
-                backoff: Backoff {
-                    initial: backoff_initial,
-                    max: backoff_max,
-                    ..Backoff::default()
-                },
-                give_up_after,
-                server_timeout,
-                version_timeout,
-                seed: std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15,
-                ..Config::default()
-            };
-            let mode = match give_up_after {
-                Some(d) => {
-                    format!("soft mode: requests fail with EIO after {d:?} without a server")
-                }
-                None => "hard mode: requests wait for the server however long it takes".into(),
-            };
-            tracing::info!("proxying {} to {backend} ({mode})", describe(&listeners));
-            let mut proxies = tokio::task::JoinSet::new();
-            for (i, listener) in listeners.into_iter().enumerate() {
-                let mut cfg = ProxyConfig {
-                    servers: Servers::one(backend.clone()),
-                    session: session.clone(),
-                    metrics: metrics.clone(),
-                };
-                // Each listener numbers its sessions from 1: keep their seeds apart.
-                cfg.session.seed ^= (i as u64).wrapping_mul(0xa076_1d64_78bd_642f);
-                proxies.spawn(run_proxy(listener, cfg, None, shutdown.clone()));
-            }
-            while let Some(done) = proxies.join_next().await {
-                done.map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
+            let session = opts.config();
+            let servers = Servers::mux(chosen, &session);
+            tokio::spawn(mux::follow(
+                source,
+                query.clone(),
+                servers.clone(),
+                shutdown.clone(),
+            ));
+            let what = format!(
+                "serving {} from any of: {servers} (query: {query})",
+                describe(&listeners)
+            );
+            serve(listeners, servers, &opts, session, &what, shutdown).await
         }
         Command::Ramfs { listen, msize } => {
             init_logging(cli.verbose, false, format);
