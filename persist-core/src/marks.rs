@@ -97,6 +97,18 @@ marks! {
     ErrorReshaped,
     /// A request drew a second invalid reply and was failed, never to be resent.
     InvalidReplyFailed,
+    /// Mux: a link came up to another backend than the last, with files open on the old one
+    /// (they now answer i/o errors).
+    FailoverOpenFidsFail,
+    /// Mux: a link came up to another backend than the last, with unopened fids to move to it
+    /// by path.
+    FailoverFidsMove,
+    /// Mux: a client's attach walked on to its service's root path before its Rattach.
+    ServiceRootWalk,
+    /// Mux: a recovery walked a re-attached root on to its service's root path.
+    RecoveryServiceRoot,
+    /// Mux: the entries of a directory listing given qids that name their paths.
+    StableQidListing,
 }
 
 /// How often each mark was reached.

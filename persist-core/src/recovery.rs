@@ -347,6 +347,7 @@ impl Recovery {
             },
             Wait::RootWalk(i) => match reply {
                 Msg::Rwalk(w) if w.wqids.len() == cx.service.path.len() => {
+                    cx.marks.hit(Mark::RecoveryServiceRoot);
                     self.roots[i].qid = w.wqids.last()
                 }
                 other => {

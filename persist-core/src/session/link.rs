@@ -31,6 +31,12 @@ impl Session {
             .map(|(&fid, _)| fid)
             .collect();
         open.sort_unstable();
+        if !open.is_empty() {
+            self.marks.hit(Mark::FailoverOpenFidsFail);
+        }
+        if self.fids.fids.values().any(|f| f.kind == FidKind::Walked) {
+            self.marks.hit(Mark::FailoverFidsMove);
+        }
         for &fid in &open {
             if self.fids.mark_lost(fid, LostReason::Io) {
                 self.event(Event::FidLost {

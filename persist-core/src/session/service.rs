@@ -49,6 +49,7 @@ impl Session {
                     wnames: WalkNames::new(&self.service.path).ok()?,
                 };
                 req.rooting = Rooting::Walk;
+                self.marks.hit(Mark::ServiceRootWalk);
                 self.send_rooting(link, tag, req, walk.into());
             }
             Rooting::Walk => {
@@ -122,7 +123,7 @@ impl Session {
     /// `frame`, the reply to `msg`, as the client is to see it: with stable qids, when the
     /// session may be served by several backends (see [`crate::qids`]). Call before the reply
     /// is recorded: the qids are keyed by the paths the request's fids had.
-    pub(super) fn client_qids(&self, msg: &Msg, reply: &Msg, frame: Bytes) -> Bytes {
+    pub(super) fn client_qids(&mut self, msg: &Msg, reply: &Msg, frame: Bytes) -> Bytes {
         if !self.stable_qids {
             return frame;
         }
@@ -186,7 +187,12 @@ impl Session {
             _ => None,
         };
         match done {
-            Some(()) => buf.freeze(),
+            Some(()) => {
+                if matches!(reply, Msg::Rreaddir(_) | Msg::Rread(_)) {
+                    self.marks.hit(Mark::StableQidListing);
+                }
+                buf.freeze()
+            }
             None => frame,
         }
     }

@@ -7,6 +7,7 @@ use std::time::Instant;
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut seeds, mut from, mut digest, mut stop) = (10_000u64, 0u64, false, true);
+    let mut mux = false;
     let mut overrides = tests::sim::Overrides::default();
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> u64 {
@@ -19,6 +20,7 @@ fn main() {
             "--seeds" => seeds = num("--seeds"),
             "--from" => from = num("--from"),
             "--digest" => digest = true,
+            "--mux" => mux = true,
             "--keep-going" => stop = false,
             "--overrides" => {
                 let text = args.next().unwrap_or_default();
@@ -32,9 +34,10 @@ fn main() {
                     .iter()
                     .map(|(n, what)| format!("  {n:<8} {what}"))
                     .collect();
-                println!("usage: sim [--seeds N] [--from FIRST] [--digest] [--keep-going] [--overrides steps=N,calm=A+B]\n\
+                println!("usage: sim [--mux] [--seeds N] [--from FIRST] [--digest] [--keep-going] [--overrides steps=N,calm=A+B]\n\
                           Runs seeds FIRST..FIRST+N of the deterministic simulation and prints how often the\n\
                           session reached each rule (coverage marks), and a digest two runs reproduce.\n\
+                          --mux runs the mux's worlds instead (several backends, failovers; no overrides).\n\
                           --overrides shrinks a failure: fewer steps, and faults turned off by name:\n{}\n\
                           Replay one seed with its trace: SIM_SEED=n [SIM_OVERRIDES=...] cargo test -p tests --test simulation -- --nocapture",
                           calm.join("\n"));
@@ -53,12 +56,17 @@ fn main() {
     let mut combined: u64 = 0xcbf2_9ce4_8422_2325;
     let mut marks = tests::sim::MarkTotals::default();
     for seed in from..from + seeds {
-        match tests::sim::run_with(seed, &overrides, false) {
-            Ok(r) => {
-                combined = (combined ^ r.digest).wrapping_mul(0x100_0000_01b3);
-                marks.add(&r.marks);
+        let run = if mux {
+            tests::sim::run_mux(seed, false).map(|r| (r.digest, r.marks))
+        } else {
+            tests::sim::run_with(seed, &overrides, false).map(|r| (r.digest, r.marks))
+        };
+        match run {
+            Ok((seed_digest, seed_marks)) => {
+                combined = (combined ^ seed_digest).wrapping_mul(0x100_0000_01b3);
+                marks.add(&seed_marks);
                 if digest {
-                    println!("seed {seed} digest {:016x}", r.digest);
+                    println!("seed {seed} digest {seed_digest:016x}");
                 }
             }
             Err(f) => {

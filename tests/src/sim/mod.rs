@@ -4,11 +4,13 @@
 
 mod client;
 mod knobs;
+mod mux;
 mod rng;
 mod wire;
 mod world;
 
 pub use knobs::{Knobs, Overrides, CALM};
+pub use mux::{run_mux, MuxReport, MuxStats, MuxWorld, MUX_MARKS};
 pub use world::{Stats, World};
 
 /// The outcome of one seed.
@@ -92,9 +94,19 @@ impl MarkTotals {
         }
     }
 
-    /// The marks never reached.
+    /// The marks never reached, of those the classic world can reach (all but the mux's).
     pub fn missed(&self) -> Vec<persist_core::Mark> {
-        persist_core::Mark::ALL
+        let classic: Vec<persist_core::Mark> = persist_core::Mark::ALL
+            .iter()
+            .copied()
+            .filter(|m| !MUX_MARKS.contains(m))
+            .collect();
+        self.missed_of(&classic)
+    }
+
+    /// Which of `marks` were never reached.
+    pub fn missed_of(&self, marks: &[persist_core::Mark]) -> Vec<persist_core::Mark> {
+        marks
             .iter()
             .copied()
             .filter(|m| self.0.get(m).copied().unwrap_or(0) == 0)
