@@ -4,6 +4,8 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
+use persist_core::registry::Service;
 use persist_core::{BackendId, Backends, Config, Endpoint, Health, Instant, ServiceRoot};
 
 use crate::Addr;
@@ -18,6 +20,41 @@ pub struct Server {
 }
 
 impl Server {
+    /// The server a registry service names: `addr` (required), `aname` and `path` (at most 16
+    /// names, no `..`).
+    pub fn from_service(s: &Service) -> Result<Server, String> {
+        let addr = s
+            .addr()
+            .ok_or("it has no addr attribute (where to dial it)")?;
+        let addr = Addr::dial(addr).map_err(|e| format!("addr {addr}: {e}"))?;
+        if addr == Addr::Stdio {
+            return Err("addr - (standard input) cannot be dialed".into());
+        }
+        let path: Vec<Bytes> = s
+            .path()
+            .into_iter()
+            .map(|n| Bytes::copy_from_slice(n.as_bytes()))
+            .collect();
+        if path.len() > p9_core::MAXWELEM {
+            return Err(format!(
+                "path has {} names; at most {} are supported",
+                path.len(),
+                p9_core::MAXWELEM
+            ));
+        }
+        if path.iter().any(|n| &n[..] == b"..") {
+            return Err("path must not contain ..".into());
+        }
+        Ok(Server {
+            name: s.name.clone(),
+            addr,
+            root: ServiceRoot {
+                aname: s.get("aname").map(|a| Bytes::copy_from_slice(a.as_bytes())),
+                path,
+            },
+        })
+    }
+
     /// A server entered as clients ask (`proxy`), named by its address.
     pub fn plain(addr: Addr) -> Server {
         Server {

@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use p9_core::{lflags, Dialect, Fid, Msg, Tattach, Tclunk, Tlopen, Tread, Twalk, WalkNames, NOFID};
 use persist_core::registry::{self, Query, Service};
-use persist_core::ServiceRoot;
 use runtime_tokio::{Addr, Server, Servers};
 use tokio::sync::watch;
 
@@ -76,45 +75,12 @@ impl Source {
 pub fn servers(index: &[Service], query: &Query) -> Vec<Server> {
     let mut out = Vec::new();
     for s in query.select(index) {
-        match server(s) {
+        match Server::from_service(s) {
             Ok(server) => out.push(server),
             Err(why) => tracing::warn!("service {} is left out: {why}", s.name),
         }
     }
     out
-}
-
-fn server(s: &Service) -> Result<Server, String> {
-    let addr = s
-        .addr()
-        .ok_or("it has no addr attribute (where to dial it)")?;
-    let addr = Addr::dial(addr).map_err(|e| format!("addr {addr}: {e}"))?;
-    if addr == Addr::Stdio {
-        return Err("addr - (standard input) cannot be dialed".into());
-    }
-    let path: Vec<Bytes> = s
-        .path()
-        .into_iter()
-        .map(|n| Bytes::copy_from_slice(n.as_bytes()))
-        .collect();
-    if path.len() > p9_core::MAXWELEM {
-        return Err(format!(
-            "path has {} names; at most {} are supported",
-            path.len(),
-            p9_core::MAXWELEM
-        ));
-    }
-    if path.iter().any(|n| &n[..] == b"..") {
-        return Err("path must not contain ..".into());
-    }
-    Ok(Server {
-        name: s.name.clone(),
-        addr,
-        root: ServiceRoot {
-            aname: s.get("aname").map(|a| Bytes::copy_from_slice(a.as_bytes())),
-            path,
-        },
-    })
 }
 
 /// A service as an index line.

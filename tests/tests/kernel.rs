@@ -151,6 +151,32 @@ impl Hop {
         }
     }
 
+    /// A mux over `services` (index lines, as `p9persist mux --service` takes them).
+    fn mux(services: &[String]) -> Hop {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("p9persist-kernel-mux-{port}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runtime-proxy"));
+        cmd.args(["--runtime", "tokio", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--backoff-initial-ms", "50"]);
+        for s in services {
+            cmd.args(["--service", s]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("runtime-proxy starts");
+        wait_listening(port, "the mux");
+        Hop {
+            child,
+            port,
+            log,
+            relay: false,
+        }
+    }
+
     /// socat relaying bytes, as a stock setup without the proxy would.
     fn relay(server_port: u16) -> Hop {
         let port = free_port();
@@ -632,4 +658,106 @@ fi
             guest.story(&format!("{version} did not work"), &hop)
         );
     }
+}
+
+/// The kernel client through a mux of two diods exporting copies of one tree (entered at a
+/// service path, with the services' own attach names: the mount gives none). The serving diod
+/// is SIGKILLed (frozen first, so requests are in flight): the mount lives on on the other one;
+/// a file held open across the kill answers EIO; new opens, listings and writes work; and the
+/// inode numbers (the qids' paths) are the same before and after.
+#[test]
+fn kernel_client_through_the_mux_survives_its_server_killed() {
+    let base = scratch("mux");
+    let mut servers: Vec<Server> = ["one", "two"]
+        .iter()
+        .map(|n| {
+            let dir = base.join(n);
+            populate(&dir.join("tree"));
+            Server::start(&dir, Kind::Diod)
+        })
+        .collect();
+    let services: Vec<String> = ["one", "two"]
+        .iter()
+        .zip(&servers)
+        .map(|(n, s)| {
+            format!(
+                "{n} name data addr tcp!127.0.0.1!{} aname {} path tree",
+                s.port,
+                s.export().display()
+            )
+        })
+        .collect();
+    let hop = Hop::mux(&services);
+    let script = format!(
+        r#"mount -t 9p -o trans=tcp,port={},version=9p2000.L 10.0.2.2 /mnt && echo "KC: mounted" || {{ echo "KC: mount failed"; exit 1; }}
+[ -e /mnt/ref.bin ] && echo "KC: service root" || echo "KC: ERR not at the service path"
+exec 4</mnt/ref.bin
+ls -i /mnt | sort > /tmp/before
+echo "KC: listed"
+while [ ! -e /mnt/KILLED ]; do sleep 0.2; done
+if cat /mnt/f1 >/dev/null; then echo "KC: read ok"; else echo "KC: ERR read"; fi
+ls -i /mnt | grep -v KILLED | sort > /tmp/after
+if cmp -s /tmp/before /tmp/after; then echo "KC: inodes same"; else echo "KC: ERR inodes differ"; diff /tmp/before /tmp/after | grep '^[-+][^-+]' | head -6 | sed 's/^/KC: diff /'; fi
+if cat <&4 >/dev/null 2>/tmp/err; then echo "KC: ERR held fd still reads"; else echo "KC: held fd fails: $(cat /tmp/err)"; fi
+exec 4<&-
+if echo "after the kill" > /mnt/new.txt && [ "$(cat /mnt/new.txt)" = "after the kill" ]; then echo "KC: wrote"; else echo "KC: ERR write"; fi
+umount /mnt || echo "KC: ERR umount"
+echo "KC: done"
+"#,
+        hop.port
+    );
+    let guest = Guest::boot(script);
+    guest.wait_for("listed", Duration::from_secs(90), &hop);
+    let log = hop.log();
+    let first = match log.lines().find_map(|l| l.split("connected to ").nth(1)) {
+        Some(rest) => rest.split_whitespace().next().unwrap_or("").to_string(),
+        None => panic!("{}", guest.story("the mux logged no connection", &hop)),
+    };
+    let (killed, survivor) = if first == "one" { (0, 1) } else { (1, 0) };
+    let started = Instant::now();
+    servers[killed].kill(true);
+    std::fs::write(servers[survivor].export().join("tree/KILLED"), b"").unwrap();
+    guest.wait_for("done", Duration::from_secs(60), &hop);
+    eprintln!(
+        "kernel client through the mux: failed over and finished in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let reports = guest.reports();
+    let errors: Vec<&String> = reports.iter().filter(|r| r.starts_with("ERR")).collect();
+    assert!(
+        errors.is_empty(),
+        "{}",
+        guest.story(&format!("{errors:?}"), &hop)
+    );
+    for want in [
+        "service root",
+        "read ok",
+        "inodes same",
+        "held fd fails: ",
+        "wrote",
+    ] {
+        assert!(
+            reports.iter().any(|r| r.starts_with(want)),
+            "{}",
+            guest.story(&format!("no {want:?}"), &hop)
+        );
+    }
+    let held = reports
+        .iter()
+        .find(|r| r.starts_with("held fd fails"))
+        .unwrap();
+    assert!(
+        held.contains("Input/output error"),
+        "{}",
+        guest.story(held, &hop)
+    );
+    assert_eq!(
+        std::fs::read(servers[survivor].export().join("tree/new.txt")).unwrap(),
+        b"after the kill\n"
+    );
+    assert!(
+        hop.log().contains(&format!("failover: {first} →")),
+        "{}",
+        hop.log()
+    );
 }

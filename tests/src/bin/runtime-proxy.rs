@@ -2,11 +2,13 @@
 //! (tests/tests/runtimes.rs): every runtime is tested as the process a user would run, so its
 //! CPU time, memory, file-descriptor limits and signals are its own.
 //!
-//!   runtime-proxy --runtime tokio|std|smol|async-std --listen ADDR --server ADDR
+//!   runtime-proxy --runtime tokio|std|smol|async-std --listen ADDR
+//!                 (--server ADDR | --service 'NAME addr ADDR [aname A] [path P]'...)
 //!                 [--give-up-after-ms N] [--backoff-initial-ms N] [--backoff-max-ms N]
 //!                 [--server-timeout-ms N] [--version-timeout-ms N] [--count-metrics]
 //!
-//! `--count-metrics` has the sessions count into a `runtime_std::Metrics` (nothing serves it:
+//! `--service` lines (registry index lines, as `p9persist mux` reads) make it a mux of those
+//! servers. `--count-metrics` has the sessions count into a `runtime_std::Metrics` (nothing serves it:
 //! the forwarding bench measures what counting costs).
 //!
 //! Prints `listening ADDR` on standard output once bound (not when serving standard input and
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use persist_core::{Backoff, Config};
-use runtime_std::{Addr, ProxyConfig, Servers};
+use runtime_std::{Addr, ProxyConfig, Server, Servers};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 struct Args {
@@ -30,6 +32,7 @@ fn args() -> Result<Args, String> {
     let mut runtime = None;
     let mut listen = None;
     let mut server = None;
+    let mut services = Vec::new();
     let mut session = Config {
         seed: std::process::id() as u64,
         ..Config::default()
@@ -48,6 +51,12 @@ fn args() -> Result<Args, String> {
             "--runtime" => runtime = Some(value()?),
             "--listen" => listen = Some(Addr::listen(&value()?).map_err(|e| e.to_string())?),
             "--server" => server = Some(Addr::dial(&value()?).map_err(|e| e.to_string())?),
+            "--service" => {
+                let line = value()?;
+                for s in persist_core::registry::parse_index(&line).map_err(|e| e.to_string())? {
+                    services.push(Server::from_service(&s).map_err(|e| format!("{line}: {e}"))?);
+                }
+            }
             "--give-up-after-ms" => session.give_up_after = Some(ms(value()?)?),
             "--backoff-initial-ms" => backoff.initial = ms(value()?)?,
             "--backoff-max-ms" => backoff.max = ms(value()?)?,
@@ -58,11 +67,16 @@ fn args() -> Result<Args, String> {
         }
     }
     session.backoff = backoff;
+    let servers = match (server, services.is_empty()) {
+        (Some(addr), true) => Servers::one(addr),
+        (None, false) => Servers::mux(services, &session),
+        _ => return Err("give --server, or --service lines (not both)".into()),
+    };
     Ok(Args {
         runtime: runtime.ok_or("--runtime is required")?,
         listen: listen.ok_or("--listen is required")?,
         cfg: ProxyConfig {
-            servers: Servers::one(server.ok_or("--server is required")?),
+            servers,
             session,
             metrics,
         },

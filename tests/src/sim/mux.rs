@@ -607,10 +607,12 @@ impl MuxWorld {
             match (&p.op, errno) {
                 (Op::Clunk, _) => {}
                 (_, Some(EIO)) => self.stats.failed_open += 1,
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "client {c}: {:?} on fid {} (open on a failed backend: {f:?}) answered {:?}",
                     p.op, p.fid, fc.msg
-                )),
+                ))
+                }
             }
         } else if errno == Some(EIO) && !failed {
             return Err(format!(
