@@ -52,6 +52,8 @@ pub struct Metrics {
     violations_client: AtomicU64,
     violations_server: AtomicU64,
     late_replies: AtomicU64,
+    /// Sessions moved to another backend (mux).
+    failovers: AtomicU64,
     bytes_to_server: AtomicU64,
     bytes_to_client: AtomicU64,
     /// Sessions with a live link, by backend (changes only when links come and go).
@@ -205,6 +207,12 @@ impl Metrics {
             "p9persist_late_replies_total",
             "Replies a server sent after its Rflush (dropped).",
             self.late_replies.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "p9persist_failovers_total",
+            "Sessions that moved to another backend (mux): files open on the old one fail.",
+            self.failovers.load(Relaxed),
         );
         labelled(
             &mut out,
@@ -393,6 +401,9 @@ impl SessionMetrics {
             Event::LateReply { .. } => {
                 m.late_replies.fetch_add(1, Relaxed);
             }
+            Event::Failover { .. } => {
+                m.failovers.fetch_add(1, Relaxed);
+            }
             // Client gone: the session's end (the drop) takes it out of the gauges.
             _ => {}
         }
@@ -577,6 +588,50 @@ mod tests {
         s.serving(t0 + Duration::from_millis(5));
         assert_eq!(value(&shared, "p9persist_sessions_without_server"), 0.0);
         assert_eq!(value(&shared, "p9persist_outages_total"), 1.0);
+    }
+
+    #[test]
+    fn a_failover_moves_the_session_between_backend_gauges() {
+        let shared = Metrics::new();
+        let t0 = Instant::now();
+        let names = ["fs1", "fs2"];
+        let mut s = SessionMetrics::new(shared.clone(), move |b| names[b.0 as usize].into());
+        let gauge = |name: &str| format!("p9persist_backend_sessions{{backend=\"{name}\"}}");
+        s.event(
+            &Event::Connected {
+                backend: BackendId(0),
+                link: LinkId(1),
+            },
+            t0,
+        );
+        assert_eq!(value(&shared, &gauge("fs1")), 1.0);
+        s.event(
+            &Event::Disconnected {
+                backend: BackendId(0),
+                link: LinkId(1),
+                loss: persist_core::LinkLoss::Closed,
+                reason: "reset".into(),
+            },
+            t0,
+        );
+        s.event(
+            &Event::Connected {
+                backend: BackendId(1),
+                link: LinkId(2),
+            },
+            t0,
+        );
+        s.event(
+            &Event::Failover {
+                from: BackendId(0),
+                to: BackendId(1),
+                open_fids_lost: 2,
+            },
+            t0,
+        );
+        assert_eq!(value(&shared, &gauge("fs1")), 0.0);
+        assert_eq!(value(&shared, &gauge("fs2")), 1.0);
+        assert_eq!(value(&shared, "p9persist_failovers_total"), 1.0);
     }
 
     #[test]
