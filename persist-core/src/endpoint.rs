@@ -54,6 +54,11 @@ pub trait Backends: Send {
     fn choose(&mut self, now: Instant, current: Option<BackendId>, pick: u64) -> BackendId;
     /// What became of a dial of, or a link to, `backend`.
     fn report(&mut self, now: Instant, backend: BackendId, health: Health);
+    /// Whether a healthy backend other than `current` is there to move to: a session that lost
+    /// `current` then dials at once instead of after its backoff.
+    fn elsewhere(&self, _now: Instant, _current: BackendId) -> bool {
+        false
+    }
     /// Where `backend`'s tree begins for clients.
     fn root(&self, _backend: BackendId) -> ServiceRoot {
         ServiceRoot::default()
@@ -247,6 +252,10 @@ impl Backends for Endpoint {
             }
         };
         self.backends[backend.0 as usize] = b;
+    }
+
+    fn elsewhere(&self, now: Instant, current: BackendId) -> bool {
+        (0..self.backends.len()).any(|i| i != current.0 as usize && self.healthy(i, now))
     }
 
     fn root(&self, backend: BackendId) -> ServiceRoot {

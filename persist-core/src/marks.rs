@@ -107,6 +107,8 @@ marks! {
     ServiceRootWalk,
     /// Mux: a recovery walked a re-attached root on to its service's root path.
     RecoveryServiceRoot,
+    /// Mux: a session that lost its backend redialed at once, another being healthy.
+    FailoverAtOnce,
     /// Mux: the entries of a directory listing given qids that name their paths.
     StableQidListing,
 }

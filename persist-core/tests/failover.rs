@@ -300,3 +300,74 @@ fn one_backend_passes_qids_untouched() {
     let raw = p.server.files[&vec![b"a".to_vec()]].0;
     assert_eq!(walk_qids(p.reply_to(2)), [raw]);
 }
+
+#[test]
+fn a_session_moves_at_once_while_another_backend_is_healthy() {
+    let mut p = two_backends(Dialect::DotL);
+    let redial_delays = |p: &Pair| -> Vec<std::time::Duration> {
+        p.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Redialing { delay, .. } => Some(*delay),
+                _ => None,
+            })
+            .collect()
+    };
+    p.kill();
+    assert_eq!(redial_delays(&p), [std::time::Duration::ZERO]);
+    p.reconnect();
+    // The second backend fails too, while the first is still avoided: now it waits.
+    p.kill();
+    let delays = redial_delays(&p);
+    assert_eq!(delays.len(), 2);
+    assert!(delays[1] > std::time::Duration::ZERO, "{delays:?}");
+}
+
+/// The qids of a 9P2000 directory read (stat records) and of an Rstat name paths too.
+#[test]
+fn stat_records_and_stats_carry_path_qids() {
+    let mut p = two_backends(Dialect::Base);
+    let listing = |p: &mut Pair, tag: u16, fid: u32| -> Vec<Qid> {
+        p.open_dir(tag, fid, &["dir"]);
+        p.client(
+            tag + 1,
+            Tread {
+                fid: Fid(fid),
+                offset: 0,
+                count: 300,
+            },
+        );
+        p.serve();
+        let Msg::Rread(r) = p.reply_to(tag + 1).clone() else {
+            panic!("{:?}", p.reply_to(tag + 1))
+        };
+        dir::stat_records(&r.data.0, Dialect::Base)
+            .map(|s| s.unwrap().qid)
+            .collect()
+    };
+    let before = listing(&mut p, 2, 1);
+    assert!(!before.is_empty());
+    // The stub's records carry all-ones qids: rewritten, they name the entry's path.
+    assert!(before.iter().all(|q| q.path != u64::MAX), "{before:?}");
+    p.server.touch(&["dir", "f"], false);
+    p.client(5, walk(0, 2, &["dir", "f"]));
+    p.serve();
+    let walked = walk_qids(p.reply_to(5));
+    p.client(6, Tstat { fid: Fid(2) });
+    p.serve();
+    match p.reply_to(6) {
+        Msg::Rstat(s) => assert_eq!(s.stat.qid, walked[1]),
+        other => panic!("{other:?}"),
+    }
+    p.kill();
+    for (q, _) in p.server.files.values_mut() {
+        q.path += 1000;
+    }
+    p.reconnect();
+    p.to_client.clear();
+    let after = listing(&mut p, 7, 3);
+    assert_eq!(
+        before.iter().map(|q| q.path).collect::<Vec<_>>(),
+        after.iter().map(|q| q.path).collect::<Vec<_>>()
+    );
+}

@@ -235,6 +235,11 @@ impl Backends for Shared {
         self.servers.lock().endpoint.report(now, backend, health);
     }
 
+    fn elsewhere(&self, _: Instant, current: BackendId) -> bool {
+        let now = self.now();
+        self.servers.lock().endpoint.elsewhere(now, current)
+    }
+
     fn root(&self, backend: BackendId) -> ServiceRoot {
         self.servers.lock().endpoint.root(backend)
     }

@@ -249,22 +249,40 @@ fn socat(listen: &Addr, target: &Addr) -> Child {
 }
 
 /// The runtimes the proxy runs on, as `runtime-proxy --runtime` names them; `+metrics`: with
-/// its sessions counting into metrics (what `p9persist proxy --metrics` does).
-const RUNTIMES: [&str; 5] = ["tokio", "tokio+metrics", "std", "smol", "async-std"];
+/// its sessions counting into metrics (what `p9persist proxy --metrics` does); `+mux`: a mux
+/// of one service, the backend (what `p9persist mux` does with one healthy server).
+const RUNTIMES: [&str; 6] = [
+    "tokio",
+    "tokio+metrics",
+    "tokio+mux",
+    "std",
+    "smol",
+    "async-std",
+];
 
 /// A proxy process on `runtime`, listening on `listen`.
-fn proxy(runtime: &str, listen: &Addr, backend: &Addr) -> Child {
-    let (name, metrics) = match runtime.strip_suffix("+metrics") {
-        Some(name) => (name, true),
-        None => (runtime, false),
-    };
+fn proxy(runtime: &str, listen: &Addr, backend: &Addr, aname: &str) -> Child {
+    let (name, extra) = runtime.split_once('+').unwrap_or((runtime, ""));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runtime-proxy"));
     cmd.args(["--runtime", name, "--listen"])
-        .arg(listen.to_string())
-        .arg("--server")
-        .arg(backend.to_string());
-    if metrics {
-        cmd.arg("--count-metrics");
+        .arg(listen.to_string());
+    match extra {
+        "mux" => {
+            let aname = match aname {
+                "" => String::new(),
+                a => format!(" aname {a}"),
+            };
+            cmd.arg("--service")
+                .arg(format!("bench addr {backend}{aname}"));
+        }
+        "metrics" => {
+            cmd.arg("--server")
+                .arg(backend.to_string())
+                .arg("--count-metrics");
+        }
+        _ => {
+            cmd.arg("--server").arg(backend.to_string());
+        }
     }
     let child = spawn(&mut cmd);
     wait_listening(listen);
@@ -318,7 +336,7 @@ async fn compare(
             Addr::Unix(p) => Addr::Unix(p.with_extension(format!("{k}"))),
             _ => Addr::Tcp(format!("127.0.0.1:{}", free_port())),
         };
-        let mut p = proxy(runtime, &listen, server);
+        let mut p = proxy(runtime, &listen, server, aname);
         let f = measure(&listen, aname, mb).await;
         print(runtime, &f);
         through.push((runtime, f));
@@ -337,6 +355,13 @@ async fn compare(
         through.iter().find(|(r, _)| **r == "tokio"),
     ) {
         ratios("metrics", "none", with, without);
+    }
+    // What the mux costs over the proxy with one healthy server.
+    if let (Some((_, mux)), Some((_, plain))) = (
+        through.iter().find(|(r, _)| **r == "tokio+mux"),
+        through.iter().find(|(r, _)| **r == "tokio"),
+    ) {
+        ratios("mux", "proxy", mux, plain);
     }
     let _ = relay.kill();
     let _ = relay.wait();

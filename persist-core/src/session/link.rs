@@ -189,7 +189,13 @@ impl Session {
 
     pub(super) fn schedule_redial(&mut self, now: Instant) {
         let age = self.outage_since.map_or(Duration::ZERO, |s| now.since(s));
-        let delay = self.cfg.backoff.delay(self.attempt, age, &mut self.rng);
+        let delay = if self.backends.elsewhere(now, self.backend) {
+            // A mux with a healthy backend to move to: no reason to wait.
+            self.marks.hit(Mark::FailoverAtOnce);
+            Duration::ZERO
+        } else {
+            self.cfg.backoff.delay(self.attempt, age, &mut self.rng)
+        };
         self.attempt = self.attempt.saturating_add(1);
         self.link = LinkState::Down {
             redial_at: now + delay,

@@ -90,6 +90,9 @@ impl Backends for Shared {
     fn report(&mut self, now: Instant, backend: BackendId, health: Health) {
         self.0.lock().unwrap().report(now, backend, health)
     }
+    fn elsewhere(&self, now: Instant, current: BackendId) -> bool {
+        self.0.lock().unwrap().elsewhere(now, current)
+    }
     fn root(&self, backend: BackendId) -> ServiceRoot {
         self.0.lock().unwrap().root(backend)
     }
@@ -899,6 +902,7 @@ impl MuxWorld {
 pub const MUX_MARKS: &[persist_core::Mark] = &[
     persist_core::Mark::FailoverOpenFidsFail,
     persist_core::Mark::FailoverFidsMove,
+    persist_core::Mark::FailoverAtOnce,
     persist_core::Mark::ServiceRootWalk,
     persist_core::Mark::RecoveryServiceRoot,
     persist_core::Mark::StableQidListing,
