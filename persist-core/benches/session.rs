@@ -112,8 +112,27 @@ struct Rig {
 
 impl Rig {
     fn new(cfg: Config) -> Rig {
+        Rig::with_session(Session::new(cfg, BackendId(0), Instant::from_millis(0)))
+    }
+
+    /// A session of a mux's endpoint (two backends: qids sent to the client name paths).
+    fn mux(cfg: Config) -> Rig {
+        let endpoint = persist_core::Endpoint::new(2, &cfg);
+        let s = Session::with_backends(cfg, Box::new(endpoint), Instant::from_millis(0));
+        Rig::with_session(s)
+    }
+
+    fn with_session(mut s: Session) -> Rig {
         let now = Instant::from_millis(0);
-        let mut s = Session::new(cfg, BackendId(0), now);
+        // A session dials when its client's Tversion arrives.
+        let version = Fcall::new(
+            NOTAG,
+            Tversion {
+                msize: 65536,
+                version: "9P2000.L".into(),
+            },
+        );
+        s.handle_client_frame(now, version.to_frame().unwrap());
         let Some(Output::Dial { link, .. }) = s.poll_output() else {
             panic!("no dial")
         };
@@ -124,13 +143,7 @@ impl Rig {
             link,
             now,
         };
-        rig.roundtrip(Fcall::new(
-            NOTAG,
-            Tversion {
-                msize: 65536,
-                version: "9P2000.L".into(),
-            },
-        ));
+        rig.pump();
         let attach = Tattach {
             fid: Fid(0),
             afid: NOFID,
@@ -271,6 +284,30 @@ fn main() {
         },
     ));
     let (walk_rate, walk_allocs) = forward(&mut rig, &twalk, &rwalk, n / 4);
+    // The same through a mux's session: reads pass as they do through a proxy; walks have their
+    // qids rewritten to name paths.
+    let mut mux = Rig::mux(Config::default());
+    for fc in [
+        Fcall::new(
+            1,
+            Twalk {
+                fid: Fid(0),
+                newfid: Fid(1),
+                wnames: WalkNames::new(["usr", "lib"]).unwrap(),
+            },
+        ),
+        Fcall::new(
+            1,
+            Tlopen {
+                fid: Fid(1),
+                flags: lflags::RDONLY,
+            },
+        ),
+    ] {
+        mux.roundtrip(fc);
+    }
+    let (mux_read_rate, mux_read_allocs) = forward(&mut mux, &tread, &rread, n);
+    let (mux_walk_rate, mux_walk_allocs) = forward(&mut mux, &twalk, &rwalk, n / 4);
     // What a driver spends anyway per pair (taking each frame in, handing it on): measured in
     // the same run so the session's own cost can be told apart.
     let base = driver_baseline(&tread, &rread, n);
@@ -286,6 +323,16 @@ fn main() {
         "  Twalk/Rwalk 2 names{walk_rate:>12.0}  ({walk_allocs:.3})  session alone: {:.0}/s, {:.0} ns/pair",
         own(walk_rate),
         1e9 / own(walk_rate)
+    );
+    println!(
+        "  mux: Tread/Rread   {mux_read_rate:>12.0}  ({mux_read_allocs:.3})  session alone: {:.0} ns/pair ({:.2}x the proxy's)",
+        1e9 / own(mux_read_rate),
+        own(read_rate) / own(mux_read_rate)
+    );
+    println!(
+        "  mux: Twalk/Rwalk   {mux_walk_rate:>12.0}  ({mux_walk_allocs:.3})  session alone: {:.0} ns/pair ({:.2}x the proxy's)",
+        1e9 / own(mux_walk_rate),
+        own(walk_rate) / own(mux_walk_rate)
     );
 
     // --- fid memory ---

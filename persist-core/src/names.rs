@@ -120,6 +120,11 @@ impl NameTree {
         id
     }
 
+    /// The name of `id` in its directory (empty for a root).
+    pub fn name(&self, id: NodeId) -> &[u8] {
+        &self.node(id).name
+    }
+
     /// The directory above `id`, if it is not a root.
     pub fn parent(&self, id: NodeId) -> Option<NodeId> {
         Some(self.node(id).parent).filter(|&p| p != NO_PARENT)

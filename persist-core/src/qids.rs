@@ -13,6 +13,8 @@ use alloc::vec::Vec;
 
 use p9_core::Qid;
 
+use crate::names::{NameTree, NodeId};
+
 /// FNV-1a's 64-bit offset basis: the root's key.
 const ROOT: u64 = 0xcbf2_9ce4_8422_2325;
 const PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -29,23 +31,47 @@ pub(crate) fn child_key(parent: u64, name: &[u8]) -> u64 {
 }
 
 /// A path being followed name by name, as walk(5) does: `..` goes up (not above the root), and
-/// `.` stays.
-#[derive(Clone, Debug)]
+/// `.` stays. A session keeps one and sets it again for each reply, so that its buffers are
+/// reused (rewriting a reply's qids allocates only the rewritten frame).
+#[derive(Clone, Debug, Default)]
 pub(crate) struct PathKey {
     /// The keys from the root down.
     keys: Vec<u64>,
+    /// Scratch: the nodes from a fid's node up to its root.
+    nodes: Vec<NodeId>,
 }
 
 impl PathKey {
     /// The path named by `names` from the root.
+    #[cfg(test)]
     pub(crate) fn of<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> PathKey {
-        let mut p = PathKey {
-            keys: alloc::vec![ROOT],
-        };
+        let mut p = PathKey::default();
+        p.keys.push(ROOT);
         for name in names {
             p.push(name);
         }
         p
+    }
+
+    /// Set to the root.
+    pub(crate) fn set_root(&mut self) {
+        self.keys.clear();
+        self.keys.push(ROOT);
+    }
+
+    /// Set to where `node` is in `tree`.
+    pub(crate) fn set_node(&mut self, tree: &NameTree, node: NodeId) {
+        self.nodes.clear();
+        let mut at = node;
+        while let Some(parent) = tree.parent(at) {
+            self.nodes.push(at);
+            at = parent;
+        }
+        self.set_root();
+        for &n in self.nodes.iter().rev() {
+            let key = child_key(self.key(), tree.name(n));
+            self.keys.push(key);
+        }
     }
 
     pub(crate) fn push(&mut self, name: &[u8]) {
@@ -115,6 +141,20 @@ mod tests {
             PathKey::of([&b"ab"[..], b"c"]).key(),
             PathKey::of([&b"a"[..], b"bc"]).key()
         );
+    }
+
+    #[test]
+    fn a_node_keys_as_its_names_do() {
+        let mut tree = NameTree::default();
+        let root = tree.new_root();
+        let usr = tree.child(root, b"usr");
+        let lib = tree.child(usr, b"lib");
+        let mut p = PathKey::default();
+        p.set_node(&tree, lib);
+        assert_eq!(p.key(), PathKey::of([&b"usr"[..], b"lib"]).key());
+        assert_eq!(p.entry(b".."), PathKey::of([&b"usr"[..]]).key());
+        p.set_node(&tree, root);
+        assert_eq!(p.key(), ROOT);
     }
 
     #[test]

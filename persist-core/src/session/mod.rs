@@ -150,6 +150,8 @@ pub struct Session {
     service: ServiceRoot,
     /// Whether qids sent to the client name paths, not one server's files (`crate::qids`).
     stable_qids: bool,
+    /// Reused for each reply whose qids are rewritten.
+    path_key: crate::qids::PathKey,
     /// This session's number among its endpoint's (spreads sessions over equal backends).
     pick: u64,
     link: LinkState,
@@ -206,6 +208,7 @@ impl Session {
             linked: None,
             service: ServiceRoot::default(),
             stable_qids: backends.stable_qids(),
+            path_key: Default::default(),
             backends,
             link: LinkState::Idle { since: now },
             next_link: 0,

@@ -4,7 +4,7 @@
 //! service names one, and passed on when it does not.
 
 use super::*;
-use crate::qids::{self, PathKey};
+use crate::qids;
 use p9_core::{Fid, Rattach, Tattach, Tauth, Tclunk, Twalk, WalkNames};
 
 impl Session {
@@ -127,79 +127,79 @@ impl Session {
         if !self.stable_qids {
             return frame;
         }
-        let path = |fid: Fid| -> Option<PathKey> {
-            let node = self.fids.get(fid.0)?.node;
-            Some(PathKey::of(self.fids.names.path(node)))
+        // The fid whose path keys the reply's qids (none: the root), and the name beneath it
+        // for a reply about a new file.
+        let (fid, name): (Option<Fid>, Option<&[u8]>) = match (msg, reply) {
+            (Msg::Tattach(_), Msg::Rattach(_)) => (None, None),
+            (Msg::Twalk(w), Msg::Rwalk(_)) => (Some(w.fid), None),
+            (Msg::Topen(o), Msg::Ropen(_)) => (Some(o.fid), None),
+            (Msg::Tlopen(o), Msg::Rlopen(_)) => (Some(o.fid), None),
+            (Msg::Tgetattr(g), Msg::Rgetattr(_)) => (Some(g.fid), None),
+            (Msg::Tstat(s), Msg::Rstat(_)) => (Some(s.fid), None),
+            (Msg::Tcreate(c), Msg::Rcreate(_)) => (Some(c.fid), Some(&c.name[..])),
+            (Msg::Tlcreate(c), Msg::Rlcreate(_)) => (Some(c.fid), Some(&c.name[..])),
+            (Msg::Tmkdir(c), Msg::Rmkdir(_)) => (Some(c.dfid), Some(&c.name[..])),
+            (Msg::Tsymlink(c), Msg::Rsymlink(_)) => (Some(c.fid), Some(&c.name[..])),
+            (Msg::Tmknod(c), Msg::Rmknod(_)) => (Some(c.dfid), Some(&c.name[..])),
+            (Msg::Treaddir(t), Msg::Rreaddir(_)) => (Some(t.fid), None),
+            (Msg::Tread(t), Msg::Rread(_)) if self.fid_is_dir(t.fid) => (Some(t.fid), None),
+            _ => return frame,
         };
-        let child = |fid: Fid, name: &[u8]| -> Option<u64> { Some(path(fid)?.entry(name)) };
+        let mut p = core::mem::take(&mut self.path_key);
+        match fid {
+            None => p.set_root(),
+            Some(fid) => match self.fids.get(fid.0) {
+                Some(f) => p.set_node(&self.fids.names, f.node),
+                None => {
+                    self.path_key = p;
+                    return frame;
+                }
+            },
+        }
         let mut buf = BytesMut::from(&frame[..]);
         let done = match (msg, reply) {
-            (Msg::Tattach(_), Msg::Rattach(_)) => {
-                qids::patch(&mut buf, QID_AT, PathKey::of([]).key());
-                Some(())
-            }
-            (Msg::Twalk(w), Msg::Rwalk(r)) => path(w.fid).map(|mut p| {
+            (Msg::Twalk(w), Msg::Rwalk(r)) => {
                 for (i, name) in w.wnames.iter().take(r.wqids.len()).enumerate() {
                     p.push(name);
                     qids::patch(&mut buf, WALK_QIDS_AT + i * Qid::LEN, p.key());
                 }
-            }),
-            (Msg::Topen(o), Msg::Ropen(_)) => self.patch_at(&mut buf, QID_AT, path(o.fid)),
-            (Msg::Tlopen(o), Msg::Rlopen(_)) => self.patch_at(&mut buf, QID_AT, path(o.fid)),
-            (Msg::Tgetattr(g), Msg::Rgetattr(_)) => {
-                self.patch_at(&mut buf, GETATTR_QID_AT, path(g.fid))
+                true
             }
-            (Msg::Tstat(s), Msg::Rstat(_)) => self.patch_at(&mut buf, STAT_QID_AT, path(s.fid)),
-            (Msg::Tcreate(c), Msg::Rcreate(_)) => {
-                child(c.fid, &c.name).map(|k| qids::patch(&mut buf, QID_AT, k))
+            (_, Msg::Rgetattr(_)) => {
+                qids::patch(&mut buf, GETATTR_QID_AT, p.key());
+                true
             }
-            (Msg::Tlcreate(c), Msg::Rlcreate(_)) => {
-                child(c.fid, &c.name).map(|k| qids::patch(&mut buf, QID_AT, k))
+            (_, Msg::Rstat(_)) => {
+                qids::patch(&mut buf, STAT_QID_AT, p.key());
+                true
             }
-            (Msg::Tmkdir(c), Msg::Rmkdir(_)) => {
-                child(c.dfid, &c.name).map(|k| qids::patch(&mut buf, QID_AT, k))
-            }
-            (Msg::Tsymlink(c), Msg::Rsymlink(_)) => {
-                child(c.fid, &c.name).map(|k| qids::patch(&mut buf, QID_AT, k))
-            }
-            (Msg::Tmknod(c), Msg::Rmknod(_)) => {
-                child(c.dfid, &c.name).map(|k| qids::patch(&mut buf, QID_AT, k))
-            }
-            (Msg::Treaddir(t), Msg::Rreaddir(_)) => path(t.fid).and_then(|p| {
-                let data = buf.get_mut(DATA_AT..)?;
+            (_, Msg::Rreaddir(_)) => buf.get_mut(DATA_AT..).is_some_and(|data| {
                 dir::rewrite_dirent_qids(data, |name, q| *q = qids::stable(*q, p.entry(name)))
-                    .ok()
-                    .map(drop)
+                    .is_ok()
             }),
-            (Msg::Tread(t), Msg::Rread(_)) => {
+            (_, Msg::Rread(_)) => {
                 let dialect = self.dialect().unwrap_or(Dialect::Base);
-                path(t.fid)
-                    .filter(|_| self.fid_is_dir(t.fid))
-                    .and_then(|p| {
-                        let data = buf.get_mut(DATA_AT..)?;
-                        dir::rewrite_stat_qids(data, dialect, |name, q| {
-                            *q = qids::stable(*q, p.entry(name))
-                        })
-                        .ok()
-                        .map(drop)
+                buf.get_mut(DATA_AT..).is_some_and(|data| {
+                    dir::rewrite_stat_qids(data, dialect, |name, q| {
+                        *q = qids::stable(*q, p.entry(name))
                     })
+                    .is_ok()
+                })
             }
-            _ => None,
+            _ => {
+                let key = name.map_or(p.key(), |n| p.entry(n));
+                qids::patch(&mut buf, QID_AT, key);
+                true
+            }
         };
-        match done {
-            Some(()) => {
-                if matches!(reply, Msg::Rreaddir(_) | Msg::Rread(_)) {
-                    self.marks.hit(Mark::StableQidListing);
-                }
-                buf.freeze()
-            }
-            None => frame,
+        self.path_key = p;
+        if !done {
+            return frame;
         }
-    }
-
-    fn patch_at(&self, buf: &mut BytesMut, at: usize, path: Option<PathKey>) -> Option<()> {
-        qids::patch(buf, at, path?.key());
-        Some(())
+        if matches!(reply, Msg::Rreaddir(_) | Msg::Rread(_)) {
+            self.marks.hit(Mark::StableQidListing);
+        }
+        buf.freeze()
     }
 
     fn fid_is_dir(&self, fid: Fid) -> bool {
