@@ -646,7 +646,7 @@ pub fn sentence_named(
             to,
             open_fids_lost,
         } => (
-            Level::Warn,
+            Level::Info,
             format!(
                 "[{client}] failover: {} → {}; {open_fids_lost} open fids now fail with i/o errors",
                 name(*from),

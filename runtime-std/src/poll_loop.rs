@@ -204,12 +204,7 @@ impl<R: Runtime> SessionLoop<R> {
 
     fn log_events(&mut self) {
         while let Some(e) = self.drive.poll_event() {
-            crate::log_sentence(&crate::servers::sentence(
-                &e,
-                &self.client,
-                &self.drive,
-                &self.servers,
-            ));
+            self.servers.log_event(&e, &self.client, &self.drive);
             if let Some(m) = &mut self.metrics {
                 m.event(&e, std::time::Instant::now());
             }

@@ -76,6 +76,8 @@ pub struct Servers {
 struct Inner {
     list: Vec<Server>,
     endpoint: Endpoint,
+    /// Failovers not yet summed up in the log: (from, to) → (sessions, open fids failed).
+    failovers: std::collections::BTreeMap<(BackendId, BackendId), (usize, usize)>,
 }
 
 /// What an [`update`](Servers::update) changed, by server name.
@@ -101,6 +103,7 @@ impl Servers {
             inner: Arc::new(Mutex::new(Inner {
                 endpoint: Endpoint::with_roots(roots, cfg),
                 list,
+                failovers: Default::default(),
             })),
         }
     }
@@ -180,6 +183,45 @@ impl Servers {
         changes
     }
 
+    /// Log a session's event (naming backends as these servers do), and note a failover for
+    /// [`failover_summary`](Self::failover_summary).
+    pub fn log_event(&self, e: &persist_core::Event, client: &str, drive: &persist_core::Drive) {
+        if let persist_core::Event::Failover {
+            from,
+            to,
+            open_fids_lost,
+        } = e
+        {
+            let mut inner = self.lock();
+            let n = inner.failovers.entry((*from, *to)).or_default();
+            n.0 += 1;
+            n.1 += open_fids_lost;
+        }
+        let current = self.name(drive.session().backend());
+        let line = persist_core::drive::sentence_named(e, client, &current, &|b| self.name(b));
+        crate::log_sentence(&line);
+    }
+
+    /// One line for each pair of servers sessions failed over between since the last call:
+    /// "failover: fs1 → fs2 for 3 clients; 2 open fids failed".
+    pub fn failover_summary(&self) -> Vec<String> {
+        let moves = std::mem::take(&mut self.lock().failovers);
+        moves
+            .into_iter()
+            .map(|((from, to), (clients, fids))| {
+                let clients = match clients {
+                    1 => "1 client".to_string(),
+                    n => format!("{n} clients"),
+                };
+                format!(
+                    "failover: {} → {} for {clients}; {fids} open fids failed",
+                    self.name(from),
+                    self.name(to)
+                )
+            })
+            .collect()
+    }
+
     /// What a session consults at each dial: the shared endpoint. Sessions measure time each
     /// from their own start, so the endpoint is told times on one clock, its own.
     pub fn backends(&self) -> Box<dyn Backends> {
@@ -247,15 +289,4 @@ impl Backends for Shared {
     fn stable_qids(&self) -> bool {
         self.servers.lock().endpoint.stable_qids()
     }
-}
-
-/// Word a drive's event for the log, naming backends as `servers` does.
-pub fn sentence(
-    e: &persist_core::Event,
-    client: &str,
-    drive: &persist_core::Drive,
-    servers: &Servers,
-) -> persist_core::drive::Sentence {
-    let current = servers.name(drive.session().backend());
-    persist_core::drive::sentence_named(e, client, &current, &|b| servers.name(b))
 }

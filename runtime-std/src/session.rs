@@ -303,12 +303,7 @@ impl SessionIo {
             }
         }
         while let Some(e) = self.drive.poll_event() {
-            crate::log_sentence(&crate::servers::sentence(
-                &e,
-                &self.client,
-                &self.drive,
-                &self.servers,
-            ));
+            self.servers.log_event(&e, &self.client, &self.drive);
             if let Some(m) = &mut self.metrics {
                 m.event(&e, std::time::Instant::now());
             }

@@ -450,6 +450,7 @@ async fn run(cli: Cli, passed: Vec<Passed>) -> Result<(), String> {
                 servers.clone(),
                 shutdown.clone(),
             ));
+            tokio::spawn(mux::sum_failovers(servers.clone(), shutdown.clone()));
             let what = format!(
                 "serving {} from any of: {servers} (query: {query})",
                 describe(&listeners)

@@ -151,6 +151,20 @@ pub async fn follow(
     }
 }
 
+/// Every second, one warning per pair of servers sessions moved between (each session says
+/// so at info level too): "failover: fs1 → fs2 for 3 clients; 2 open fids failed".
+pub async fn sum_failovers(servers: Servers, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        for line in servers.failover_summary() {
+            tracing::warn!(event = "failover_summary", "{line}");
+        }
+    }
+}
+
 /// A file's size and modification time, to notice changes.
 fn stamp(p: &std::path::Path) -> Option<(u64, SystemTime)> {
     let m = std::fs::metadata(p).ok()?;

@@ -289,10 +289,15 @@ fn the_serving_diod_killed_open_files_fail_the_rest_move_and_qids_hold() {
             b"moved\n"
         );
     });
-    mux.stop();
-    let text = std::fs::read_to_string(&log).unwrap();
     let first = serving(&log);
     let other = if first == "one" { "two" } else { "one" };
+    // Summed up for the operator within a second.
+    wait_for_line(
+        &log,
+        &format!("failover: {first} → {other} for 1 client; 1 open fids failed"),
+    );
+    mux.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.contains(&format!("failover: {first} → {other}; 1 open fids")),
         "{text}"
