@@ -316,7 +316,7 @@ async fn check_server(name: &str, addr: &Addr) -> Result<(), String> {
     if let Addr::Tcp(a) = addr {
         let _addresses = tokio::net::lookup_host(a)
             .await
-            .map_err(|e| format!("{name}: cannot resolve {a}: {e}"))?;
+            .map_err(|e| format!("cannot resolve {a}: {e}"))?;
     }
     match tokio::time::timeout(Duration::from_secs(2), runtime_tokio::net::dial(addr)).await {
         Ok(Ok(_)) => {}
@@ -438,7 +438,9 @@ async fn run(cli: Cli, passed: Vec<Passed>) -> Result<(), String> {
                 ));
             }
             for s in &chosen {
-                check_server(&s.name, &s.addr).await?;
+                check_server(&s.name, &s.addr)
+                    .await
+                    .map_err(|e| format!("service {}: {e}", s.name))?;
             }
             let shutdown = shutdown_on_signals();
             let listeners = listeners("clients", listen.as_deref(), passed).await?;

@@ -70,6 +70,56 @@ fn bad_addresses_are_one_line_errors() {
             &["ramfs", "--listen", "unix!/nonexistent-dir/sock"][..],
             "cannot listen on unix!/nonexistent-dir/sock",
         ),
+        (
+            &["mux", "--listen", "0", "name", "data"][..],
+            "give --registry FILE",
+        ),
+        (
+            &[
+                "mux",
+                "--listen",
+                "0",
+                "--registry",
+                "/nonexistent/registry",
+                "name",
+                "data",
+            ][..],
+            "--registry /nonexistent/registry: no such file",
+        ),
+        (
+            &[
+                "mux",
+                "--listen",
+                "0",
+                "--service",
+                "fs9 addr tcp!fs9!564",
+                "name",
+                "data",
+            ][..],
+            "no service with an addr matches",
+        ),
+        (
+            &[
+                "mux",
+                "--listen",
+                "0",
+                "--service",
+                "fs9 name data addr tcp!no-such-host.invalid!564",
+                "name",
+                "data",
+            ][..],
+            "service fs9: cannot resolve",
+        ),
+        (
+            &[
+                "mux",
+                "--service",
+                "fs9 name data addr 'unclosed",
+                "name",
+                "data",
+            ][..],
+            "--service: line 1",
+        ),
     ] {
         let (ok, err) = p9persist(args);
         assert!(!ok, "{args:?} should fail");
