@@ -105,6 +105,9 @@ marks! {
     FailoverFidsMove,
     /// Mux: a client's attach walked on to its service's root path before its Rattach.
     ServiceRootWalk,
+    /// Mux: a client's Tflush of an attach on its way to the service's root held until the
+    /// attach is answered (the server has made a fid the client would not know of).
+    ServiceRootFlushHeld,
     /// Mux: a recovery walked a re-attached root on to its service's root path.
     RecoveryServiceRoot,
     /// Mux: a session that lost its backend redialed at once, another being healthy.

@@ -371,3 +371,67 @@ fn stat_records_and_stats_carry_path_qids() {
         after.iter().map(|q| q.path).collect::<Vec<_>>()
     );
 }
+
+/// A client's Tflush of its attach while the session walks it on to the service's root: the
+/// server has attached a fid already, so the flush is held (never sent) and answered right
+/// after the attach (flush(5) lets the flushed request's reply come first).
+#[test]
+fn a_flush_of_an_attach_on_its_way_to_the_service_root_waits_for_it() {
+    let cfg = config();
+    let now = Instant::from_millis(1_000);
+    let root = ServiceRoot {
+        aname: Some("/srv".into()),
+        path: vec!["data".into()],
+    };
+    let endpoint = Endpoint::with_roots(vec![root.clone(), root], &cfg);
+    let s = Session::with_backends(cfg, Box::new(endpoint), now);
+    let mut p = Pair::with_session(Dialect::DotL, s, now);
+    p.server.touch(&["data"], true);
+    p.accept_dial();
+    p.client(
+        NOTAG,
+        Tversion {
+            msize: 8192,
+            version: "9P2000.L".into(),
+        },
+    );
+    p.serve();
+    p.client(
+        1,
+        Tattach {
+            fid: Fid(0),
+            afid: NOFID,
+            uname: "glenda".into(),
+            aname: "".into(),
+            n_uname: Some(1000),
+        },
+    );
+    let attach = p.next_request();
+    assert!(matches!(attach.msg, Msg::Tattach(_)));
+    let r = p.server.answer(&attach);
+    p.reply(attach.tag, r);
+    p.client(2, Tflush { oldtag: 1 });
+    let walk = p.next_request();
+    assert!(
+        matches!(walk.msg, Msg::Twalk(_)) && walk.tag == 1,
+        "{walk:?}"
+    );
+    assert!(
+        p.to_server.is_empty(),
+        "the flush is held: {:?}",
+        p.to_server
+    );
+    let r = p.server.answer(&walk);
+    p.reply(walk.tag, r);
+    let answers: Vec<(u16, MsgType)> = p
+        .to_client
+        .iter()
+        .filter(|f| f.tag != NOTAG)
+        .map(|f| (f.tag, f.msg.msg_type()))
+        .collect();
+    assert_eq!(answers, [(1, MsgType::Rattach), (2, MsgType::Rflush)]);
+    // The fid is the client's: it works.
+    p.client(3, getattr(0));
+    p.serve();
+    assert!(matches!(p.reply_to(3), Msg::Rgetattr(_)));
+}

@@ -99,6 +99,7 @@ impl Session {
                 sent_at: now,
                 bad_replies: 0,
                 rooting: Rooting::Attach,
+                waiting_flush: None,
             },
         );
         match self.link {
@@ -149,6 +150,7 @@ impl Session {
             sent_at: self.now,
             bad_replies: 0,
             rooting: Rooting::Attach,
+            waiting_flush: None,
         });
         self.next_seq += 1;
         self.held_bytes += len;
@@ -167,6 +169,15 @@ impl Session {
         if let Some(req) = self.requests.remove(&tag) {
             self.held_bytes -= req.frame.len();
             self.send_to_client(frame);
+            self.answer_waiting_flush(&req);
+        }
+    }
+
+    /// `req` is answered: a Tflush held for it gets its Rflush now (flush(5) allows the
+    /// flushed request's reply first).
+    pub(super) fn answer_waiting_flush(&mut self, req: &Request) {
+        if let Some(flush) = req.waiting_flush {
+            self.answer(flush, reply::local(flush, Rflush {}));
         }
     }
 
@@ -284,6 +295,7 @@ impl Session {
                 }
             }
             Msg::Tversion(_) => self.start_version_reset(tag),
+            Msg::Tflush(f) if self.hold_flush(tag, f.oldtag, link) => return,
             _ => {}
         }
         let Some(wire) = self.fit_to_server(&frame, ty) else {
@@ -488,6 +500,15 @@ impl Session {
                 (reply::local(tag, rv.clone()), Msg::Rversion(rv))
             }
             (reply, _) => (frame, reply),
+        };
+        let req = match (&request, &reply) {
+            (Some(Msg::Tflush(f)), Msg::Rflush(_)) if !self.service.path.is_empty() => {
+                match self.hold_flush_reply(tag, f.oldtag, req) {
+                    Some(req) => req,
+                    None => return,
+                }
+            }
+            _ => req,
         };
         self.held_bytes -= req.frame.len();
         let frame = match &request {

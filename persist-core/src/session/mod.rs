@@ -105,6 +105,10 @@ pub(crate) struct Request {
     pub bad_replies: u8,
     /// How far a Tattach has come into a service's root (a mux walks there before answering).
     pub rooting: Rooting,
+    /// A client Tflush of this request, held until this request is answered: an attach being
+    /// walked to its service's root has made a fid the server must not keep (see
+    /// `session/service.rs`).
+    pub waiting_flush: Option<u16>,
 }
 
 /// A client's Tattach to a service with a root path: attached, then walked to the path (under

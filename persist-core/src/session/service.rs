@@ -78,22 +78,65 @@ impl Session {
                 };
                 self.held_bytes -= req.frame.len();
                 let rattach = Msg::Rattach(Rattach { qid });
+                let mut frame = reply::local(tag, rattach.clone());
                 if let Some(msg) = self.decode_request(&req.frame) {
-                    let frame =
-                        self.client_qids(&msg, &rattach, reply::local(tag, rattach.clone()));
+                    frame = self.client_qids(&msg, &rattach, frame);
                     self.record(&msg, &rattach, &req.frame);
-                    self.answered_after_outage();
-                    self.send_to_client(frame);
                 }
+                self.answered_after_outage();
+                self.send_to_client(frame);
+                self.answer_waiting_flush(&req);
             }
             Rooting::Clunk => {
                 self.held_bytes -= req.frame.len();
                 self.answered_after_outage();
                 let frame = Failure::NO_SERVICE_ROOT.reply(tag, self.dialect());
                 self.send_to_client(frame);
+                self.answer_waiting_flush(&req);
             }
         }
         None
+    }
+
+    /// A client Tflush (`tag`) of `oldtag` while that attach is being walked to its service's
+    /// root, or its fid clunked: the server has attached a fid the client would not know of,
+    /// so the flush is not sent; it is answered as soon as the attach is (true when held).
+    pub(super) fn hold_flush(&mut self, tag: u16, oldtag: u16, link: LinkId) -> bool {
+        let Some(old) = self
+            .requests
+            .get_mut(&oldtag)
+            .filter(|r| r.rooting != Rooting::Attach && r.waiting_flush.is_none())
+        else {
+            return false;
+        };
+        old.waiting_flush = Some(tag);
+        self.marks.hit(Mark::ServiceRootFlushHeld);
+        if let Some(flush) = self.requests.get_mut(&tag) {
+            // In flight as far as a lost link is concerned: answered here if the link goes.
+            flush.state = RequestState::Sent(link);
+            flush.sent_at = self.now;
+        }
+        true
+    }
+
+    /// The server's Rflush for a client Tflush (`tag`, held in `req`) of `oldtag`, which the
+    /// server had already answered with its Rattach: the walk to the service's root has begun
+    /// under the same tag since. The Rflush waits for the attach's own reply (true when held).
+    pub(super) fn hold_flush_reply(
+        &mut self,
+        tag: u16,
+        oldtag: u16,
+        req: Request,
+    ) -> Option<Request> {
+        match self.requests.get_mut(&oldtag) {
+            Some(old) if old.rooting != Rooting::Attach && old.waiting_flush.is_none() => {
+                old.waiting_flush = Some(tag);
+                self.marks.hit(Mark::ServiceRootFlushHeld);
+                self.requests.insert(tag, req);
+                None
+            }
+            _ => Some(req),
+        }
     }
 
     /// Send a step of a client's attach under its tag, holding the request for the reply.

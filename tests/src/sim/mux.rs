@@ -116,13 +116,24 @@ struct ModelFid {
 enum Op {
     Version,
     Attach,
-    Walk { newfid: u32, path: Vec<String> },
+    Walk {
+        newfid: u32,
+        path: Vec<String>,
+    },
     Getattr,
     Open,
     Read,
     Readdir,
     Clunk,
-    Create { name: String },
+    Create {
+        name: String,
+    },
+    /// A Tflush of the request with tag `oldtag` (walks, getattrs, opens, reads, listings and
+    /// attaches are flushed; the attach being walked to its service root is the case that
+    /// matters).
+    Flush {
+        oldtag: u16,
+    },
 }
 
 struct Pending {
@@ -702,6 +713,15 @@ impl MuxWorld {
             (Op::Clunk, _) => {
                 client.fids.remove(&p.fid);
             }
+            (Op::Flush { oldtag }, Msg::Rflush(_)) => {
+                // flush(5): the flushed request is answered before the Rflush, or never.
+                if let Some(old) = client.pending.remove(&oldtag) {
+                    self.note(|| format!("client {c}: tag {oldtag} flushed unanswered"));
+                    if matches!(old.op, Op::Attach) {
+                        self.send(c, 0, Op::Attach)?;
+                    }
+                }
+            }
             (_, Msg::Rlerror(e)) if e.ecode == ESTALE => {
                 if let Some(f) = client.fids.get_mut(&p.fid) {
                     f.stale = true;
@@ -811,6 +831,7 @@ impl MuxWorld {
                 gid: 0,
             }
             .into(),
+            Op::Flush { oldtag } => Tflush { oldtag: *oldtag }.into(),
         };
         self.stats.requests += 1;
         client.pending.insert(tag, Pending { fid, op });
@@ -820,8 +841,30 @@ impl MuxWorld {
         self.drain(c)
     }
 
-    /// Client `c` does something, if it is attached and has room.
+    /// Client `c` does something, if it is attached and has room; or flushes a request.
     fn client_op(&mut self, c: usize) -> Result<(), String> {
+        let client = &self.clients[c];
+        // Now and then a request in flight is flushed (one flush at a time).
+        let flushable: Vec<u16> = client
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                matches!(
+                    p.op,
+                    Op::Attach | Op::Walk { .. } | Op::Getattr | Op::Open | Op::Read | Op::Readdir
+                )
+            })
+            .map(|(&t, _)| t)
+            .collect();
+        let flushing = client
+            .pending
+            .values()
+            .any(|p| matches!(p.op, Op::Flush { .. }));
+        let attaching = !client.attached && !flushable.is_empty();
+        if !flushable.is_empty() && !flushing && self.rng.chance(if attaching { 30 } else { 5 }) {
+            let oldtag = flushable[self.rng.below(flushable.len() as u64) as usize];
+            return self.send(c, NOFID.0, Op::Flush { oldtag });
+        }
         let client = &self.clients[c];
         if !client.attached || client.pending.len() >= 4 {
             return Ok(());
@@ -904,6 +947,7 @@ pub const MUX_MARKS: &[persist_core::Mark] = &[
     persist_core::Mark::FailoverFidsMove,
     persist_core::Mark::FailoverAtOnce,
     persist_core::Mark::ServiceRootWalk,
+    persist_core::Mark::ServiceRootFlushHeld,
     persist_core::Mark::RecoveryServiceRoot,
     persist_core::Mark::StableQidListing,
 ];
