@@ -120,6 +120,17 @@ impl NameTree {
         id
     }
 
+    /// How many names `id` is below its root.
+    pub fn depth(&self, id: NodeId) -> usize {
+        let mut depth = 0;
+        let mut at = id;
+        while let Some(parent) = self.parent(at) {
+            depth += 1;
+            at = parent;
+        }
+        depth
+    }
+
     /// The name of `id` in its directory (empty for a root).
     pub fn name(&self, id: NodeId) -> &[u8] {
         &self.node(id).name

@@ -30,8 +30,20 @@ pub(crate) fn child_key(parent: u64, name: &[u8]) -> u64 {
     h
 }
 
-/// A path being followed name by name, as walk(5) does: `..` goes up (not above the root), and
-/// `.` stays. A session keeps one and sets it again for each reply, so that its buffers are
+/// The key of the root a client attached to with `aname`, where that name picks the tree (a
+/// service without an aname of its own passes the client's on): "" is the root; other names
+/// key their own trees, so that two attaches in one session never share qids.
+pub(crate) fn root_key(aname: &[u8]) -> u64 {
+    match aname {
+        b"" => ROOT,
+        _ => child_key(ANAME_ROOTS, aname),
+    }
+}
+
+/// Where the keys of roots named by an aname start (any number apart from [`ROOT`]).
+const ANAME_ROOTS: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// A path being followed name by name. A session keeps one and sets it again for each reply, so that its buffers are
 /// reused (rewriting a reply's qids allocates only the rewritten frame).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PathKey {
@@ -46,38 +58,40 @@ impl PathKey {
     #[cfg(test)]
     pub(crate) fn of<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> PathKey {
         let mut p = PathKey::default();
-        p.keys.push(ROOT);
+        p.set_root(ROOT);
         for name in names {
             p.push(name);
         }
         p
     }
 
-    /// Set to the root.
-    pub(crate) fn set_root(&mut self) {
+    /// Set to the root whose key is `root` (see [`root_key`]).
+    pub(crate) fn set_root(&mut self, root: u64) {
         self.keys.clear();
-        self.keys.push(ROOT);
+        self.keys.push(root);
     }
 
-    /// Set to where `node` is in `tree`.
-    pub(crate) fn set_node(&mut self, tree: &NameTree, node: NodeId) {
+    /// Set to where `node` is in `tree`, below the root whose key is `root`.
+    pub(crate) fn set_node(&mut self, tree: &NameTree, node: NodeId, root: u64) {
         self.nodes.clear();
         let mut at = node;
         while let Some(parent) = tree.parent(at) {
             self.nodes.push(at);
             at = parent;
         }
-        self.set_root();
+        self.set_root(root);
         for &n in self.nodes.iter().rev() {
             let key = child_key(self.key(), tree.name(n));
             self.keys.push(key);
         }
     }
 
+    /// Follow `name` as the session's name tree does: `..` goes up (not above the root); any
+    /// other name, `.` too (9P gives it no meaning), goes down.
     pub(crate) fn push(&mut self, name: &[u8]) {
         match name {
             b".." if self.keys.len() > 1 => drop(self.keys.pop()),
-            b".." | b"." => {}
+            b".." => {}
             _ => self.keys.push(child_key(self.key(), name)),
         }
     }
@@ -125,7 +139,6 @@ mod tests {
         let mut b = PathKey::of([&b"usr"[..]]);
         b.push(b"bin");
         b.push(b"..");
-        b.push(b".");
         b.push(b"lib");
         assert_eq!(a.key(), b.key());
         assert_ne!(a.key(), PathKey::of([&b"usr"[..]]).key());
@@ -150,11 +163,21 @@ mod tests {
         let usr = tree.child(root, b"usr");
         let lib = tree.child(usr, b"lib");
         let mut p = PathKey::default();
-        p.set_node(&tree, lib);
+        p.set_node(&tree, lib, ROOT);
         assert_eq!(p.key(), PathKey::of([&b"usr"[..], b"lib"]).key());
         assert_eq!(p.entry(b".."), PathKey::of([&b"usr"[..]]).key());
-        p.set_node(&tree, root);
+        p.set_node(&tree, root, ROOT);
         assert_eq!(p.key(), ROOT);
+        // `.` is a name, as the tree keeps it.
+        let dot = tree.child(usr, b".");
+        p.set_node(&tree, dot, ROOT);
+        let mut walked = PathKey::of([&b"usr"[..]]);
+        walked.push(b".");
+        assert_eq!(p.key(), walked.key());
+        // Roots picked by different anames key different trees.
+        p.set_node(&tree, lib, root_key(b"/a"));
+        assert_ne!(p.key(), PathKey::of([&b"usr"[..], b"lib"]).key());
+        assert_eq!(root_key(b""), ROOT);
     }
 
     #[test]

@@ -332,13 +332,23 @@ impl Recovery {
                 Msg::Rattach(_) => {
                     // Attached: the root the client knows is the service's path beneath.
                     let pfid = Fid(self.roots[i].pfid);
-                    let walk = Twalk {
-                        fid: pfid,
-                        newfid: pfid,
-                        wnames: WalkNames::new(&cx.service.path)
-                            .map_err(|e| alloc::format!("service path: {e}"))?,
-                    };
-                    self.send(walk, Wait::RootWalk(i), cx);
+                    match WalkNames::new(&cx.service.path) {
+                        Ok(wnames) => {
+                            let walk = Twalk {
+                                fid: pfid,
+                                newfid: pfid,
+                                wnames,
+                            };
+                            self.send(walk, Wait::RootWalk(i), cx);
+                        }
+                        Err(e) => {
+                            // Attached, but the path cannot be walked: the pfid is clunked
+                            // with the rest, and the root's fids go stale.
+                            self.roots[i].qid = Some(Qid::default());
+                            self.roots[i].failed = true;
+                            self.roots[i].error = Some(alloc::format!("service path: {e}"));
+                        }
+                    }
                 }
                 other => {
                     self.roots[i].failed = true;

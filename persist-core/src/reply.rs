@@ -58,6 +58,13 @@ impl Failure {
         errno: errno::ENOENT,
         base_ename: "file does not exist",
     };
+    /// A walk that would leave a mux's service root upwards (`..` at the root): the service's
+    /// path is the top of the tree clients see.
+    pub const ABOVE_SERVICE_ROOT: Failure = Failure {
+        ename: "file does not exist",
+        errno: errno::ENOENT,
+        base_ename: "file does not exist",
+    };
     /// A request before Tversion.
     pub const NOT_VERSIONED: Failure = Failure {
         ename: "version not negotiated",

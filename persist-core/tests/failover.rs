@@ -435,3 +435,37 @@ fn a_flush_of_an_attach_on_its_way_to_the_service_root_waits_for_it() {
     p.serve();
     assert!(matches!(p.reply_to(3), Msg::Rgetattr(_)));
 }
+
+/// `..` at the service's root would take the backend's fid above the service path: refused
+/// (ENOENT), never sent; `..` below the root is the server's to walk.
+#[test]
+fn a_walk_above_the_service_root_is_refused() {
+    let (mut p, _) = two_services(Dialect::DotL);
+    p.to_client.clear();
+    let sent = p.s.requests_held();
+    p.client(2, walk(0, 1, &[".."]));
+    assert_eq!(p.reply_to(2), &Msg::Rlerror(Rlerror { ecode: 2 }));
+    assert!(p.to_server.is_empty(), "{:?}", p.to_server);
+    p.client(3, walk(0, 1, &["sub", "..", ".."]));
+    assert_eq!(p.reply_to(3), &Msg::Rlerror(Rlerror { ecode: 2 }));
+    p.client(4, walk(0, 1, &["sub", ".."]));
+    p.serve();
+    assert!(
+        matches!(p.reply_to(4), Msg::Rwalk(_)),
+        "{:?}",
+        p.reply_to(4)
+    );
+    // From a fid one below the root, one `..` is fine and two are not.
+    p.client(5, walk(0, 2, &["sub"]));
+    p.serve();
+    p.client(6, walk(2, 3, &[".."]));
+    p.serve();
+    assert!(
+        matches!(p.reply_to(6), Msg::Rwalk(_)),
+        "{:?}",
+        p.reply_to(6)
+    );
+    p.client(7, walk(2, 4, &["..", ".."]));
+    assert_eq!(p.reply_to(7), &Msg::Rlerror(Rlerror { ecode: 2 }));
+    assert_eq!(p.s.requests_held(), sent);
+}

@@ -16,6 +16,8 @@ use tokio::sync::watch;
 const FILE_POLL: Duration = Duration::from_secs(1);
 /// How often a registry served over 9P is read again.
 const REGISTRY_POLL: Duration = Duration::from_secs(5);
+/// How long reading a registry over 9P may take, from dial to the last byte of `index`.
+const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the index comes from.
 pub enum Source {
@@ -61,9 +63,21 @@ impl Source {
         let text = match self {
             Source::File(p) => std::fs::read_to_string(p)
                 .map_err(|e| format!("cannot read {}: {e}", p.display()))?,
-            Source::Registry(a) => read_registry(a)
-                .await
-                .map_err(|e| format!("cannot read the registry at {a}: {e}"))?,
+            Source::Registry(a) => {
+                // The whole conversation is bounded: a registry that stalls must not stall
+                // the mux (at start) or its following of the index (later).
+                match tokio::time::timeout(REGISTRY_TIMEOUT, read_registry(a)).await {
+                    Ok(read) => {
+                        read.map_err(|e| format!("cannot read the registry at {a}: {e}"))?
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "cannot read the registry at {a}: no whole answer within {} s",
+                            REGISTRY_TIMEOUT.as_secs()
+                        ))
+                    }
+                }
+            }
             Source::Lines(lines) => lines.join("\n"),
         };
         registry::parse_index(&text).map_err(|e| format!("{}: {e}", self.describe()))
@@ -109,7 +123,8 @@ pub async fn follow(
         Source::File(p) => (FILE_POLL, stamp(p)),
         Source::Registry(_) => (REGISTRY_POLL, None),
     };
-    let mut failing = false;
+    // Trouble is logged when it begins, not at every poll.
+    let (mut failing, mut matching_nothing) = (false, false);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -135,12 +150,16 @@ pub async fn follow(
         failing = false;
         let list = servers(&index, &query);
         if list.is_empty() {
-            tracing::warn!(
-                "{}: no service matches {query} now; keeping the servers as they are",
-                source.describe()
-            );
+            if !matching_nothing {
+                tracing::warn!(
+                    "{}: no service matches {query} now; keeping the servers as they are",
+                    source.describe()
+                );
+            }
+            matching_nothing = true;
             continue;
         }
+        matching_nothing = false;
         let changes = serving.update(list);
         for name in &changes.added {
             tracing::info!("registry: {name} is in service");
@@ -175,12 +194,7 @@ fn stamp(p: &std::path::Path) -> Option<(u64, SystemTime)> {
 async fn read_registry(addr: &Addr) -> std::io::Result<String> {
     use runtime_tokio::client::NineP;
     let fail = |what: String| std::io::Error::other(what);
-    let mut c = tokio::time::timeout(
-        Duration::from_secs(5),
-        NineP::connect(addr, 65536, Dialect::DotL),
-    )
-    .await
-    .map_err(|_| fail("no answer within 5 s".into()))??;
+    let mut c = NineP::connect(addr, 65536, Dialect::DotL).await?;
     let ok = |m: &Msg, what: &str| -> std::io::Result<()> {
         match m {
             Msg::Rlerror(e) => Err(fail(format!("{what}: errno {}", e.ecode))),

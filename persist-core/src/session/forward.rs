@@ -99,7 +99,7 @@ impl Session {
                 sent_at: now,
                 bad_replies: 0,
                 rooting: Rooting::Attach,
-                waiting_flush: None,
+                waiting_flushes: Vec::new(),
             },
         );
         match self.link {
@@ -150,7 +150,7 @@ impl Session {
             sent_at: self.now,
             bad_replies: 0,
             rooting: Rooting::Attach,
-            waiting_flush: None,
+            waiting_flushes: Vec::new(),
         });
         self.next_seq += 1;
         self.held_bytes += len;
@@ -176,7 +176,7 @@ impl Session {
     /// `req` is answered: a Tflush held for it gets its Rflush now (flush(5) allows the
     /// flushed request's reply first).
     pub(super) fn answer_waiting_flush(&mut self, req: &Request) {
-        if let Some(flush) = req.waiting_flush {
+        for &flush in &req.waiting_flushes {
             self.answer(flush, reply::local(flush, Rflush {}));
         }
     }
@@ -296,11 +296,18 @@ impl Session {
             }
             Msg::Tversion(_) => self.start_version_reset(tag),
             Msg::Tflush(f) if self.hold_flush(tag, f.oldtag, link) => return,
+            Msg::Twalk(w) if self.walks_above_service_root(w) => {
+                return self.fail(tag, Failure::ABOVE_SERVICE_ROOT, "walks above the root")
+            }
             _ => {}
         }
         let Some(wire) = self.fit_to_server(&frame, ty) else {
             return self.fail(tag, Failure::TOO_LARGE, "larger than the server's msize");
         };
+        // A fitted frame is a new buffer; one that fits is the same bytes.
+        if wire.as_ptr() != frame.as_ptr() {
+            self.marks.hit(Mark::MsizeClamp);
+        }
         // A mux's backend is attached as its service says, not as the client asked.
         let wire = match &msg {
             Msg::Tattach(_) | Msg::Tauth(_) if !self.service.is_plain() => {
@@ -308,10 +315,6 @@ impl Session {
             }
             _ => wire,
         };
-        // A fitted frame is a new buffer; one that fits is the same bytes.
-        if wire.as_ptr() != frame.as_ptr() {
-            self.marks.hit(Mark::MsizeClamp);
-        }
         if let Some(req) = self.requests.get_mut(&tag) {
             req.state = RequestState::Sent(link);
             req.sent_at = self.now;
@@ -383,6 +386,10 @@ impl Session {
         self.now = now;
         if self.current_link() == Some(link) {
             self.last_server_input = now;
+            if !self.link_answered {
+                self.link_answered = true;
+                self.report(now, Health::Up);
+            }
         }
         match self.link {
             LinkState::Up { link: l } if l == link => self.server_reply(now, link, frame),

@@ -54,7 +54,7 @@ impl Session {
     }
 
     /// Tell the endpoint what became of the current backend.
-    fn report(&mut self, now: Instant, health: Health) {
+    pub(super) fn report(&mut self, now: Instant, health: Health) {
         self.backends.report(now, self.backend, health);
     }
 
@@ -63,7 +63,9 @@ impl Session {
         if !matches!(self.link, LinkState::Dialing { link: l, .. } if l == link) {
             return;
         }
-        self.report(now, Health::Up);
+        // The backend is reported up when it first answers on the link, not now: a hung
+        // server still accepts connections, and must not count as healthy for doing so.
+        self.link_answered = false;
         self.service = self.backends.root(self.backend);
         self.event(Event::Connected {
             backend: self.backend,

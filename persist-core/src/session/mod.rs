@@ -105,10 +105,10 @@ pub(crate) struct Request {
     pub bad_replies: u8,
     /// How far a Tattach has come into a service's root (a mux walks there before answering).
     pub rooting: Rooting,
-    /// A client Tflush of this request, held until this request is answered: an attach being
+    /// Client Tflushes of this request, held until this request is answered: an attach being
     /// walked to its service's root has made a fid the server must not keep (see
     /// `session/service.rs`).
-    pub waiting_flush: Option<u16>,
+    pub waiting_flushes: Vec<u16>,
 }
 
 /// A client's Tattach to a service with a root path: attached, then walked to the path (under
@@ -154,6 +154,8 @@ pub struct Session {
     service: ServiceRoot,
     /// Whether qids sent to the client name paths, not one server's files (`crate::qids`).
     stable_qids: bool,
+    /// Whether the server answered anything on the current link (then it is reported up).
+    link_answered: bool,
     /// Reused for each reply whose qids are rewritten.
     path_key: crate::qids::PathKey,
     /// This session's number among its endpoint's (spreads sessions over equal backends).
@@ -213,6 +215,7 @@ impl Session {
             service: ServiceRoot::default(),
             stable_qids: backends.stable_qids(),
             path_key: Default::default(),
+            link_answered: false,
             backends,
             link: LinkState::Idle { since: now },
             next_link: 0,

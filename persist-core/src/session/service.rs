@@ -33,7 +33,9 @@ impl Session {
         reply_type: u8,
         frame: &Bytes,
     ) -> Option<Request> {
-        let fid = peek::first_fid(&req.frame)?;
+        let Some(fid) = peek::first_fid(&req.frame) else {
+            return Some(req); // not a Tattach the session could take apart: as it came
+        };
         let is_error = reply::is_error_type(reply_type);
         match req.rooting {
             Rooting::Attach if is_error => return Some(req),
@@ -43,10 +45,16 @@ impl Session {
                     self.bad_reply(now, link, tag, req, what);
                     return None;
                 }
+                let Ok(wnames) = WalkNames::new(&self.service.path) else {
+                    // A path no walk can take (more than 16 names): as if it were not there.
+                    req.rooting = Rooting::Clunk;
+                    self.send_rooting(link, tag, req, Tclunk { fid: Fid(fid) }.into());
+                    return None;
+                };
                 let walk = Twalk {
                     fid: Fid(fid),
                     newfid: Fid(fid),
-                    wnames: WalkNames::new(&self.service.path).ok()?,
+                    wnames,
                 };
                 req.rooting = Rooting::Walk;
                 self.marks.hit(Mark::ServiceRootWalk);
@@ -105,11 +113,11 @@ impl Session {
         let Some(old) = self
             .requests
             .get_mut(&oldtag)
-            .filter(|r| r.rooting != Rooting::Attach && r.waiting_flush.is_none())
+            .filter(|r| r.rooting != Rooting::Attach)
         else {
             return false;
         };
-        old.waiting_flush = Some(tag);
+        old.waiting_flushes.push(tag);
         self.marks.hit(Mark::ServiceRootFlushHeld);
         if let Some(flush) = self.requests.get_mut(&tag) {
             // In flight as far as a lost link is concerned: answered here if the link goes.
@@ -129,8 +137,8 @@ impl Session {
         req: Request,
     ) -> Option<Request> {
         match self.requests.get_mut(&oldtag) {
-            Some(old) if old.rooting != Rooting::Attach && old.waiting_flush.is_none() => {
-                old.waiting_flush = Some(tag);
+            Some(old) if old.rooting != Rooting::Attach => {
+                old.waiting_flushes.push(tag);
                 self.marks.hit(Mark::ServiceRootFlushHeld);
                 self.requests.insert(tag, req);
                 None
@@ -139,9 +147,37 @@ impl Session {
         }
     }
 
+    /// Whether `w` climbs above the service's root with `..`: the backend's fid would leave
+    /// the service path (clients see it as the top; walk(5) keeps `..` at a root there, which
+    /// the session cannot do for the server without inventing qids), so the walk is refused.
+    pub(super) fn walks_above_service_root(&self, w: &Twalk) -> bool {
+        if self.service.path.is_empty() || !w.wnames.iter().any(|n| n == b"..") {
+            return false;
+        }
+        let Some(rec) = self.fids.get(w.fid.0) else {
+            return false;
+        };
+        let mut depth = self.fids.names.depth(rec.node);
+        for name in w.wnames.iter() {
+            if name == b".." {
+                if depth == 0 {
+                    return true;
+                }
+                depth -= 1;
+            } else {
+                depth += 1;
+            }
+        }
+        false
+    }
+
     /// Send a step of a client's attach under its tag, holding the request for the reply.
     fn send_rooting(&mut self, link: LinkId, tag: u16, mut req: Request, msg: Msg) {
         let Ok(frame) = Fcall::new(tag, msg).to_frame() else {
+            // Cannot happen for a walk of at most 16 names or a clunk; answered all the same.
+            self.held_bytes -= req.frame.len();
+            self.send_to_client(Failure::NO_SERVICE_ROOT.reply(tag, self.dialect()));
+            self.answer_waiting_flush(&req);
             return;
         };
         req.state = RequestState::Sent(link);
@@ -188,11 +224,21 @@ impl Session {
             (Msg::Tread(t), Msg::Rread(_)) if self.fid_is_dir(t.fid) => (Some(t.fid), None),
             _ => return frame,
         };
+        // With the service's own aname every attach reaches one tree; without, the client's
+        // aname picks it.
+        let root_key = |aname: &[u8]| match self.service.aname {
+            Some(_) => qids::root_key(b""),
+            None => qids::root_key(aname),
+        };
         let mut p = core::mem::take(&mut self.path_key);
-        match fid {
-            None => p.set_root(),
-            Some(fid) => match self.fids.get(fid.0) {
-                Some(f) => p.set_node(&self.fids.names, f.node),
+        match (fid, msg) {
+            (None, Msg::Tattach(a)) => p.set_root(root_key(&a.aname)),
+            (None, _) => p.set_root(root_key(b"")),
+            (Some(fid), _) => match self.fids.get(fid.0) {
+                Some(f) => {
+                    let root = root_key(&self.fids.root(f.root).aname);
+                    p.set_node(&self.fids.names, f.node, root)
+                }
                 None => {
                     self.path_key = p;
                     return frame;

@@ -32,7 +32,17 @@ const ESTALE: u32 = 116;
 /// How long the world may take, once every backend is back, to answer everything.
 const LIVENESS_LIMIT: Duration = Duration::from_secs(600);
 /// The names clients walk to (beneath the service path), besides the files they create.
-const NAMES: &[&[&str]] = &[&["a"], &["b"], &["d"], &["d", "e"], &["d", ".."], &["nope"]];
+const NAMES: &[&[&str]] = &[
+    &["a"],
+    &["b"],
+    &["d"],
+    &["d", "e"],
+    &["d", ".."],
+    &["nope"],
+    // Above the service root: refused, never reaching the backend's tree above it.
+    &[".."],
+    &["d", "..", ".."],
+];
 
 /// What a seed's run came to.
 #[derive(Clone, Debug)]
