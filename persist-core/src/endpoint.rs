@@ -5,8 +5,9 @@
 //!
 //! `proxy` is an endpoint with one backend: every choice is that backend. With several (the
 //! mux), a session keeps the backend it has while it is healthy (no flapping back when a
-//! failed one returns); one that fails is avoided for a while that grows with its failures,
-//! and sessions that must move are spread over the healthy ones by their own number.
+//! failed one returns); one that fails is avoided for a while that grows with its failures
+//! (counted until it answers again), and sessions that must move are spread by their own
+//! number over the healthy ones that failed least.
 
 use alloc::vec::Vec;
 use bytes::Bytes;
@@ -212,9 +213,15 @@ impl Backends for Endpoint {
                 return c;
             }
         }
+        // Of the healthy ones, those that failed least lately: one past its avoidance but not
+        // yet heard from again (a hung server, say) is tried only when nothing better is there.
         let healthy: Vec<usize> = (0..n).filter(|&i| self.healthy(i, now)).collect();
-        if !healthy.is_empty() {
-            return BackendId(healthy[(pick % healthy.len() as u64) as usize] as u32);
+        if let Some(least) = healthy.iter().map(|&i| self.backends[i].failures).min() {
+            let best: Vec<usize> = healthy
+                .into_iter()
+                .filter(|&i| self.backends[i].failures == least)
+                .collect();
+            return BackendId(best[(pick % best.len() as u64) as usize] as u32);
         }
         // All are failing: the one in service that may be tried soonest (the current one on
         // a tie); withdrawn ones only if nothing else is left.
@@ -317,9 +324,10 @@ mod tests {
         assert_eq!(first, at(100));
         e.report(at(0), BackendId(0), Health::DialFailed);
         assert_eq!(e.health(BackendId(0)).avoid_until.unwrap(), at(150));
-        // While 0 is avoided, everyone goes to 1; once its time is past, it is healthy again.
+        // While 0 is avoided, everyone goes to 1; once its time is past, it is healthy again,
+        // but one that has not failed is still preferred to it.
         assert_eq!(e.choose(at(120), None, 0), BackendId(1));
-        assert_eq!(e.choose(at(150), None, 0), BackendId(0));
+        assert_eq!(e.choose(at(150), None, 0), BackendId(1));
         // Both failing: the one that may be tried soonest.
         e.report(at(200), BackendId(1), Health::Lost(LinkLoss::Silent));
         e.report(at(200), BackendId(0), Health::DialFailed);
@@ -329,6 +337,26 @@ mod tests {
         );
         assert!(a1 < a0, "{a1:?} {a0:?}");
         assert_eq!(e.choose(at(201), Some(BackendId(0)), 0), BackendId(1));
+    }
+
+    #[test]
+    fn of_the_healthy_the_least_failed_is_chosen() {
+        // Two hung servers (they accept connections and never answer) and one that works: a
+        // session must not bounce between the hung ones as their avoidance runs out.
+        let mut e = endpoint(3);
+        for _ in 0..3 {
+            e.report(at(0), BackendId(1), Health::Lost(LinkLoss::RecoveryStalled));
+            e.report(at(0), BackendId(2), Health::Lost(LinkLoss::RecoveryStalled));
+        }
+        e.report(at(0), BackendId(0), Health::DialFailed);
+        let later = at(60_000);
+        for pick in 0..4 {
+            assert_eq!(e.choose(later, None, pick), BackendId(0));
+        }
+        // It answers: its failures are forgotten; the others' are not.
+        e.report(later, BackendId(0), Health::Up);
+        assert_eq!(e.health(BackendId(0)).failures, 0);
+        assert_eq!(e.health(BackendId(1)).failures, 3);
     }
 
     #[test]

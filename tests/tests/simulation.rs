@@ -231,8 +231,12 @@ fn same_seed_same_run() {
     }
 }
 
-/// Mux seeds that once failed (none yet), kept as regressions.
-const MUX_REGRESSIONS: &[(u64, &str)] = &[];
+/// Mux seeds that once failed, with the cause each exposed, kept as regressions.
+const MUX_REGRESSIONS: &[(u64, &str)] = &[(
+    65,
+    "a session bounced between two hung backends, picked by its number as each one's \
+     avoidance ran out, while a working one waited: the least failed is chosen",
+)];
 
 /// The mux's worlds: SIM_MUX_SEEDS seeds (default 2000); `SIM_MUX_SEED=n` replays one with its
 /// trace.

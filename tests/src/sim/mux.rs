@@ -4,8 +4,9 @@
 //! Everything happens in virtual time, chosen by one seed.
 //!
 //! Invariants, checked at every reply and event:
-//! - each request gets exactly one reply, and every request is answered once the backends are
-//!   all back (liveness);
+//! - each request gets exactly one reply, and every request is answered while any backend is
+//!   up (liveness: at the end one backend is up, the others as they were, or down or hung for
+//!   good);
 //! - qids name paths: one path always shows one qid.path, and two paths never share one, across
 //!   failovers, in walks, getattrs, opens, creates and directory listings;
 //! - the files open when a session moves to another backend are exactly those it reports lost
@@ -313,9 +314,21 @@ impl MuxWorld {
         for _ in 0..self.steps {
             self.step()?;
         }
-        // Liveness: every backend back, and everything answered.
-        for b in &mut self.backends {
-            b.state = BackendState::Up;
+        // Liveness while any backend is up: one comes back (or stays) up; the others stay as
+        // they are or go down or hang for good. Everything must still be answered.
+        let survivor = self.rng.below(self.backends.len() as u64) as usize;
+        for b in 0..self.backends.len() {
+            if b == survivor {
+                self.backends[b].state = BackendState::Up;
+            } else if self.rng.chance(50) {
+                let forever = BackendState::Down(u64::MAX);
+                match self.backends[b].state {
+                    BackendState::Up if self.rng.chance(50) => self.crash(b, u64::MAX)?,
+                    BackendState::Up => self.backends[b].state = BackendState::Hung(u64::MAX),
+                    BackendState::Down(_) => self.backends[b].state = forever,
+                    BackendState::Hung(_) => self.backends[b].state = BackendState::Hung(u64::MAX),
+                }
+            }
         }
         let limit = self.now_ms + LIVENESS_LIMIT.as_millis() as u64;
         while self
