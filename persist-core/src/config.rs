@@ -89,6 +89,11 @@ pub struct Config {
     /// Most successful lock requests remembered per fid for replay; a fid with more is stale
     /// after a reconnect (a whole-file unlock clears the history).
     pub max_lock_history: usize,
+    /// Most bytes of unsynced writes kept (all fids together) to be written again after a
+    /// reconnect, so that a later fsync tells the truth. Each kept write counts at least a
+    /// read chunk ([`READ_CHUNK`](crate::drive::READ_CHUNK)): it is a slice of the buffer the
+    /// driver read it into, and keeps all of that buffer in memory.
+    pub replay_budget: usize,
     /// A live link on which requests have waited this long with nothing at all arriving from
     /// the server is declared dead (a hung server) and the server redialed. In soft mode the
     /// give-up time applies too, whichever is shorter.
@@ -111,6 +116,7 @@ impl Default for Config {
             exclusive_open_retries: 3,
             exclusive_retry_delay: Duration::from_millis(500),
             max_lock_history: 64,
+            replay_budget: 64 << 20,
             server_timeout: Duration::from_secs(60),
             version_timeout: Duration::from_secs(30),
         }

@@ -60,16 +60,73 @@ pub(crate) enum OpenMode {
 /// Fid flags.
 pub(crate) mod flag {
     /// Writes acknowledged since the last successful fsync.
-    pub const UNSYNCED: u8 = 1;
+    pub const UNSYNCED: u16 = 1;
     /// Some of those were acknowledged on a link that died: the next fsync must fail.
-    pub const WRITES_LOST: u8 = 2;
+    pub const WRITES_LOST: u16 = 2;
     /// Opened with O_APPEND (.L): its writes append, and are not repeated (kept when the fid
     /// is lost, which forgets how it was opened).
-    pub const APPENDS: u8 = 4;
+    pub const APPENDS: u16 = 4;
     /// Its directory position was restored after the last reconnect.
-    pub const FAST_FORWARDED: u8 = 8;
+    pub const FAST_FORWARDED: u16 = 8;
     /// Lock history overflowed: it cannot be replayed.
-    pub const LOCKS_OVERFLOWED: u8 = 16;
+    pub const LOCKS_OVERFLOWED: u16 = 16;
+    /// Some unsynced writes are not kept: the session's replay budget was spent.
+    pub const OVER_BUDGET: u16 = 32;
+    /// Some unsynced writes are not kept: they appended (O_APPEND or an append-only file),
+    /// and an append cannot be repeated.
+    pub const APPENDED: u16 = 64;
+    /// Writing kept writes again after a reconnect failed.
+    pub const REWRITE_FAILED: u16 = 128;
+    /// The file was truncated through the fid since its last fsync: writes across a
+    /// truncation are not written again (they would bring back what it cut off).
+    pub const TRUNCATED: u16 = 256;
+    /// The file was written through another fid too since the last fsync: the two fids'
+    /// writes cannot be put back in the order they happened, so neither's are kept.
+    pub const SHARED: u16 = 512;
+    /// The reasons a fid's unsynced writes cannot all be written again.
+    pub const NOT_KEPT: u16 = OVER_BUDGET | APPENDED | REWRITE_FAILED | TRUNCATED | SHARED;
+}
+
+/// The writes acknowledged on a fid since its last successful fsync, kept to be written again
+/// after a reconnect (as an NFS client keeps uncommitted data until COMMIT): each an offset and
+/// the data, a slice of the client's own Twrite frame (no copy).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct KeptWrites {
+    pub writes: Vec<(u64, Bytes)>,
+    /// What they count against the session's replay budget (see `FidTable::keep_write`).
+    pub charge: usize,
+}
+
+/// The file as the kept writes leave it, where they touch it: disjoint ranges, each with the
+/// data the last write covering it left there (slices of the kept frames, no copy). Written
+/// back in any order, or only in part, these never put older data over newer: on a server that
+/// lost nothing they change nothing.
+pub(crate) fn final_image(writes: &[(u64, Bytes)]) -> Vec<(u64, Bytes)> {
+    // start → data, disjoint; each new write cuts what it overlaps.
+    let mut image: alloc::collections::BTreeMap<u64, Bytes> = Default::default();
+    for (offset, data) in writes {
+        let (start, end) = (*offset, *offset + data.len() as u64);
+        if start == end {
+            continue;
+        }
+        let overlapping: Vec<u64> = image
+            .range(..end)
+            .filter(|(s, d)| **s + d.len() as u64 > start)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in overlapping {
+            let d = image.remove(&s).expect("listed");
+            let e = s + d.len() as u64;
+            if s < start {
+                image.insert(s, d.slice(..(start - s) as usize));
+            }
+            if e > end {
+                image.insert(end, d.slice((end - s) as usize..));
+            }
+        }
+        image.insert(start, data.clone());
+    }
+    image.into_iter().collect()
 }
 
 /// The Tlock requests that succeeded on a fid, oldest first.
@@ -84,10 +141,12 @@ pub(crate) struct FidRec {
     pub kind: FidKind,
     /// For an open directory: the offset the client's next read will use.
     pub dir_offset: u64,
-    pub flags: u8,
+    pub flags: u16,
     /// Successful Tlock frames, in order, for replay after a reconnect. Boxed: most fids
     /// never lock, and the record stays small.
     pub locks: Option<Box<LockHistory>>,
+    /// Unsynced writes kept for a rewrite after a reconnect (boxed, as locks are).
+    pub kept: Option<Box<KeptWrites>>,
 }
 
 impl FidRec {
@@ -105,6 +164,10 @@ pub(crate) struct FidTable {
     pub fids: HashMap<u32, FidRec>,
     /// How many fids are lost: while none are, requests need no lost-fid lookup.
     lost: usize,
+    /// What every fid's kept writes count against the replay budget.
+    kept_charge: usize,
+    /// For each file (the server's qid.path) with kept writes, the fid keeping them.
+    kept_by_file: HashMap<u64, u32>,
     pub names: NameTree,
     roots: Vec<Option<Root>>,
 }
@@ -170,6 +233,7 @@ impl FidTable {
 
     /// Add or replace `fid` (the record's root and node references pass to the table).
     pub fn insert(&mut self, fid: u32, rec: FidRec) {
+        self.drop_kept(fid);
         if let Some(old) = self.fids.insert(fid, rec) {
             self.drop_refs(&old);
         }
@@ -177,6 +241,7 @@ impl FidTable {
 
     /// Forget `fid`.
     pub fn remove(&mut self, fid: u32) -> Option<FidRec> {
+        self.drop_kept(fid);
         let rec = self.fids.remove(&fid)?;
         self.drop_refs(&rec);
         Some(rec)
@@ -192,7 +257,105 @@ impl FidTable {
         }
         rec.kind = FidKind::Lost(reason);
         rec.locks = None;
+        self.drop_kept(fid);
         true
+    }
+
+    /// Keep an acknowledged write of `data` at `offset` on `fid`, counting `charge` against
+    /// `budget` (shared by every fid). False if it would not fit: the fid's kept writes are
+    /// then dropped and it is marked `OVER_BUDGET` until its next successful fsync.
+    pub fn keep_write(
+        &mut self,
+        fid: u32,
+        offset: u64,
+        data: Bytes,
+        charge: usize,
+        budget: usize,
+    ) -> bool {
+        let over = self.kept_charge + charge > budget;
+        let Some(path) = self.fids.get(&fid).map(|r| r.qid.path) else {
+            return false;
+        };
+        if over {
+            self.drop_kept(fid);
+            self.flag(fid, flag::OVER_BUDGET);
+            return false;
+        }
+        match self.kept_by_file.get(&path) {
+            Some(&other) if other != fid => {
+                // Written through two fids: which came last cannot be told after a loss.
+                self.stop_keeping_as(other, flag::SHARED);
+                self.flag(fid, flag::SHARED);
+                return false;
+            }
+            Some(_) => {}
+            None => {
+                self.kept_by_file.insert(path, fid);
+            }
+        }
+        let rec = self.fids.get_mut(&fid).expect("looked up above");
+        let kept = rec.kept.get_or_insert_with(Default::default);
+        kept.writes.push((offset, data));
+        kept.charge += charge;
+        self.kept_charge += charge;
+        true
+    }
+
+    /// A truncation through `fid`: kept writes cannot be written again across it (a rewrite
+    /// would bring back what it cut off), so they are let go and the fid marked: its next
+    /// fsync after a loss fails, as it would without keeping.
+    pub fn stop_keeping(&mut self, fid: u32) {
+        self.stop_keeping_as(fid, flag::TRUNCATED);
+        // Another fid's writes to the same file would be written back over the cut too.
+        let path = self.fids.get(&fid).map(|r| r.qid.path);
+        if let Some(&holder) = path.and_then(|p| self.kept_by_file.get(&p)) {
+            self.stop_keeping_as(holder, flag::TRUNCATED);
+        }
+    }
+
+    /// The file whose qid.path is `path` was truncated by opening it (O_TRUNC): whichever fid
+    /// keeps writes for it stops.
+    pub fn truncated_file(&mut self, path: u64) {
+        if let Some(&holder) = self.kept_by_file.get(&path) {
+            self.stop_keeping_as(holder, flag::TRUNCATED);
+        }
+    }
+
+    /// Let go of `fid`'s kept writes, and mark why its unsynced writes are not all kept.
+    fn stop_keeping_as(&mut self, fid: u32, why: u16) {
+        self.drop_kept(fid);
+        if self
+            .fids
+            .get(&fid)
+            .is_some_and(|r| r.flags & flag::UNSYNCED != 0)
+        {
+            self.flag(fid, why);
+        }
+    }
+
+    fn flag(&mut self, fid: u32, bits: u16) {
+        if let Some(rec) = self.fids.get_mut(&fid) {
+            rec.flags |= bits;
+        }
+    }
+
+    /// Let go of `fid`'s kept writes (an fsync made them durable, or reported them lost).
+    pub fn drop_kept(&mut self, fid: u32) {
+        let Some(rec) = self.fids.get_mut(&fid) else {
+            return;
+        };
+        let path = rec.qid.path;
+        if let Some(k) = rec.kept.take() {
+            self.kept_charge -= k.charge;
+        }
+        if self.kept_by_file.get(&path) == Some(&fid) {
+            self.kept_by_file.remove(&path);
+        }
+    }
+
+    /// What all kept writes count against the replay budget.
+    pub fn kept_charge(&self) -> usize {
+        self.kept_charge
     }
 
     /// Whether any fid is lost.
@@ -204,6 +367,10 @@ impl FidTable {
         if rec.is_lost().is_some() {
             self.lost -= 1;
         }
+        debug_assert!(
+            rec.kept.is_none(),
+            "kept writes are let go before the record"
+        );
         self.names.release(rec.node);
         self.release_root_ref(rec.root);
     }
@@ -220,6 +387,7 @@ impl FidTable {
             dir_offset: 0,
             flags: 0,
             locks: None,
+            kept: None,
         }
     }
 
@@ -257,5 +425,49 @@ impl FidTable {
                 .sum::<usize>()
             + self.roots.capacity() * core::mem::size_of::<Option<Root>>()
             + self.names.heap_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(writes: &[(u64, &[u8])]) -> Vec<(u64, Vec<u8>)> {
+        let writes: Vec<(u64, Bytes)> = writes
+            .iter()
+            .map(|(o, d)| (*o, Bytes::copy_from_slice(d)))
+            .collect();
+        final_image(&writes)
+            .into_iter()
+            .map(|(o, d)| (o, d.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn the_final_image_keeps_the_last_data_for_each_byte() {
+        // A later write over the middle of an earlier one splits it.
+        assert_eq!(
+            image(&[(0, b"aaaaaaaa"), (2, b"bb")]),
+            [
+                (0, b"aa".to_vec()),
+                (2, b"bb".to_vec()),
+                (4, b"aaaa".to_vec())
+            ]
+        );
+        // An earlier write wholly covered is gone; touching ranges stay apart.
+        assert_eq!(
+            image(&[(4, b"xy"), (2, b"cccccc"), (8, b"d")]),
+            [(2, b"cccccc".to_vec()), (8, b"d".to_vec())]
+        );
+        // Overlaps at either end.
+        assert_eq!(
+            image(&[(2, b"eeee"), (0, b"fff"), (5, b"gg")]),
+            [
+                (0, b"fff".to_vec()),
+                (3, b"ee".to_vec()),
+                (5, b"gg".to_vec())
+            ]
+        );
+        assert!(image(&[(3, b"")]).is_empty());
     }
 }

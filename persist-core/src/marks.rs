@@ -97,6 +97,12 @@ marks! {
     ErrorReshaped,
     /// A request drew a second invalid reply and was failed, never to be resent.
     InvalidReplyFailed,
+    /// An acknowledged write was not kept: the replay budget was spent.
+    ReplayBudgetSpent,
+    /// Kept unsynced writes written again on a rebuilt fid.
+    RecoveryRewrite,
+    /// Writing kept writes again failed: the fid's next fsync fails.
+    RecoveryRewriteFailed,
     /// Mux: a link came up to another backend than the last, with files open on the old one
     /// (they now answer i/o errors).
     FailoverOpenFidsFail,

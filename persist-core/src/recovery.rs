@@ -24,7 +24,7 @@ use crate::auth::{AuthConversation, AuthInput, AuthStep, Authenticator};
 use crate::config::Config;
 use crate::endpoint::ServiceRoot;
 use crate::event::{Event, LinkId, Output};
-use crate::fids::{flag, FidKind, FidTable, LostReason, OpenMode, RootId};
+use crate::fids::{final_image, flag, FidKind, FidTable, LostReason, OpenMode, RootId};
 use crate::hash::HashMap;
 use crate::marks::{Mark, Marks};
 use crate::replay::reopen_mode;
@@ -145,14 +145,28 @@ struct Job {
     /// The qid the walk arrived at.
     qid: Qid,
     tries: u32,
+    /// The final image of the fid's kept writes (`fids::final_image`), taken when its rewrite
+    /// begins, and carried to the end even if the client lets go of the fid meanwhile.
+    rewrites: Vec<(u64, Bytes)>,
 }
 
 #[derive(Clone, Copy)]
 enum Step {
-    Walk { chunk: usize },
+    Walk {
+        chunk: usize,
+    },
     Open,
-    FastForward { at: u64 },
-    Lock { index: usize },
+    FastForward {
+        at: u64,
+    },
+    /// Writing kept write `index` again, `done` bytes of it so far.
+    Rewrite {
+        index: usize,
+        done: usize,
+    },
+    Lock {
+        index: usize,
+    },
 }
 
 /// Whether a reopened file is still the file the fid had open.
@@ -583,6 +597,7 @@ impl Recovery {
             walked: 0,
             qid: root_qid,
             tries: 0,
+            rewrites: Vec::new(),
         };
         self.job_walk(job, cx);
     }
@@ -704,6 +719,27 @@ impl Recovery {
                 }
                 self.job_read_dir(job, at + got, target, cx);
             }
+            Step::Rewrite { index, done } => {
+                let range = job.rewrites.get(index).cloned();
+                match (range, reply) {
+                    (Some((_, data)), Msg::Rwrite(w))
+                        if w.count as usize == Self::rewrite_len(&data, done, cx) =>
+                    {
+                        self.job_rewrite(job, index, done + w.count as usize, cx)
+                    }
+                    _ => {
+                        // The writing cannot be done again: the data may be lost, and the
+                        // next fsync must say so.
+                        cx.marks.hit(Mark::RecoveryRewriteFailed);
+                        if let Some(rec) = cx.fids.get_mut(fid) {
+                            rec.flags |= flag::REWRITE_FAILED | flag::WRITES_LOST;
+                        }
+                        cx.fids.drop_kept(fid);
+                        job.rewrites = Vec::new();
+                        self.job_locks(job, 0, cx)
+                    }
+                }
+            }
             Step::Lock { index } => match reply {
                 Msg::Rlock(l) if l.status == p9_core::lock_status::SUCCESS => {
                     self.job_locks(job, index + 1, cx)
@@ -746,7 +782,15 @@ impl Recovery {
         let Some(rec) = cx.fids.get_mut(job.fid) else {
             return;
         };
-        if !rec.qid.is_dir() || rec.dir_offset == 0 {
+        if !rec.qid.is_dir() {
+            let mut job = job;
+            job.rewrites = rec
+                .kept
+                .as_ref()
+                .map_or_else(Vec::new, |k| final_image(&k.writes));
+            return self.job_rewrite(job, 0, 0, cx);
+        }
+        if rec.dir_offset == 0 {
             return self.job_locks(job, 0, cx);
         }
         if dotl {
@@ -770,6 +814,40 @@ impl Recovery {
             count,
         };
         self.send(read, Wait::Job(job), cx);
+    }
+
+    /// How much of kept write `data` the rewrite from `done` carries: what is left, at most
+    /// what fits the new server's msize.
+    fn rewrite_len(data: &Bytes, done: usize, cx: &Cx<'_>) -> usize {
+        let most = cx.server_msize().saturating_sub(p9_core::IOHDRSZ) as usize;
+        data.len().saturating_sub(done).min(most)
+    }
+
+    /// Write the final image of the fid's kept writes again, range by range, before its
+    /// locks (a rebuilt file holds what the client was told it holds before anything else
+    /// reaches it): from range `index`, `done` bytes of it written.
+    fn job_rewrite(&mut self, mut job: Job, mut index: usize, mut done: usize, cx: &mut Cx<'_>) {
+        loop {
+            let Some((offset, data)) = job.rewrites.get(index).cloned() else {
+                job.rewrites = Vec::new();
+                return self.job_locks(job, 0, cx);
+            };
+            let want = Self::rewrite_len(&data, done, cx);
+            if want == 0 {
+                (index, done) = (index + 1, 0);
+                continue;
+            }
+            if index == 0 && done == 0 {
+                cx.marks.hit(Mark::RecoveryRewrite);
+            }
+            job.step = Step::Rewrite { index, done };
+            let write = Twrite {
+                fid: Fid(job.fid),
+                offset: offset + done as u64,
+                data: Data(data.slice(done..done + want)),
+            };
+            return self.send(write, Wait::Job(job), cx);
+        }
     }
 
     fn job_locks(&mut self, mut job: Job, index: usize, cx: &mut Cx<'_>) {

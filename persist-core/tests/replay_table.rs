@@ -593,7 +593,9 @@ fn flush_in_flight_is_answered_locally_and_its_request_dropped() {
 }
 
 #[test]
-fn fsync_fails_when_acknowledged_writes_died_with_the_link() {
+fn fsync_tells_the_truth_once_kept_writes_are_written_again() {
+    // The write was acknowledged, then the server died before any fsync: the session wrote it
+    // again after the rebuild, so the fsync in flight is resent and tells the truth.
     let mut p = setup(Dialect::DotL, lflags::RDWR, false);
     p.client(
         6,
@@ -605,16 +607,42 @@ fn fsync_fails_when_acknowledged_writes_died_with_the_link() {
     );
     p.serve();
     p.to_client.clear();
-    // The write was acknowledged, then the server died before any fsync.
     check(
         Dialect::DotL,
-        "Tfsync after lost writes",
+        "Tfsync after kept writes",
         p,
         Tfsync {
             fid: Fid(FILE),
             datasync: 0,
         }
         .into(),
-        Outcome::Fail,
+        Resend,
+    );
+}
+
+#[test]
+fn fsync_fails_when_acknowledged_writes_could_not_be_kept() {
+    // An append cannot be written again: it died with the link, and fsync says so.
+    let mut p = setup(Dialect::DotL, lflags::RDWR | lflags::APPEND, false);
+    p.client(
+        6,
+        Twrite {
+            fid: Fid(FILE),
+            offset: 0,
+            data: Data("data".into()),
+        },
+    );
+    p.serve();
+    p.to_client.clear();
+    check(
+        Dialect::DotL,
+        "Tfsync after lost appends",
+        p,
+        Tfsync {
+            fid: Fid(FILE),
+            datasync: 0,
+        }
+        .into(),
+        Fail,
     );
 }

@@ -86,6 +86,11 @@ struct SessionOpts {
     /// rebuilt and lost, failed requests, redials, bytes forwarded
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// Most unsynced writes kept (all files of a session together) to be written again after
+    /// a reconnect, so that a later fsync tells the truth (e.g. 64M, 512K); past it, a file's
+    /// next fsync after an outage fails with EIO. Each kept write counts at least 16K
+    #[arg(long, value_parser = parse_size, default_value = "64M", value_name = "SIZE")]
+    replay_budget: usize,
 }
 
 #[derive(Subcommand)]
@@ -167,6 +172,22 @@ enum Command {
         /// The directory to write them into (created if missing)
         dir: std::path::PathBuf,
     },
+}
+
+/// "64M", "512K", "1G" or plain bytes.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, shift) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 64M, 512K, or bytes)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// "30s", "500ms", "2m", "1h" or plain seconds; anything else (or too long) is an error.
@@ -304,6 +325,7 @@ impl SessionOpts {
             give_up_after: self.give_up_after,
             server_timeout: self.server_timeout,
             version_timeout: self.version_timeout,
+            replay_budget: self.replay_budget,
             seed: std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15,
             ..Config::default()
         }

@@ -210,9 +210,11 @@ impl Session {
         match msg {
             Msg::Tremove(r) => self.forget_fid(r.fid.0),
             Msg::Tfsync(f) => {
+                // The failure reported the lost writes: a fresh start.
                 if let Some(rec) = self.fids.get_mut(f.fid.0) {
-                    rec.flags &= !(flag::UNSYNCED | flag::WRITES_LOST);
+                    rec.flags &= !(flag::UNSYNCED | flag::WRITES_LOST | flag::NOT_KEPT);
                 }
+                self.fids.drop_kept(f.fid.0);
             }
             _ => {}
         }
@@ -285,13 +287,10 @@ impl Session {
         }
         match &msg {
             Msg::Tfsync(f) => {
-                let lost = self
-                    .fids
-                    .get(f.fid.0)
-                    .is_some_and(|r| r.flags & flag::WRITES_LOST != 0);
-                if lost {
+                let flags = self.fids.get(f.fid.0).map_or(0, |r| r.flags);
+                if flags & flag::WRITES_LOST != 0 {
                     self.apply_failure(&msg);
-                    return self.fail(tag, Failure::WRITES_LOST, "writes lost with a link");
+                    return self.fail(tag, Failure::WRITES_LOST, writes_lost_why(flags));
                 }
             }
             Msg::Tversion(_) => self.start_version_reset(tag),
@@ -460,7 +459,8 @@ impl Session {
         if fast && (req.ty == MsgType::Twrite || !self.is_dir_read(&req)) {
             self.held_bytes -= req.frame.len();
             if req.ty == MsgType::Twrite {
-                self.apply_io_reply(&req, 0);
+                let written = peek::rwrite(&frame).unwrap_or(0);
+                self.apply_io_reply(&req, written as usize);
             }
             self.answered_after_outage();
             return self.send_to_client(frame);

@@ -177,8 +177,28 @@ impl Session {
             self.marks.hit(Mark::ReplayFlushLocally);
             self.flush_locally(tag);
         }
+        // A truncation in flight may have run: kept writes are not written again across it
+        // (they would bring back what it cut off), as after one that was answered.
+        let truncating: Vec<u32> = self
+            .requests
+            .values()
+            .filter(|r| {
+                r.state == RequestState::Orphaned
+                    && matches!(r.ty, MsgType::Tsetattr | MsgType::Twstat)
+            })
+            .filter_map(|r| match self.decode_request(&r.frame) {
+                Some(Msg::Tsetattr(a)) if a.valid & 0x8 != 0 => Some(a.fid.0),
+                Some(Msg::Twstat(w)) if w.stat.length != u64::MAX => Some(w.fid.0),
+                _ => None,
+            })
+            .collect();
+        for fid in truncating {
+            self.fids.stop_keeping(fid);
+        }
         for rec in self.fids.fids.values_mut() {
-            if rec.flags & flag::UNSYNCED != 0 {
+            // Unsynced writes that are all kept are written again after the rebuild; others
+            // may be lost with the server's memory, and the next fsync must say so.
+            if rec.flags & flag::UNSYNCED != 0 && rec.flags & flag::NOT_KEPT != 0 {
                 rec.flags |= flag::WRITES_LOST;
             }
             rec.flags &= !flag::FAST_FORWARDED;

@@ -54,6 +54,23 @@ fn changes_nothing_but_data(ty: MsgType) -> bool {
     )
 }
 
+/// Why a fid's next fsync fails, by its flags (the event's words).
+fn writes_lost_why(flags: u16) -> &'static str {
+    if flags & flag::REWRITE_FAILED != 0 {
+        "writing its unsynced writes again after a reconnect failed"
+    } else if flags & flag::SHARED != 0 {
+        "its file was written through another fid too, and the two cannot be put back in order"
+    } else if flags & flag::TRUNCATED != 0 {
+        "it was truncated since its last fsync, and writes across that are not written again"
+    } else if flags & flag::APPENDED != 0 {
+        "unsynced appends cannot be written again after a reconnect"
+    } else if flags & flag::OVER_BUDGET != 0 {
+        "its unsynced writes outgrew the replay budget before a reconnect"
+    } else {
+        "writes lost with a link"
+    }
+}
+
 /// The least msize a server may offer (a Twalk of one name and its Rwalk must fit).
 pub(crate) const MIN_MSIZE: u32 = 256;
 
@@ -371,6 +388,12 @@ impl Session {
     /// Fids tracked.
     pub fn fid_count(&self) -> usize {
         self.fids.len()
+    }
+
+    /// Bytes of unsynced writes kept for rewriting after a reconnect, as counted against the
+    /// replay budget.
+    pub fn replay_kept_bytes(&self) -> usize {
+        self.fids.kept_charge()
     }
 
     /// Client requests held (in flight or queued).

@@ -13,8 +13,10 @@ impl Session {
         }
     }
 
-    /// What a successful read or write changes: a directory's position, a fid's unsynced mark.
-    pub(super) fn apply_io_reply(&mut self, req: &Request, data_len: usize) {
+    /// What a successful read or write changes: a directory's position; for a write of `n`
+    /// bytes, its fid's unsynced mark, and the write kept to be written again after a
+    /// reconnect (unless it appended, or the fid's unsynced writes are already not all kept).
+    pub(super) fn apply_io_reply(&mut self, req: &Request, n: usize) {
         let io = match req.ty {
             MsgType::Tread => peek::tread(&req.frame),
             _ => peek::twrite(&req.frame),
@@ -25,10 +27,29 @@ impl Session {
         let Some(rec) = self.fids.get_mut(io.fid) else {
             return;
         };
-        if req.ty == MsgType::Twrite {
-            rec.flags |= flag::UNSYNCED;
-        } else if rec.qid.is_dir() {
-            rec.dir_offset = io.offset + data_len as u64;
+        if req.ty != MsgType::Twrite {
+            if rec.qid.is_dir() {
+                rec.dir_offset = io.offset + n as u64;
+            }
+            return;
+        }
+        rec.flags |= flag::UNSYNCED;
+        if replay::appends(rec) {
+            rec.flags |= flag::APPENDED;
+        }
+        let end = peek::TWRITE_HEADER + n.min(io.count as usize);
+        if rec.flags & flag::NOT_KEPT != 0 || n == 0 || end > req.frame.len() {
+            return;
+        }
+        let data = req.frame.slice(peek::TWRITE_HEADER..end);
+        // The slice keeps its whole read buffer alive: it counts at least a read chunk.
+        let charge = req.frame.len().max(crate::drive::READ_CHUNK);
+        let budget = self.cfg.replay_budget;
+        if !self
+            .fids
+            .keep_write(io.fid, io.offset, data, charge, budget)
+        {
+            self.marks.hit(Mark::ReplayBudgetSpent);
         }
     }
 
@@ -37,7 +58,7 @@ impl Session {
     pub(super) fn apply_reply(&mut self, req: &Request, reply: &Msg, is_error: bool) {
         match (req.ty, reply) {
             (MsgType::Tread, Msg::Rread(r)) => return self.apply_io_reply(req, r.data.0.len()),
-            (MsgType::Twrite, Msg::Rwrite(_)) => return self.apply_io_reply(req, 0),
+            (MsgType::Twrite, Msg::Rwrite(w)) => return self.apply_io_reply(req, w.count as usize),
             _ => {}
         }
         let Some(msg) = self.decode_request(&req.frame) else {
@@ -99,8 +120,18 @@ impl Session {
                 fids.names.release(node);
                 fids.insert(w.newfid.0, rec);
             }
-            (Msg::Topen(o), Msg::Ropen(r)) => open(fids, o.fid.0, OpenMode::Classic(o.mode), r.qid),
-            (Msg::Tlopen(o), Msg::Rlopen(r)) => open(fids, o.fid.0, OpenMode::DotL(o.flags), r.qid),
+            (Msg::Topen(o), Msg::Ropen(r)) => {
+                if o.mode & p9_core::open_mode::TRUNC != 0 {
+                    fids.truncated_file(r.qid.path);
+                }
+                open(fids, o.fid.0, OpenMode::Classic(o.mode), r.qid)
+            }
+            (Msg::Tlopen(o), Msg::Rlopen(r)) => {
+                if o.flags & p9_core::lflags::TRUNC != 0 {
+                    fids.truncated_file(r.qid.path);
+                }
+                open(fids, o.fid.0, OpenMode::DotL(o.flags), r.qid)
+            }
             (Msg::Tcreate(c), Msg::Rcreate(r)) => {
                 move_to_child(fids, c.fid.0, &c.name);
                 open(fids, c.fid.0, OpenMode::Classic(c.mode), r.qid)
@@ -111,12 +142,17 @@ impl Session {
             }
             (Msg::Tclunk(c), _) => drop(fids.remove(c.fid.0)),
             (Msg::Tremove(r), _) => drop(fids.remove(r.fid.0)),
-            (Msg::Twstat(w), Msg::Rwstat(_)) if !w.stat.name.is_empty() => {
-                if let Some(node) = fids.get(w.fid.0).map(|f| f.node) {
-                    if let Some(parent) = fids.names.parent(node) {
-                        fids.names.rename(node, parent, &w.stat.name);
-                    }
+            (Msg::Tsetattr(a), Msg::Rsetattr(_)) if a.valid & SETATTR_SIZE != 0 => {
+                fids.stop_keeping(a.fid.0);
+            }
+            (Msg::Twstat(w), Msg::Rwstat(_)) if w.stat.length != u64::MAX => {
+                fids.stop_keeping(w.fid.0);
+                if !w.stat.name.is_empty() {
+                    rename_by_wstat(fids, w.fid.0, &w.stat.name);
                 }
+            }
+            (Msg::Twstat(w), Msg::Rwstat(_)) if !w.stat.name.is_empty() => {
+                rename_by_wstat(fids, w.fid.0, &w.stat.name);
             }
             (Msg::Trename(t), Msg::Rrename(_)) => {
                 let (Some(node), Some(dir)) = (
@@ -145,9 +181,11 @@ impl Session {
                 }
             }
             (Msg::Tfsync(f), Msg::Rfsync(_)) => {
+                // Durable: nothing to write again, and a fresh start for keeping.
                 if let Some(rec) = fids.get_mut(f.fid.0) {
-                    rec.flags &= !(flag::UNSYNCED | flag::WRITES_LOST);
+                    rec.flags &= !(flag::UNSYNCED | flag::WRITES_LOST | flag::NOT_KEPT);
                 }
+                fids.drop_kept(f.fid.0);
             }
             (Msg::Tlock(l), Msg::Rlock(r)) if r.status == p9_core::lock_status::SUCCESS => {
                 let max = self.cfg.max_lock_history;
@@ -188,6 +226,18 @@ impl Session {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// The `valid` bit of a Tsetattr that sets the size (Linux's P9_ATTR_SIZE).
+const SETATTR_SIZE: u32 = 0x8;
+
+/// A renaming Twstat of `fid` succeeded: its node takes the new name in the same directory.
+fn rename_by_wstat(fids: &mut FidTable, fid: u32, name: &[u8]) {
+    if let Some(node) = fids.get(fid).map(|f| f.node) {
+        if let Some(parent) = fids.names.parent(node) {
+            fids.names.rename(node, parent, name);
         }
     }
 }

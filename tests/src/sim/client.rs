@@ -236,11 +236,27 @@ pub struct Lane {
     /// The msize settled by Rversion: no request may be larger.
     pub msize: u32,
     /// Durability of the data file, as fsync must report it: writes acknowledged on the data
-    /// fid since it was opened or last fsynced; whether a server crash lost them since; whether
-    /// a link died while they (or a write in flight) were unsynced, which makes the session fail
-    /// the next fsync; and whether the operation in flight was in flight at a loss.
+    /// fid since it was opened or last fsynced (a crash that loses them loses them only until
+    /// the session writes them again: the file's contents are checked, and an fsync after that
+    /// tells the truth); whether a link died while they (or a write in flight) were unsynced,
+    /// which lets the session fail the next fsync; and whether the operation in flight was in
+    /// flight at a loss.
     acked_unsynced: bool,
-    writes_lost: bool,
+    /// The writes acknowledged on the data fid since it was opened or last fsynced, in order:
+    /// what the session keeps and writes again after a reconnect, so that a crash that loses
+    /// them loses them only until the session is back.
+    kept: Vec<KeptStep>,
+    /// The kept steps of the data fid before the current one: a rebuild under way when the
+    /// lane let go of that fid still writes them again, to the end.
+    retired: Vec<KeptStep>,
+    /// A truncation since the data fid's last fsync: the session keeps nothing until the next.
+    not_kept: bool,
+    /// The writes acknowledged on temp fids (never fsynced: the session keeps them until the
+    /// fid goes), to recognise the session writing them again.
+    temp_kept: Vec<KeptStep>,
+    /// The write in flight has already changed the model's file, when the server ran it (a
+    /// rewrite by the session may come after it on the server, before the client hears).
+    write_applied: bool,
     exposed: bool,
     in_flight_at_loss: bool,
     /// Soft mode: any request may fail while the server is away.
@@ -362,7 +378,11 @@ impl Lane {
             busy: None,
             flush: None,
             acked_unsynced: false,
-            writes_lost: false,
+            kept: Vec::new(),
+            retired: Vec::new(),
+            not_kept: false,
+            temp_kept: Vec::new(),
+            write_applied: false,
             exposed: false,
             in_flight_at_loss: false,
             soft: false,
@@ -381,19 +401,133 @@ impl Lane {
     }
 
     /// Whether a server crash may lose this lane's unsynced writes now: only when nothing is in
-    /// flight (an answer already past the proxy would show the old contents). Marks them lost.
+    /// flight (an answer already past the proxy would show the old contents). The session
+    /// keeps every acknowledged write since the last fsync and writes them again once the data
+    /// fid is rebuilt (the world follows those writes into the model).
     pub fn lose_unsynced(&mut self) -> bool {
-        if self.busy.is_some() || self.flush.is_some() || !self.acked_unsynced {
-            return false;
+        !(self.busy.is_some() || self.flush.is_some() || !self.acked_unsynced)
+    }
+
+    /// The session wrote a temp file's acknowledged write again: the model's temp file, if it
+    /// follows it, changes as the server's did.
+    fn session_rewrote_temp(&mut self, step: KeptStep) -> Result<(), String> {
+        let KeptStep::Write(off, data) = &step;
+        let in_flight = match &self.busy {
+            Some((_, Op::WriteTemp { data: d })) => vec![KeptStep::Write(0, d.to_vec())],
+            _ => Vec::new(),
+        };
+        let known = self
+            .temp_kept
+            .iter()
+            .chain(&in_flight)
+            .any(|KeptStep::Write(o, d)| {
+                *off >= *o && (*off - *o) as usize + data.len() <= d.len() && {
+                    let at = (*off - *o) as usize;
+                    d[at..at + data.len()] == data[..]
+                }
+            });
+        if !known {
+            return Err(format!(
+                "lane {}: the session wrote {step:?} again on the temp file, which was never acknowledged",
+                self.id
+            ));
         }
-        self.writes_lost = true;
-        true
+        if let Some(name) = self.temp_name.clone() {
+            if let Some(file) = self.files.get_mut(&name) {
+                step.apply(file);
+            }
+        }
+        Ok(())
+    }
+
+    /// An operation is sent with `tag`: it is the one in flight.
+    pub fn start(&mut self, tag: u16, op: Op) {
+        self.busy = Some((tag, op));
+        self.write_applied = false;
+    }
+
+    /// The server ran the lane's write in flight (tag `tag`) on `fid`, writing `data` at `off`:
+    /// the model's file changes now, in the server's order (the completion then leaves it).
+    pub fn server_wrote(&mut self, tag: u16, fid: u32, off: u64, data: &[u8]) {
+        let Some((busy_tag, op)) = &self.busy else {
+            return;
+        };
+        if *busy_tag != tag {
+            return;
+        }
+        match op {
+            Op::Write { .. } if fid == self.data_fid().0 => {
+                write_at(self.files.get_mut(&b"data"[..]).expect("data"), off, data);
+                self.write_applied = true;
+            }
+            Op::WriteTemp { .. } if fid == self.temp_fid().0 => {
+                if let Some(file) = self.temp_name.clone().and_then(|n| self.files.get_mut(&n)) {
+                    write_at(file, off, data);
+                }
+                self.write_applied = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether `fid` is the lane's data or temp fid.
+    pub fn writes_through(&self, fid: u32) -> bool {
+        fid == self.data_fid().0 || fid == self.temp_fid().0
+    }
+
+    /// The model's data file, set to what the server holds.
+    pub fn set_data(&mut self, contents: Vec<u8>) {
+        self.files.insert(b"data".to_vec(), contents);
+    }
+
+    /// The session wrote a kept step again on the data fid after a reconnect (its own
+    /// request, during the rebuild): it must be one the lane was acknowledged since the fid's
+    /// last fsync; the model's file changes as the server's did.
+    pub fn session_rewrote(&mut self, fid: u32, step: KeptStep) -> Result<(), String> {
+        if fid == self.temp_fid().0 {
+            return self.session_rewrote_temp(step);
+        }
+        // The write in flight, if the session has its Rwrite (kept) while the client has not
+        // read it yet.
+        if let (Some((_, Op::Write { off, data })), KeptStep::Write(o, d)) = (&self.busy, &step) {
+            if *o >= *off
+                && (*o - *off) as usize + d.len() <= data.len()
+                && data[(*o - *off) as usize..][..d.len()] == d[..]
+            {
+                step.apply(self.files.get_mut(&b"data"[..]).expect("data"));
+                return Ok(());
+            }
+        }
+        let known = self
+            .kept
+            .iter()
+            .chain(&self.retired)
+            .any(|k| match (k, &step) {
+                (KeptStep::Write(o, d), KeptStep::Write(off, data)) => {
+                    *off >= *o && (*off - *o) as usize + data.len() <= d.len() && {
+                        let at = (*off - *o) as usize;
+                        d[at..at + data.len()] == data[..]
+                    }
+                }
+            });
+        if !known {
+            return Err(format!(
+                "lane {}: the session wrote {step:?} again, which the lane was not acknowledged since an fsync",
+                self.id
+            ));
+        }
+        let file = self.files.get_mut(&b"data"[..]).expect("data");
+        step.apply(file);
+        Ok(())
     }
 
     /// A new data fid, or none: nothing unsynced on it.
     fn reset_durability(&mut self) {
         self.acked_unsynced = false;
-        self.writes_lost = false;
+        self.not_kept = false;
+        if !self.kept.is_empty() {
+            self.retired = std::mem::take(&mut self.kept);
+        }
         self.exposed = false;
     }
 
@@ -401,12 +535,6 @@ impl Lane {
     /// only when the session has a reason (writes unsynced when a link died, the fsync itself
     /// in flight at a loss, or soft mode).
     fn check_fsync(&mut self, reply: &Msg, in_flight_at_loss: bool) -> Result<(), String> {
-        if matches!(reply, Msg::Rfsync(_)) && self.writes_lost {
-            return Err(format!(
-                "lane {}: fsync succeeded although the server lost acknowledged writes",
-                self.id
-            ));
-        }
         if is_not_completed(reply) && !self.exposed && !in_flight_at_loss && !self.soft {
             return Err(format!(
                 "lane {}: fsync failed ({reply:?}) with no write lost and no link lost under it",
@@ -1106,8 +1234,29 @@ impl Lane {
         match (&op, flushed) {
             (Op::Fsync, false) => self.check_fsync(reply, in_flight_at_loss)?,
             (Op::Fsync, true) if effective.is_some() => self.reset_durability(),
-            (Op::Write { .. }, _) if effective.is_some() && !is_error(reply) => {
-                self.acked_unsynced = true
+            (Op::Write { off, data }, flushed) if effective.is_some() && !is_error(reply) => {
+                self.acked_unsynced = true;
+                // Kept by the session only if its Rwrite reached it (and so the client).
+                if let (false, Msg::Rwrite(w), false) = (flushed, reply, self.not_kept) {
+                    let n = (w.count as usize).min(data.len());
+                    self.kept.push(KeptStep::Write(*off, data[..n].to_vec()));
+                }
+            }
+            (Op::WriteTemp { data }, false) if effective.is_some() => {
+                if let Msg::Rwrite(w) = reply {
+                    let n = (w.count as usize).min(data.len());
+                    self.temp_kept.push(KeptStep::Write(0, data[..n].to_vec()));
+                }
+            }
+            // A truncation through the data fid: the session keeps nothing more until the next
+            // fsync (writes across a truncation are not written again).
+            (Op::Truncate { .. }, false) if effective.is_some() && !is_error(reply) => {
+                if self.acked_unsynced {
+                    self.not_kept = true;
+                }
+                if !self.kept.is_empty() {
+                    self.retired = std::mem::take(&mut self.kept);
+                }
             }
             (Op::OpenData { .. } | Op::ClunkData, _) => self.reset_durability(),
             _ => {}
@@ -1496,11 +1645,13 @@ impl Lane {
                         data.len()
                     ));
                 }
-                write_at(
-                    self.files.get_mut(&b"data"[..]).expect("data"),
-                    *off,
-                    &data[..n],
-                );
+                if !std::mem::take(&mut self.write_applied) {
+                    write_at(
+                        self.files.get_mut(&b"data"[..]).expect("data"),
+                        *off,
+                        &data[..n],
+                    );
+                }
             }
             (Op::Append { data }, Msg::Rwrite(w)) => {
                 let n = (w.count as usize).min(data.len());
@@ -1510,10 +1661,11 @@ impl Lane {
                     .extend_from_slice(&data[..n]);
             }
             (Op::WriteTemp { data }, Msg::Rwrite(w)) => {
+                let applied = std::mem::take(&mut self.write_applied);
                 if let Some(name) = self
                     .temp_name
                     .as_ref()
-                    .filter(|n| self.files.contains_key(*n))
+                    .filter(|n| self.files.contains_key(*n) && !applied)
                 {
                     let n = (w.count as usize).min(data.len());
                     write_at(self.files.get_mut(name).expect("temp file"), 0, &data[..n]);
@@ -1633,7 +1785,29 @@ impl Lane {
     }
 }
 
-fn write_at(file: &mut Vec<u8>, off: u64, data: &[u8]) {
+/// One of a lane's unsynced writes on its data fid, as the session keeps them.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeptStep {
+    Write(u64, Vec<u8>),
+}
+
+impl std::fmt::Debug for KeptStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeptStep::Write(off, data) => write!(f, "a write of {} bytes at {off}", data.len()),
+        }
+    }
+}
+
+impl KeptStep {
+    pub fn apply(&self, file: &mut Vec<u8>) {
+        match self {
+            KeptStep::Write(off, data) => write_at(file, *off, data),
+        }
+    }
+}
+
+pub(super) fn write_at(file: &mut Vec<u8>, off: u64, data: &[u8]) {
     let end = off as usize + data.len();
     if file.len() < end {
         file.resize(end, 0);

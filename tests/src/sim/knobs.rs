@@ -87,6 +87,11 @@ pub struct Knobs {
     /// The session's cap on remembered locks per fid (past it the fid is stale after a
     /// reconnect).
     pub max_lock_history: usize,
+    /// The session's replay budget (unsynced writes kept for rewriting after a reconnect);
+    /// small ones overflow. Drawn apart from the other knobs (see `World::with_overrides`).
+    pub replay_budget: usize,
+    /// How often the server refuses a write the session makes again after a reconnect.
+    pub rewrite_fail_percent: u32,
 }
 
 impl Knobs {
@@ -128,6 +133,8 @@ impl Knobs {
             silent_percent: [0, 0, 30][rng.below(3) as usize] as u32,
             server_timeout_ms: [2_000, 10_000, 60_000][rng.below(3) as usize],
             late_reply_percent: [0, 0, 50][rng.below(3) as usize] as u32,
+            replay_budget: 64 << 20,
+            rewrite_fail_percent: 0,
         }
     }
 }
@@ -164,6 +171,8 @@ pub const CALM: &[(&str, &str)] = &[
         "latereply",
         "the server never answers a request after its Rflush",
     ),
+    ("budget", "the replay budget never overflows"),
+    ("rewrite", "the server never refuses a rewrite"),
 ];
 
 impl Overrides {
@@ -218,6 +227,8 @@ impl Overrides {
                 "shape" => k.error_shape_percent = 0,
                 "silent" => k.silent_percent = 0,
                 "latereply" => k.late_reply_percent = 0,
+                "budget" => k.replay_budget = 64 << 20,
+                "rewrite" => k.rewrite_fail_percent = 0,
                 _ => {}
             }
         }

@@ -11,7 +11,7 @@ use p9_core::*;
 use persist_core::drive::{Action, Drive};
 use persist_core::{BackendId, Config, Event, Instant, LinkId};
 
-use super::client::{is_error, Identity, Lane, Op};
+use super::client::{is_error, Identity, KeptStep, Lane, Op};
 use super::knobs::Knobs;
 use super::rng::Rng;
 use super::wire::{gather, Framer, Wire};
@@ -207,6 +207,11 @@ impl World {
     pub fn with_overrides(seed: u64, overrides: &super::Overrides, trace: bool) -> World {
         let mut rng = Rng::new(seed);
         let mut knobs = Knobs::from_rng(&mut rng);
+        // Knobs added later are drawn from a generator of their own, so that the others (and
+        // the world's own draws) stay as they were for every seed.
+        let mut later = Rng::new(seed ^ 0x6c61_7465_726b_6e62);
+        knobs.replay_budget = [64 << 20, 64 << 20, 40 << 10][later.below(3) as usize];
+        knobs.rewrite_fail_percent = [0, 0, 30][later.below(3) as usize] as u32;
         overrides.apply(&mut knobs);
         knobs.clients = knobs.clients.clamp(1, knobs.lanes);
         let mut fs = ramfs::Fs::new();
@@ -240,6 +245,7 @@ impl World {
                 queue_max_bytes: knobs.queue_max_bytes,
                 watchdog: Duration::from_millis(knobs.watchdog_ms),
                 max_lock_history: knobs.max_lock_history,
+                replay_budget: knobs.replay_budget,
                 server_timeout: Duration::from_millis(knobs.server_timeout_ms),
                 ..Config::default()
             };
@@ -483,7 +489,7 @@ impl World {
     /// answer at once.
     fn lane_send(&mut self, c: usize, lane: usize, msg: Msg, op: Op) -> Result<u16, String> {
         let tag = self.clients[c].take_tag();
-        self.clients[c].lanes[lane].busy = Some((tag, op));
+        self.clients[c].lanes[lane].start(tag, op);
         self.client_send_tagged(c, lane, tag, msg)
     }
 
@@ -658,16 +664,51 @@ impl World {
         Ok(())
     }
 
+    /// A write the session makes again after a reconnect (its own tags), refused for want of
+    /// room before it runs: the error to answer it with.
+    fn refuse_rewrite(&mut self, c: usize, frame: &Bytes) -> Option<Bytes> {
+        let h = Header::parse(frame).ok()?;
+        let rewrite = h.msg_type == MsgType::Twrite as u8 && h.tag < TAG_BASE;
+        if !rewrite
+            || self.knobs.rewrite_fail_percent == 0
+            || !self.rng.chance(self.knobs.rewrite_fail_percent)
+        {
+            return None;
+        }
+        note!(
+            self,
+            "the server refuses client {c}'s rewrite (tag {})",
+            h.tag
+        );
+        let msg: Msg = match self.knobs.dialect {
+            Dialect::DotL => Rlerror { ecode: 28 }.into(),
+            d => Rerror {
+                ename: "no space left on device".into(),
+                errno: (d == Dialect::DotU).then_some(28),
+            }
+            .into(),
+        };
+        Fcall::new(h.tag, msg).to_frame().ok()
+    }
+
     /// The server takes one frame from client `c`'s link.
     fn server_receives(&mut self, c: usize, t: Transit) -> Result<(), String> {
+        let on_link = self.clients[c]
+            .server
+            .as_ref()
+            .is_some_and(|s| s.link == t.link);
+        if !on_link {
+            return Ok(());
+        }
+        let refused = self.refuse_rewrite(c, &t.frame);
         let cl = &mut self.clients[c];
         let Some(server) = &mut cl.server else {
             return Ok(());
         };
-        if server.link != t.link {
-            return Ok(());
-        }
-        let mut reply = server.conn.handle(&mut self.fs, &t.frame);
+        let mut reply = match refused {
+            Some(error) => error,
+            None => server.conn.handle(&mut self.fs, &t.frame),
+        };
         reply = self.misbehave(c, &t.frame, reply);
         note!(
             self,
@@ -695,6 +736,38 @@ impl World {
                 self.synced.insert(lane.id, now);
             }
         }
+        // The session writes a data fid's kept writes again while it rebuilds it (its own
+        // tags): the model's file follows, once the step is checked against what the lane was
+        // acknowledged.
+        if let Ok(fc) = Fcall::decode(&t.frame, self.knobs.dialect) {
+            let ok = Fcall::decode(&reply, self.knobs.dialect).is_ok_and(|r| !is_error(&r.msg));
+            let step = match &fc.msg {
+                Msg::Twrite(w) => Some((w.fid.0, KeptStep::Write(w.offset, w.data.0.to_vec()))),
+                _ => None,
+            };
+            // A client's write the server ran changes the model's file now, in the server's
+            // order (a rewrite may follow it before the client hears).
+            if let (Msg::Twrite(w), true) = (&fc.msg, ok && fc.tag >= TAG_BASE && fc.tag != NOTAG) {
+                let n = match Fcall::decode(&reply, self.knobs.dialect).map(|r| r.msg) {
+                    Ok(Msg::Rwrite(r)) => (r.count as usize).min(w.data.0.len()),
+                    _ => 0,
+                };
+                if let Some(lane) = cl.lanes.iter_mut().find(|l| l.writes_through(w.fid.0)) {
+                    lane.server_wrote(fc.tag, w.fid.0, w.offset, &w.data.0[..n]);
+                }
+            }
+            if let Some((fid, step)) = step.filter(|_| ok && fc.tag < TAG_BASE) {
+                if let Some(lane) = cl.lanes.iter_mut().find(|l| l.writes_through(fid)) {
+                    note!(
+                        self,
+                        "the session wrote again on {}'s fid {fid}: {step:?}",
+                        lane.dir_name()
+                    );
+                    lane.session_rewrote(fid, step)?;
+                }
+            }
+        }
+        let cl = &mut self.clients[c];
         // Count executions of the client's requests (the session's own use low tags).
         if let Ok(header) = Header::parse(&t.frame) {
             if header.tag >= TAG_BASE && header.tag != NOTAG {
@@ -1016,7 +1089,10 @@ impl World {
                     let synced = self.synced.get(&lane.id).cloned().unwrap_or_default();
                     let path = format!("{}/data", lane.dir_name());
                     self.fs.write_file(&path, &synced).expect("data file");
-                    lane.files.insert(b"data".to_vec(), synced);
+                    // The session writes the kept writes again when it rebuilds the data fid
+                    // (if it does: the client may let go of it first): the model follows
+                    // those writes as the server runs them.
+                    lane.set_data(synced);
                     self.stats.writes_lost += 1;
                     note!(self, "the crash lost {path}'s unsynced writes");
                 }

@@ -1,0 +1,181 @@
+//! Unsynced writes kept and written again after a reconnect (DESIGN §3.6, issue "No false
+//! errors"): a server that lost them with its memory gets them back before anything else
+//! reaches the file, so a later fsync tells the truth; writes that cannot be repeated make the
+//! next fsync fail, and the event says why.
+
+mod harness;
+
+use harness::*;
+use p9_core::*;
+use persist_core::{Config, Event};
+
+fn write(fid: u32, offset: u64, data: &'static str) -> Twrite {
+    Twrite {
+        fid: Fid(fid),
+        offset,
+        data: Data(data.into()),
+    }
+}
+
+fn fsync(fid: u32) -> Tfsync {
+    Tfsync {
+        fid: Fid(fid),
+        datasync: 0,
+    }
+}
+
+fn contents(p: &Pair, path: &[&str]) -> Vec<u8> {
+    let key: Vec<Vec<u8>> = path.iter().map(|n| n.as_bytes().to_vec()).collect();
+    p.server.files[&key].1.clone()
+}
+
+/// The server forgets what was written to `path` since it was empty (a restart that lost its
+/// page cache).
+fn lose(p: &mut Pair, path: &[&str]) {
+    let key: Vec<Vec<u8>> = path.iter().map(|n| n.as_bytes().to_vec()).collect();
+    p.server.files.get_mut(&key).unwrap().1.clear();
+}
+
+#[test]
+fn writes_lost_by_a_restart_are_written_again_and_fsync_tells_the_truth() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    p.client(3, write(1, 0, "hello, "));
+    p.client(4, write(1, 7, "world"));
+    p.client(5, write(1, 0, "H"));
+    p.serve();
+    assert_eq!(contents(&p, &["f"]), b"Hello, world");
+    p.kill();
+    lose(&mut p, &["f"]);
+    let log = p.reconnect_log();
+    // Written again as the writes left the file: disjoint ranges, newest data.
+    let rewrites: Vec<(u64, Vec<u8>)> = log
+        .iter()
+        .filter_map(|f| match &f.msg {
+            Msg::Twrite(w) => Some((w.offset, w.data.0.to_vec())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rewrites,
+        [
+            (0, b"H".to_vec()),
+            (1, b"ello, ".to_vec()),
+            (7, b"world".to_vec())
+        ]
+    );
+    assert_eq!(contents(&p, &["f"]), b"Hello, world");
+    p.client(6, fsync(1));
+    p.serve();
+    assert_eq!(p.reply_to(6), &Msg::Rfsync(Rfsync {}));
+    // After a successful fsync nothing is kept: the next reconnect writes nothing again.
+    assert_eq!(p.s.replay_kept_bytes(), 0);
+    p.kill();
+    let log = p.reconnect_log();
+    assert!(
+        !log.iter().any(|f| matches!(f.msg, Msg::Twrite(_))),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn a_spent_budget_makes_the_next_fsync_fail_and_says_why() {
+    let cfg = Config {
+        replay_budget: 20 << 10,
+        ..config()
+    };
+    let mut p = Pair::attached_with(Dialect::DotL, cfg);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    p.client(3, write(1, 0, "kept"));
+    p.serve();
+    assert!(p.s.replay_kept_bytes() > 0);
+    // Each kept write counts at least a read chunk (16 KiB): the second does not fit.
+    p.client(4, write(1, 4, "over"));
+    p.serve();
+    assert_eq!(
+        p.s.replay_kept_bytes(),
+        0,
+        "the fid's kept writes are let go"
+    );
+    p.kill();
+    let log = p.reconnect_log();
+    assert!(!log.iter().any(|f| matches!(f.msg, Msg::Twrite(_))));
+    p.client(5, fsync(1));
+    p.serve();
+    assert_eq!(p.reply_to(5), &Msg::Rlerror(Rlerror { ecode: errno::EIO }));
+    assert!(p.events.iter().any(|e| matches!(e,
+        Event::RequestFailed { tag: 5, why, .. } if why.contains("replay budget"))));
+    // The failure reported the loss: the next fsync is the server's to answer.
+    p.client(6, fsync(1));
+    p.serve();
+    assert_eq!(p.reply_to(6), &Msg::Rfsync(Rfsync {}));
+}
+
+#[test]
+fn a_truncation_stops_keeping_until_the_next_fsync() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    p.client(3, write(1, 0, "0123456789"));
+    p.serve();
+    p.client(
+        4,
+        Tsetattr {
+            fid: Fid(1),
+            valid: 0x8,
+            size: 2,
+            ..Default::default()
+        },
+    );
+    p.serve();
+    assert_eq!(p.s.replay_kept_bytes(), 0);
+    p.kill();
+    let log = p.reconnect_log();
+    assert!(
+        !log.iter().any(|f| matches!(f.msg, Msg::Twrite(_))),
+        "a rewrite across the truncation would bring back what it cut: {log:?}"
+    );
+    p.client(5, fsync(1));
+    p.serve();
+    assert_eq!(p.reply_to(5), &Msg::Rlerror(Rlerror { ecode: errno::EIO }));
+    assert!(p.events.iter().any(|e| matches!(e,
+        Event::RequestFailed { tag: 5, why, .. } if why.contains("truncated"))));
+}
+
+#[test]
+fn writes_through_two_fids_of_one_file_are_not_kept() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    p.open_file(3, 2, &["f"], lflags::RDWR);
+    p.client(4, write(1, 0, "first"));
+    p.client(5, write(2, 0, "second"));
+    p.serve();
+    assert_eq!(p.s.replay_kept_bytes(), 0);
+    p.kill();
+    let log = p.reconnect_log();
+    assert!(
+        !log.iter().any(|f| matches!(f.msg, Msg::Twrite(_))),
+        "{log:?}"
+    );
+    p.client(6, fsync(1));
+    p.serve();
+    assert_eq!(p.reply_to(6), &Msg::Rlerror(Rlerror { ecode: errno::EIO }));
+    assert!(p.events.iter().any(|e| matches!(e,
+        Event::RequestFailed { tag: 6, why, .. } if why.contains("another fid"))));
+}
+
+#[test]
+fn opening_the_file_with_truncation_elsewhere_stops_keeping() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    p.client(3, write(1, 0, "old data"));
+    p.serve();
+    assert!(p.s.replay_kept_bytes() > 0);
+    p.open_file(4, 2, &["f"], lflags::RDWR | lflags::TRUNC);
+    assert_eq!(p.s.replay_kept_bytes(), 0);
+    p.kill();
+    let log = p.reconnect_log();
+    assert!(
+        !log.iter().any(|f| matches!(f.msg, Msg::Twrite(_))),
+        "{log:?}"
+    );
+}
