@@ -1,8 +1,10 @@
 //! The recovery pipeline: after a new link comes up, re-version, attach once per root on a
-//! proxy-owned fid, then rebuild every client fid — walk from its root in chunks of at most 16
-//! names, reopen it (truncation and create flags stripped), restore a directory's read position,
-//! replay its locks — with up to `recovery_window` requests in flight. Fids that cannot be
-//! rebuilt become stale. Finally the proxy fids are clunked and the session resumes.
+//! proxy-owned fid (with a mux's service aname, walked on to its service path), then rebuild
+//! every client fid — walk from its root in chunks of at most 16 names, reopen it (truncation
+//! and create flags stripped), write back its unsynced writes (the final image of those kept),
+//! restore a directory's read position, replay its locks — with up to `recovery_window`
+//! requests in flight. Fids that cannot be rebuilt become stale. Finally the proxy fids are
+//! clunked and the session resumes.
 //!
 //! A [`Recovery`] is a sub-machine of the session with inputs of its own (the link's replies,
 //! time) and outputs of its own (frames for the link, lost-fid events, and a [`Progress`]);
