@@ -36,6 +36,30 @@ fn lose(p: &mut Pair, path: &[&str]) {
     p.server.files.get_mut(&key).unwrap().1.clear();
 }
 
+/// After a reconnect nothing is written again, and the fid's next fsync (sent with `tag`)
+/// fails with EIO, the event saying `why`.
+fn nothing_rewritten_and_fsync_fails(p: &mut Pair, tag: u16, fid: u32, why: &str) {
+    assert_eq!(p.s.replay_kept_bytes(), 0, "nothing is kept");
+    p.kill();
+    let log = p.reconnect_log();
+    assert!(
+        !log.iter().any(|f| matches!(f.msg, Msg::Twrite(_))),
+        "nothing is written again: {log:?}"
+    );
+    p.client(tag, fsync(fid));
+    p.serve();
+    assert_eq!(
+        p.reply_to(tag),
+        &Msg::Rlerror(Rlerror { ecode: errno::EIO })
+    );
+    assert!(
+        p.events.iter().any(|e| matches!(e,
+            Event::RequestFailed { tag: t, why: w, .. } if *t == tag && w.contains(why))),
+        "no event saying {why:?}: {:?}",
+        p.events
+    );
+}
+
 #[test]
 fn writes_lost_by_a_restart_are_written_again_and_fsync_tells_the_truth() {
     let mut p = Pair::attached(Dialect::DotL);
@@ -89,22 +113,11 @@ fn a_spent_budget_makes_the_next_fsync_fail_and_says_why() {
     p.client(3, write(1, 0, "kept"));
     p.serve();
     assert!(p.s.replay_kept_bytes() > 0);
-    // Each kept write counts at least a read chunk (16 KiB): the second does not fit.
+    // Each kept write counts at least a read chunk (16 KiB): the second does not fit, and the
+    // fid's kept writes are let go.
     p.client(4, write(1, 4, "over"));
     p.serve();
-    assert_eq!(
-        p.s.replay_kept_bytes(),
-        0,
-        "the fid's kept writes are let go"
-    );
-    p.kill();
-    let log = p.reconnect_log();
-    assert!(!log.iter().any(|f| matches!(f.msg, Msg::Twrite(_))));
-    p.client(5, fsync(1));
-    p.serve();
-    assert_eq!(p.reply_to(5), &Msg::Rlerror(Rlerror { ecode: errno::EIO }));
-    assert!(p.events.iter().any(|e| matches!(e,
-        Event::RequestFailed { tag: 5, why, .. } if why.contains("replay budget"))));
+    nothing_rewritten_and_fsync_fails(&mut p, 5, 1, "replay budget");
     // The failure reported the loss: the next fsync is the server's to answer.
     p.client(6, fsync(1));
     p.serve();
@@ -127,18 +140,8 @@ fn a_truncation_stops_keeping_until_the_next_fsync() {
         },
     );
     p.serve();
-    assert_eq!(p.s.replay_kept_bytes(), 0);
-    p.kill();
-    let log = p.reconnect_log();
-    assert!(
-        !log.iter().any(|f| matches!(f.msg, Msg::Twrite(_))),
-        "a rewrite across the truncation would bring back what it cut: {log:?}"
-    );
-    p.client(5, fsync(1));
-    p.serve();
-    assert_eq!(p.reply_to(5), &Msg::Rlerror(Rlerror { ecode: errno::EIO }));
-    assert!(p.events.iter().any(|e| matches!(e,
-        Event::RequestFailed { tag: 5, why, .. } if why.contains("truncated"))));
+    // A rewrite across the truncation would bring back what it cut off.
+    nothing_rewritten_and_fsync_fails(&mut p, 5, 1, "truncated");
 }
 
 #[test]
@@ -149,18 +152,7 @@ fn writes_through_two_fids_of_one_file_are_not_kept() {
     p.client(4, write(1, 0, "first"));
     p.client(5, write(2, 0, "second"));
     p.serve();
-    assert_eq!(p.s.replay_kept_bytes(), 0);
-    p.kill();
-    let log = p.reconnect_log();
-    assert!(
-        !log.iter().any(|f| matches!(f.msg, Msg::Twrite(_))),
-        "{log:?}"
-    );
-    p.client(6, fsync(1));
-    p.serve();
-    assert_eq!(p.reply_to(6), &Msg::Rlerror(Rlerror { ecode: errno::EIO }));
-    assert!(p.events.iter().any(|e| matches!(e,
-        Event::RequestFailed { tag: 6, why, .. } if why.contains("another fid"))));
+    nothing_rewritten_and_fsync_fails(&mut p, 6, 1, "another fid");
 }
 
 #[test]
