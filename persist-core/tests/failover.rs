@@ -147,15 +147,7 @@ fn two_services(dialect: Dialect) -> (Pair, Vec<Fcall>) {
     let s = Session::with_backends(cfg, Box::new(endpoint), now);
     let mut p = Pair::with_session(dialect, s, now);
     p.server.touch(&["data", "sub", "f"], false);
-    p.accept_dial();
-    p.client(
-        NOTAG,
-        Tversion {
-            msize: 8192,
-            version: dialect.version_string().into(),
-        },
-    );
-    p.serve();
+    p.version();
     p.client(
         1,
         Tattach {
@@ -259,15 +251,7 @@ fn an_attach_whose_service_path_is_missing_fails_and_leaves_no_fid() {
     let endpoint = Endpoint::with_roots(vec![root.clone(), root], &cfg);
     let s = Session::with_backends(cfg, Box::new(endpoint), now);
     let mut p = Pair::with_session(Dialect::DotL, s, now);
-    p.accept_dial();
-    p.client(
-        NOTAG,
-        Tversion {
-            msize: 8192,
-            version: "9P2000.L".into(),
-        },
-    );
-    p.serve();
+    p.version();
     p.client(
         1,
         Tattach {
@@ -387,15 +371,7 @@ fn a_flush_of_an_attach_on_its_way_to_the_service_root_waits_for_it() {
     let s = Session::with_backends(cfg, Box::new(endpoint), now);
     let mut p = Pair::with_session(Dialect::DotL, s, now);
     p.server.touch(&["data"], true);
-    p.accept_dial();
-    p.client(
-        NOTAG,
-        Tversion {
-            msize: 8192,
-            version: "9P2000.L".into(),
-        },
-    );
-    p.serve();
+    p.version();
     p.client(
         1,
         Tattach {

@@ -409,20 +409,7 @@ fn a_registry_served_over_9p_is_read() {
     wait_listening(reg_port, "the registry");
     let rt = runtime();
     rt.block_on(async {
-        let addr = Addr::Tcp(format!("127.0.0.1:{reg_port}"));
-        let mut r = NineP::connect(&addr, 65536, Dialect::DotL).await.unwrap();
-        let attached = call(
-            &mut r,
-            Tattach {
-                fid: Fid(0),
-                afid: NOFID,
-                uname: "root".into(),
-                aname: Bytes::new(),
-                n_uname: Some(0),
-            },
-        )
-        .await;
-        assert!(matches!(attached, Msg::Rattach(_)), "{attached:?}");
+        let (mut r, _) = attach(reg_port).await;
         walk(&mut r, 0, 1, &[]).await;
         let made = call(
             &mut r,

@@ -85,15 +85,7 @@ impl Pair {
     /// `p` with the link up, the version settled and fid 0 attached to the root.
     pub fn attach(mut p: Pair) -> Pair {
         let dialect = p.dialect;
-        p.accept_dial();
-        p.client(
-            NOTAG,
-            Tversion {
-                msize: 8192,
-                version: dialect.version_string().into(),
-            },
-        );
-        p.serve();
+        p.version();
         p.client(
             1,
             Tattach {
@@ -108,6 +100,19 @@ impl Pair {
         assert_eq!(p.to_client.len(), 2, "version and attach answered");
         p.to_client.clear();
         p
+    }
+
+    /// Accept the session's dial and settle the version (msize 8192, the pair's dialect).
+    pub fn version(&mut self) {
+        self.accept_dial();
+        self.client(
+            NOTAG,
+            Tversion {
+                msize: 8192,
+                version: self.dialect.version_string().into(),
+            },
+        );
+        self.serve();
     }
 
     /// Drain every output and event of the session.
