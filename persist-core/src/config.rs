@@ -94,6 +94,11 @@ pub struct Config {
     /// read chunk ([`READ_CHUNK`](crate::drive::READ_CHUNK)): it is a slice of the buffer the
     /// driver read it into, and keeps all of that buffer in memory.
     pub replay_budget: usize,
+    /// Whether a create, remove or rename in flight when its link died is resolved by looking
+    /// at the server after the reconnect (answered as done, sent again, or failed only when the
+    /// names show nothing certain), rather than always failed as "possibly not completed"
+    /// (styxpersist's rule; right when several clients change the same names at once).
+    pub resolve_ambiguous: bool,
     /// A live link on which requests have waited this long with nothing at all arriving from
     /// the server is declared dead (a hung server) and the server redialed. In soft mode the
     /// give-up time applies too, whichever is shorter.
@@ -117,6 +122,7 @@ impl Default for Config {
             exclusive_retry_delay: Duration::from_millis(500),
             max_lock_history: 64,
             replay_budget: 64 << 20,
+            resolve_ambiguous: true,
             server_timeout: Duration::from_secs(60),
             version_timeout: Duration::from_secs(30),
         }

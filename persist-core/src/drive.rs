@@ -619,6 +619,19 @@ pub fn sentence_named(
             Level::Warn,
             format!("[{client}] {} (tag {tag}) failed: {why}", request.name()),
         ),
+        Event::OutcomeResolved { tag, request, done } => (
+            Level::Info,
+            match done {
+                true => format!(
+                    "[{client}] {} (tag {tag}) was in flight when the link died; the server shows it done: answered as done",
+                    request.name()
+                ),
+                false => format!(
+                    "[{client}] {} (tag {tag}) was in flight when the link died; the server shows it not done: sent again",
+                    request.name()
+                ),
+            },
+        ),
         Event::GaveUp { outage } => (
             Level::Warn,
             format!(

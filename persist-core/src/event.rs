@@ -96,6 +96,15 @@ pub enum Event {
         failure: crate::Failure,
         why: &'static str,
     },
+    /// A create, remove, link or rename in flight when its link died was looked for on the new
+    /// link: `done` — it had happened, and was answered as done; otherwise it observably had
+    /// not, and was sent again. (When what the server shows settles nothing, the request
+    /// fails: [`RequestFailed`](Event::RequestFailed).)
+    OutcomeResolved {
+        tag: u16,
+        request: MsgType,
+        done: bool,
+    },
     /// Soft mode: the outage passed the give-up time; requests now fail until the server is back.
     GaveUp { outage: Duration },
     /// A recovery made no progress for the watchdog time and was abandoned.
@@ -126,6 +135,7 @@ impl Event {
             Event::Recovered { .. } => "recovered",
             Event::FidLost { .. } => "fid_lost",
             Event::RequestFailed { .. } => "request_failed",
+            Event::OutcomeResolved { .. } => "outcome_resolved",
             Event::GaveUp { .. } => "gave_up",
             Event::RecoveryStalled { .. } => "recovery_stalled",
             Event::ProtocolViolation { .. } => "protocol_violation",

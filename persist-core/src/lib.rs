@@ -73,6 +73,7 @@ mod recovery;
 pub mod registry;
 mod replay;
 mod reply;
+mod resolve;
 mod rng;
 mod session;
 mod time;

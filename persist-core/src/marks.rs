@@ -81,6 +81,13 @@ marks! {
     RecoveryExclusiveRetry,
     /// A fid with an orphaned Tremove left unbuilt.
     RecoveryRemovedNotRebuilt,
+    /// A create, remove, link or rename in flight at a loss turned out done: answered so.
+    ResolvedDone,
+    /// A create, remove, link or rename in flight at a loss observably did not happen: resent.
+    ResolvedNotDone,
+    /// A create, remove, link or rename in flight at a loss could not be settled by looking:
+    /// failed as possibly not completed.
+    ResolvedUnknown,
     /// A read clamped or a write shortened to a smaller server msize.
     MsizeClamp,
     /// Soft mode gave up on the outage.

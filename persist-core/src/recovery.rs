@@ -1,6 +1,7 @@
 //! The recovery pipeline: after a new link comes up, re-version, attach once per root on a
 //! proxy-owned fid (with a mux's service aname, walked on to its service path), then rebuild
-//! every client fid — walk from its root in chunks of at most 16 names, reopen it (truncation
+//! every client fid — but first settle, by looking at the names they involve, the creates,
+//! removes and renames that were in flight when the link died (`crate::resolve`); then walk from its root in chunks of at most 16 names, reopen it (truncation
 //! and create flags stripped), write back its unsynced writes (the final image of those kept),
 //! restore a directory's read position, replay its locks — with up to `recovery_window`
 //! requests in flight. Fids that cannot be rebuilt become stale. Finally the proxy fids are
@@ -30,7 +31,8 @@ use crate::fids::{final_image, flag, FidKind, FidTable, LostReason, OpenMode, Ro
 use crate::hash::HashMap;
 use crate::marks::{Mark, Marks};
 use crate::replay::reopen_mode;
-use crate::session::Negotiated;
+use crate::resolve::{self, Look, Outcome, Seen};
+use crate::session::{record_names, Negotiated, Request, RequestState};
 use crate::time::Instant;
 
 /// What the session lends a recovery for one input.
@@ -46,6 +48,8 @@ pub(crate) struct Cx<'a> {
     pub server_msize: &'a mut u32,
     pub out: &'a mut VecDeque<Output>,
     pub events: &'a mut VecDeque<Event>,
+    /// The session's requests: orphans whose outcome the recovery settles by looking.
+    pub requests: &'a mut HashMap<u16, Request>,
 }
 
 impl Cx<'_> {
@@ -99,13 +103,44 @@ pub(crate) struct Recovery {
     /// Fids the client let go of while this recovery ran (soft mode answers clunks and failed
     /// removes at once): the new server may have them rebuilt, so they are clunked there.
     forgotten: Vec<u32>,
+    /// Orphaned requests whose outcome is still to be looked at, by tag, in their order; the
+    /// one being looked at; and the proxy-owned fid the looks walk.
+    questions: VecDeque<u16>,
+    asking: Option<Asking>,
+    probe: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Version,
     Attach,
+    Resolve,
     Fids,
+    Clunk,
+}
+
+/// Looking at the names one orphaned request involves (one request at a time, in order: a
+/// later one may depend on an earlier one's outcome).
+struct Asking {
+    tag: u16,
+    msg: Msg,
+    looks: Vec<Look>,
+    /// What each look found, in order; the current look is the next.
+    seen: Vec<Seen>,
+    /// Names of the current look's directory walked so far.
+    walked: usize,
+    /// Whether the probe fid exists on the server (it is clunked after each look).
+    probe_live: bool,
+}
+
+#[derive(Clone, Copy)]
+enum LookStep {
+    /// Walking the probe along the look's directory, `chunk` names this time.
+    Dir {
+        chunk: usize,
+    },
+    /// Walking it to the name looked for.
+    Name,
     Clunk,
 }
 
@@ -134,6 +169,7 @@ enum Wait {
     /// The walk of an attached root to its service's path.
     RootWalk(usize),
     Job(Job),
+    Look(LookStep),
     Clunk,
 }
 
@@ -192,6 +228,9 @@ impl Recovery {
             rebuilt: 0,
             stale: 0,
             forgotten: Vec::new(),
+            questions: VecDeque::new(),
+            asking: None,
+            probe: NOFID.0,
         };
         let tversion = Tversion {
             msize: cx.negotiated.msize,
@@ -385,6 +424,7 @@ impl Recovery {
                 }
             },
             Wait::Job(job) => self.job_reply(now, job, &reply, cx),
+            Wait::Look(step) => self.look_reply(step, &reply, cx),
             Wait::Clunk => {}
         }
         Ok(())
@@ -430,6 +470,7 @@ impl Recovery {
                 conversation: None,
             });
         }
+        self.probe = proxy_fid(cx.fids);
         for i in 0..self.roots.len() {
             let root = cx.fids.root(self.roots[i].root);
             match self.roots[i].afid {
@@ -500,6 +541,18 @@ impl Recovery {
                 Phase::Version => break,
                 Phase::Attach => {
                     if !self.waiting.is_empty() {
+                        break;
+                    }
+                    self.phase = Phase::Resolve;
+                    if cx.cfg.resolve_ambiguous {
+                        self.questions = Self::questions(cx).into();
+                    }
+                }
+                Phase::Resolve => {
+                    if self.asking.is_none() {
+                        self.ask_next(cx);
+                    }
+                    if self.asking.is_some() || !self.waiting.is_empty() {
                         break;
                     }
                     self.phase = Phase::Fids;
@@ -884,6 +937,174 @@ impl Recovery {
         cx.lose_fid(fid, LostReason::Stale, why);
         if on_server {
             self.send(Tclunk { fid: Fid(fid) }, Wait::Clunk, cx);
+        }
+    }
+}
+
+/// Settling orphaned creates, removes and renames by looking (`crate::resolve`).
+impl Recovery {
+    /// The orphans to look at, in their original order: those the outcome table settles and
+    /// no earlier recovery has settled.
+    fn questions(cx: &Cx<'_>) -> Vec<u16> {
+        let dialect = cx.negotiated.dialect;
+        let mut orphans: Vec<(u64, u16)> = cx
+            .requests
+            .iter()
+            .filter(|(_, r)| r.state == RequestState::Orphaned && r.resolved.is_none())
+            .filter(|(_, r)| {
+                Fcall::decode(&r.frame, dialect).is_ok_and(|f| resolve::resolvable(&f.msg))
+            })
+            .map(|(&tag, r)| (r.seq, tag))
+            .collect();
+        orphans.sort_unstable();
+        orphans.into_iter().map(|(_, tag)| tag).collect()
+    }
+
+    /// Begin looking at the next question (settling at once those with nothing to look at;
+    /// `pump` calls again when one is settled).
+    fn ask_next(&mut self, cx: &mut Cx<'_>) {
+        while self.asking.is_none() {
+            let Some(tag) = self.questions.pop_front() else {
+                return;
+            };
+            // Flushed meanwhile: the client deems it never done, and nothing changes.
+            let Some(msg) = cx
+                .requests
+                .get(&tag)
+                .filter(|r| r.state == RequestState::Orphaned)
+                .and_then(|r| Fcall::decode(&r.frame, cx.negotiated.dialect).ok())
+                .map(|f| f.msg)
+            else {
+                continue;
+            };
+            let looks = resolve::looks(&msg, cx.fids).unwrap_or_default();
+            self.asking = Some(Asking {
+                tag,
+                msg,
+                looks,
+                seen: Vec::new(),
+                walked: 0,
+                probe_live: false,
+            });
+            self.next_look(cx);
+        }
+    }
+
+    /// Start the current question's next look, or settle it when every look is done.
+    fn next_look(&mut self, cx: &mut Cx<'_>) {
+        let Some(a) = self.asking.as_mut() else {
+            return;
+        };
+        let Some(look) = a.looks.get(a.seen.len()) else {
+            return self.settle_question(cx);
+        };
+        let from = self
+            .roots
+            .iter()
+            .find(|r| r.root == look.root && r.qid.is_some() && !r.failed)
+            .map(|r| r.pfid);
+        let Some(from) = from.filter(|_| !look.names.is_empty()) else {
+            return self.look_seen(Seen::Unclear, cx);
+        };
+        a.walked = 0;
+        self.walk_probe(from, cx);
+    }
+
+    /// Walk the probe on along the current look's directory (from `from`, the root's fid, at
+    /// first), or to its name once the directory is walked.
+    fn walk_probe(&mut self, from: u32, cx: &mut Cx<'_>) {
+        let Some(a) = self.asking.as_ref() else {
+            return;
+        };
+        let look = &a.looks[a.seen.len()];
+        let dir = &look.names[..look.names.len() - 1];
+        let (names, step) = if a.walked < dir.len() || !a.probe_live {
+            let end = (a.walked + MAXWELEM).min(dir.len());
+            let chunk = &dir[a.walked..end];
+            (chunk, LookStep::Dir { chunk: chunk.len() })
+        } else {
+            (&look.names[dir.len()..], LookStep::Name)
+        };
+        let walk = Twalk {
+            fid: Fid(from),
+            newfid: Fid(self.probe),
+            wnames: WalkNames::new(names).expect("at most 16 names"),
+        };
+        self.send(walk, Wait::Look(step), cx);
+    }
+
+    fn look_reply(&mut self, step: LookStep, reply: &Msg, cx: &mut Cx<'_>) {
+        let Some(a) = self.asking.as_mut() else {
+            return;
+        };
+        match (step, reply) {
+            (LookStep::Dir { chunk }, Msg::Rwalk(w)) if w.wqids.len() == chunk => {
+                a.probe_live = true;
+                a.walked += chunk;
+                self.walk_probe(self.probe, cx);
+            }
+            // The directory is not all there: nothing certain about the name in it.
+            (LookStep::Dir { .. }, _) => self.look_seen(Seen::Unclear, cx),
+            (LookStep::Name, Msg::Rwalk(w)) => match w.wqids.last() {
+                Some(qid) if w.wqids.len() == 1 => self.look_seen(Seen::Found(qid), cx),
+                _ => self.look_seen(Seen::Unclear, cx),
+            },
+            (LookStep::Name, other) if crate::reply::is_not_found(other) => {
+                self.look_seen(Seen::Missing, cx)
+            }
+            (LookStep::Name, _) => self.look_seen(Seen::Unclear, cx),
+            (LookStep::Clunk, _) => {
+                a.probe_live = false;
+                self.next_look(cx);
+            }
+        }
+    }
+
+    /// The current look found `seen`: clunk the probe if it was made, then go on.
+    fn look_seen(&mut self, seen: Seen, cx: &mut Cx<'_>) {
+        let Some(a) = self.asking.as_mut() else {
+            return;
+        };
+        a.seen.push(seen);
+        if a.probe_live {
+            let clunk = Tclunk {
+                fid: Fid(self.probe),
+            };
+            return self.send(clunk, Wait::Look(LookStep::Clunk), cx);
+        }
+        self.next_look(cx);
+    }
+
+    /// Every look of the current question is done: read the outcome table, change the fid
+    /// table as the request's reply would have (done), and leave the outcome on the request
+    /// for the session to answer it by once service resumes.
+    fn settle_question(&mut self, cx: &mut Cx<'_>) {
+        let Some(a) = self.asking.take() else {
+            return;
+        };
+        let (outcome, mark) = if a.looks.is_empty() {
+            (Outcome::Unknown, Mark::ResolvedUnknown)
+        } else {
+            resolve::verdict(&a.msg, cx.fids, &a.seen)
+        };
+        cx.marks.hit(mark);
+        match (outcome, &a.msg) {
+            (Outcome::Done(qid), msg) => {
+                if let Some(reply) = resolve::done_reply(msg, qid) {
+                    record_names(cx.fids, msg, &reply);
+                }
+            }
+            // A remove that may have happened is never sent again, and forgets its fid: it is
+            // not rebuilt (the new server would keep it, and refuse its number later).
+            (Outcome::Unknown, Msg::Tremove(r)) => {
+                if cx.fids.remove(r.fid.0).is_some() {
+                    cx.marks.hit(Mark::RecoveryRemovedNotRebuilt);
+                }
+            }
+            _ => {}
+        }
+        if let Some(req) = cx.requests.get_mut(&a.tag) {
+            req.resolved = Some(outcome);
         }
     }
 }

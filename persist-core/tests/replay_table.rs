@@ -1,6 +1,8 @@
 //! Every row of the DESIGN §3.3 table: a request in flight when the link dies is resent,
 //! failed as "possibly not completed", or answered locally — exactly once — in each dialect
-//! where the row applies.
+//! where the row applies. Sessions here run with `resolve_ambiguous` off (`--ambiguous
+//! fail`): creates, removes and renames follow this table's rule; how they are settled by
+//! looking is `outcomes.rs`'.
 
 mod harness;
 
@@ -23,7 +25,7 @@ const WALKED: u32 = 3;
 /// A session with fid 0 at the root, FILE open read-write at "f", DIR open at "d" (100 bytes
 /// of it read when `dir_read`), and WALKED at "g".
 fn setup(d: Dialect, file_mode: u32, dir_read: bool) -> Pair {
-    let mut p = Pair::attached(d);
+    let mut p = Pair::attached_with(d, table_config());
     p.open_file(2, FILE, &["f"], file_mode);
     p.open_dir(3, DIR, &["d"]);
     p.server.touch(&["g"], false);
@@ -59,6 +61,14 @@ fn setup(d: Dialect, file_mode: u32, dir_read: bool) -> Pair {
     }
     p.to_client.clear();
     p
+}
+
+/// The replay table alone: nothing settled by looking.
+fn table_config() -> persist_core::Config {
+    persist_core::Config {
+        resolve_ambiguous: false,
+        ..config()
+    }
 }
 
 fn rdwr(d: Dialect) -> u32 {
@@ -527,7 +537,7 @@ fn appending_writes_fail_instead_of_repeating() {
     );
     // 9P2000: an append-only file (QTAPPEND in its qid).
     for d in [Dialect::Base, Dialect::DotU] {
-        let mut p = Pair::attached(d);
+        let mut p = Pair::attached_with(d, table_config());
         p.server.touch(&["log"], false);
         p.server
             .files

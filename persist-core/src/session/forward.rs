@@ -100,6 +100,7 @@ impl Session {
                 bad_replies: 0,
                 rooting: Rooting::Attach,
                 waiting_flushes: Vec::new(),
+                resolved: None,
             },
         );
         match self.link {
@@ -151,6 +152,7 @@ impl Session {
             bad_replies: 0,
             rooting: Rooting::Attach,
             waiting_flushes: Vec::new(),
+            resolved: None,
         });
         self.next_seq += 1;
         self.held_bytes += len;
@@ -248,6 +250,16 @@ impl Session {
                 _ => None,
             });
         if let Some(old) = oldtag.filter(|&o| o != tag) {
+            // Found done after a loss: the fid table says so, and the client must hear it
+            // (flush(5) lets the reply come before the Rflush).
+            let done = self.requests.get(&old).and_then(|r| match r.resolved {
+                Some(Outcome::Done(qid)) => Some((qid, self.decode_request(&r.frame)?)),
+                _ => None,
+            });
+            if let Some((qid, msg)) = done {
+                self.queue.retain(|&t| t != old);
+                self.answer_done(old, &msg, qid);
+            }
             if let Some(req) = self.requests.remove(&old) {
                 self.held_bytes -= req.frame.len();
                 self.queue.retain(|&t| t != old);
@@ -318,6 +330,7 @@ impl Session {
             req.state = RequestState::Sent(link);
             req.sent_at = self.now;
             req.rooting = Rooting::Attach; // a resent attach starts over
+            req.resolved = None; // sent again: its outcome is the new link's
         }
         self.emit(Output::ToLink { link, frame: wire });
     }

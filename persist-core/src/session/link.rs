@@ -3,6 +3,14 @@
 
 use super::*;
 
+use p9_core::{Rlopen, Ropen, Tlopen, Topen};
+
+use crate::resolve;
+
+/// Why a request the recovery looked for fails: what it saw settles nothing.
+const UNSEEN: &str =
+    "in flight when the link died, and what the server shows does not tell whether it ran";
+
 impl Session {
     // ---- link lifecycle --------------------------------------------------------------------
 
@@ -158,12 +166,14 @@ impl Session {
                 }
             }
         }
-        // A Tremove in flight is never resent and forgets its fid whatever happens, so its fid
-        // is not rebuilt: rebuilt, the new server would keep it and refuse its number later.
+        // A Tremove in flight that is not settled by looking is never resent and forgets its fid
+        // whatever happens, so its fid is not rebuilt: rebuilt, the new server would keep it
+        // and refuse its number later. (Looking needs its path: the recovery decides.)
         let removed: Vec<u32> = self
             .requests
             .values()
             .filter(|r| r.state == RequestState::Orphaned && r.ty == MsgType::Tremove)
+            .filter(|_| !self.cfg.resolve_ambiguous)
             .filter_map(|r| peek::first_fid(&r.frame))
             .collect();
         for fid in removed {
@@ -302,6 +312,47 @@ impl Session {
         t.max(Duration::from_millis(100))
     }
 
+    /// Answer a request the recovery found done on the server (`crate::resolve`): the reply
+    /// it would have had, its qids as the client sees them; the fid table already changed.
+    pub(super) fn answer_done(&mut self, tag: u16, msg: &Msg, qid: Qid) {
+        let Some(reply) = resolve::done_reply(msg, qid) else {
+            return self.fail(tag, Failure::NOT_COMPLETED, UNSEEN);
+        };
+        self.event(Event::OutcomeResolved {
+            tag,
+            request: msg.msg_type(),
+            done: true,
+        });
+        let frame = reply::local(tag, reply.clone());
+        // A create's fid is the new file by now: its qid is keyed as an open's of that fid.
+        let frame = match (msg, &reply) {
+            (Msg::Tcreate(c), Msg::Rcreate(r)) => {
+                let open = Topen {
+                    fid: c.fid,
+                    mode: c.mode,
+                };
+                let ropen = Ropen {
+                    qid: r.qid,
+                    iounit: r.iounit,
+                };
+                self.client_qids(&open.into(), &ropen.into(), frame)
+            }
+            (Msg::Tlcreate(c), Msg::Rlcreate(r)) => {
+                let open = Tlopen {
+                    fid: c.fid,
+                    flags: c.flags,
+                };
+                let rlopen = Rlopen {
+                    qid: r.qid,
+                    iounit: r.iounit,
+                };
+                self.client_qids(&open.into(), &rlopen.into(), frame)
+            }
+            _ => self.client_qids(msg, &reply, frame),
+        };
+        self.answer(tag, frame);
+    }
+
     /// Apply the replay table to one orphaned request.
     pub(super) fn settle_orphan(&mut self, tag: u16) {
         let Some(req) = self.requests.get(&tag) else {
@@ -319,6 +370,23 @@ impl Session {
         {
             // In flight on a file open on a backend that failed.
             return self.fail(tag, Failure::IO, "open on a backend that failed");
+        }
+        // Settled by looking at the new link (`crate::resolve`): the outcome table decides.
+        match req.resolved {
+            Some(Outcome::Done(qid)) => return self.answer_done(tag, &msg, qid),
+            Some(Outcome::NotDone) => {
+                self.event(Event::OutcomeResolved {
+                    tag,
+                    request: msg.msg_type(),
+                    done: false,
+                });
+                return self.dispatch(tag);
+            }
+            Some(Outcome::Unknown) => {
+                self.apply_failure(&msg);
+                return self.fail(tag, Failure::NOT_COMPLETED, UNSEEN);
+            }
+            None => {}
         }
         let (settle, mark) = replay::settle(&msg, fid);
         self.marks.hit(mark);
@@ -445,10 +513,22 @@ impl Session {
         let Some(req) = self.requests.get(&tag) else {
             return;
         };
-        let orphaned = req.state == RequestState::Orphaned;
+        // One found not done is as good as held: it never happened.
+        let orphaned = req.state == RequestState::Orphaned && req.resolved.is_none();
+        let resolved = req.resolved;
         let Some(msg) = self.decode_request(&req.frame) else {
             return self.fail(tag, Failure::MALFORMED, "undecodable");
         };
+        match resolved {
+            // Done already (the fid table says so): answered as done, outage or not.
+            Some(Outcome::Done(qid)) => return self.answer_done(tag, &msg, qid),
+            Some(Outcome::Unknown) => {
+                self.apply_failure(&msg);
+                return self.fail(tag, Failure::NOT_COMPLETED, UNSEEN);
+            }
+            // Not done, and not sent again: unavailable, like anything held.
+            Some(Outcome::NotDone) | None => {}
+        }
         let fid = msg.primary_fid().and_then(|f| self.fids.get(f));
         match replay::settle(&msg, fid).0 {
             Settle::ClunkLocally | Settle::Resend if matches!(msg, Msg::Tclunk(_)) => {

@@ -30,10 +30,12 @@ use crate::marks::{Mark, Marks};
 use crate::recovery::{Cx, Progress, Recovery};
 use crate::replay::{self, Settle};
 use crate::reply::{self, Failure};
+use crate::resolve::Outcome;
 use crate::rng::Rng;
 use crate::time::Instant;
 use crate::timers::Timer;
 
+pub(crate) use record::record_names;
 use record::{lost_failure, lost_fid};
 
 /// Whether a request leaves the fid table and locks as they were (it reads, or writes data).
@@ -126,6 +128,9 @@ pub(crate) struct Request {
     /// walked to its service's root has made a fid the server must not keep (see
     /// `session/service.rs`).
     pub waiting_flushes: Vec<u16>,
+    /// For a create, remove, link or rename orphaned by a lost link: what the recovery saw of
+    /// it on the new link (`crate::resolve`), until it is settled.
+    pub resolved: Option<Outcome>,
 }
 
 /// A client's Tattach to a service with a root path: attached, then walked to the path (under
@@ -153,6 +158,7 @@ macro_rules! lend {
             server_msize: &mut $s.server_msize,
             out: &mut $s.out,
             events: &mut $s.events,
+            requests: &mut $s.requests,
         }
     };
 }

@@ -132,48 +132,7 @@ impl Session {
                 }
                 open(fids, o.fid.0, OpenMode::DotL(o.flags), r.qid)
             }
-            (Msg::Tcreate(c), Msg::Rcreate(r)) => {
-                move_to_child(fids, c.fid.0, &c.name);
-                open(fids, c.fid.0, OpenMode::Classic(c.mode), r.qid)
-            }
-            (Msg::Tlcreate(c), Msg::Rlcreate(r)) => {
-                move_to_child(fids, c.fid.0, &c.name);
-                open(fids, c.fid.0, OpenMode::DotL(c.flags), r.qid)
-            }
             (Msg::Tclunk(c), _) => drop(fids.remove(c.fid.0)),
-            (Msg::Tremove(r), _) => drop(fids.remove(r.fid.0)),
-            (Msg::Tsetattr(a), Msg::Rsetattr(_)) if a.valid & SETATTR_SIZE != 0 => {
-                fids.stop_keeping(a.fid.0);
-            }
-            (Msg::Twstat(w), Msg::Rwstat(_)) if w.stat.length != u64::MAX => {
-                fids.stop_keeping(w.fid.0);
-                if !w.stat.name.is_empty() {
-                    rename_by_wstat(fids, w.fid.0, &w.stat.name);
-                }
-            }
-            (Msg::Twstat(w), Msg::Rwstat(_)) if !w.stat.name.is_empty() => {
-                rename_by_wstat(fids, w.fid.0, &w.stat.name);
-            }
-            (Msg::Trename(t), Msg::Rrename(_)) => {
-                let (Some(node), Some(dir)) = (
-                    fids.get(t.fid.0).map(|f| f.node),
-                    fids.get(t.dfid.0).map(|f| f.node),
-                ) else {
-                    return;
-                };
-                fids.names.rename(node, dir, &t.name);
-            }
-            (Msg::Trenameat(t), Msg::Rrenameat(_)) => {
-                let (Some(old), Some(new)) = (
-                    fids.get(t.olddirfid.0).map(|f| f.node),
-                    fids.get(t.newdirfid.0).map(|f| f.node),
-                ) else {
-                    return;
-                };
-                if let Some(node) = fids.names.lookup(old, &t.oldname) {
-                    fids.names.rename(node, new, &t.newname);
-                }
-            }
             (Msg::Treaddir(t), Msg::Rreaddir(r)) => {
                 let last = dir::dirents(&r.data.0).filter_map(Result::ok).last();
                 if let Some(rec) = fids.get_mut(t.fid.0) {
@@ -225,8 +184,57 @@ impl Session {
                     }
                 }
             }
-            _ => {}
+            _ => record_names(fids, msg, reply),
         }
+    }
+}
+
+/// The fid-table effect of a successful create, remove or rename (or truncation): shared with
+/// the recovery, which applies it for such a request found done on the server after a loss.
+pub(crate) fn record_names(fids: &mut FidTable, msg: &Msg, reply: &Msg) {
+    match (msg, reply) {
+        (Msg::Tcreate(c), Msg::Rcreate(r)) => {
+            move_to_child(fids, c.fid.0, &c.name);
+            open(fids, c.fid.0, OpenMode::Classic(c.mode), r.qid)
+        }
+        (Msg::Tlcreate(c), Msg::Rlcreate(r)) => {
+            move_to_child(fids, c.fid.0, &c.name);
+            open(fids, c.fid.0, OpenMode::DotL(c.flags), r.qid)
+        }
+        (Msg::Tremove(r), _) => drop(fids.remove(r.fid.0)),
+        (Msg::Tsetattr(a), Msg::Rsetattr(_)) if a.valid & SETATTR_SIZE != 0 => {
+            fids.stop_keeping(a.fid.0);
+        }
+        (Msg::Twstat(w), Msg::Rwstat(_)) if w.stat.length != u64::MAX => {
+            fids.stop_keeping(w.fid.0);
+            if !w.stat.name.is_empty() {
+                rename_by_wstat(fids, w.fid.0, &w.stat.name);
+            }
+        }
+        (Msg::Twstat(w), Msg::Rwstat(_)) if !w.stat.name.is_empty() => {
+            rename_by_wstat(fids, w.fid.0, &w.stat.name);
+        }
+        (Msg::Trename(t), Msg::Rrename(_)) => {
+            let (Some(node), Some(dir)) = (
+                fids.get(t.fid.0).map(|f| f.node),
+                fids.get(t.dfid.0).map(|f| f.node),
+            ) else {
+                return;
+            };
+            fids.names.rename(node, dir, &t.name);
+        }
+        (Msg::Trenameat(t), Msg::Rrenameat(_)) => {
+            let (Some(old), Some(new)) = (
+                fids.get(t.olddirfid.0).map(|f| f.node),
+                fids.get(t.newdirfid.0).map(|f| f.node),
+            ) else {
+                return;
+            };
+            if let Some(node) = fids.names.lookup(old, &t.oldname) {
+                fids.names.rename(node, new, &t.newname);
+            }
+        }
+        _ => {}
     }
 }
 

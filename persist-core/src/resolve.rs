@@ -1,0 +1,204 @@
+//! The outcome table (DESIGN §3.6), beside the replay table: a request that creates, removes,
+//! links or renames a name may or may not have run when its link died. Sending it again could
+//! run it twice; failing it says "possibly not completed" of what nearly always did or did not
+//! plainly happen. So after a reconnect — roots re-attached, before the fids are rebuilt (a
+//! rename that happened moves the fids beneath it) — the recovery walks to the names involved
+//! on the new link, and this table reads what it saw:
+//!
+//! - done: answered as done, the fid table changed as its reply would have changed it (a
+//!   created file's fid becomes that file, reopened without create, exclusive or truncate);
+//! - observably not done: sent again;
+//! - cannot tell: failed, as the replay table fails it.
+//!
+//! Reading a name's presence as the request's doing assumes one writer per name; with several
+//! clients changing the same names, `Config::resolve_ambiguous` off keeps the replay table's
+//! rule.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use bytes::Bytes;
+use p9_core::{dm, Msg, MsgType, Qid, Rcreate, Rlcreate, Rlink, Rmkdir, Rmknod, Rremove};
+use p9_core::{Rrename, Rrenameat, Rsymlink, Runlinkat, Rwstat};
+
+use crate::fids::{FidKind, FidTable, RootId};
+use crate::marks::Mark;
+
+/// A name to look for: a path from a root. Every name but the last must be there; the last is
+/// the one looked for.
+#[derive(Clone, Debug)]
+pub(crate) struct Look {
+    pub root: RootId,
+    pub names: Vec<Bytes>,
+}
+
+/// What a look found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// The name is there, with this qid.
+    Found(Qid),
+    /// Its directory is there; the name is not.
+    Missing,
+    /// Nothing certain: the directory is not there, or the server refused to walk.
+    Unclear,
+}
+
+/// What became of a request in flight when its link died, as far as the server shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It happened; a create's qid (for its reply) is the one found.
+    Done(Qid),
+    /// It observably did not happen: send it again.
+    NotDone,
+    /// Cannot tell: fail it as "possibly not completed".
+    Unknown,
+}
+
+/// Whether `msg` is settled by looking (the rest follow the replay table).
+pub(crate) fn resolvable(msg: &Msg) -> bool {
+    match msg {
+        Msg::Twstat(w) => !w.stat.name.is_empty(),
+        _ => matches!(
+            msg.msg_type(),
+            MsgType::Tcreate
+                | MsgType::Tlcreate
+                | MsgType::Tmkdir
+                | MsgType::Tsymlink
+                | MsgType::Tmknod
+                | MsgType::Tlink
+                | MsgType::Tremove
+                | MsgType::Tunlinkat
+                | MsgType::Trename
+                | MsgType::Trenameat
+        ),
+    }
+}
+
+/// 9P2000.u special files: made by Tcreate, but not reopened like files.
+const SPECIAL: u32 = dm::SYMLINK | dm::DEVICE | dm::NAMEDPIPE | dm::SOCKET;
+
+/// The path of `fid` from its root, when it is a usable file fid (not lost, auth or xattr).
+fn path_of(fids: &FidTable, fid: u32) -> Option<(RootId, Vec<Bytes>)> {
+    let rec = fids.get(fid)?;
+    if !matches!(rec.kind, FidKind::Walked | FidKind::Open(_)) {
+        return None;
+    }
+    let names = fids.names.path(rec.node);
+    Some((
+        rec.root,
+        names.into_iter().map(Bytes::copy_from_slice).collect(),
+    ))
+}
+
+/// `name` inside the directory `dir` stands for.
+fn entry(fids: &FidTable, dir: u32, name: &Bytes) -> Option<Look> {
+    let (root, mut names) = path_of(fids, dir)?;
+    names.push(name.clone());
+    Some(Look { root, names })
+}
+
+/// The file `fid` stands for, at its path.
+fn itself(fids: &FidTable, fid: u32) -> Option<Look> {
+    let (root, names) = path_of(fids, fid)?;
+    (!names.is_empty()).then_some(Look { root, names })
+}
+
+/// What to look at to settle `msg`; `None` when nothing can settle it (a fid it names is
+/// lost, or it makes a special file, or it renames nothing).
+pub(crate) fn looks(msg: &Msg, fids: &FidTable) -> Option<Vec<Look>> {
+    Some(match msg {
+        Msg::Tcreate(c) if c.perm & SPECIAL == 0 => vec![entry(fids, c.fid.0, &c.name)?],
+        Msg::Tlcreate(c) => vec![entry(fids, c.fid.0, &c.name)?],
+        Msg::Tmkdir(c) => vec![entry(fids, c.dfid.0, &c.name)?],
+        Msg::Tsymlink(c) => vec![entry(fids, c.fid.0, &c.name)?],
+        Msg::Tmknod(c) => vec![entry(fids, c.dfid.0, &c.name)?],
+        Msg::Tlink(l) => {
+            itself(fids, l.fid.0)?;
+            vec![entry(fids, l.dfid.0, &l.name)?]
+        }
+        Msg::Tremove(r) => vec![itself(fids, r.fid.0)?],
+        Msg::Tunlinkat(u) => vec![entry(fids, u.dirfid.0, &u.name)?],
+        Msg::Trename(r) => vec![itself(fids, r.fid.0)?, entry(fids, r.dfid.0, &r.name)?],
+        Msg::Trenameat(r) => vec![
+            entry(fids, r.olddirfid.0, &r.oldname)?,
+            entry(fids, r.newdirfid.0, &r.newname)?,
+        ],
+        Msg::Twstat(w) if !w.stat.name.is_empty() => {
+            let old = itself(fids, w.fid.0)?;
+            let mut new = old.clone();
+            *new.names.last_mut()? = w.stat.name.clone();
+            vec![old, new]
+        }
+        _ => return None,
+    })
+}
+
+/// What `seen` (one entry per look, in order) says of `msg`, and the mark naming the row.
+pub(crate) fn verdict(msg: &Msg, fids: &FidTable, seen: &[Seen]) -> (Outcome, Mark) {
+    use Outcome::*;
+    let qid_of = |fid: u32| fids.get(fid).map(|f| f.qid);
+    // A made name: there with the right kind of file means done; absent means not done.
+    let made = |is_kind: &dyn Fn(Qid) -> bool| match seen.first() {
+        Some(Seen::Found(q)) if is_kind(*q) => Done(*q),
+        Some(Seen::Missing) => NotDone,
+        _ => Unknown,
+    };
+    // A name that goes away: absent means done; there (and, when known, the same file) means
+    // not done.
+    let unmade = |file: Option<Qid>| match seen.first() {
+        Some(Seen::Missing) => Done(Qid::default()),
+        Some(Seen::Found(q)) if file.is_none_or(|f| f.path == q.path) => NotDone,
+        _ => Unknown,
+    };
+    // A name that moves: still at its old name (the same file, when known) means not done; gone
+    // from there and at its new one means done.
+    let moved = |file: Option<Qid>| match (seen.first(), seen.get(1)) {
+        (Some(Seen::Found(q)), _) if file.is_none_or(|f| f.path == q.path) => NotDone,
+        (Some(Seen::Missing), Some(Seen::Found(q))) if file.is_none_or(|f| f.path == q.path) => {
+            Done(Qid::default())
+        }
+        _ => Unknown,
+    };
+    let plain = |q: Qid| !q.is_dir() && q.typ & p9_core::qid_type::SYMLINK == 0;
+    let outcome = match msg {
+        Msg::Tcreate(c) if c.perm & dm::DIR != 0 => made(&|q| q.is_dir()),
+        Msg::Tcreate(_) | Msg::Tlcreate(_) | Msg::Tmknod(_) => made(&plain),
+        Msg::Tmkdir(_) => made(&|q| q.is_dir()),
+        Msg::Tsymlink(_) => made(&|q| q.typ & p9_core::qid_type::SYMLINK != 0),
+        Msg::Tlink(l) => {
+            let file = qid_of(l.fid.0);
+            made(&|q| file.is_some_and(|f| f.path == q.path))
+        }
+        Msg::Tremove(r) => unmade(qid_of(r.fid.0)),
+        Msg::Tunlinkat(_) => unmade(None),
+        Msg::Trename(r) => moved(qid_of(r.fid.0)),
+        Msg::Trenameat(_) => moved(None),
+        Msg::Twstat(w) => moved(qid_of(w.fid.0)),
+        _ => Unknown,
+    };
+    let mark = match outcome {
+        Done(_) => Mark::ResolvedDone,
+        NotDone => Mark::ResolvedNotDone,
+        Unknown => Mark::ResolvedUnknown,
+    };
+    (outcome, mark)
+}
+
+/// The reply `msg` would have had, done; `qid` is what the look found for a made name.
+pub(crate) fn done_reply(msg: &Msg, qid: Qid) -> Option<Msg> {
+    Some(match msg {
+        // iounit 0: no promise beyond the msize (the reopen's own is not the create's).
+        Msg::Tcreate(_) => Rcreate { qid, iounit: 0 }.into(),
+        Msg::Tlcreate(_) => Rlcreate { qid, iounit: 0 }.into(),
+        Msg::Tmkdir(_) => Rmkdir { qid }.into(),
+        Msg::Tsymlink(_) => Rsymlink { qid }.into(),
+        Msg::Tmknod(_) => Rmknod { qid }.into(),
+        Msg::Tlink(_) => Rlink {}.into(),
+        Msg::Tremove(_) => Rremove {}.into(),
+        Msg::Tunlinkat(_) => Runlinkat {}.into(),
+        Msg::Trename(_) => Rrename {}.into(),
+        Msg::Trenameat(_) => Rrenameat {}.into(),
+        Msg::Twstat(_) => Rwstat {}.into(),
+        _ => return None,
+    })
+}

@@ -1,0 +1,567 @@
+//! The outcome table (DESIGN §3.6, `resolve.rs`): a create, remove, link or rename in flight
+//! when the link dies is settled by looking at the server after the reconnect — answered as
+//! done when it ran, sent again when it observably did not, failed only when the server shows
+//! nothing certain — so it runs exactly once and the client hears no false error. Served by
+//! the real in-memory server (ramfs), whose files outlive its connections as a restarted
+//! server's do.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use p9_core::*;
+use persist_core::{BackendId, Config, Event, Instant, LinkId, Output, Session};
+use ramfs::{Conn, Fs};
+
+const TAG: u16 = 77;
+const ROOT: u32 = 0;
+/// Walked to the directory `d`.
+const DIR: u32 = 1;
+/// Walked to the file `d/f` (holding "data").
+const FILE: u32 = 2;
+
+/// One session before a ramfs; frames to the server are delivered at once unless held.
+struct Rig {
+    now: Instant,
+    s: Session,
+    fs: Fs,
+    dialect: Dialect,
+    link: Option<(LinkId, Conn)>,
+    dial: Option<LinkId>,
+    /// Hold frames for the server instead of delivering them.
+    holding: bool,
+    held: VecDeque<Bytes>,
+    replies: Vec<Fcall>,
+    events: Vec<Event>,
+}
+
+impl Rig {
+    fn new(dialect: Dialect, cfg: Config) -> Rig {
+        let mut fs = Fs::new();
+        fs.write_file("d/f", b"data").unwrap();
+        let now = Instant::from_millis(1_000);
+        let mut r = Rig {
+            now,
+            s: Session::new(cfg, BackendId(0), now),
+            fs,
+            dialect,
+            link: None,
+            dial: None,
+            holding: false,
+            held: VecDeque::new(),
+            replies: Vec::new(),
+            events: Vec::new(),
+        };
+        r.client(
+            NOTAG,
+            Tversion {
+                msize: 8192,
+                version: dialect.version_string().into(),
+            },
+        );
+        r.connect();
+        r.client(
+            1,
+            Tattach {
+                fid: Fid(ROOT),
+                afid: NOFID,
+                uname: "glenda".into(),
+                aname: "".into(),
+                n_uname: dialect.is_extended().then_some(0),
+            },
+        );
+        r.walk(2, DIR, &["d"]);
+        r.walk(3, FILE, &["d", "f"]);
+        assert!(
+            r.replies.iter().all(|f| !is_error(&f.msg)),
+            "{:?}",
+            r.replies
+        );
+        r.replies.clear();
+        r
+    }
+
+    fn walk(&mut self, tag: u16, newfid: u32, names: &[&str]) {
+        let wnames = WalkNames::new(names).unwrap();
+        let walk = Twalk {
+            fid: Fid(ROOT),
+            newfid: Fid(newfid),
+            wnames,
+        };
+        self.client(tag, walk);
+    }
+
+    fn client(&mut self, tag: u16, msg: impl Into<Msg>) {
+        let frame = Fcall::new(tag, msg).to_frame().unwrap();
+        self.s.handle_client_frame(self.now, frame);
+        self.run();
+    }
+
+    /// Carry out everything the session asks, until it asks nothing more.
+    fn run(&mut self) {
+        loop {
+            while let Some(e) = self.s.poll_event() {
+                self.events.push(e);
+            }
+            let Some(out) = self.s.poll_output() else {
+                if self.holding {
+                    return;
+                }
+                let Some(frame) = self.held.pop_front() else {
+                    return;
+                };
+                self.deliver(frame);
+                continue;
+            };
+            match out {
+                Output::ToClient(frame) => {
+                    let fc = Fcall::decode(&frame, self.dialect).unwrap();
+                    self.replies.push(fc);
+                }
+                Output::ToLink { link, frame } => {
+                    if self.link.as_ref().is_some_and(|(l, _)| *l == link) {
+                        self.held.push_back(frame);
+                    }
+                }
+                Output::Dial { link, .. } => self.dial = Some(link),
+                Output::CloseLink { .. } | Output::CloseClient => {}
+            }
+        }
+    }
+
+    fn deliver(&mut self, frame: Bytes) {
+        let Some((link, conn)) = self.link.as_mut() else {
+            return;
+        };
+        let link = *link;
+        let reply = conn.handle(&mut self.fs, &frame);
+        self.s.handle_server_frame(self.now, link, reply);
+    }
+
+    /// The server runs what it was sent so far, but its replies are lost with the link.
+    fn run_held_unanswered(&mut self) {
+        let (_, conn) = self.link.as_mut().unwrap();
+        for frame in self.held.drain(..) {
+            conn.handle(&mut self.fs, &frame);
+        }
+    }
+
+    /// Answer the pending dial with a fresh connection.
+    fn connect(&mut self) {
+        let link = self.dial.take().expect("a dial was asked for");
+        self.link = Some((link, Conn::new(&mut self.fs, 8192)));
+        self.s.handle_link_up(self.now, link);
+        self.run();
+    }
+
+    /// The server's process dies (its files stay); nothing it was sent is answered.
+    fn kill(&mut self) {
+        let (link, conn) = self.link.take().unwrap();
+        conn.close(&mut self.fs);
+        self.held.clear();
+        self.s.handle_link_down(self.now, link, "connection reset");
+        self.run();
+    }
+
+    /// Redial and serve the whole recovery and whatever follows.
+    fn reconnect(&mut self) {
+        self.holding = false;
+        while self.dial.is_none() {
+            let at = self.s.poll_timeout().expect("a redial is due");
+            self.now = self.now.max(at);
+            self.s.handle_timeout(self.now);
+            self.run();
+        }
+        self.connect();
+    }
+
+    /// Send `op` under TAG, lose the link with it in flight (run by the server first when
+    /// `ran`), reconnect; the one reply to TAG.
+    fn in_flight_at_loss(&mut self, op: impl Into<Msg>, ran: bool) -> Msg {
+        self.holding = true;
+        self.client(TAG, op);
+        assert_eq!(self.held.len(), 1, "the request reached the link");
+        if ran {
+            self.run_held_unanswered();
+        }
+        self.kill();
+        self.reconnect();
+        self.reply_to(TAG)
+    }
+
+    fn reply_to(&self, tag: u16) -> Msg {
+        let replies: Vec<&Fcall> = self.replies.iter().filter(|f| f.tag == tag).collect();
+        assert_eq!(replies.len(), 1, "exactly one reply to {tag}: {replies:?}");
+        replies[0].msg.clone()
+    }
+
+    /// Requests of type `ty` the server received, over every connection.
+    fn ran(&self, ty: MsgType) -> u64 {
+        self.fs.op_count(ty)
+    }
+
+    /// What the session said of TAG's outcome: done (answered so) or not (sent again).
+    fn resolved(&self) -> Option<bool> {
+        self.events.iter().find_map(|e| match e {
+            Event::OutcomeResolved { tag, done, .. } if *tag == TAG => Some(*done),
+            _ => None,
+        })
+    }
+
+    fn failed_why(&self) -> Option<&'static str> {
+        self.events.iter().find_map(|e| match e {
+            Event::RequestFailed { tag, why, .. } if *tag == TAG => Some(*why),
+            _ => None,
+        })
+    }
+}
+
+fn is_error(m: &Msg) -> bool {
+    matches!(m, Msg::Rerror(_) | Msg::Rlerror(_))
+}
+
+fn resolving() -> Config {
+    Config {
+        seed: 3,
+        ..Config::default()
+    }
+}
+
+fn lcreate() -> Msg {
+    Tlcreate {
+        fid: Fid(DIR),
+        name: "new".into(),
+        flags: lflags::RDWR | lflags::CREATE | lflags::EXCL | lflags::TRUNC,
+        mode: 0o644,
+        gid: 0,
+    }
+    .into()
+}
+
+/// Every request the table settles, with what it leaves on the server: each run once with the
+/// server having run it before the loss and once not — answered with its own success, run
+/// exactly once, and the event saying which it was.
+#[test]
+fn each_request_runs_exactly_once_and_is_answered_as_done() {
+    type Effect = fn(&Fs) -> bool;
+    let linked: Effect = |fs| fs.qid_of("d/hard").unwrap().path == fs.qid_of("d/f").unwrap().path;
+    let moved: Effect = |fs| fs.qid_of("d/f").is_err() && fs.read_file("d/g").unwrap() == b"data";
+    let gone: Effect = |fs| fs.qid_of("d/f").is_err();
+    let cases: Vec<(Dialect, Msg, MsgType, Effect)> = vec![
+        (Dialect::DotL, lcreate(), MsgType::Rlcreate, |fs| {
+            fs.read_file("d/new").unwrap().is_empty()
+        }),
+        (
+            Dialect::DotL,
+            Tmkdir {
+                dfid: Fid(DIR),
+                name: "sub".into(),
+                mode: 0o755,
+                gid: 0,
+            }
+            .into(),
+            MsgType::Rmkdir,
+            |fs| fs.qid_of("d/sub").unwrap().is_dir(),
+        ),
+        (
+            Dialect::DotL,
+            Tsymlink {
+                fid: Fid(DIR),
+                name: "ln".into(),
+                symtgt: "f".into(),
+                gid: 0,
+            }
+            .into(),
+            MsgType::Rsymlink,
+            |fs| fs.read_link("d/ln").unwrap() == "f",
+        ),
+        (
+            Dialect::DotL,
+            Tmknod {
+                dfid: Fid(DIR),
+                name: "fifo".into(),
+                mode: 0o010644,
+                major: 0,
+                minor: 0,
+                gid: 0,
+            }
+            .into(),
+            MsgType::Rmknod,
+            |fs| fs.qid_of("d/fifo").is_ok(),
+        ),
+        (
+            Dialect::DotL,
+            Tlink {
+                dfid: Fid(DIR),
+                fid: Fid(FILE),
+                name: "hard".into(),
+            }
+            .into(),
+            MsgType::Rlink,
+            linked,
+        ),
+        (
+            Dialect::DotL,
+            Tunlinkat {
+                dirfid: Fid(DIR),
+                name: "f".into(),
+                flags: 0,
+            }
+            .into(),
+            MsgType::Runlinkat,
+            gone,
+        ),
+        (
+            Dialect::DotL,
+            Tremove { fid: Fid(FILE) }.into(),
+            MsgType::Rremove,
+            gone,
+        ),
+        (
+            Dialect::DotL,
+            Trename {
+                fid: Fid(FILE),
+                dfid: Fid(DIR),
+                name: "g".into(),
+            }
+            .into(),
+            MsgType::Rrename,
+            moved,
+        ),
+        (
+            Dialect::DotL,
+            Trenameat {
+                olddirfid: Fid(DIR),
+                oldname: "f".into(),
+                newdirfid: Fid(DIR),
+                newname: "g".into(),
+            }
+            .into(),
+            MsgType::Rrenameat,
+            moved,
+        ),
+        (
+            Dialect::Base,
+            Tcreate {
+                fid: Fid(DIR),
+                name: "new".into(),
+                perm: 0o644,
+                mode: open_mode::RDWR,
+                extension: None,
+            }
+            .into(),
+            MsgType::Rcreate,
+            |fs| fs.qid_of("d/new").is_ok(),
+        ),
+        (
+            Dialect::Base,
+            Tcreate {
+                fid: Fid(DIR),
+                name: "sub".into(),
+                perm: dm::DIR | 0o755,
+                mode: open_mode::READ,
+                extension: None,
+            }
+            .into(),
+            MsgType::Rcreate,
+            |fs| fs.qid_of("d/sub").unwrap().is_dir(),
+        ),
+        (
+            Dialect::Base,
+            Twstat {
+                fid: Fid(FILE),
+                stat: Stat {
+                    name: "g".into(),
+                    ..Stat::unchanged(Dialect::Base)
+                },
+            }
+            .into(),
+            MsgType::Rwstat,
+            moved,
+        ),
+        (
+            Dialect::Base,
+            Tremove { fid: Fid(FILE) }.into(),
+            MsgType::Rremove,
+            gone,
+        ),
+    ];
+    for (d, op, reply, effect) in cases {
+        let ty = op.msg_type();
+        for ran in [true, false] {
+            let what = format!("{d} {} (ran before the loss: {ran})", ty.name());
+            let mut r = Rig::new(d, resolving());
+            let got = r.in_flight_at_loss(op.clone(), ran);
+            assert_eq!(got.msg_type(), reply, "{what}: {got:?}");
+            assert_eq!(r.ran(ty), 1, "{what}: run exactly once");
+            assert!(effect(&r.fs), "{what}: the server shows it done");
+            assert_eq!(r.resolved(), Some(ran), "{what}: the event says how");
+        }
+    }
+}
+
+/// A created file's fid is that file afterwards, opened as the client asked but without
+/// create, exclusive or truncate; a renamed file's fid follows it (not stale).
+#[test]
+fn fids_are_what_the_requests_made_them() {
+    for ran in [true, false] {
+        let mut r = Rig::new(Dialect::DotL, resolving());
+        let Msg::Rlcreate(created) = r.in_flight_at_loss(lcreate(), ran) else {
+            panic!("lcreate answered as done");
+        };
+        r.client(
+            5,
+            Twrite {
+                fid: Fid(DIR),
+                offset: 0,
+                data: Data("hello".into()),
+            },
+        );
+        assert!(matches!(r.reply_to(5), Msg::Rwrite(w) if w.count == 5));
+        assert_eq!(r.fs.read_file("d/new").unwrap(), b"hello");
+        assert_eq!(created.qid.path, r.fs.qid_of("d/new").unwrap().path);
+        // Writing again after a second loss does not truncate what is there.
+        r.kill();
+        r.reconnect();
+        assert_eq!(r.fs.read_file("d/new").unwrap(), b"hello");
+
+        let mut r = Rig::new(Dialect::DotL, resolving());
+        let rename = Trename {
+            fid: Fid(FILE),
+            dfid: Fid(DIR),
+            name: "g".into(),
+        };
+        assert!(!is_error(&r.in_flight_at_loss(rename, ran)));
+        r.client(
+            6,
+            Tgetattr {
+                fid: Fid(FILE),
+                request_mask: 0x7ff,
+            },
+        );
+        let Msg::Rgetattr(a) = r.reply_to(6) else {
+            panic!("the renamed file's fid works: {:?}", r.reply_to(6));
+        };
+        assert_eq!(a.qid.path, r.fs.qid_of("d/g").unwrap().path);
+    }
+}
+
+/// When the server shows nothing certain — the name gone from both places of a rename, or the
+/// name made by something of another kind — the request fails as "possibly not completed", and
+/// is not sent again.
+#[test]
+fn what_cannot_be_seen_fails_and_is_never_resent() {
+    // Someone else removed the file during the outage: the rename finds it nowhere.
+    let mut r = Rig::new(Dialect::DotL, resolving());
+    r.holding = true;
+    let rename = Trenameat {
+        olddirfid: Fid(DIR),
+        oldname: "f".into(),
+        newdirfid: Fid(DIR),
+        newname: "g".into(),
+    };
+    r.client(TAG, rename);
+    r.kill();
+    r.fs.remove_path("d/f").unwrap();
+    r.reconnect();
+    assert_eq!(r.reply_to(TAG), Rlerror { ecode: errno::EIO }.into());
+    assert_eq!(r.ran(MsgType::Trenameat), 0, "never sent blindly");
+    assert!(r.failed_why().is_some_and(|w| w.contains("does not tell")));
+
+    // A directory where the file was to be created.
+    let mut r = Rig::new(Dialect::DotL, resolving());
+    r.holding = true;
+    r.client(TAG, lcreate());
+    r.kill();
+    r.fs.mkdir_p("d/new").unwrap();
+    r.reconnect();
+    assert_eq!(r.reply_to(TAG), Rlerror { ecode: errno::EIO }.into());
+    assert_eq!(r.ran(MsgType::Tlcreate), 0);
+
+    // A remove whose file was replaced by another of the same name: not sent again, and its
+    // fid is gone (the new server never holds it).
+    let mut r = Rig::new(Dialect::DotL, resolving());
+    r.holding = true;
+    r.client(TAG, Tremove { fid: Fid(FILE) });
+    r.kill();
+    r.fs.remove_path("d/f").unwrap();
+    r.fs.write_file("d/f", b"other").unwrap();
+    r.reconnect();
+    assert_eq!(r.reply_to(TAG), Rlerror { ecode: errno::EIO }.into());
+    assert_eq!(r.ran(MsgType::Tremove), 0);
+    assert_eq!(r.fs.read_file("d/f").unwrap(), b"other");
+}
+
+/// `resolve_ambiguous` off (`--ambiguous fail`): styxpersist's rule, whatever happened.
+#[test]
+fn ambiguous_fail_keeps_the_replay_table() {
+    for ran in [true, false] {
+        let cfg = Config {
+            resolve_ambiguous: false,
+            ..resolving()
+        };
+        let mut r = Rig::new(Dialect::DotL, cfg);
+        let got = r.in_flight_at_loss(lcreate(), ran);
+        assert_eq!(got, Rlerror { ecode: errno::EIO }.into());
+        assert_eq!(r.ran(MsgType::Tlcreate), ran as u64, "never resent");
+        assert_eq!(r.resolved(), None);
+        assert!(r
+            .failed_why()
+            .is_some_and(|w| w.contains("in flight when the link died")));
+    }
+}
+
+/// A request found done and flushed by the client before service resumed: the client hears
+/// the done reply first, then the Rflush (flush(5)) — its fid has changed, and it must know.
+#[test]
+fn a_flush_of_a_request_found_done_gets_the_reply_first() {
+    let mut r = Rig::new(Dialect::DotL, resolving());
+    r.holding = true;
+    r.client(TAG, lcreate());
+    r.run_held_unanswered();
+    r.kill();
+    // Reconnect, serving the recovery one frame at a time until it reopens the created file
+    // (the outcome is settled by then), then let the client flush.
+    while r.dial.is_none() {
+        let at = r.s.poll_timeout().unwrap();
+        r.now = r.now.max(at);
+        r.s.handle_timeout(r.now);
+        r.run();
+    }
+    r.connect();
+    loop {
+        let frame = r
+            .held
+            .pop_front()
+            .expect("the recovery reopens the new file");
+        let reopen = Fcall::decode(&frame, Dialect::DotL)
+            .is_ok_and(|f| matches!(f.msg, Msg::Tlopen(o) if o.fid == Fid(DIR)));
+        if reopen {
+            r.held.push_front(frame);
+            break;
+        }
+        r.deliver(frame);
+        r.run();
+    }
+    r.client(9, Tflush { oldtag: TAG });
+    r.reconnect_rest();
+    let order: Vec<(u16, MsgType)> = r
+        .replies
+        .iter()
+        .map(|f| (f.tag, f.msg.msg_type()))
+        .filter(|(t, _)| *t == TAG || *t == 9)
+        .collect();
+    assert_eq!(
+        order,
+        [(TAG, MsgType::Rlcreate), (9, MsgType::Rflush)],
+        "done reply, then Rflush"
+    );
+    assert_eq!(r.ran(MsgType::Tlcreate), 1);
+}
+
+impl Rig {
+    /// Deliver everything held, and what follows.
+    fn reconnect_rest(&mut self) {
+        self.holding = false;
+        self.run();
+    }
+}
