@@ -1088,20 +1088,20 @@ impl Recovery {
             resolve::verdict(&a.msg, cx.fids, &a.seen)
         };
         cx.marks.hit(mark);
-        match (outcome, &a.msg) {
+        let forget = match (outcome, &a.msg) {
             (Outcome::Done(qid), msg) => {
                 if let Some(reply) = resolve::done_reply(msg, qid) {
                     record_names(cx.fids, msg, &reply);
                 }
+                None
             }
             // A remove that may have happened is never sent again, and forgets its fid: it is
             // not rebuilt (the new server would keep it, and refuse its number later).
-            (Outcome::Unknown, Msg::Tremove(r)) => {
-                if cx.fids.remove(r.fid.0).is_some() {
-                    cx.marks.hit(Mark::RecoveryRemovedNotRebuilt);
-                }
-            }
-            _ => {}
+            (Outcome::Unknown, Msg::Tremove(r)) => Some(r.fid.0),
+            _ => None,
+        };
+        if forget.is_some_and(|fid| cx.fids.remove(fid).is_some()) {
+            cx.marks.hit(Mark::RecoveryRemovedNotRebuilt);
         }
         if let Some(req) = cx.requests.get_mut(&a.tag) {
             req.resolved = Some(outcome);
