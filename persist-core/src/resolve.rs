@@ -18,10 +18,12 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use bytes::Bytes;
-use p9_core::{dm, Msg, MsgType, Qid, Rcreate, Rlcreate, Rlink, Rmkdir, Rmknod, Rremove};
+use p9_core::{
+    dm, open_mode, Msg, MsgType, Qid, Rcreate, Rlcreate, Rlink, Rmkdir, Rmknod, Rremove,
+};
 use p9_core::{Rrename, Rrenameat, Rsymlink, Runlinkat, Rwstat};
 
-use crate::fids::{FidKind, FidTable, RootId};
+use crate::fids::{FidKind, FidTable, OpenMode, RootId};
 use crate::marks::Mark;
 
 /// A name to look for: a path from a root. Every name but the last must be there; the last is
@@ -97,17 +99,27 @@ fn entry(fids: &FidTable, dir: u32, name: &Bytes) -> Option<Look> {
     Some(Look { root, names })
 }
 
-/// The file `fid` stands for, at its path.
+/// The file `fid` stands for, at its path — unless it is open ORCLOSE: the lost connection's
+/// end removed it, so its absence does not show what the request did.
 fn itself(fids: &FidTable, fid: u32) -> Option<Look> {
+    if let Some(FidKind::Open(OpenMode::Classic(mode))) = fids.get(fid).map(|f| f.kind) {
+        if mode & open_mode::RCLOSE != 0 {
+            return None;
+        }
+    }
     let (root, names) = path_of(fids, fid)?;
     (!names.is_empty()).then_some(Look { root, names })
 }
 
 /// What to look at to settle `msg`; `None` when nothing can settle it (a fid it names is
-/// lost, or it makes a special file, or it renames nothing).
+/// lost, or it makes a special file or one removed on clunk, or it renames nothing).
 pub(crate) fn looks(msg: &Msg, fids: &FidTable) -> Option<Vec<Look>> {
     Some(match msg {
-        Msg::Tcreate(c) if c.perm & SPECIAL == 0 => vec![entry(fids, c.fid.0, &c.name)?],
+        // ORCLOSE: the lost connection's end removed what it may have made, so an empty
+        // place does not show that it never ran.
+        Msg::Tcreate(c) if c.perm & SPECIAL == 0 && c.mode & open_mode::RCLOSE == 0 => {
+            vec![entry(fids, c.fid.0, &c.name)?]
+        }
         Msg::Tlcreate(c) => vec![entry(fids, c.fid.0, &c.name)?],
         Msg::Tmkdir(c) => vec![entry(fids, c.dfid.0, &c.name)?],
         Msg::Tsymlink(c) => vec![entry(fids, c.fid.0, &c.name)?],

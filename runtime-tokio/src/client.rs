@@ -65,6 +65,37 @@ impl NineP {
         }
     }
 
+    /// Send several requests at once (all in flight together); their tags, in order.
+    pub async fn send(&mut self, msgs: Vec<Msg>) -> io::Result<Vec<u16>> {
+        let tags = msgs
+            .into_iter()
+            .map(|m| self.client.send(m).map_err(other))
+            .collect::<io::Result<Vec<u16>>>()?;
+        self.flush().await?;
+        Ok(tags)
+    }
+
+    /// Wait for the replies to `tags` (in whatever order they come); returned in the tags'
+    /// order.
+    pub async fn collect(&mut self, tags: &[u16]) -> io::Result<Vec<Reply>> {
+        let mut got: Vec<Option<Reply>> = tags.iter().map(|_| None).collect();
+        while got.iter().any(Option::is_none) {
+            while let Some(frame) = self.decoder.next_frame().map_err(other)? {
+                let reply = self.client.handle_frame(&frame).map_err(other)?;
+                if let Some(i) = tags.iter().position(|&t| t == reply.tag) {
+                    got[i] = Some(reply);
+                }
+            }
+            if got.iter().all(Option::is_some) {
+                break;
+            }
+            if net::read_some(&mut self.r, &mut self.decoder).await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        Ok(got.into_iter().flatten().collect())
+    }
+
     /// Send one request and wait for its reply.
     pub async fn call(&mut self, msg: impl Into<Msg>) -> io::Result<Reply> {
         let tag = self.client.send(msg).map_err(other)?;

@@ -91,6 +91,22 @@ struct SessionOpts {
     /// next fsync after an outage fails with EIO. Each kept write counts at least 16K
     #[arg(long, value_parser = parse_size, default_value = "64M", value_name = "SIZE")]
     replay_budget: usize,
+    /// What a create, remove, link or rename in flight when the server was lost becomes:
+    /// `resolve` looks at the server after the reconnect and answers it as done, sends it
+    /// again if it plainly did not happen, and fails it with EIO only when the server shows
+    /// nothing certain (this reads a name's presence as the request's doing: one writer per
+    /// name); `fail` always fails it with EIO, for trees that several clients change at once
+    #[arg(long, value_enum, default_value = "resolve", value_name = "RULE")]
+    ambiguous: Ambiguous,
+}
+
+/// `--ambiguous`: how creates, removes and renames in flight at a loss are settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Ambiguous {
+    /// Look at the server: done → success, not done → sent again, unclear → EIO
+    Resolve,
+    /// Always EIO ("operation possibly not completed"), as Inferno's styxpersist does
+    Fail,
 }
 
 #[derive(Subcommand)]
@@ -326,6 +342,7 @@ impl SessionOpts {
             server_timeout: self.server_timeout,
             version_timeout: self.version_timeout,
             replay_budget: self.replay_budget,
+            resolve_ambiguous: self.ambiguous == Ambiguous::Resolve,
             seed: std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15,
             ..Config::default()
         }

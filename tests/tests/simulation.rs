@@ -122,6 +122,23 @@ const REGRESSIONS: &[(u64, &str, &str)] = &[
         "",
         "a lock refused while an old connection lingers with the lane's earlier locks",
     ),
+    (
+        29,
+        "",
+        "an ORCLOSE create in flight at a loss, its file removed by the lost connection's end: \
+         looked for, not found, created again",
+    ),
+    (
+        242,
+        "",
+        "a remove in flight at a loss of an ORCLOSE file the lost connection's end removed: \
+         answered as done though it never ran",
+    ),
+    (
+        6,
+        "",
+        "entries a lane made (symlink, node, link) missing from the model's listing",
+    ),
 ];
 
 fn check(seed: u64) {

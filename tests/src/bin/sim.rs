@@ -8,6 +8,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let (mut seeds, mut from, mut digest, mut stop) = (10_000u64, 0u64, false, true);
     let mut mux = false;
+    let mut trace = false;
     let mut overrides = tests::sim::Overrides::default();
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> u64 {
@@ -21,6 +22,7 @@ fn main() {
             "--from" => from = num("--from"),
             "--digest" => digest = true,
             "--mux" => mux = true,
+            "--trace" => trace = true,
             "--keep-going" => stop = false,
             "--overrides" => {
                 let text = args.next().unwrap_or_default();
@@ -34,9 +36,10 @@ fn main() {
                     .iter()
                     .map(|(n, what)| format!("  {n:<8} {what}"))
                     .collect();
-                println!("usage: sim [--mux] [--seeds N] [--from FIRST] [--digest] [--keep-going] [--overrides steps=N,calm=A+B]\n\
+                println!("usage: sim [--mux] [--seeds N] [--from FIRST] [--digest] [--keep-going] [--trace] [--overrides steps=N,calm=A+B]\n\
                           Runs seeds FIRST..FIRST+N of the deterministic simulation and prints how often the\n\
                           session reached each rule (coverage marks), and a digest two runs reproduce.\n\
+                          --trace prints a failing seed's trace (every frame and event).\n\
                           --mux runs the mux's worlds instead (several backends, failovers; no overrides).\n\
                           --overrides shrinks a failure: fewer steps, and faults turned off by name:\n{}\n\
                           Replay one seed with its trace: SIM_SEED=n [SIM_OVERRIDES=...] cargo test -p tests --test simulation -- --nocapture",
@@ -57,9 +60,9 @@ fn main() {
     let mut marks = tests::sim::MarkTotals::default();
     for seed in from..from + seeds {
         let run = if mux {
-            tests::sim::run_mux(seed, false).map(|r| (r.digest, r.marks))
+            tests::sim::run_mux(seed, trace).map(|r| (r.digest, r.marks))
         } else {
-            tests::sim::run_with(seed, &overrides, false).map(|r| (r.digest, r.marks))
+            tests::sim::run_with(seed, &overrides, trace).map(|r| (r.digest, r.marks))
         };
         match run {
             Ok((seed_digest, seed_marks)) => {
@@ -71,6 +74,9 @@ fn main() {
             }
             Err(f) => {
                 failed += 1;
+                if let Some(t) = &f.trace {
+                    println!("{t}");
+                }
                 println!("{f}");
                 if stop {
                     break;

@@ -64,6 +64,12 @@ pub enum Op {
     Mkdir {
         name: Vec<u8>,
     },
+    /// 9P2000.L: make a symlink, a device node or a hard link to the data file, in the lane's
+    /// directory (entries nothing else touches: the listing shows them).
+    MakeEntry {
+        name: Vec<u8>,
+        kind: Entry,
+    },
     WalkList,
     OpenList,
     ReadList {
@@ -104,6 +110,15 @@ pub enum Op {
     StatMoved,
     /// Clunk a fid whose state is uncertain; any reply will do.
     Forget(Which),
+}
+
+/// What `Op::MakeEntry` makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Symlink,
+    Fifo,
+    /// A hard link to the data file, through the data fid.
+    Link,
 }
 
 /// The fids of a lane.
@@ -173,7 +188,25 @@ impl Op {
                 | Op::RemoveTemp
                 | Op::UnlinkTemp
                 | Op::Mkdir { .. }
+                | Op::MakeEntry { .. }
                 | Op::Lock { unlock: false, .. }
+        )
+    }
+
+    /// Whether the session settles it by looking when it is in flight at a loss (`--ambiguous
+    /// resolve`): it must then never fail as "possibly not completed" unless the session says
+    /// it could see nothing certain. (An ORCLOSE file may vanish with the lost connection: see
+    /// `Lane::settled_by_looking`.)
+    pub fn settled_by_looking(&self) -> bool {
+        matches!(
+            self,
+            Op::CreateTemp { .. }
+                | Op::RenameTemp { .. }
+                | Op::RenameSub { .. }
+                | Op::RemoveTemp
+                | Op::UnlinkTemp
+                | Op::Mkdir { .. }
+                | Op::MakeEntry { .. }
         )
     }
 }
@@ -233,6 +266,8 @@ pub struct Lane {
     /// them when; listings and the final check leave them out.
     orclose_names: BTreeSet<Vec<u8>>,
     pub subdirs: BTreeSet<Vec<u8>>,
+    /// Symlinks, device nodes and hard links the lane made in its directory.
+    pub entries: BTreeSet<Vec<u8>>,
     /// The msize settled by Rversion: no request may be larger.
     pub msize: u32,
     /// Durability of the data file, as fsync must report it: writes acknowledged on the data
@@ -375,6 +410,7 @@ impl Lane {
             ]
             .into_iter()
             .collect(),
+            entries: BTreeSet::new(),
             busy: None,
             flush: None,
             acked_unsynced: false,
@@ -545,6 +581,20 @@ impl Lane {
         Ok(())
     }
 
+    /// `Op::settled_by_looking`, knowing the lane's files: an ORCLOSE file goes when the
+    /// connection that opened it ends, so after a loss an empty place shows nothing certain.
+    pub fn settled_by_looking(&self, op: &Op) -> bool {
+        let orclose_temp = self
+            .temp_name
+            .as_ref()
+            .is_some_and(|n| self.orclose_names.contains(n));
+        match op {
+            Op::CreateTemp { orclose, .. } => !orclose,
+            Op::RenameTemp { .. } | Op::RemoveTemp | Op::UnlinkTemp => !orclose_temp,
+            _ => op.settled_by_looking(),
+        }
+    }
+
     /// The lane's directory name under the root.
     pub fn dir_name(&self) -> String {
         format!("l{}", self.id)
@@ -686,7 +736,7 @@ impl Lane {
     fn fid_used(op: &Op) -> Option<Which> {
         Some(match op {
             Op::Attach => Which::Root,
-            Op::WalkDir | Op::Mkdir { .. } => Which::Dir,
+            Op::WalkDir | Op::Mkdir { .. } | Op::MakeEntry { .. } => Which::Dir,
             Op::WalkData
             | Op::OpenData { .. }
             | Op::Write { .. }
@@ -817,7 +867,15 @@ impl Lane {
                 (FidState::Open, Some(name)) if rng.chance(30) => {
                     let to = format!("r{}", self.next_name).into_bytes();
                     self.next_name += 1;
-                    let msg: Msg = if dotl {
+                    let msg: Msg = if dotl && rng.chance(50) {
+                        // The fid's own rename: the session moves the fid with its file.
+                        Trename {
+                            fid: self.temp_fid(),
+                            dfid: self.dir_fid(),
+                            name: to.clone().into(),
+                        }
+                        .into()
+                    } else if dotl {
                         Trenameat {
                             olddirfid: self.dir_fid(),
                             oldname: name.clone().into(),
@@ -948,6 +1006,42 @@ impl Lane {
                     &[d]
                 };
                 (self.walk(self.list_fid(), names), Op::WalkList)
+            }
+            85..=87 if dotl && rng.chance(50) => {
+                let name = format!("e{}", self.next_name).into_bytes();
+                self.next_name += 1;
+                let linkable = matches!(self.data, FidState::Walked | FidState::Open);
+                let kind = match rng.below(3) {
+                    0 => Entry::Symlink,
+                    1 => Entry::Fifo,
+                    _ if linkable => Entry::Link,
+                    _ => Entry::Symlink,
+                };
+                let msg: Msg = match kind {
+                    Entry::Symlink => Tsymlink {
+                        fid: self.dir_fid(),
+                        name: name.clone().into(),
+                        symtgt: "data".into(),
+                        gid: 0,
+                    }
+                    .into(),
+                    Entry::Fifo => Tmknod {
+                        dfid: self.dir_fid(),
+                        name: name.clone().into(),
+                        mode: 0o010644,
+                        major: 0,
+                        minor: 0,
+                        gid: 0,
+                    }
+                    .into(),
+                    Entry::Link => Tlink {
+                        dfid: self.dir_fid(),
+                        fid: self.data_fid(),
+                        name: name.clone().into(),
+                    }
+                    .into(),
+                };
+                (msg, Op::MakeEntry { name, kind })
             }
             85..=87 if dotl => {
                 let name = format!("m{}", self.next_name).into_bytes();
@@ -1210,6 +1304,7 @@ impl Lane {
             .keys()
             .cloned()
             .chain(self.subdirs.iter().cloned())
+            .chain(self.entries.iter().cloned())
             .collect()
     }
 
@@ -1626,6 +1721,16 @@ impl Lane {
             | Op::Mkdir { .. }
             | Op::Fsync
             | Op::Forget(_) => {}
+            Op::MakeEntry { kind, .. } => {
+                let want = match kind {
+                    Entry::Symlink => MsgType::Rsymlink,
+                    Entry::Fifo => MsgType::Rmknod,
+                    Entry::Link => MsgType::Rlink,
+                };
+                if !is_error(reply) && reply.msg_type() != want {
+                    return Err(format!("lane {}: {op:?} answered {reply:?}", self.id));
+                }
+            }
         }
         Ok(None)
     }
@@ -1713,6 +1818,9 @@ impl Lane {
             }
             (Op::Mkdir { name }, _) => {
                 self.subdirs.insert(name.clone());
+            }
+            (Op::MakeEntry { name, .. }, _) => {
+                self.entries.insert(name.clone());
             }
             (Op::RenameSub { to }, _) => {
                 self.subdirs.remove(&self.sub_name);

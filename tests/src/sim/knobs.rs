@@ -92,6 +92,12 @@ pub struct Knobs {
     pub replay_budget: usize,
     /// How often the server refuses a write the session makes again after a reconnect.
     pub rewrite_fail_percent: u32,
+    /// Whether creates, removes and renames in flight at a loss are settled by looking
+    /// (`--ambiguous resolve`) or always failed (`--ambiguous fail`).
+    pub resolve_ambiguous: bool,
+    /// How often the server refuses the session's walk to look at a name after a reconnect
+    /// (the request it was for then fails, as nothing could be seen).
+    pub refuse_look_percent: u32,
 }
 
 impl Knobs {
@@ -135,6 +141,8 @@ impl Knobs {
             late_reply_percent: [0, 0, 50][rng.below(3) as usize] as u32,
             replay_budget: 64 << 20,
             rewrite_fail_percent: 0,
+            resolve_ambiguous: true,
+            refuse_look_percent: 0,
         }
     }
 }
@@ -173,6 +181,10 @@ pub const CALM: &[(&str, &str)] = &[
     ),
     ("budget", "the replay budget never overflows"),
     ("rewrite", "the server never refuses a rewrite"),
+    (
+        "look",
+        "the server never refuses the session a look at a name",
+    ),
 ];
 
 impl Overrides {
@@ -229,6 +241,7 @@ impl Overrides {
                 "latereply" => k.late_reply_percent = 0,
                 "budget" => k.replay_budget = 64 << 20,
                 "rewrite" => k.rewrite_fail_percent = 0,
+                "look" => k.refuse_look_percent = 0,
                 _ => {}
             }
         }

@@ -108,6 +108,10 @@ struct Client {
     open_modes: BTreeMap<u32, u32>,
     /// Requests the server answered with an invalid reply: the session may fail them.
     poisoned: std::collections::BTreeSet<u16>,
+    /// Looks at names the server refused the session (so some requests in flight at a loss
+    /// may fail, nothing being seen of them); and the tags the session failed for that.
+    looks_refused: u32,
+    unseen: std::collections::BTreeSet<u16>,
 }
 
 impl Client {
@@ -212,6 +216,8 @@ impl World {
         let mut later = Rng::new(seed ^ 0x6c61_7465_726b_6e62);
         knobs.replay_budget = [64 << 20, 64 << 20, 40 << 10][later.below(3) as usize];
         knobs.rewrite_fail_percent = [0, 0, 30][later.below(3) as usize] as u32;
+        knobs.resolve_ambiguous = later.below(4) != 0;
+        knobs.refuse_look_percent = [0, 0, 30][later.below(3) as usize] as u32;
         overrides.apply(&mut knobs);
         knobs.clients = knobs.clients.clamp(1, knobs.lanes);
         let mut fs = ramfs::Fs::new();
@@ -246,6 +252,7 @@ impl World {
                 watchdog: Duration::from_millis(knobs.watchdog_ms),
                 max_lock_history: knobs.max_lock_history,
                 replay_budget: knobs.replay_budget,
+                resolve_ambiguous: knobs.resolve_ambiguous,
                 server_timeout: Duration::from_millis(knobs.server_timeout_ms),
                 ..Config::default()
             };
@@ -268,6 +275,8 @@ impl World {
                 attach_done: false,
                 open_modes: BTreeMap::new(),
                 poisoned: Default::default(),
+                looks_refused: 0,
+                unseen: Default::default(),
             });
         }
         let mut w = World {
@@ -364,7 +373,12 @@ impl World {
                     self.check_fids(c)?;
                     self.check_users(c)?;
                 }
-                Event::RequestFailed { .. } => self.stats.not_completed += 1,
+                Event::RequestFailed { tag, why, .. } => {
+                    self.stats.not_completed += 1;
+                    if why.contains("does not tell") {
+                        self.clients[c].unseen.insert(*tag);
+                    }
+                }
                 // Only the server the knobs make misbehave may break the protocol, and only in
                 // its replies to the requests it was told to spoil.
                 Event::ProtocolViolation {
@@ -647,6 +661,25 @@ impl World {
             ));
         }
         debug_assert_eq!(tag, fc.tag);
+        // No false errors: a create, remove or rename in flight at a loss is settled by looking,
+        // and fails only where the session says the server showed nothing certain — which
+        // needs a reason in this world (a look the server refused).
+        let unseen = self.clients[c].unseen.remove(&fc.tag);
+        let not_completed = super::client::is_not_completed(&fc.msg);
+        let settled = self.clients[c].lanes[lane].settled_by_looking(&op);
+        if hard && !poisoned && self.knobs.resolve_ambiguous && settled {
+            if not_completed && !unseen {
+                return Err(format!(
+                    "{op:?}, settled by looking after a loss, answered {:?} without the session saying it saw nothing certain",
+                    fc.msg
+                ));
+            }
+            if unseen && self.clients[c].looks_refused == 0 {
+                return Err(format!(
+                    "{op:?}: the session saw nothing certain of it, with no look refused"
+                ));
+            }
+        }
         let outcome = check_executions(&op, &exec, Some(&fc.msg))?;
         let follow = self.clients[c].lanes[lane].complete(op, &fc.msg, outcome.as_ref(), false)?;
         self.follow_up(c, lane, follow)
@@ -691,6 +724,40 @@ impl World {
         Fcall::new(h.tag, msg).to_frame().ok()
     }
 
+    /// A walk the session makes after a reconnect to look at a name (its own tag, to a fid no
+    /// lane uses), refused as if for want of permission: the error to answer it with.
+    fn refuse_look(&mut self, c: usize, frame: &Bytes) -> Option<Bytes> {
+        let h = Header::parse(frame).ok()?;
+        if h.msg_type != MsgType::Twalk as u8 || h.tag >= TAG_BASE {
+            return None;
+        }
+        let Ok(Fcall {
+            msg: Msg::Twalk(w), ..
+        }) = Fcall::decode(frame, self.knobs.dialect)
+        else {
+            return None;
+        };
+        let cl = &self.clients[c];
+        let probe = !cl.lanes.iter().any(|l| l.owns(w.newfid.0));
+        if !probe
+            || self.knobs.refuse_look_percent == 0
+            || !self.rng.chance(self.knobs.refuse_look_percent)
+        {
+            return None;
+        }
+        note!(self, "the server refuses client {c}'s look (tag {})", h.tag);
+        self.clients[c].looks_refused += 1;
+        let msg: Msg = match self.knobs.dialect {
+            Dialect::DotL => Rlerror { ecode: 13 }.into(),
+            d => Rerror {
+                ename: "permission denied".into(),
+                errno: (d == Dialect::DotU).then_some(13),
+            }
+            .into(),
+        };
+        Fcall::new(h.tag, msg).to_frame().ok()
+    }
+
     /// The server takes one frame from client `c`'s link.
     fn server_receives(&mut self, c: usize, t: Transit) -> Result<(), String> {
         let on_link = self.clients[c]
@@ -700,7 +767,9 @@ impl World {
         if !on_link {
             return Ok(());
         }
-        let refused = self.refuse_rewrite(c, &t.frame);
+        let refused = self
+            .refuse_rewrite(c, &t.frame)
+            .or_else(|| self.refuse_look(c, &t.frame));
         let cl = &mut self.clients[c];
         let Some(server) = &mut cl.server else {
             return Ok(());
@@ -712,9 +781,18 @@ impl World {
         reply = self.misbehave(c, &t.frame, reply);
         note!(
             self,
-            "server ran client {c}'s tag {} on link {}",
+            "server ran client {c}'s tag {} on link {}{}",
             Header::parse(&t.frame).map_or(0, |h| h.tag),
-            t.link.0
+            t.link.0,
+            // The session's own requests (recovery) are shown in full, with their replies.
+            match Header::parse(&t.frame) {
+                Ok(h) if h.tag < TAG_BASE && self.trace.is_some() => format!(
+                    ": {:?} -> {:?}",
+                    Fcall::decode(&t.frame, self.knobs.dialect).map(|f| f.msg),
+                    Fcall::decode(&reply, self.knobs.dialect).map(|f| f.msg)
+                ),
+                _ => String::new(),
+            }
         );
         fnv(&mut self.digest, &reply);
         // A successful fsync of a lane's data file makes its contents durable.
@@ -1566,6 +1644,7 @@ impl World {
                 .files
                 .keys()
                 .chain(lane.subdirs.iter())
+                .chain(lane.entries.iter())
                 .cloned()
                 .collect();
             want.sort();

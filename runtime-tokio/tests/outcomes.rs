@@ -1,0 +1,365 @@
+//! Creates, mkdirs, symlinks, links, removes and renames in flight when a real diod is
+//! lost, through `p9persist proxy`: each ends as the client asked, run exactly once on disk,
+//! with no error — whether the server never saw them (frozen with SIGSTOP, then SIGKILLed and
+//! restarted: they are sent again) or ran them and its replies were lost with the connection
+//! (they are answered as done). With `--ambiguous fail` they fail with EIO, as styxpersist's
+//! rule says, and nothing is sent again.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use p9_core::*;
+use runtime_tokio::client::NineP;
+use runtime_tokio::Addr;
+
+const BIN: &str = env!("CARGO_BIN_EXE_p9persist");
+
+/// The export before the requests: files to unlink, rename, remove and link to.
+fn populate(export: &Path) {
+    for name in ["from", "doomed", "target"] {
+        std::fs::write(export.join(name), name).unwrap();
+    }
+}
+
+/// Attach (fid 0), clone the root (fid 1, the directory the create makes its file in), walk to
+/// `doomed` (fid 2), `target` (fid 3) and `from` (fid 4).
+async fn setup(c: &mut NineP, export: &Path) {
+    let attach = Tattach {
+        fid: Fid(0),
+        afid: NOFID,
+        uname: "root".into(),
+        aname: export.display().to_string().into(),
+        n_uname: Some(0),
+    };
+    assert!(matches!(c.call(attach).await.unwrap().msg, Msg::Rattach(_)));
+    let walks = [
+        (1, &[][..]),
+        (2, &["doomed"][..]),
+        (3, &["target"][..]),
+        (4, &["from"][..]),
+    ];
+    for (fid, names) in walks {
+        let walk = Twalk {
+            fid: Fid(0),
+            newfid: Fid(fid),
+            wnames: WalkNames::new(names).unwrap(),
+        };
+        let r = c.call(walk).await.unwrap().msg;
+        assert!(matches!(r, Msg::Rwalk(_)), "{r:?}");
+    }
+}
+
+/// The requests in flight together, and the reply each must get.
+fn requests() -> Vec<(Msg, MsgType)> {
+    vec![
+        (
+            Tlcreate {
+                fid: Fid(1),
+                name: "made".into(),
+                flags: lflags::RDWR | lflags::CREATE | lflags::EXCL,
+                mode: 0o644,
+                gid: 0,
+            }
+            .into(),
+            MsgType::Rlcreate,
+        ),
+        (
+            Tmkdir {
+                dfid: Fid(0),
+                name: "dir".into(),
+                mode: 0o755,
+                gid: 0,
+            }
+            .into(),
+            MsgType::Rmkdir,
+        ),
+        (
+            Tsymlink {
+                fid: Fid(0),
+                name: "sym".into(),
+                symtgt: "target".into(),
+                gid: 0,
+            }
+            .into(),
+            MsgType::Rsymlink,
+        ),
+        (
+            Tlink {
+                dfid: Fid(0),
+                fid: Fid(3),
+                name: "hard".into(),
+            }
+            .into(),
+            MsgType::Rlink,
+        ),
+        // diod answers Tunlinkat and Trenameat with EOPNOTSUPP (Linux then uses Tremove and
+        // Trename, as here).
+        (
+            Trename {
+                fid: Fid(4),
+                dfid: Fid(0),
+                name: "to".into(),
+            }
+            .into(),
+            MsgType::Rrename,
+        ),
+        (Tremove { fid: Fid(2) }.into(), MsgType::Rremove),
+    ]
+}
+
+/// The export as the requests leave it, each done once (the created file holding `made`).
+fn check_done(export: &Path, made: &[u8]) {
+    use std::os::unix::fs::MetadataExt;
+    assert!(std::fs::symlink_metadata(export.join("made"))
+        .unwrap()
+        .is_file());
+    assert_eq!(std::fs::read(export.join("made")).unwrap(), made);
+    assert!(export.join("dir").is_dir());
+    assert_eq!(
+        std::fs::read_link(export.join("sym")).unwrap(),
+        Path::new("target")
+    );
+    let (hard, target) = (
+        std::fs::metadata(export.join("hard")).unwrap(),
+        std::fs::metadata(export.join("target")).unwrap(),
+    );
+    assert_eq!(hard.ino(), target.ino());
+    assert_eq!(target.nlink(), 2, "linked once");
+    assert!(!export.join("from").exists());
+    assert_eq!(std::fs::read(export.join("to")).unwrap(), b"from");
+    assert!(!export.join("doomed").exists());
+}
+
+/// The export untouched by the requests.
+fn check_untouched(export: &Path) {
+    for name in ["made", "dir", "sym", "hard", "to"] {
+        assert!(
+            std::fs::symlink_metadata(export.join(name)).is_err(),
+            "{name} made"
+        );
+    }
+    for name in ["from", "doomed"] {
+        assert!(export.join(name).exists(), "{name} gone");
+    }
+}
+
+fn proxy(port: u16, server: u16, log: &Path, extra: &[&str]) -> Running {
+    let child = Command::new(BIN)
+        .args(["proxy", "--listen", &port.to_string()])
+        .args(["--server", &format!("127.0.0.1:{server}")])
+        .args(["--backoff-initial", "50ms"])
+        .args(extra)
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_line(log, "proxying");
+    Running(child)
+}
+
+fn signal(server: &Running, sig: &str) {
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Freeze `server` and wait until every one of its threads is stopped (a signal is delivered
+/// a little later than `kill` returns).
+fn freeze(server: &Running) {
+    signal(server, "-STOP");
+    let tasks = format!("/proc/{}/task", server.0.id());
+    let stopped = || {
+        std::fs::read_dir(&tasks).unwrap().all(|t| {
+            let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap_or_default();
+            // The state follows the command name in parentheses.
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('T'))
+        })
+    };
+    let start = std::time::Instant::now();
+    while !stopped() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "diod never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Freeze diod, send every request, let them reach it, SIGKILL and restart it: the requests
+/// were truly in flight and never ran. The replies, the export and the proxy's log.
+fn frozen_then_killed(test: &str, extra: &[&str]) -> (Vec<Msg>, Scratch, String) {
+    let scratch = Scratch::new(&format!("outcomes-{test}"));
+    let export = scratch.0.join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    populate(&export);
+    let (diod_port, port) = (free_port(), free_port());
+    let mut server = diod(diod_port, &export);
+    let log = scratch.0.join("log");
+    let _proxy = proxy(port, diod_port, &log, extra);
+    let rt = runtime();
+    let addr = Addr::Tcp(format!("127.0.0.1:{port}"));
+    let (mut c, tags) = rt.block_on(async {
+        let mut c = NineP::connect(&addr, 65536, Dialect::DotL).await.unwrap();
+        setup(&mut c, &export).await;
+        freeze(&server);
+        let msgs = requests().into_iter().map(|(m, _)| m).collect();
+        let tags = c.send(msgs).await.unwrap();
+        (c, tags)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&server, "-KILL");
+    drop(server);
+    server = diod(diod_port, &export);
+    let replies = rt.block_on(async {
+        let got = tokio::time::timeout(Duration::from_secs(20), c.collect(&tags)).await;
+        got.expect("every request answered").unwrap()
+    });
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    (replies.into_iter().map(|r| r.msg).collect(), scratch, text)
+}
+
+#[test]
+fn in_flight_at_a_kill_each_runs_once_and_succeeds() {
+    let (replies, scratch, log) = frozen_then_killed("kill", &[]);
+    for ((_, want), got) in requests().iter().zip(&replies) {
+        assert_eq!(got.msg_type(), *want, "{got:?}\nlog:\n{log}");
+    }
+    check_done(&scratch.0.join("export"), b"");
+    let resent = log.matches("shows it not done: sent again").count();
+    assert_eq!(resent, requests().len(), "log:\n{log}");
+}
+
+#[test]
+fn ambiguous_fail_fails_them_with_eio_as_before() {
+    let (replies, scratch, log) = frozen_then_killed("fail", &["--ambiguous", "fail"]);
+    for got in &replies {
+        assert_eq!(*got, Rlerror { ecode: errno::EIO }.into(), "log:\n{log}");
+    }
+    check_untouched(&scratch.0.join("export"));
+    assert!(!log.contains("sent again"), "log:\n{log}");
+}
+
+/// A relay between the proxy and diod that can go deaf: it keeps passing requests to diod but
+/// drops diod's replies, then cuts both connections — the server ran what it was sent, and its
+/// answers were lost with the link.
+struct Relay {
+    deaf: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(port: u16, server: u16) -> Relay {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let relay = Relay {
+            deaf: Arc::new(AtomicBool::new(false)),
+            conns: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (deaf, conns) = (relay.deaf.clone(), relay.conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", server)) else {
+                    continue;
+                };
+                deaf.store(false, Ordering::SeqCst);
+                conns
+                    .lock()
+                    .unwrap()
+                    .extend([client.try_clone().unwrap(), upstream.try_clone().unwrap()]);
+                let (c2, u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                std::thread::spawn(move || pass(client, upstream, None));
+                let deaf = deaf.clone();
+                std::thread::spawn(move || pass(u2, c2, Some(deaf)));
+            }
+        });
+        relay
+    }
+
+    /// Drop the server's replies from now on.
+    fn go_deaf(&self) {
+        self.deaf.store(true, Ordering::SeqCst);
+    }
+
+    /// Cut every connection.
+    fn cut(&self) {
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Copy `from` to `to` (dropping what comes while `deaf` is set) until either side ends.
+fn pass(mut from: TcpStream, mut to: TcpStream, deaf: Option<Arc<AtomicBool>>) {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if deaf.as_ref().is_some_and(|d| d.load(Ordering::SeqCst)) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+#[test]
+fn run_but_unanswered_each_is_answered_as_done() {
+    let scratch = Scratch::new("outcomes-deaf");
+    let export = scratch.0.join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    populate(&export);
+    let (diod_port, relay_port, port) = (free_port(), free_port(), free_port());
+    let _server = diod(diod_port, &export);
+    let relay = Relay::start(relay_port, diod_port);
+    let log = scratch.0.join("log");
+    let _proxy = proxy(port, relay_port, &log, &[]);
+    let rt = runtime();
+    let addr = Addr::Tcp(format!("127.0.0.1:{port}"));
+    let replies = rt.block_on(async {
+        let mut c = NineP::connect(&addr, 65536, Dialect::DotL).await.unwrap();
+        setup(&mut c, &export).await;
+        relay.go_deaf();
+        let msgs = requests().into_iter().map(|(m, _)| m).collect();
+        let tags = c.send(msgs).await.unwrap();
+        // diod runs them; its replies go nowhere; then the link is cut.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        check_done(&export, b"");
+        relay.cut();
+        let got = tokio::time::timeout(Duration::from_secs(20), c.collect(&tags)).await;
+        let replies = got.expect("every request answered").unwrap();
+        // The created file's fid is that file now.
+        let write = Twrite {
+            fid: Fid(1),
+            offset: 0,
+            data: Data("hello".into()),
+        };
+        let w = c.call(write).await.unwrap().msg;
+        assert!(matches!(w, Msg::Rwrite(ref w) if w.count == 5), "{w:?}");
+        replies
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    for ((_, want), got) in requests().iter().zip(&replies) {
+        assert_eq!(got.msg.msg_type(), *want, "{:?}\nlog:\n{text}", got.msg);
+    }
+    // Done once, not again: had any run twice, it would have failed (EEXIST, ENOENT).
+    check_done(&export, b"hello");
+    let done = text.matches("shows it done: answered as done").count();
+    assert_eq!(done, requests().len(), "log:\n{text}");
+}
