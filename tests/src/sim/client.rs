@@ -1212,6 +1212,10 @@ impl Lane {
                 false => (self.stat(self.moved_fid()), Op::StatMoved),
             };
         }
+        // Never its own name: a rename to the same name changes nothing, so it would not show.
+        if format!("mv{}", self.next_name).as_bytes() == &sub[..] {
+            self.next_name += 1;
+        }
         let to = format!("mv{}", self.next_name).into_bytes();
         if self.dialect == Dialect::DotL {
             self.next_name += 1;
@@ -1385,7 +1389,13 @@ impl Lane {
                 .is_some_and(|n| self.orclose_names.contains(n))
             && matches!(reply, Msg::Rerror(e) if &e.ename[..] == b"file has been removed");
         if (is_stale(reply) || orclose_removed) && !flushed {
-            let which = Self::fid_used(&op);
+            // A hard link is made through the data fid, which is the one that may be stale.
+            let which = match op {
+                Op::MakeEntry {
+                    kind: Entry::Link, ..
+                } => Some(Which::Data),
+                _ => Self::fid_used(&op),
+            };
             // So does any fid of a lane whose locks or exclusive opens an old connection held
             // while the session rebuilt them.
             // And an ORCLOSE temp file, which its old connection removed when it hung up.
