@@ -91,6 +91,10 @@ struct SessionOpts {
     /// next fsync after an outage fails with EIO. Each kept write counts at least 16K
     #[arg(long, value_parser = parse_size, default_value = "64M", value_name = "SIZE")]
     replay_budget: usize,
+    /// Most bytes of client requests a session holds while its server is away (e.g. 16M);
+    /// past it the client is not read until the server is back
+    #[arg(long, value_parser = parse_size, default_value = "16M", value_name = "SIZE")]
+    held_max: usize,
     /// What a create, remove, link or rename in flight when the server was lost becomes:
     /// `resolve` looks at the server after the reconnect and answers it as done, sends it
     /// again if it plainly did not happen, and fails it with EIO only when the server shows
@@ -342,6 +346,7 @@ impl SessionOpts {
             server_timeout: self.server_timeout,
             version_timeout: self.version_timeout,
             replay_budget: self.replay_budget,
+            queue_max_bytes: self.held_max,
             resolve_ambiguous: self.ambiguous == Ambiguous::Resolve,
             seed: std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15,
             ..Config::default()
