@@ -52,8 +52,9 @@
 //! here, under the same purity rules, so the simulation and the fuzzer drive it byte by byte.
 //!
 //! Where things live: the session's state is [`Session`] (`session.rs`); what happens to a
-//! request in flight when a link dies is the one table in `replay.rs`; rebuilding fids after a
-//! reconnect is `recovery.rs`; fids and the shared name tree are `fids.rs` and `names.rs`.
+//! request in flight when a link dies is the one table in `replay.rs` (with the outcome table
+//! for creates, removes and renames, settled by looking, in `resolve.rs`); rebuilding fids after
+//! a reconnect is `recovery.rs`; fids and the shared name tree are `fids.rs` and `names.rs`.
 #![no_std]
 #![forbid(unsafe_code)]
 

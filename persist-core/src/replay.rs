@@ -1,6 +1,9 @@
 //! The replay rules: what happens to a request that was in flight when its link died
-//! (DESIGN §3.3). This one table decides; the session carries it out after the fids are
-//! rebuilt, in the requests' original order.
+//! (DESIGN §3.3). This one table decides, but for creates, removes, links and renames that the
+//! recovery settled by looking (the outcome table, `crate::resolve`; off with
+//! `Config::resolve_ambiguous`): for those the rows below are what happens when nothing was
+//! looked at. The session carries it out after the fids are rebuilt, in the requests'
+//! original order.
 
 use p9_core::{lflags, lock_type, open_mode, qid_type, Msg, NOFID};
 
@@ -73,7 +76,8 @@ pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>) -> (Settle, Mark) {
         // A write at an offset is idempotent; an append is not.
         Msg::Twrite(_) if fid.is_some_and(appends) => (not_completed, Mark::ReplayFailAppend),
         Msg::Twrite(_) => (Resend, Mark::ReplayResendWrite),
-        // Creating, removing, renaming, linking, authenticating: may have happened.
+        // Creating, removing, renaming, linking, authenticating: may have happened (creates,
+        // removes, links and renames are settled by looking first, when the session does).
         Msg::Tcreate(_)
         | Msg::Tlcreate(_)
         | Msg::Tmkdir(_)

@@ -52,6 +52,8 @@ pub struct Metrics {
     violations_client: AtomicU64,
     violations_server: AtomicU64,
     late_replies: AtomicU64,
+    outcomes_done: AtomicU64,
+    outcomes_not_done: AtomicU64,
     /// Sessions moved to another backend (mux).
     failovers: AtomicU64,
     bytes_to_server: AtomicU64,
@@ -200,6 +202,16 @@ impl Metrics {
             [
                 ("client", &self.violations_client),
                 ("server", &self.violations_server),
+            ],
+        );
+        labelled(
+            &mut out,
+            "p9persist_outcomes_resolved_total",
+            "Creates, removes, links and renames in flight at a loss, settled by looking at the server: done (answered so) or not done (sent again).",
+            "outcome",
+            [
+                ("done", &self.outcomes_done),
+                ("not_done", &self.outcomes_not_done),
             ],
         );
         counter(
@@ -400,6 +412,13 @@ impl SessionMetrics {
             }
             Event::LateReply { .. } => {
                 m.late_replies.fetch_add(1, Relaxed);
+            }
+            Event::OutcomeResolved { done, .. } => {
+                let n = match done {
+                    true => &m.outcomes_done,
+                    false => &m.outcomes_not_done,
+                };
+                n.fetch_add(1, Relaxed);
             }
             Event::Failover { .. } => {
                 m.failovers.fetch_add(1, Relaxed);

@@ -96,30 +96,6 @@ async fn read_all(c: &mut NineP) -> Vec<u8> {
     }
 }
 
-/// GET `path` from 127.0.0.1:`port`: the status line and the body.
-fn http_get(port: u16, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the metrics endpoint accepts");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a whole HTTP response");
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
-}
-
-/// The value of the sample `name` (with its labels, as written) in a scrape.
-fn sample(scrape: &str, name: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no sample {name} in:\n{scrape}"))
-        .parse()
-        .unwrap()
-}
-
 /// What one proxy run went through: diod, the proxy with `extra` arguments, a client holding
 /// an open file, diod killed and restarted, the file read again, the client gone.
 struct RestartRun {

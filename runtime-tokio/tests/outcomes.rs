@@ -198,16 +198,22 @@ fn freeze(server: &Running) {
 }
 
 /// Freeze diod, send every request, let them reach it, SIGKILL and restart it: the requests
-/// were truly in flight and never ran. The replies, the export and the proxy's log.
-fn frozen_then_killed(test: &str, extra: &[&str]) -> (Vec<Msg>, Scratch, String) {
+/// were truly in flight and never ran. The replies, the export, the proxy's log and a scrape
+/// of its metrics.
+fn frozen_then_killed(test: &str, extra: &[&str]) -> (Vec<Msg>, Scratch, String, String) {
     let scratch = Scratch::new(&format!("outcomes-{test}"));
     let export = scratch.0.join("export");
     std::fs::create_dir_all(&export).unwrap();
     populate(&export);
-    let (diod_port, port) = (free_port(), free_port());
+    let (diod_port, port, metrics) = (free_port(), free_port(), free_port());
     let mut server = diod(diod_port, &export);
     let log = scratch.0.join("log");
-    let _proxy = proxy(port, diod_port, &log, extra);
+    let metrics_arg = metrics.to_string();
+    let args: Vec<&str> = ["--metrics", &metrics_arg]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let _proxy = proxy(port, diod_port, &log, &args);
     let rt = runtime();
     let addr = Addr::Tcp(format!("127.0.0.1:{port}"));
     let (mut c, tags) = rt.block_on(async {
@@ -228,28 +234,47 @@ fn frozen_then_killed(test: &str, extra: &[&str]) -> (Vec<Msg>, Scratch, String)
     });
     drop(server);
     let text = std::fs::read_to_string(&log).unwrap();
-    (replies.into_iter().map(|r| r.msg).collect(), scratch, text)
+    let scrape = http_get(metrics, "/metrics").1;
+    let replies = replies.into_iter().map(|r| r.msg).collect();
+    (replies, scratch, text, scrape)
 }
 
 #[test]
 fn in_flight_at_a_kill_each_runs_once_and_succeeds() {
-    let (replies, scratch, log) = frozen_then_killed("kill", &[]);
+    let (replies, scratch, log, scrape) = frozen_then_killed("kill", &[]);
     for ((_, want), got) in requests().iter().zip(&replies) {
         assert_eq!(got.msg_type(), *want, "{got:?}\nlog:\n{log}");
     }
     check_done(&scratch.0.join("export"), b"");
     let resent = log.matches("shows it not done: sent again").count();
     assert_eq!(resent, requests().len(), "log:\n{log}");
+    let not_done = sample(
+        &scrape,
+        "p9persist_outcomes_resolved_total{outcome=\"not_done\"}",
+    );
+    assert_eq!(not_done as usize, requests().len());
+    assert_eq!(
+        sample(
+            &scrape,
+            "p9persist_requests_failed_total{reason=\"not_completed\"}"
+        ),
+        0.0
+    );
 }
 
 #[test]
 fn ambiguous_fail_fails_them_with_eio_as_before() {
-    let (replies, scratch, log) = frozen_then_killed("fail", &["--ambiguous", "fail"]);
+    let (replies, scratch, log, scrape) = frozen_then_killed("fail", &["--ambiguous", "fail"]);
     for got in &replies {
         assert_eq!(*got, Rlerror { ecode: errno::EIO }.into(), "log:\n{log}");
     }
     check_untouched(&scratch.0.join("export"));
     assert!(!log.contains("sent again"), "log:\n{log}");
+    let failed = sample(
+        &scrape,
+        "p9persist_requests_failed_total{reason=\"not_completed\"}",
+    );
+    assert_eq!(failed as usize, requests().len());
 }
 
 /// A relay between the proxy and diod that can go deaf: it keeps passing requests to diod but

@@ -484,29 +484,32 @@ async fn files_survive_a_restart(runtime: &str, mut server: Server) {
     proxy.finish();
 }
 
-/// Scenario 2: a create and a rename in flight when the server dies get "possibly not completed"
-/// (EIO) — never resent, so executed at most once on disk.
-async fn non_idempotent_requests_fail_once(runtime: &str, mut server: Server) {
+/// Scenario 2: a create and a rename in flight when the server dies (frozen first, so they
+/// truly are) are settled by looking at the server once it is back: they never ran, so they
+/// are sent again — each answered with its own success, and run once on disk.
+async fn in_flight_namespace_changes_run_once(runtime: &str, mut server: Server) {
     let proxy = proxy(runtime, server.addr(), None);
     let mut c = attach(&server, &proxy.addr).await;
     assert!(matches!(create(&mut c, 10, "old").await, Msg::Rlcreate(_)));
-    let r = c
-        .call(Twalk {
-            fid: Fid(0),
-            newfid: Fid(11),
-            wnames: WalkNames::new::<[&str; 0], &str>([]).unwrap(),
-        })
-        .await
-        .unwrap();
-    assert!(matches!(r.msg, Msg::Rwalk(_)));
-    // The server hangs with the requests in flight, then dies.
+    for (fid, names) in [(11, &[][..]), (12, &["old"][..])] {
+        let r = c
+            .call(Twalk {
+                fid: Fid(0),
+                newfid: Fid(fid),
+                wnames: WalkNames::new(names).unwrap(),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(r.msg, Msg::Rwalk(_)));
+    }
+    // The server hangs with the request in flight, then dies.
     server.freeze();
     let mut c = tokio::spawn(async move {
         let create = c
             .call(Tlcreate {
                 fid: Fid(11),
                 name: "new".into(),
-                flags: lflags::RDWR | lflags::EXCL,
+                flags: lflags::RDWR | lflags::CREATE | lflags::EXCL,
                 mode: 0o644,
                 gid: 0,
             })
@@ -517,20 +520,20 @@ async fn non_idempotent_requests_fail_once(runtime: &str, mut server: Server) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.outage(Duration::from_millis(1000)).await;
     let (mut c, create) = (&mut c).await.unwrap();
-    assert_eq!(
-        create.msg,
-        Msg::Rlerror(Rlerror { ecode: errno::EIO }),
-        "a create in flight is possibly not completed"
+    assert!(
+        matches!(create.msg, Msg::Rlcreate(_)),
+        "a create in flight is sent again and succeeds (O_EXCL: a second run would fail): {:?}",
+        create.msg
     );
-    // Renameat in flight, likewise.
+    assert!(server.exists("new"));
+    // A rename in flight, likewise (Trename: diod does not do Trenameat).
     server.freeze();
     let rename = tokio::spawn(async move {
         let r = c
-            .call(Trenameat {
-                olddirfid: Fid(0),
-                oldname: "old".into(),
-                newdirfid: Fid(0),
-                newname: "renamed".into(),
+            .call(Trename {
+                fid: Fid(12),
+                dfid: Fid(0),
+                name: "renamed".into(),
             })
             .await
             .unwrap();
@@ -539,12 +542,21 @@ async fn non_idempotent_requests_fail_once(runtime: &str, mut server: Server) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.outage(Duration::from_millis(1000)).await;
     let (mut c, r) = rename.await.unwrap();
-    assert_eq!(r.msg, Msg::Rlerror(Rlerror { ecode: errno::EIO }));
-    // On disk: each happened at most once — the file is under exactly one of its names.
+    assert_eq!(r.msg, Msg::Rrename(Rrename {}));
     assert!(
-        server.exists("old") ^ server.exists("renamed"),
-        "exactly one name"
+        !server.exists("old") && server.exists("renamed"),
+        "renamed once"
     );
+    // The created file is the create's fid's now.
+    let r = c
+        .call(Twrite {
+            fid: Fid(11),
+            offset: 0,
+            data: Data("made".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.msg, Msg::Rwrite(Rwrite { count: 4 }));
     // The session is healthy: the open file still works.
     let r = c
         .call(Twrite {
@@ -1132,8 +1144,8 @@ macro_rules! suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn diod_non_idempotent_requests_fail_once() {
-                non_idempotent_requests_fail_once($runtime, Server::diod().await).await;
+            async fn diod_in_flight_namespace_changes_run_once() {
+                in_flight_namespace_changes_run_once($runtime, Server::diod().await).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1147,8 +1159,8 @@ macro_rules! suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn ramfs_non_idempotent_requests_fail_once() {
-                non_idempotent_requests_fail_once($runtime, Server::ramfs().await).await;
+            async fn ramfs_in_flight_namespace_changes_run_once() {
+                in_flight_namespace_changes_run_once($runtime, Server::ramfs().await).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1223,8 +1235,8 @@ mod on_ganesha {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn ganesha_non_idempotent_requests_fail_once() {
-        non_idempotent_requests_fail_once("tokio", Server::ganesha().await).await;
+    async fn ganesha_in_flight_namespace_changes_run_once() {
+        in_flight_namespace_changes_run_once("tokio", Server::ganesha().await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,8 @@
 //! them all, [`Session::timer`]); by job: [`link`] (dialing, losing and recovering the link,
 //! and what each deadline does), [`forward`] (client requests in, server replies out) and
 //! [`record`] (what replies do to the fid table). Rebuilding after a reconnect is the
-//! [`Recovery`] sub-machine's, the replay table `crate::replay`'s, the fid table and names
+//! [`Recovery`] sub-machine's, the replay table `crate::replay`'s (and the outcome table
+//! `crate::resolve`'s), the fid table and names
 //! `crate::fids` and `crate::names`', error replies `crate::reply`'s.
 
 use alloc::boxed::Box;
