@@ -1,11 +1,12 @@
 //! The recovery pipeline: after a new link comes up, re-version, attach once per root on a
-//! proxy-owned fid (with a mux's service aname, walked on to its service path), then rebuild
-//! every client fid — but first settle, by looking at the names they involve, the creates,
-//! removes and renames that were in flight when the link died (`crate::resolve`); then walk from its root in chunks of at most 16 names, reopen it (truncation
-//! and create flags stripped), write back its unsynced writes (the final image of those kept),
-//! restore a directory's read position, replay its locks — with up to `recovery_window`
-//! requests in flight. Fids that cannot be rebuilt become stale. Finally the proxy fids are
-//! clunked and the session resumes.
+//! proxy-owned fid (with a mux's service aname, walked on to its service path); settle, by
+//! looking at the names they involve, the creates, removes, links and renames that were in
+//! flight when the link died (`crate::resolve`: a proxy-owned probe fid walked to each name,
+//! one request at a time); then rebuild every client fid — walk it from its root in chunks of
+//! at most 16 names, reopen it (truncation and create flags stripped), write back its unsynced
+//! writes (the final image of those kept), restore a directory's read position, replay its
+//! locks — with up to `recovery_window` requests in flight. Fids that cannot be rebuilt become
+//! stale. Finally the proxy fids are clunked and the session resumes.
 //!
 //! A [`Recovery`] is a sub-machine of the session with inputs of its own (the link's replies,
 //! time) and outputs of its own (frames for the link, lost-fid events, and a [`Progress`]);
@@ -105,7 +106,7 @@ pub(crate) struct Recovery {
     forgotten: Vec<u32>,
     /// Orphaned requests whose outcome is still to be looked at, by tag, in their order; the
     /// one being looked at; and the proxy-owned fid the looks walk.
-    questions: VecDeque<u16>,
+    questions: VecDeque<(u16, u64)>,
     asking: Option<Asking>,
     probe: u32,
 }
@@ -123,6 +124,8 @@ enum Phase {
 /// later one may depend on an earlier one's outcome).
 struct Asking {
     tag: u16,
+    /// The request's number: the tag may be answered and reused while the looks go on.
+    seq: u64,
     msg: Msg,
     looks: Vec<Look>,
     /// What each look found, in order; the current look is the next.
@@ -545,7 +548,8 @@ impl Recovery {
                     }
                     self.phase = Phase::Resolve;
                     if cx.cfg.resolve_ambiguous {
-                        self.questions = Self::questions(cx).into();
+                        let questions = Self::questions(cx);
+                        self.questions = Self::apart(questions, cx).into();
                     }
                 }
                 Phase::Resolve => {
@@ -944,8 +948,8 @@ impl Recovery {
 /// Settling orphaned creates, removes and renames by looking (`crate::resolve`).
 impl Recovery {
     /// The orphans to look at, in their original order: those the outcome table settles and
-    /// no earlier recovery has settled.
-    fn questions(cx: &Cx<'_>) -> Vec<u16> {
+    /// no earlier recovery has settled; by tag and number.
+    fn questions(cx: &Cx<'_>) -> Vec<(u16, u64)> {
         let dialect = cx.negotiated.dialect;
         let mut orphans: Vec<(u64, u16)> = cx
             .requests
@@ -957,29 +961,71 @@ impl Recovery {
             .map(|(&tag, r)| (r.seq, tag))
             .collect();
         orphans.sort_unstable();
-        orphans.into_iter().map(|(_, tag)| tag).collect()
+        orphans.into_iter().map(|(seq, tag)| (tag, seq)).collect()
+    }
+
+    /// The questions that can be looked at one by one: two in flight on one name (or on a
+    /// name and one beneath it) cannot be told apart by looking — which of them the name's
+    /// state shows is unknown — so those are settled as unknown now, and the rest returned.
+    fn apart(questions: Vec<(u16, u64)>, cx: &mut Cx<'_>) -> Vec<(u16, u64)> {
+        let looks: Vec<Vec<Look>> = questions
+            .iter()
+            .map(|&(tag, _)| {
+                Self::request(tag, cx)
+                    .and_then(|msg| resolve::looks(&msg, cx.fids))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let shared = |i: usize| {
+            (0..looks.len()).any(|j| {
+                j != i
+                    && looks[i]
+                        .iter()
+                        .any(|a| looks[j].iter().any(|b| resolve::overlap(a, b)))
+            })
+        };
+        let (tangled, apart): (Vec<usize>, Vec<usize>) =
+            (0..questions.len()).partition(|&i| shared(i));
+        for i in tangled {
+            let (tag, seq) = questions[i];
+            if let Some(msg) = Self::request(tag, cx) {
+                Self::settle(tag, seq, &msg, Outcome::Unknown, cx);
+            }
+        }
+        apart.into_iter().map(|i| questions[i]).collect()
+    }
+
+    /// The orphan under `tag`, decoded.
+    fn request(tag: u16, cx: &Cx<'_>) -> Option<Msg> {
+        let req = cx
+            .requests
+            .get(&tag)
+            .filter(|r| r.state == RequestState::Orphaned)?;
+        Fcall::decode(&req.frame, cx.negotiated.dialect)
+            .ok()
+            .map(|f| f.msg)
     }
 
     /// Begin looking at the next question (settling at once those with nothing to look at;
     /// `pump` calls again when one is settled).
     fn ask_next(&mut self, cx: &mut Cx<'_>) {
         while self.asking.is_none() {
-            let Some(tag) = self.questions.pop_front() else {
+            let Some((tag, seq)) = self.questions.pop_front() else {
                 return;
             };
             // Flushed meanwhile: the client deems it never done, and nothing changes.
-            let Some(msg) = cx
-                .requests
-                .get(&tag)
-                .filter(|r| r.state == RequestState::Orphaned)
-                .and_then(|r| Fcall::decode(&r.frame, cx.negotiated.dialect).ok())
-                .map(|f| f.msg)
-            else {
+            let Some(msg) = Self::request(tag, cx) else {
                 continue;
             };
+            if resolve::names_nothing(&msg) {
+                // A name no server makes ("", ".", "..", "a/b"): sent again, for its error.
+                Self::settle(tag, seq, &msg, Outcome::NotDone, cx);
+                continue;
+            }
             let looks = resolve::looks(&msg, cx.fids).unwrap_or_default();
             self.asking = Some(Asking {
                 tag,
+                seq,
                 msg,
                 looks,
                 seen: Vec::new(),
@@ -1075,20 +1121,41 @@ impl Recovery {
         self.next_look(cx);
     }
 
-    /// Every look of the current question is done: read the outcome table, change the fid
-    /// table as the request's reply would have (done), and leave the outcome on the request
-    /// for the session to answer it by once service resumes.
+    /// Every look of the current question is done: read the outcome table and settle it.
     fn settle_question(&mut self, cx: &mut Cx<'_>) {
         let Some(a) = self.asking.take() else {
             return;
         };
-        let (outcome, mark) = if a.looks.is_empty() {
-            (Outcome::Unknown, Mark::ResolvedUnknown)
-        } else {
-            resolve::verdict(&a.msg, cx.fids, &a.seen)
+        let outcome = match a.looks.is_empty() {
+            true => Outcome::Unknown,
+            false => resolve::verdict(&a.msg, cx.fids, &a.seen),
         };
-        cx.marks.hit(mark);
-        let forget = match (outcome, &a.msg) {
+        Self::settle(a.tag, a.seq, &a.msg, outcome, cx);
+    }
+
+    /// Settle orphan `tag` (number `seq`, the request `msg`) as `outcome`: change the fid table
+    /// as its reply would have (done), and leave the outcome on the request for the session to
+    /// answer it by once service resumes. Nothing changes if the request was answered meanwhile
+    /// (flushed, or failed in soft mode), its tag perhaps taken by another.
+    fn settle(tag: u16, seq: u64, msg: &Msg, outcome: Outcome, cx: &mut Cx<'_>) {
+        let Some(req) = cx
+            .requests
+            .get(&tag)
+            .filter(|r| r.seq == seq && r.state == RequestState::Orphaned)
+        else {
+            return;
+        };
+        // Absent on a new link, but its old server may run it yet: nothing is certain.
+        let outcome = match outcome {
+            Outcome::NotDone if req.given_up => Outcome::Unknown,
+            o => o,
+        };
+        cx.marks.hit(match outcome {
+            Outcome::Done(_) => Mark::ResolvedDone,
+            Outcome::NotDone => Mark::ResolvedNotDone,
+            Outcome::Unknown => Mark::ResolvedUnknown,
+        });
+        let forget = match (outcome, msg) {
             (Outcome::Done(qid), msg) => {
                 if let Some(reply) = resolve::done_reply(msg, qid) {
                     record_names(cx.fids, msg, &reply);
@@ -1103,7 +1170,7 @@ impl Recovery {
         if forget.is_some_and(|fid| cx.fids.remove(fid).is_some()) {
             cx.marks.hit(Mark::RecoveryRemovedNotRebuilt);
         }
-        if let Some(req) = cx.requests.get_mut(&a.tag) {
+        if let Some(req) = cx.requests.get_mut(&tag) {
             req.resolved = Some(outcome);
         }
     }

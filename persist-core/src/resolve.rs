@@ -24,7 +24,6 @@ use p9_core::{
 use p9_core::{Rrename, Rrenameat, Rsymlink, Runlinkat, Rwstat};
 
 use crate::fids::{FidKind, FidTable, OpenMode, RootId};
-use crate::marks::Mark;
 
 /// A name to look for: a path from a root. Every name but the last must be there; the last is
 /// the one looked for.
@@ -76,8 +75,34 @@ pub(crate) fn resolvable(msg: &Msg) -> bool {
     }
 }
 
-/// 9P2000.u special files: made by Tcreate, but not reopened like files.
-const SPECIAL: u32 = dm::SYMLINK | dm::DEVICE | dm::NAMEDPIPE | dm::SOCKET;
+/// 9P2000.u special files, and hard links (DMLINK, 0x01000000, which Linux sends as a Tcreate
+/// naming the file in its extension): made by Tcreate, but not reopened like files, and a
+/// link's name shows nothing of which file it names.
+const SPECIAL: u32 = dm::SYMLINK | dm::DEVICE | dm::NAMEDPIPE | dm::SOCKET | 0x0100_0000;
+
+/// Whether two looks touch one name: the same path, or one beneath the other.
+pub(crate) fn overlap(a: &Look, b: &Look) -> bool {
+    a.root == b.root && (a.names.starts_with(&b.names) || b.names.starts_with(&a.names))
+}
+
+/// Whether `msg` names something no server makes or finds ("", ".", "..", a name with a
+/// slash): walking to it would find another file, so it is sent again for the server's error.
+pub(crate) fn names_nothing(msg: &Msg) -> bool {
+    let bad = |n: &Bytes| n.is_empty() || &n[..] == b"." || &n[..] == b".." || n.contains(&b'/');
+    match msg {
+        Msg::Tcreate(c) => bad(&c.name),
+        Msg::Tlcreate(c) => bad(&c.name),
+        Msg::Tmkdir(c) => bad(&c.name),
+        Msg::Tsymlink(c) => bad(&c.name),
+        Msg::Tmknod(c) => bad(&c.name),
+        Msg::Tlink(l) => bad(&l.name),
+        Msg::Tunlinkat(u) => bad(&u.name),
+        Msg::Trename(r) => bad(&r.name),
+        Msg::Trenameat(r) => bad(&r.oldname) || bad(&r.newname),
+        Msg::Twstat(w) => !w.stat.name.is_empty() && bad(&w.stat.name),
+        _ => false,
+    }
+}
 
 /// The path of `fid` from its root, when it is a usable file fid (not lost, auth or xattr).
 fn path_of(fids: &FidTable, fid: u32) -> Option<(RootId, Vec<Bytes>)> {
@@ -145,13 +170,17 @@ pub(crate) fn looks(msg: &Msg, fids: &FidTable) -> Option<Vec<Look>> {
     })
 }
 
-/// What `seen` (one entry per look, in order) says of `msg`, and the mark naming the row.
-pub(crate) fn verdict(msg: &Msg, fids: &FidTable, seen: &[Seen]) -> (Outcome, Mark) {
+/// What `seen` (one entry per look, in order) says of `msg`.
+pub(crate) fn verdict(msg: &Msg, fids: &FidTable, seen: &[Seen]) -> Outcome {
     use Outcome::*;
     let qid_of = |fid: u32| fids.get(fid).map(|f| f.qid);
-    // A made name: there with the right kind of file means done; absent means not done.
+    // A file some fid already stood for was there before the request: found at the name, it
+    // shows the name was taken (the request would have failed), not that it ran.
+    let known = |q: Qid| fids.fids.values().any(|f| f.qid.path == q.path);
+    // A made name: there with the right kind of file, new to the session, means done; absent
+    // means not done.
     let made = |is_kind: &dyn Fn(Qid) -> bool| match seen.first() {
-        Some(Seen::Found(q)) if is_kind(*q) => Done(*q),
+        Some(Seen::Found(q)) if is_kind(*q) && !known(*q) => Done(*q),
         Some(Seen::Missing) => NotDone,
         _ => Unknown,
     };
@@ -172,28 +201,24 @@ pub(crate) fn verdict(msg: &Msg, fids: &FidTable, seen: &[Seen]) -> (Outcome, Ma
         _ => Unknown,
     };
     let plain = |q: Qid| !q.is_dir() && q.typ & p9_core::qid_type::SYMLINK == 0;
-    let outcome = match msg {
+    match msg {
         Msg::Tcreate(c) if c.perm & dm::DIR != 0 => made(&|q| q.is_dir()),
         Msg::Tcreate(_) | Msg::Tlcreate(_) | Msg::Tmknod(_) => made(&plain),
         Msg::Tmkdir(_) => made(&|q| q.is_dir()),
         Msg::Tsymlink(_) => made(&|q| q.typ & p9_core::qid_type::SYMLINK != 0),
-        Msg::Tlink(l) => {
-            let file = qid_of(l.fid.0);
-            made(&|q| file.is_some_and(|f| f.path == q.path))
-        }
+        // The file linked to is known, of course: the new name must lead to it.
+        Msg::Tlink(l) => match (seen.first(), qid_of(l.fid.0)) {
+            (Some(Seen::Found(q)), Some(f)) if f.path == q.path => Done(*q),
+            (Some(Seen::Missing), _) => NotDone,
+            _ => Unknown,
+        },
         Msg::Tremove(r) => unmade(qid_of(r.fid.0)),
         Msg::Tunlinkat(_) => unmade(None),
         Msg::Trename(r) => moved(qid_of(r.fid.0)),
         Msg::Trenameat(_) => moved(None),
         Msg::Twstat(w) => moved(qid_of(w.fid.0)),
         _ => Unknown,
-    };
-    let mark = match outcome {
-        Done(_) => Mark::ResolvedDone,
-        NotDone => Mark::ResolvedNotDone,
-        Unknown => Mark::ResolvedUnknown,
-    };
-    (outcome, mark)
+    }
 }
 
 /// The reply `msg` would have had, done; `qid` is what the look found for a made name.

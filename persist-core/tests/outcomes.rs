@@ -565,3 +565,89 @@ impl Rig {
         self.run();
     }
 }
+
+/// A link the session gave up on (its server silent past the server timeout) may still have a
+/// server behind it, running what it was sent: a name found absent then shows nothing, and the
+/// request fails rather than run a second time.
+#[test]
+fn a_link_given_up_on_leaves_nothing_certain() {
+    let mut r = Rig::new(Dialect::DotL, resolving());
+    r.holding = true;
+    r.client(TAG, lcreate());
+    // Nothing comes back: the session declares the server hung and drops the link.
+    let at = r.s.poll_timeout().expect("the silence check");
+    r.now = r.now.max(at);
+    r.s.handle_timeout(r.now);
+    r.run();
+    r.link = None;
+    r.held.clear();
+    r.reconnect();
+    assert_eq!(r.reply_to(TAG), Rlerror { ecode: errno::EIO }.into());
+    assert_eq!(r.ran(MsgType::Tlcreate), 0, "not run blindly");
+    assert!(r.failed_why().is_some_and(|w| w.contains("given up")));
+}
+
+/// Two requests in flight on one name cannot be told apart by looking at it: both fail, and
+/// neither runs.
+#[test]
+fn two_in_flight_on_one_name_are_not_told_apart() {
+    let mut r = Rig::new(Dialect::DotL, resolving());
+    r.holding = true;
+    let unlink = Tunlinkat {
+        dirfid: Fid(ROOT),
+        name: "d".into(),
+        flags: 0x200,
+    };
+    r.client(TAG, lcreate());
+    r.client(TAG + 1, unlink);
+    r.kill();
+    r.reconnect();
+    assert_eq!(r.reply_to(TAG), Rlerror { ecode: errno::EIO }.into());
+    assert_eq!(r.reply_to(TAG + 1), Rlerror { ecode: errno::EIO }.into());
+    assert_eq!(r.ran(MsgType::Tlcreate) + r.ran(MsgType::Tunlinkat), 0);
+}
+
+/// A name that was taken before the request (a fid stood for its file) shows nothing about
+/// the request: a create that found it would have failed.
+#[test]
+fn a_name_taken_before_is_no_create_done() {
+    let mut r = Rig::new(Dialect::DotL, resolving());
+    r.holding = true;
+    let create = Tlcreate {
+        fid: Fid(DIR),
+        name: "f".into(),
+        flags: lflags::RDWR | lflags::CREATE | lflags::EXCL,
+        mode: 0o644,
+        gid: 0,
+    };
+    r.client(TAG, create);
+    r.kill();
+    r.reconnect();
+    assert_eq!(r.reply_to(TAG), Rlerror { ecode: errno::EIO }.into());
+    assert_eq!(r.ran(MsgType::Tlcreate), 0);
+    assert_eq!(r.fs.read_file("d/f").unwrap(), b"data");
+}
+
+/// A name no server makes ("..", "a/b") is not looked for (the walk would find another file):
+/// the request is sent again, and the client gets the server's own answer.
+#[test]
+fn names_that_name_nothing_are_sent_again_for_the_servers_error() {
+    for name in ["..", "a/b"] {
+        let mut r = Rig::new(Dialect::DotL, resolving());
+        let mkdir = Tmkdir {
+            dfid: Fid(DIR),
+            name: name.into(),
+            mode: 0o755,
+            gid: 0,
+        };
+        let got = r.in_flight_at_loss(mkdir, false);
+        assert!(is_error(&got), "{name}: {got:?}");
+        assert_ne!(
+            got,
+            Rlerror { ecode: errno::EIO }.into(),
+            "{name}: the server's error"
+        );
+        assert_eq!(r.ran(MsgType::Tmkdir), 1);
+        assert_eq!(r.resolved(), Some(false));
+    }
+}

@@ -101,6 +101,7 @@ impl Session {
                 rooting: Rooting::Attach,
                 waiting_flushes: Vec::new(),
                 resolved: None,
+                given_up: false,
             },
         );
         match self.link {
@@ -153,6 +154,7 @@ impl Session {
             rooting: Rooting::Attach,
             waiting_flushes: Vec::new(),
             resolved: None,
+            given_up: false,
         });
         self.next_seq += 1;
         self.held_bytes += len;

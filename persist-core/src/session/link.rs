@@ -7,9 +7,16 @@ use p9_core::{Rlopen, Ropen, Tlopen, Topen};
 
 use crate::resolve;
 
-/// Why a request the recovery looked for fails: what it saw settles nothing.
-const UNSEEN: &str =
-    "in flight when the link died, and what the server shows does not tell whether it ran";
+/// Why a request the recovery looked for fails: what it saw settles nothing; or the link was
+/// given up on, and its server may run the request yet.
+fn unseen_why(req: &Request) -> &'static str {
+    match req.given_up {
+        true => "in flight on a link given up as hung or broken, whose server may run it yet",
+        false => {
+            "in flight when the link died, and what the server shows does not tell whether it ran"
+        }
+    }
+}
 
 impl Session {
     // ---- link lifecycle --------------------------------------------------------------------
@@ -124,7 +131,7 @@ impl Session {
             loss: LinkLoss::Closed,
             reason: reason.to_string(),
         });
-        self.lose_link(now);
+        self.lose_link(now, LinkLoss::Closed);
     }
 
     /// Give up on the current link ourselves (violation, watchdog) and redial.
@@ -146,13 +153,13 @@ impl Session {
         if matches!(self.link, LinkState::Dialing { .. }) {
             self.schedule_redial(now);
         } else {
-            self.lose_link(now);
+            self.lose_link(now, loss);
         }
     }
 
-    /// The link is gone: orphan what was in flight on it, remember which fids had writes
-    /// not yet made durable, and schedule a redial.
-    pub(super) fn lose_link(&mut self, now: Instant) {
+    /// The link is gone (`loss` says how): orphan what was in flight on it, remember which
+    /// fids had writes not yet made durable, and schedule a redial.
+    pub(super) fn lose_link(&mut self, now: Instant, loss: LinkLoss) {
         let Some(link) = self.current_link() else {
             return;
         };
@@ -161,6 +168,9 @@ impl Session {
         for (tag, req) in self.requests.iter_mut() {
             if req.state == RequestState::Sent(link) {
                 req.state = RequestState::Orphaned;
+                // A link given up on (hung, broken) may still have a server behind it, running
+                // what it was sent: an absent name then does not show a request never ran.
+                req.given_up = loss != LinkLoss::Closed;
                 if req.ty == MsgType::Tflush {
                     flushes.push((req.seq, *tag));
                 }
@@ -316,7 +326,8 @@ impl Session {
     /// it would have had, its qids as the client sees them; the fid table already changed.
     pub(super) fn answer_done(&mut self, tag: u16, msg: &Msg, qid: Qid) {
         let Some(reply) = resolve::done_reply(msg, qid) else {
-            return self.fail(tag, Failure::NOT_COMPLETED, UNSEEN);
+            let why = self.requests.get(&tag).map_or("", unseen_why);
+            return self.fail(tag, Failure::NOT_COMPLETED, why);
         };
         self.event(Event::OutcomeResolved {
             tag,
@@ -353,7 +364,8 @@ impl Session {
         self.answer(tag, frame);
     }
 
-    /// Apply the replay table to one orphaned request.
+    /// Settle one orphaned request: by what the recovery saw of it (the outcome table), or else
+    /// by the replay table.
     pub(super) fn settle_orphan(&mut self, tag: u16) {
         let Some(req) = self.requests.get(&tag) else {
             return; // answered meanwhile (flushed)
@@ -364,6 +376,17 @@ impl Session {
         let Some(msg) = self.decode_request(&req.frame) else {
             return self.fail(tag, Failure::MALFORMED, "undecodable");
         };
+        // Settled by looking (`crate::resolve`): the outcome table decides. First: one found
+        // done has changed the fid table already, whatever became of the backend since.
+        let why = unseen_why(req);
+        match req.resolved {
+            Some(Outcome::Done(qid)) => return self.answer_done(tag, &msg, qid),
+            Some(Outcome::Unknown) => {
+                self.apply_failure(&msg);
+                return self.fail(tag, Failure::NOT_COMPLETED, why);
+            }
+            Some(Outcome::NotDone) | None => {}
+        }
         let fid = msg.primary_fid().and_then(|f| self.fids.get(f));
         if fid.and_then(FidRec::is_lost) == Some(LostReason::Io)
             && msg.msg_type() != MsgType::Tclunk
@@ -371,22 +394,13 @@ impl Session {
             // In flight on a file open on a backend that failed.
             return self.fail(tag, Failure::IO, "open on a backend that failed");
         }
-        // Settled by looking at the new link (`crate::resolve`): the outcome table decides.
-        match req.resolved {
-            Some(Outcome::Done(qid)) => return self.answer_done(tag, &msg, qid),
-            Some(Outcome::NotDone) => {
-                self.event(Event::OutcomeResolved {
-                    tag,
-                    request: msg.msg_type(),
-                    done: false,
-                });
-                return self.dispatch(tag);
-            }
-            Some(Outcome::Unknown) => {
-                self.apply_failure(&msg);
-                return self.fail(tag, Failure::NOT_COMPLETED, UNSEEN);
-            }
-            None => {}
+        if req.resolved == Some(Outcome::NotDone) {
+            self.event(Event::OutcomeResolved {
+                tag,
+                request: msg.msg_type(),
+                done: false,
+            });
+            return self.dispatch(tag);
         }
         let (settle, mark) = replay::settle(&msg, fid);
         self.marks.hit(mark);
@@ -507,8 +521,9 @@ impl Session {
         }
     }
 
-    /// Answer a held request now that soft mode gave up: orphans by the replay table (a request
-    /// that may have happened still says so), everything else "unavailable".
+    /// Answer a held request now that soft mode gave up: an orphan found done as done, others by
+    /// the replay table (a request that may have happened still says so), everything else
+    /// "unavailable".
     pub(super) fn fail_unavailable(&mut self, tag: u16) {
         let Some(req) = self.requests.get(&tag) else {
             return;
@@ -516,6 +531,7 @@ impl Session {
         // One found not done is as good as held: it never happened.
         let orphaned = req.state == RequestState::Orphaned && req.resolved.is_none();
         let resolved = req.resolved;
+        let why = unseen_why(req);
         let Some(msg) = self.decode_request(&req.frame) else {
             return self.fail(tag, Failure::MALFORMED, "undecodable");
         };
@@ -524,7 +540,7 @@ impl Session {
             Some(Outcome::Done(qid)) => return self.answer_done(tag, &msg, qid),
             Some(Outcome::Unknown) => {
                 self.apply_failure(&msg);
-                return self.fail(tag, Failure::NOT_COMPLETED, UNSEEN);
+                return self.fail(tag, Failure::NOT_COMPLETED, why);
             }
             // Not done, and not sent again: unavailable, like anything held.
             Some(Outcome::NotDone) | None => {}

@@ -132,6 +132,9 @@ pub(crate) struct Request {
     /// For a create, remove, link or rename orphaned by a lost link: what the recovery saw of
     /// it on the new link (`crate::resolve`), until it is settled.
     pub resolved: Option<Outcome>,
+    /// Orphaned by a link the session gave up on (hung, broken) rather than one that closed:
+    /// its server may still run it, so a name found absent does not show it never ran.
+    pub given_up: bool,
 }
 
 /// A client's Tattach to a service with a root path: attached, then walked to the path (under

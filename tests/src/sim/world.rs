@@ -112,6 +112,9 @@ struct Client {
     /// may fail, nothing being seen of them); and the tags the session failed for that.
     looks_refused: u32,
     unseen: std::collections::BTreeSet<u16>,
+    /// Links the session gave up on (silent, broken): what was in flight on them may still
+    /// run on the server, so the session settles none of it by looking.
+    links_given_up: u32,
 }
 
 impl Client {
@@ -277,6 +280,7 @@ impl World {
                 poisoned: Default::default(),
                 looks_refused: 0,
                 unseen: Default::default(),
+                links_given_up: 0,
             });
         }
         let mut w = World {
@@ -367,6 +371,9 @@ impl World {
             fnv(&mut self.digest, format!("{c} {e:?}").as_bytes());
             note!(self, "client {c} event {e:?}");
             match &e {
+                Event::Disconnected { loss, .. } if *loss != persist_core::LinkLoss::Closed => {
+                    self.clients[c].links_given_up += 1;
+                }
                 Event::Recovered { .. } => {
                     self.stats.recoveries += 1;
                     // Nothing has been resent yet: the new link holds exactly the rebuilt fids.
@@ -375,7 +382,7 @@ impl World {
                 }
                 Event::RequestFailed { tag, why, .. } => {
                     self.stats.not_completed += 1;
-                    if why.contains("does not tell") {
+                    if why.contains("does not tell") || why.contains("given up") {
                         self.clients[c].unseen.insert(*tag);
                     }
                 }
@@ -663,7 +670,7 @@ impl World {
         debug_assert_eq!(tag, fc.tag);
         // No false errors: a create, remove or rename in flight at a loss is settled by looking,
         // and fails only where the session says the server showed nothing certain — which
-        // needs a reason in this world (a look the server refused).
+        // needs a reason in this world (a look the server refused, a link given up on).
         let unseen = self.clients[c].unseen.remove(&fc.tag);
         let not_completed = super::client::is_not_completed(&fc.msg);
         let settled = self.clients[c].lanes[lane].settled_by_looking(&op);
@@ -674,9 +681,10 @@ impl World {
                     fc.msg
                 ));
             }
-            if unseen && self.clients[c].looks_refused == 0 {
+            let cl = &self.clients[c];
+            if unseen && cl.looks_refused == 0 && cl.links_given_up == 0 {
                 return Err(format!(
-                    "{op:?}: the session saw nothing certain of it, with no look refused"
+                    "{op:?}: the session saw nothing certain of it, with no look refused and no link given up"
                 ));
             }
         }
