@@ -316,13 +316,30 @@ impl Drop for Guest {
 /// churn with renames, a file created and removed each round, and listings; it runs until the
 /// host creates STOP (or 400 rounds). Creates, mkdirs, renames and removes in flight at a kill
 /// are settled by looking at the server: none may fail.
-fn kill_workload(mount: &str, rounds: u32, renames: bool) -> String {
+fn kill_workload(mount: &str, rounds: u32, renames: bool, churn: bool) -> String {
     let dirs = match renames {
         true => "mkdir /mnt/d$i 2>/dev/null && mv /mnt/d$i /mnt/e$i 2>/dev/null",
         false => "mkdir /mnt/e$i 2>/dev/null",
     };
+    // Beside the workload, a loop of nothing but creates, renames and removes (in a directory
+    // of its own, which the workload's listings do not race), so that a kill after a freeze
+    // nearly always catches one in flight.
+    let churn = match churn {
+        true => {
+            r#"(j=0
+while [ ! -e /mnt/STOP ] && [ $j -lt 100000 ]; do
+    j=$((j+1))
+    if touch /mnt/churn/c$j 2>/dev/null; then echo "KC: cnew $j"; else echo "KC: EIO cnew $j"; fi
+    if mv /mnt/churn/c$j /mnt/churn/k$j 2>/dev/null; then echo "KC: cmv $j"; else echo "KC: EIO cmv $j"; fi
+    if rm /mnt/churn/k$j 2>/dev/null; then echo "KC: crm $j"; else echo "KC: EIO crm $j"; fi
+done) &
+churn=$!"#
+        }
+        false => "churn=",
+    };
     format!(
         r#"{mount} && echo "KC: mounted" || {{ echo "KC: mount failed"; exit 1; }}
+{churn}
 exec 3>>/mnt/append.log
 exec 4</mnt/ref.bin
 i=0
@@ -339,6 +356,7 @@ while [ ! -e /mnt/STOP ] && [ $i -lt {rounds} ]; do
     ls /mnt >/dev/null 2>&1 || echo "KC: ERR ls $i"
 done
 echo "KC: rounds $i"
+[ -z "$churn" ] || wait $churn
 echo "KC: md5 $(md5sum <&4 | cut -d' ' -f1)"
 # With a cache, written data reaches the server at writeback: sync first, then unmount.
 sync || echo "KC: ERR sync"
@@ -375,7 +393,9 @@ fn kill_scenario(
     // diod mishandles directory renames under cache=loose (it fails without the proxy too):
     // that workload makes directories without renaming them.
     let renames = !mount_opts.contains("cache=loose");
-    let guest = Guest::boot(kill_workload(&mount, rounds, renames));
+    // py9p cannot do all of these (without a kill too); the relay's mount dies at the first.
+    let churn = !matches!(server.kind, Kind::Py9p { .. }) && !hop.relay;
+    let guest = Guest::boot(kill_workload(&mount, rounds, renames, churn));
     guest.wait_for("mounted", Duration::from_secs(90), hop);
     let mut seed = 0x9e37_79b9_u64;
     let mut rand = |lo: u64, hi: u64| {
@@ -439,6 +459,7 @@ fn populate(export: &Path) {
         std::fs::write(export.join(format!("f{f}")), b"").unwrap();
     }
     std::fs::write(export.join("append.log"), b"").unwrap();
+    std::fs::create_dir_all(export.join("churn")).unwrap();
     let reference: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
     std::fs::write(export.join("ref.bin"), reference).unwrap();
 }
@@ -528,13 +549,28 @@ fn check_export(
             ));
         }
     }
+    // The churn loop's files: each created, renamed and removed in turn, so none is left
+    // where the guest was told it was moved or removed.
+    for r in reports.iter().filter_map(|r| r.strip_prefix("cmv ")) {
+        if dir.join(format!("churn/c{r}")).exists() {
+            problems.push(format!("c{r} is still there though mv succeeded"));
+        }
+    }
+    for r in reports.iter().filter_map(|r| r.strip_prefix("crm ")) {
+        if dir.join(format!("churn/k{r}")).exists() {
+            problems.push(format!("k{r} is still there though rm succeeded"));
+        }
+    }
     // Creates, mkdirs, renames and removes in flight at a kill are settled by looking: no
     // "possibly not completed" for any of them (where the server can do them at all).
-    for r in reports.iter().filter(|_| namespace).filter(|r| {
-        ["EIO dir", "EIO new", "EIO rm"]
-            .iter()
-            .any(|p| r.starts_with(p))
-    }) {
+    let failures = [
+        "EIO dir", "EIO new", "EIO rm", "EIO cnew", "EIO cmv", "EIO crm",
+    ];
+    for r in reports
+        .iter()
+        .filter(|_| namespace)
+        .filter(|r| failures.iter().any(|p| r.starts_with(p)))
+    {
         problems.push(format!("the guest got EIO for a namespace change: {r}"));
     }
     let md5 = reports
@@ -545,21 +581,23 @@ fn check_export(
         problems.push(format!("the long-held read fd read {md5:?}, not the file"));
     }
     let count = |p: &str| reports.iter().filter(|r| r.starts_with(p)).count();
-    let ops = count("ack ") + count("app ") + count("dir ") + count("new ") + count("rm ");
+    let churned = count("cnew ") + count("cmv ") + count("crm ");
+    let ops =
+        count("ack ") + count("app ") + count("dir ") + count("new ") + count("rm ") + churned;
     let rounds = reports
         .iter()
         .find_map(|r| r.strip_prefix("rounds "))
         .unwrap_or("?");
     match problems.is_empty() {
         true => Ok(format!(
-            "{rounds} rounds, {ops} operations acknowledged ({} mkdir+mv, {} creates, {} removes); failed: {} appends, {} mkdir+mv, {} creates, {} removes",
+            "{rounds} rounds, {ops} operations acknowledged ({} mkdir+mv, {} creates, {} removes, {churned} creates, renames and removes in the churn loop); failed: {} appends, {} mkdir+mv, {} creates, {} removes",
             count("dir "),
             count("new "),
             count("rm "),
             count("EIO append"),
             count("EIO dir"),
-            count("EIO new"),
-            count("EIO rm")
+            count("EIO new") + count("EIO cnew"),
+            count("EIO rm") + count("EIO crm") + count("EIO cmv")
         )),
         false => Err(problems.join("\n")),
     }
