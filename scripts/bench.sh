@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Full benchmarks (not part of the test command): installs socat and diod if missing, then runs
-# the codec, session and forwarding benchmarks, and real clients through the proxy
+# the codec, session, forwarding and recovery benchmarks, and real clients through the proxy
 # (scripts/bench_clients.py: diodcat against diod, direct / proxy / socat, one table of ratios
 # and a plot in docs/bench/). BENCH_MB sets the forwarding data volume.
 #
@@ -21,5 +21,6 @@ if [ "${1:-}" != clients ]; then
     cargo bench -p p9-core
     cargo bench -p persist-core
     cargo bench -p tests --bench forwarding
+    cargo bench -p tests --bench recovery
 fi
 python3 scripts/bench_clients.py
