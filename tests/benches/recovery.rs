@@ -158,7 +158,9 @@ fn main() {
     }
     let (fids, rebuild, stale) = recovered.expect("the proxy logged its recovery");
     let _ = proxy.kill();
+    let _ = proxy.wait();
     let _ = server.kill();
+    let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "recovery of {walked} walked and {open} open fids against diod (2-core machine, TCP loopback):"
