@@ -851,3 +851,81 @@ echo "KC: done"
         hop.log()
     );
 }
+
+/// The kernel client's own throughput, direct to diod and through the proxy, in one boot (for
+/// `scripts/bench.sh`'s table; printed, not asserted — the ratio is what matters, and these
+/// machines are noisy): `dd` of 16 MiB with 64 KiB blocks, written and read back through two
+/// mounts of one export (msize 64 KiB, no cache: each read(2) or write(2) is one request in
+/// flight), rounds alternated. Asserted: what each mount reads is the file on disk.
+#[test]
+fn kernel_client_dd_direct_and_through_the_proxy() {
+    let server = Server::start(&scratch("dd"), Kind::Diod);
+    let export = server.export();
+    let data: Vec<u8> = (0..16u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(export.join("big"), &data).unwrap();
+    let hop = Hop::proxy(server.port);
+    let opts = format!(
+        "trans=tcp,version=9p2000.L,aname={},msize=65536",
+        export.display()
+    );
+    let script = format!(
+        r#"mkdir -p /d /p
+mount -t 9p -o {opts},port={direct} 10.0.2.2 /d || echo "KC: mount failed"
+mount -t 9p -o {opts},port={proxy} 10.0.2.2 /p || echo "KC: mount failed"
+for r in 1 2 3; do
+    for m in d p; do
+        echo "KC: wstart $m"; dd if=/dev/zero of=/$m/w$m$r bs=65536 count=256 2>/dev/null; echo "KC: wend $m"
+        echo "KC: rstart $m"; dd if=/$m/big of=/dev/null bs=65536 2>/dev/null; echo "KC: rend $m"
+    done
+done
+echo "KC: md5 d $(md5sum /d/big | cut -d' ' -f1)"
+echo "KC: md5 p $(md5sum /p/big | cut -d' ' -f1)"
+umount /d; umount /p
+echo "KC: done"
+"#,
+        direct = server.port,
+        proxy = hop.port,
+    );
+    let guest = Guest::boot(script);
+    guest.wait_for("done", Duration::from_secs(300), &hop);
+    let want = md5_of(&export.join("big"));
+    for m in ["d", "p"] {
+        assert!(
+            guest.saw(&format!("md5 {m} {want}")),
+            "{}",
+            guest.story(&format!("mount /{m} read another file"), &hop)
+        );
+    }
+    assert!(
+        !guest.saw("mount failed"),
+        "{}",
+        guest.story("a mount failed", &hop)
+    );
+    // Each phase's time, from its start line to its end line as the host saw them.
+    let reports = guest.timed_reports();
+    let mb_per_s = |what: &str, m: &str| {
+        let (start, end) = (format!("{what}start {m}"), format!("{what}end {m}"));
+        let mut times = Vec::new();
+        let mut began = None;
+        for (t, r) in &reports {
+            if *r == start {
+                began = Some(*t);
+            } else if *r == end {
+                if let Some(b) = began.take() {
+                    times.push(16.0 / t.duration_since(b).as_secs_f64());
+                }
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    };
+    let (rd, rp) = (mb_per_s("r", "d"), mb_per_s("r", "p"));
+    let (wd, wp) = (mb_per_s("w", "d"), mb_per_s("w", "p"));
+    eprintln!(
+        "kernel client dd, 64 KiB blocks, median of 3 (MB/s): read direct {rd:.1}, proxy {rp:.1} (ratio {:.2}); write direct {wd:.1}, proxy {wp:.1} (ratio {:.2})",
+        rp / rd,
+        wp / wd
+    );
+}
