@@ -1,7 +1,7 @@
 //! Forwarding benchmark (prints a table; asserts nothing). `cargo bench -p tests --bench
 //! forwarding`.
 //!
-//! For each server (the ramfs server and diod) and transport (TCP loopback, unix socket where
+//! For each server (the ramfs server, in a process of its own, and diod) and transport (TCP loopback, unix socket where
 //! the server has one), measured in one run: (a) direct to the server, (b) through p9persist on
 //! each runtime (tokio, std threads, futures-io under smol and under async-std; each its own
 //! process, `runtime-proxy`), (c) through socat as a plain byte relay with `-b 1048576` and
@@ -19,9 +19,8 @@ use p9_core::client::Client;
 use p9_core::*;
 use runtime_tokio::net::write_frames;
 use runtime_tokio::net::{self, Reader, Writer};
-use runtime_tokio::{Addr, Listener, RamfsServer};
+use runtime_tokio::Addr;
 use tokio::io::AsyncReadExt;
-use tokio::sync::watch;
 
 const MSIZE: u32 = (1 << 20) + 4096;
 const CHUNK: u32 = 1 << 20;
@@ -381,19 +380,25 @@ fn main() {
     std::fs::create_dir_all(&tmp).unwrap();
     rt.block_on(async {
         println!("forwarding benchmark: {mb} MiB per figure, 1 MiB requests, 8 in flight when pipelined\n");
-        // The ramfs server, on TCP and on a unix socket.
-        let fs = ramfs::Fs::with_limits(ramfs::Limits { max_file_size: 1 << 30, max_bytes: 2 << 30, ..ramfs::Limits::default() });
-        let server = RamfsServer::new(fs, MSIZE);
+        // The ramfs server, on TCP and on a unix socket: a process of its own each, as a user
+        // runs it (in this process it would share the client's runtime and cores).
         let tcp = Addr::Tcp(format!("127.0.0.1:{}", free_port()));
         let unix = Addr::Unix(tmp.join("ramfs.sock"));
+        let mut ramfs: Vec<Child> = Vec::new();
         for addr in [&tcp, &unix] {
-            let l = Listener::bind(addr).await.unwrap();
-            let (tx, rx) = watch::channel(false);
-            std::mem::forget(tx);
-            tokio::spawn(server.clone().serve(l, rx));
+            ramfs.push(spawn(
+                Command::new(env!("CARGO_BIN_EXE_ramfs-server"))
+                    .arg(addr.to_string())
+                    .arg(MSIZE.to_string()),
+            ));
+            wait_listening(addr);
         }
         compare("ramfs, TCP loopback", &tcp, "", &tmp, false, mb).await;
         compare("ramfs, unix socket", &unix, "", &tmp, true, mb).await;
+        for mut r in ramfs {
+            let _ = r.kill();
+            let _ = r.wait();
+        }
                 // diod, listening on both.
         let export = tmp.join("export");
         std::fs::create_dir_all(&export).unwrap();
