@@ -284,6 +284,41 @@ fn main() {
         },
     ));
     let (walk_rate, walk_allocs) = forward(&mut rig, &twalk, &rwalk, n / 4);
+    // Writes acknowledged and kept for the replay (a budget no run reaches: every write kept).
+    let mut writer = Rig::new(Config {
+        replay_budget: usize::MAX,
+        ..Config::default()
+    });
+    for fc in [
+        Fcall::new(
+            1,
+            Twalk {
+                fid: Fid(0),
+                newfid: Fid(3),
+                wnames: WalkNames::new(["usr", "log"]).unwrap(),
+            },
+        ),
+        Fcall::new(
+            1,
+            Tlopen {
+                fid: Fid(3),
+                flags: lflags::RDWR,
+            },
+        ),
+    ] {
+        writer.roundtrip(fc);
+    }
+    let twrite = shared(Fcall::new(
+        7,
+        Twrite {
+            fid: Fid(3),
+            offset: 0,
+            data: Data(vec![7u8; 8192].into()),
+        },
+    ));
+    let rwrite = shared(Fcall::new(7, Rwrite { count: 8192 }));
+    let (write_rate, write_allocs) = forward(&mut writer, &twrite, &rwrite, n / 4);
+    drop(writer);
     // The same through a mux's session: reads pass as they do through a proxy; walks have their
     // qids rewritten to name paths.
     let mut mux = Rig::mux(Config::default());
@@ -323,6 +358,11 @@ fn main() {
         "  Twalk/Rwalk 2 names{walk_rate:>12.0}  ({walk_allocs:.3})  session alone: {:.0}/s, {:.0} ns/pair",
         own(walk_rate),
         1e9 / own(walk_rate)
+    );
+    println!(
+        "  Twrite/Rwrite 8 KiB{write_rate:>12.0}  ({write_allocs:.3})  session alone: {:.0}/s, {:.0} ns/pair (each write kept for the replay)",
+        own(write_rate),
+        1e9 / own(write_rate)
     );
     println!(
         "  mux: Tread/Rread   {mux_read_rate:>12.0}  ({mux_read_allocs:.3})  session alone: {:.0} ns/pair ({:.2}x the proxy's)",

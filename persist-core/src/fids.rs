@@ -93,7 +93,7 @@ pub(crate) mod flag {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct KeptWrites {
     pub writes: Vec<(u64, Bytes)>,
-    /// What they count against the session's replay budget (see `FidTable::keep_write`).
+    /// What they count against the session's replay budget (see `FidTable::acked_write`).
     pub charge: usize,
 }
 
@@ -127,6 +127,16 @@ pub(crate) fn final_image(writes: &[(u64, Bytes)]) -> Vec<(u64, Bytes)> {
         image.insert(start, data.clone());
     }
     image.into_iter().collect()
+}
+
+/// What became of an acknowledged write (`FidTable::acked_write`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kept {
+    Yes,
+    /// Not kept: the fid's unsynced writes are already not all kept (or it is gone).
+    No,
+    /// Not kept: the replay budget is spent.
+    OverBudget,
 }
 
 /// The Tlock requests that succeeded on a fid, oldest first.
@@ -261,44 +271,61 @@ impl FidTable {
         true
     }
 
-    /// Keep an acknowledged write of `data` at `offset` on `fid`, counting `charge` against
-    /// `budget` (shared by every fid). False if it would not fit: the fid's kept writes are
-    /// then dropped and it is marked `OVER_BUDGET` until its next successful fsync.
-    pub fn keep_write(
+    /// A write through `fid` was acknowledged: the fid has unsynced writes (appended ones when
+    /// it appends), and the write — `data()`, its bytes and what they count against `budget`
+    /// (shared by every fid) — is kept to be written again after a reconnect, unless the fid's
+    /// unsynced writes are already not all kept. Past the budget the fid's kept writes are
+    /// dropped and it is marked `OVER_BUDGET` until its next successful fsync; written through
+    /// two fids, the file's writes are kept by neither (`SHARED`). One lookup of the fid on the
+    /// way every acknowledged write takes.
+    pub fn acked_write(
         &mut self,
         fid: u32,
         offset: u64,
-        data: Bytes,
-        charge: usize,
+        data: impl FnOnce() -> Option<(Bytes, usize)>,
         budget: usize,
-    ) -> bool {
-        let over = self.kept_charge + charge > budget;
-        let Some(path) = self.fids.get(&fid).map(|r| r.qid.path) else {
-            return false;
+    ) -> Kept {
+        let Some(rec) = self.fids.get_mut(&fid) else {
+            return Kept::No;
         };
-        if over {
-            self.drop_kept(fid);
-            self.flag(fid, flag::OVER_BUDGET);
-            return false;
+        rec.flags |= flag::UNSYNCED;
+        if crate::replay::appends(rec) {
+            rec.flags |= flag::APPENDED;
+        }
+        if rec.flags & flag::NOT_KEPT != 0 {
+            return Kept::No;
+        }
+        let Some((data, charge)) = data() else {
+            return Kept::No;
+        };
+        let path = rec.qid.path;
+        if self.kept_charge + charge > budget {
+            if let Some(k) = rec.kept.take() {
+                self.kept_charge -= k.charge;
+            }
+            rec.flags |= flag::OVER_BUDGET;
+            if self.kept_by_file.get(&path) == Some(&fid) {
+                self.kept_by_file.remove(&path);
+            }
+            return Kept::OverBudget;
         }
         match self.kept_by_file.get(&path) {
             Some(&other) if other != fid => {
                 // Written through two fids: which came last cannot be told after a loss.
+                rec.flags |= flag::SHARED;
                 self.stop_keeping_as(other, flag::SHARED);
-                self.flag(fid, flag::SHARED);
-                return false;
+                return Kept::No;
             }
             Some(_) => {}
             None => {
                 self.kept_by_file.insert(path, fid);
             }
         }
-        let rec = self.fids.get_mut(&fid).expect("looked up above");
         let kept = rec.kept.get_or_insert_with(Default::default);
         kept.writes.push((offset, data));
         kept.charge += charge;
         self.kept_charge += charge;
-        true
+        Kept::Yes
     }
 
     /// A truncation through `fid`: kept writes cannot be written again across it (a rewrite

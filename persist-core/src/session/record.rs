@@ -3,6 +3,8 @@
 
 use super::*;
 
+use crate::fids::Kept;
+
 impl Session {
     /// What an error reply still does: clunk and remove forget their fid whatever the outcome.
     pub(super) fn apply_error(&mut self, req: &Request) {
@@ -24,31 +26,23 @@ impl Session {
         let Some(io) = io else {
             return;
         };
-        let Some(rec) = self.fids.get_mut(io.fid) else {
-            return;
-        };
         if req.ty != MsgType::Twrite {
-            if rec.qid.is_dir() {
+            if let Some(rec) = self.fids.get_mut(io.fid).filter(|r| r.qid.is_dir()) {
                 rec.dir_offset = io.offset + n as u64;
             }
             return;
         }
-        rec.flags |= flag::UNSYNCED;
-        if replay::appends(rec) {
-            rec.flags |= flag::APPENDED;
-        }
+        let frame = &req.frame;
         let end = peek::TWRITE_HEADER + n.min(io.count as usize);
-        if rec.flags & flag::NOT_KEPT != 0 || n == 0 || end > req.frame.len() {
-            return;
-        }
-        let data = req.frame.slice(peek::TWRITE_HEADER..end);
-        // The slice keeps its whole read buffer alive: it counts at least a read chunk.
-        let charge = req.frame.len().max(crate::drive::READ_CHUNK);
+        let data = || {
+            (n > 0 && end <= frame.len()).then(|| {
+                // The slice keeps its whole read buffer alive: it counts at least a read chunk.
+                let charge = frame.len().max(crate::drive::READ_CHUNK);
+                (frame.slice(peek::TWRITE_HEADER..end), charge)
+            })
+        };
         let budget = self.cfg.replay_budget;
-        if !self
-            .fids
-            .keep_write(io.fid, io.offset, data, charge, budget)
-        {
+        if self.fids.acked_write(io.fid, io.offset, data, budget) == Kept::OverBudget {
             self.marks.hit(Mark::ReplayBudgetSpent);
         }
     }

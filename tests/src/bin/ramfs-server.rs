@@ -25,10 +25,12 @@ fn main() {
             ..ramfs::Limits::default()
         };
         let server = runtime_tokio::RamfsServer::new(ramfs::Fs::with_limits(limits), msize);
-        let listener = runtime_tokio::Listener::bind(&addr).await.unwrap_or_else(|e| {
-            eprintln!("ramfs-server: {e}");
-            std::process::exit(1)
-        });
+        let listener = runtime_tokio::Listener::bind(&addr)
+            .await
+            .unwrap_or_else(|e| {
+                eprintln!("ramfs-server: {e}");
+                std::process::exit(1)
+            });
         println!("listening {addr}");
         let _ = std::io::stdout().flush();
         let (_stop, never) = tokio::sync::watch::channel(false);
