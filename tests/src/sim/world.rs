@@ -404,6 +404,14 @@ impl World {
                 "client {c}'s session ended while the client was still there"
             ));
         }
+        // The replay budget holds: what the session keeps for rewriting counts within it.
+        let kept = cl.drive.session().replay_kept_bytes();
+        if kept > self.knobs.replay_budget {
+            return Err(format!(
+                "client {c} keeps {kept} bytes of unsynced writes, over its replay budget of {}",
+                self.knobs.replay_budget
+            ));
+        }
         // A failed link is let go of at once: closed, nothing queued for it, nothing read.
         for &link in &cl.failed_links {
             if cl.drive.link_read_buf(link).is_some() || !cl.drive.link_out(link).is_empty() {
