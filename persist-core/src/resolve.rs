@@ -10,6 +10,12 @@
 //! - observably not done: sent again;
 //! - cannot tell: failed, as the replay table fails it.
 //!
+//! Beside this table the recovery makes three more cases "cannot tell" (`recovery.rs`): two
+//! orphans touching one name (`overlap`), a request orphaned by a link the session gave up on
+//! (its server may run it yet, so absence proves nothing), and a request answered meanwhile
+//! (the look's result is then dropped). Names no server makes (`names_nothing`) are sent again
+//! without looking, for the server's own error.
+//!
 //! Reading a name's presence as the request's doing assumes one writer per name; with several
 //! clients changing the same names, `Config::resolve_ambiguous` off keeps the replay table's
 //! rule.
