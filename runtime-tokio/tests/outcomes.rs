@@ -281,14 +281,17 @@ fn ambiguous_fail_fails_them_with_eio_as_before() {
 /// drops diod's replies, then cuts both connections — the server ran what it was sent, and its
 /// answers were lost with the link.
 struct Relay {
+    port: u16,
     deaf: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Relay {
-    fn start(port: u16, server: u16) -> Relay {
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    /// A relay to `server` on a port of its own choosing (no race for a free one).
+    fn start(server: u16) -> Relay {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let relay = Relay {
+            port: listener.local_addr().unwrap().port(),
             deaf: Arc::new(AtomicBool::new(false)),
             conns: Arc::new(Mutex::new(Vec::new())),
         };
@@ -350,11 +353,12 @@ fn run_but_unanswered_each_is_answered_as_done() {
     let export = scratch.0.join("export");
     std::fs::create_dir_all(&export).unwrap();
     populate(&export);
-    let (diod_port, relay_port, port) = (free_port(), free_port(), free_port());
+    let diod_port = free_port();
     let _server = diod(diod_port, &export);
-    let relay = Relay::start(relay_port, diod_port);
+    let relay = Relay::start(diod_port);
+    let port = free_port();
     let log = scratch.0.join("log");
-    let _proxy = proxy(port, relay_port, &log, &[]);
+    let _proxy = proxy(port, relay.port, &log, &[]);
     let rt = runtime();
     let addr = Addr::Tcp(format!("127.0.0.1:{port}"));
     let replies = rt.block_on(async {

@@ -36,8 +36,9 @@ pub fn wait_for_line(path: &Path, text: &str) {
     {
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "{text:?} never appeared in {}",
-            path.display()
+            "{text:?} never appeared in {}; it holds:\n{}",
+            path.display(),
+            std::fs::read_to_string(path).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(10));
     }
