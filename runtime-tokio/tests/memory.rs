@@ -13,7 +13,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +21,6 @@ use p9_core::*;
 use runtime_tokio::client::NineP;
 use runtime_tokio::Addr;
 
-const BIN: &str = env!("CARGO_BIN_EXE_p9persist");
 const MIB: u64 = 1 << 20;
 /// Small writes: eight times what an 8 MiB budget holds when each counts the 16 KiB read
 /// chunk its buffer may be (were each counted by its own size, all would be kept).
@@ -40,19 +38,6 @@ fn resident(pid: u32) -> (u64, u64) {
             .map_or(0, |kb| kb * 1024)
     };
     (field("VmHWM:"), field("VmRSS:"))
-}
-
-fn proxy(port: u16, server: u16, log: &Path, extra: &[&str]) -> Running {
-    let child = Command::new(BIN)
-        .args(["proxy", "--listen", &port.to_string()])
-        .args(["--server", &format!("127.0.0.1:{server}")])
-        .args(["--backoff-initial", "50ms"])
-        .args(extra)
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_for_line(log, "proxying");
-    Running(child)
 }
 
 /// Attach and make `name` with `flags` on `fid` (walked from the root, fid 0).

@@ -20,8 +20,6 @@ use p9_core::*;
 use runtime_tokio::client::NineP;
 use runtime_tokio::Addr;
 
-const BIN: &str = env!("CARGO_BIN_EXE_p9persist");
-
 /// The export before the requests: files to unlink, rename, remove and link to.
 fn populate(export: &Path) {
     for name in ["from", "doomed", "target"] {
@@ -149,19 +147,6 @@ fn check_untouched(export: &Path) {
     for name in ["from", "doomed"] {
         assert!(export.join(name).exists(), "{name} gone");
     }
-}
-
-fn proxy(port: u16, server: u16, log: &Path, extra: &[&str]) -> Running {
-    let child = Command::new(BIN)
-        .args(["proxy", "--listen", &port.to_string()])
-        .args(["--server", &format!("127.0.0.1:{server}")])
-        .args(["--backoff-initial", "50ms"])
-        .args(extra)
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_for_line(log, "proxying");
-    Running(child)
 }
 
 fn signal(server: &Running, sig: &str) {

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,8 +16,6 @@ use p9_core::{
 };
 use runtime_tokio::client::NineP;
 use runtime_tokio::Addr;
-
-const BIN: &str = env!("CARGO_BIN_EXE_p9persist");
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -109,17 +106,7 @@ fn kill_between_writes(
     let (diod_port, port) = (free_port(), free_port());
     let mut server = diod(diod_port, &export);
     let log = scratch.0.join("log");
-    let proxy = Running(
-        Command::new(BIN)
-            .args(["proxy", "--listen", &port.to_string()])
-            .args(["--server", &format!("127.0.0.1:{diod_port}")])
-            .args(["--backoff-initial", "50ms"])
-            .args(extra)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_line(&log, "proxying");
+    let proxy = proxy(port, diod_port, &log, extra);
     let rt = runtime();
     let mut c = rt.block_on(async {
         let mut c = create(port, &export, name, flags).await;

@@ -6,13 +6,12 @@
 //!
 //!   cargo bench -p tests --bench failover      (needs diod: scripts/test.sh installs it)
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use p9_core::*;
 use tests::hostile::RawClient;
-use tests::servers::{free_port, spawn_diod};
+use tests::servers::{announced_tcp, free_port, spawn_diod};
 
 fn main() {
     let rounds: usize = std::env::var("FAILOVER_ROUNDS")
@@ -47,14 +46,7 @@ fn main() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("runtime-proxy starts");
-    let mut line = String::new();
-    BufReader::new(mux.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .trim_start_matches("listening tcp!")
-        .replacen('!', ":", 1);
+    let addr = announced_tcp(&mut mux);
     let mut c = RawClient::connect(&addr, Dialect::DotL);
     c.attach(65536);
     let walk = Twalk {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use p9_core::*;
 use tests::hostile::RawClient;
-use tests::servers::{free_port, spawn_diod};
+use tests::servers::{announced_tcp, free_port, spawn_diod};
 
 const WINDOW: usize = 64;
 
@@ -127,14 +127,7 @@ fn main() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("runtime-proxy starts");
-    let mut line = String::new();
-    BufReader::new(proxy.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .trim_start_matches("listening tcp!")
-        .replacen('!', ":", 1);
+    let addr = announced_tcp(&mut proxy);
     let mut c = RawClient::connect(&addr, Dialect::DotL);
     attach(&mut c, &dir);
     make_fids(&mut c, walked, open);

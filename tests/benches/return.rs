@@ -6,14 +6,13 @@
 //!
 //!   cargo bench -p tests --bench return        (needs diod: scripts/test.sh installs it)
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use p9_core::*;
 use tests::hostile::RawClient;
-use tests::servers::{free_port, start_diod};
+use tests::servers::{announced_tcp, free_port, start_diod};
 
 /// A tiny generator for the gaps (no dependency for one number a round).
 struct Lcg(u64);
@@ -48,14 +47,7 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .expect("runtime-proxy starts");
-    let mut line = String::new();
-    BufReader::new(proxy.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .trim_start_matches("listening tcp!")
-        .replacen('!', ":", 1);
+    let addr = announced_tcp(&mut proxy);
     let mut c = RawClient::connect(&addr, Dialect::DotL);
     let v = c.call(
         NOTAG,

@@ -58,6 +58,12 @@ pub fn announced(child: &mut Child) -> String {
         .unwrap_or_else(|| panic!("no address announced: {line:?}"))
 }
 
+/// [`announced`], for a TCP listener: `HOST:PORT`, as a socket address is written.
+pub fn announced_tcp(child: &mut Child) -> String {
+    let addr = announced(child);
+    addr.trim_start_matches("tcp!").replacen('!', ":", 1)
+}
+
 /// Start nfs-ganesha serving `dir/export` over 9P on `port`, and wait until it listens.
 pub fn spawn_ganesha(port: u16, dir: &std::path::Path) -> Child {
     let bin = "/usr/bin/ganesha.nfsd";

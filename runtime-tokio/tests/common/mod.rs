@@ -104,6 +104,21 @@ pub fn exit_of(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// `p9persist proxy` on `port` to the server on `server` (redialing from 50 ms), with `extra`
+/// arguments, logging to `log`; returned once it says it is proxying.
+pub fn proxy(port: u16, server: u16, log: &Path, extra: &[&str]) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_p9persist"))
+        .args(["proxy", "--listen", &port.to_string()])
+        .args(["--server", &format!("127.0.0.1:{server}")])
+        .args(["--backoff-initial", "50ms"])
+        .args(extra)
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_line(log, "proxying");
+    Running(child)
+}
+
 pub fn diod(port: u16, export: &Path) -> Running {
     let child = Command::new(tool("diod", "diod"))
         .args(["-f", "-n", "-c", "/dev/null", "-L", "stderr", "-l"])
