@@ -43,14 +43,7 @@ fn resident(pid: u32) -> (u64, u64) {
 /// Attach and make `name` with `flags` on `fid` (walked from the root, fid 0).
 async fn make(c: &mut NineP, export: &Path, fid: u32, name: &str, flags: u32) {
     if fid == 1 {
-        let attach = Tattach {
-            fid: Fid(0),
-            afid: NOFID,
-            uname: "root".into(),
-            aname: export.display().to_string().into(),
-            n_uname: Some(0),
-        };
-        assert!(matches!(c.call(attach).await.unwrap().msg, Msg::Rattach(_)));
+        attach_export(c, export).await;
     }
     let walk = Twalk {
         fid: Fid(0),

@@ -30,14 +30,7 @@ fn populate(export: &Path) {
 /// Attach (fid 0), clone the root (fid 1, the directory the create makes its file in), walk to
 /// `doomed` (fid 2), `target` (fid 3) and `from` (fid 4).
 async fn setup(c: &mut NineP, export: &Path) {
-    let attach = Tattach {
-        fid: Fid(0),
-        afid: NOFID,
-        uname: "root".into(),
-        aname: export.display().to_string().into(),
-        n_uname: Some(0),
-    };
-    assert!(matches!(c.call(attach).await.unwrap().msg, Msg::Rattach(_)));
+    attach_export(c, export).await;
     let walks = [
         (1, &[][..]),
         (2, &["doomed"][..]),

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use p9_core::{
-    lflags, Data, Dialect, Fid, Msg, Tattach, Tfsync, Tlcreate, Twalk, Twrite, WalkNames, NOFID,
-};
+use p9_core::{lflags, Data, Dialect, Fid, Msg, Tfsync, Tlcreate, Twalk, Twrite, WalkNames};
 use runtime_tokio::client::NineP;
 use runtime_tokio::Addr;
 
@@ -32,18 +30,7 @@ async fn call(c: &mut NineP, msg: impl Into<Msg>) -> Msg {
 async fn create(port: u16, export: &Path, name: &str, flags: u32) -> NineP {
     let addr = Addr::Tcp(format!("127.0.0.1:{port}"));
     let mut c = NineP::connect(&addr, 65536, Dialect::DotL).await.unwrap();
-    let a = call(
-        &mut c,
-        Tattach {
-            fid: Fid(0),
-            afid: NOFID,
-            uname: "root".into(),
-            aname: export.display().to_string().into(),
-            n_uname: Some(0),
-        },
-    )
-    .await;
-    assert!(matches!(a, Msg::Rattach(_)), "{a:?}");
+    attach_export(&mut c, export).await;
     let w = call(
         &mut c,
         Twalk {

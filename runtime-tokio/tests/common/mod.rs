@@ -163,3 +163,17 @@ pub fn sample(scrape: &str, name: &str) -> f64 {
         .parse()
         .unwrap()
 }
+
+/// Attach fid 0 as root to the diod export `export` (its attach name), through `c`.
+pub async fn attach_export(c: &mut runtime_tokio::client::NineP, export: &Path) {
+    use p9_core::{Fid, Msg, Tattach, NOFID};
+    let attach = Tattach {
+        fid: Fid(0),
+        afid: NOFID,
+        uname: "root".into(),
+        aname: export.display().to_string().into(),
+        n_uname: Some(0),
+    };
+    let a = c.call(attach).await.expect("a reply").msg;
+    assert!(matches!(a, Msg::Rattach(_)), "{a:?}");
+}
