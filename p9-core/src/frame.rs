@@ -5,6 +5,9 @@ use bytes::{Bytes, BytesMut};
 use crate::error::{DecodeError, DecodeErrorKind};
 use crate::message::HEADER_LEN;
 
+/// Room kept past a large frame being read, for the start of the frames behind it.
+const NEXT_FRAME_ROOM: usize = 4096;
+
 /// Turns a byte stream into frames (`size[4]` prefixed, size counting itself).
 ///
 /// Two ways to feed it:
@@ -106,8 +109,10 @@ impl FrameDecoder {
             return Ok(None);
         };
         if self.buf.len() < size {
-            // Make room for the rest of this frame in one allocation.
-            self.buf.reserve(size - self.buf.len());
+            // Make room for the rest of this frame in one allocation, and for the start of the
+            // next: a read that exactly fills the buffer leaves a readiness-based runtime
+            // unsure the socket is drained, and it reads again to find it empty.
+            self.buf.reserve(size - self.buf.len() + NEXT_FRAME_ROOM);
             return Ok(None);
         }
         Ok(Some(self.buf.split_to(size).freeze()))

@@ -130,3 +130,34 @@ fn frames_share_the_read_buffer() {
         (base, base + a.len())
     );
 }
+
+/// Reading a large frame straight into `read_buf`, the room made for it also fits the start of
+/// the next frame: a read that returns exactly the room it was given tells a readiness-based
+/// runtime nothing, and it would read again only to find the socket empty. Checked over the
+/// same buffer reused frame after frame, as a proxy reuses it.
+#[test]
+fn room_for_a_large_frame_leaves_room_past_it() {
+    let size = 65_523usize;
+    let mut frame = vec![0u8; size];
+    frame[..4].copy_from_slice(&(size as u32).to_le_bytes());
+    frame[4] = 117; // Rread
+    let mut dec = FrameDecoder::new(1 << 20);
+    for _ in 0..4 {
+        // The size field first, as a runtime reading in chunks sees it.
+        let buf = dec.read_buf();
+        buf.reserve(16 * 1024);
+        buf.extend_from_slice(&frame[..7]);
+        assert!(dec.next_frame().unwrap().is_none());
+        let buf = dec.read_buf();
+        let room = buf.capacity() - buf.len();
+        assert!(
+            room > size - 7,
+            "room {room} for the {} bytes left of the frame",
+            size - 7
+        );
+        buf.extend_from_slice(&frame[7..]);
+        let out = dec.next_frame().unwrap().expect("the whole frame");
+        assert_eq!(out.len(), size);
+        drop(out);
+    }
+}
