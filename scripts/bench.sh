@@ -18,6 +18,7 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}"
 fi
 cargo build --quiet --release -p runtime-tokio --bin p9persist
+cargo build --quiet --release -p tests --bin splice-relay
 if [ "${1:-}" != clients ]; then
     cargo bench -p p9-core
     cargo bench -p persist-core

@@ -3,14 +3,17 @@
 
 diod's own client, diodcat, reads one file from a real diod over TCP loopback, with one request
 in flight as most clients keep (the Linux kernel without a cache, diodcat, py9p), three ways:
-direct, through `p9persist proxy`, and through socat as a tuned byte relay (-b 1048576, nodelay
-on both sides). Paired rounds rotate the order of the paths; the figure per path is the median.
+direct, through `p9persist proxy`, through socat as a tuned byte relay (-b 1048576, nodelay
+on both sides), and through `splice-relay` (tests/src/bin), the fastest hop user space can build:
+no 9P, payloads moved with splice(2), one blocking thread per direction. proxy/splice is how
+close the proxy comes to what any hop can do on this machine. Paired rounds rotate the order of the paths; the figure per path is the median.
 Prints one table of throughput and ratios, and writes it with an SVG plot (throughput per path
 and message size) to docs/bench/.
 
     scripts/bench_clients.py [--mb N] [--rounds N] [--msizes 8192,65536] [--binary PATH]
+                             [--relay PATH]
 
-Run by scripts/bench.sh, which installs diod and socat and builds the release binary first.
+Run by scripts/bench.sh, which installs diod and socat and builds the release binaries first.
 """
 
 import argparse
@@ -23,7 +26,7 @@ import sys
 import tempfile
 import time
 
-PATHS = ["direct", "proxy", "socat"]
+PATHS = ["direct", "proxy", "socat", "splice"]
 
 
 def free_port():
@@ -68,7 +71,7 @@ def read_once(port, export, name, msize):
 
 def svg(figures, msizes, out):
     """Grouped bars: one group per message size, one bar per path (MB/s)."""
-    colours = {"direct": "#4477aa", "proxy": "#ee6677", "socat": "#228833"}
+    colours = {"direct": "#4477aa", "proxy": "#ee6677", "socat": "#228833", "splice": "#ccbb44"}
     top = max(v for f in figures.values() for v in f.values()) * 1.15
     width, height, left, bottom, bar = 560, 320, 60, 40, 40
     plot_h = height - bottom - 40
@@ -114,11 +117,20 @@ def main():
     ap.add_argument("--rounds", type=int, default=7, help="paired rounds per message size")
     ap.add_argument("--msizes", default="8192,65536", help="diodcat msizes to try")
     ap.add_argument("--binary", default="target/release/p9persist", help="the p9persist binary")
+    ap.add_argument(
+        "--cpu", type=int,
+        help="run every process on this one CPU and only print the table (what cross-CPU wake-ups cost)",
+    )
+    ap.add_argument("--relay", default="target/release/splice-relay", help="the splice-relay binary")
     ap.add_argument("--out", default="docs/bench", help="where the table and plot go")
     args = ap.parse_args()
     msizes = [int(m) for m in args.msizes.split(",")]
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})  # inherited by every process started below
     if not os.path.exists(args.binary):
         sys.exit(f"bench_clients: no {args.binary}; build it with cargo build --release -p runtime-tokio")
+    if not os.path.exists(args.relay):
+        sys.exit(f"bench_clients: no {args.relay}; build it with cargo build --release -p tests --bin splice-relay")
 
     tmp = tempfile.mkdtemp(prefix="p9persist-clients-")
     procs = []
@@ -128,7 +140,7 @@ def main():
         with open(os.path.join(export, "data"), "wb") as f:
             for _ in range(args.mb):
                 f.write(os.urandom(1 << 20))
-        d_port, p_port, s_port = free_port(), free_port(), free_port()
+        d_port, p_port, s_port, r_port = free_port(), free_port(), free_port(), free_port()
         devnull = open(os.devnull, "wb")
         diod = subprocess.Popen(
             [tool("diod"), "-f", "-n", "-c", "/dev/null", "-L", "stderr", "-l", f"127.0.0.1:{d_port}", "-e", export],
@@ -147,8 +159,13 @@ def main():
             stdout=devnull, stderr=devnull,
         )
         procs.append(socat)
+        relay = subprocess.Popen(
+            [args.relay, f"127.0.0.1:{r_port}", f"127.0.0.1:{d_port}"], stdout=devnull, stderr=devnull
+        )
+        procs.append(relay)
+        wait_listening(r_port, "splice-relay", relay)
         time.sleep(0.3)
-        ports = {"direct": d_port, "proxy": p_port, "socat": s_port}
+        ports = {"direct": d_port, "proxy": p_port, "socat": s_port, "splice": r_port}
         # Warm the page cache and every path once.
         for path in PATHS:
             read_once(ports[path], export, "data", msizes[-1])
@@ -156,24 +173,29 @@ def main():
         for msize in msizes:
             secs = {p: [] for p in PATHS}
             for r in range(args.rounds):
-                order = PATHS[r % 3:] + PATHS[:r % 3]
+                order = PATHS[r % len(PATHS):] + PATHS[:r % len(PATHS)]
                 for path in order:
                     secs[path].append(read_once(ports[path], export, "data", msize))
             figures[msize] = {p: args.mb * 1.048576 / statistics.median(secs[p]) for p in PATHS}
         lines = [
             f"real clients: diodcat reading {args.mb} MiB from diod over TCP loopback, one request in flight,",
-            f"median of {args.rounds} paired rounds (order rotated); MB/s and ratios measured in this run",
+            f"median of {args.rounds} paired rounds (order rotated); MB/s and ratios measured in this run"
+            + (f"; every process on CPU {args.cpu}" if args.cpu is not None else ""),
             "",
-            f"{'msize':>8} {'direct':>8} {'proxy':>8} {'socat':>8}   {'proxy/direct':>12} {'proxy/socat':>11} {'socat/direct':>12}",
+            f"{'msize':>8} {'direct':>8} {'proxy':>8} {'socat':>8} {'splice':>8}   {'proxy/direct':>12} "
+            f"{'proxy/socat':>11} {'proxy/splice':>12} {'splice/direct':>13}",
         ]
         for msize in msizes:
             f = figures[msize]
             lines.append(
-                f"{msize:>8} {f['direct']:>8.0f} {f['proxy']:>8.0f} {f['socat']:>8.0f}   "
-                f"{f['proxy'] / f['direct']:>12.2f} {f['proxy'] / f['socat']:>11.2f} {f['socat'] / f['direct']:>12.2f}"
+                f"{msize:>8} {f['direct']:>8.0f} {f['proxy']:>8.0f} {f['socat']:>8.0f} {f['splice']:>8.0f}   "
+                f"{f['proxy'] / f['direct']:>12.2f} {f['proxy'] / f['socat']:>11.2f} "
+                f"{f['proxy'] / f['splice']:>12.2f} {f['splice'] / f['direct']:>13.2f}"
             )
         text = "\n".join(lines)
         print(text)
+        if args.cpu is not None:
+            return
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "clients.txt"), "w") as f:
             f.write(text + "\n")

@@ -1,15 +1,18 @@
 //! Forwarding benchmark (prints a table; asserts nothing). `cargo bench -p tests --bench
 //! forwarding`.
 //!
-//! For each server (the ramfs server, in a process of its own, and diod) and transport (TCP loopback, unix socket where
-//! the server has one), measured in one run: (a) direct to the server, (b) through p9persist on
+//! For each server (the ramfs server, in a process of its own, and diod) and transport (TCP
+//! loopback, unix socket where the server has one), measured in one run, in paired rounds (every
+//! path once a round, the order rotated; each figure the median of its rounds): (a) direct to the server, (b) through p9persist on
 //! each runtime (tokio, std threads, futures-io under smol and under async-std; each its own
 //! process, `runtime-proxy`), (c) through socat as a plain byte relay with `-b 1048576` and
-//! `nodelay` on both sides.
+//! `nodelay` on both sides, (d) through `splice-relay`, the fastest hop user space can build (a
+//! byte relay moving payloads with splice(2), a blocking thread per direction): b/d is how close
+//! the proxy comes to what any hop achieves on the machine.
 //! Workloads: sequential 1 MiB-class reads and writes with 8 requests in flight (pipelined) and
 //! with one (synchronous, as most clients behave), and small-request round trips (Tgetattr,
-//! p50/p99). Prints throughput, latency, and the ratios b/a and b/c. BENCH_MB sets the data
-//! volume per run (default 128).
+//! p50/p99). Prints throughput, latency, and the ratios b/a, b/c and b/d. BENCH_MB sets the data
+//! volume per figure (default 128), BENCH_ROUNDS the rounds (default 3).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -146,6 +149,25 @@ struct Figures {
     p99: f64,
 }
 
+impl Figures {
+    /// Each figure's median over `runs`.
+    fn median(runs: &[Figures]) -> Figures {
+        let med = |f: fn(&Figures) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        };
+        Figures {
+            read_pipelined: med(|f| f.read_pipelined),
+            write_pipelined: med(|f| f.write_pipelined),
+            read_sync: med(|f| f.read_sync),
+            write_sync: med(|f| f.write_sync),
+            p50: med(|f| f.p50),
+            p99: med(|f| f.p99),
+        }
+    }
+}
+
 async fn measure(addr: &Addr, aname: &str, mb: u64) -> Figures {
     let mut c = Conn::open(addr, aname).await;
     let w = c
@@ -247,6 +269,22 @@ fn socat(listen: &Addr, target: &Addr) -> Child {
     child
 }
 
+/// The splice(2) relay (the yardstick: no hop does better) from `listen` to `target`.
+fn splice_relay(listen: &Addr, target: &Addr) -> Child {
+    let side = |a: &Addr| match a {
+        Addr::Tcp(x) => x.clone(),
+        Addr::Unix(p) => p.display().to_string(),
+        Addr::Stdio => unreachable!(),
+    };
+    let child = spawn(
+        Command::new(env!("CARGO_BIN_EXE_splice-relay"))
+            .arg(side(listen))
+            .arg(side(target)),
+    );
+    wait_listening(listen);
+    child
+}
+
 /// The runtimes the proxy runs on, as `runtime-proxy --runtime` names them; `+metrics`: with
 /// its sessions counting into metrics (what `p9persist proxy --metrics` does); `+mux`: a mux
 /// of one service, the backend (what `p9persist mux` does with one healthy server).
@@ -313,57 +351,68 @@ async fn compare(
     tmp: &std::path::Path,
     unix: bool,
     mb: u64,
+    rounds: usize,
 ) {
-    let (p_addr, s_addr) = if unix {
+    let (p_addr, s_addr, l_addr) = if unix {
         (
             Addr::Unix(tmp.join(format!("proxy-{}.sock", free_port()))),
             Addr::Unix(tmp.join(format!("socat-{}.sock", free_port()))),
+            Addr::Unix(tmp.join(format!("splice-{}.sock", free_port()))),
         )
     } else {
         (
             Addr::Tcp(format!("127.0.0.1:{}", free_port())),
             Addr::Tcp(format!("127.0.0.1:{}", free_port())),
+            Addr::Tcp(format!("127.0.0.1:{}", free_port())),
         )
     };
-    let mut relay = socat(&s_addr, server);
-    println!("{title}");
-    let direct = measure(server, aname, mb).await;
-    print("direct", &direct);
-    let mut through = Vec::new();
+    let mut children = vec![socat(&s_addr, server), splice_relay(&l_addr, server)];
+    // Every path up at once, then measured in paired rounds, the order rotated each round, so
+    // the machine's drift falls on all of them alike; each figure is the median of its rounds.
+    let mut paths: Vec<(&str, Addr)> = vec![("direct", server.clone())];
     for (k, runtime) in RUNTIMES.iter().enumerate() {
         let listen = match &p_addr {
             Addr::Unix(p) => Addr::Unix(p.with_extension(format!("{k}"))),
             _ => Addr::Tcp(format!("127.0.0.1:{}", free_port())),
         };
-        let mut p = proxy(runtime, &listen, server, aname);
-        let f = measure(&listen, aname, mb).await;
-        print(runtime, &f);
-        through.push((runtime, f));
-        let _ = p.kill();
-        let _ = p.wait();
+        children.push(proxy(runtime, &listen, server, aname));
+        paths.push((runtime, listen));
     }
-    let socat = measure(&s_addr, aname, mb).await;
-    print("socat", &socat);
-    for (runtime, f) in &through {
-        ratios(runtime, "direct", f, &direct);
-        ratios(runtime, "socat", f, &socat);
+    paths.push(("socat", s_addr));
+    paths.push(("splice", l_addr));
+    let mut runs: Vec<Vec<Figures>> = paths.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for k in 0..paths.len() {
+            let i = (k + round) % paths.len();
+            runs[i].push(measure(&paths[i].1, aname, mb).await);
+        }
     }
+    println!("{title}");
+    let figures: Vec<(&str, Figures)> = paths
+        .iter()
+        .zip(&runs)
+        .map(|((name, _), runs)| (*name, Figures::median(runs)))
+        .collect();
+    for (name, f) in &figures {
+        print(name, f);
+    }
+    let find = |name: &str| &figures.iter().find(|(n, _)| *n == name).unwrap().1;
+    let (direct, socat, splice) = (find("direct"), find("socat"), find("splice"));
+    for runtime in RUNTIMES {
+        let f = find(runtime);
+        ratios(runtime, "direct", f, direct);
+        ratios(runtime, "socat", f, socat);
+        ratios(runtime, "splice", f, splice);
+    }
+    ratios("splice", "direct", splice, direct);
     // What counting metrics costs: the same runtime with and without.
-    if let (Some((_, with)), Some((_, without))) = (
-        through.iter().find(|(r, _)| **r == "tokio+metrics"),
-        through.iter().find(|(r, _)| **r == "tokio"),
-    ) {
-        ratios("metrics", "none", with, without);
-    }
+    ratios("metrics", "none", find("tokio+metrics"), find("tokio"));
     // What the mux costs over the proxy with one healthy server.
-    if let (Some((_, mux)), Some((_, plain))) = (
-        through.iter().find(|(r, _)| **r == "tokio+mux"),
-        through.iter().find(|(r, _)| **r == "tokio"),
-    ) {
-        ratios("mux", "proxy", mux, plain);
+    ratios("mux", "proxy", find("tokio+mux"), find("tokio"));
+    for mut r in children {
+        let _ = r.kill();
+        let _ = r.wait();
     }
-    let _ = relay.kill();
-    let _ = relay.wait();
 }
 
 fn main() {
@@ -371,6 +420,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(128);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(3);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -379,7 +433,10 @@ fn main() {
     let tmp = std::env::temp_dir().join(format!("p9persist-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     rt.block_on(async {
-        println!("forwarding benchmark: {mb} MiB per figure, 1 MiB requests, 8 in flight when pipelined\n");
+        println!(
+            "forwarding benchmark: {mb} MiB per figure, 1 MiB requests, 8 in flight when pipelined; \
+             median of {rounds} paired rounds\n"
+        );
         // The ramfs server, on TCP and on a unix socket: a process of its own each, as a user
         // runs it (in this process it would share the client's runtime and cores).
         let tcp = Addr::Tcp(format!("127.0.0.1:{}", free_port()));
@@ -393,8 +450,8 @@ fn main() {
             ));
             wait_listening(addr);
         }
-        compare("ramfs, TCP loopback", &tcp, "", &tmp, false, mb).await;
-        compare("ramfs, unix socket", &unix, "", &tmp, true, mb).await;
+        compare("ramfs, TCP loopback", &tcp, "", &tmp, false, mb, rounds).await;
+        compare("ramfs, unix socket", &unix, "", &tmp, true, mb, rounds).await;
         for mut r in ramfs {
             let _ = r.kill();
             let _ = r.wait();
@@ -416,8 +473,8 @@ fn main() {
         wait_listening(&diod_tcp);
         wait_listening(&diod_unix);
         let aname = export.to_string_lossy().into_owned();
-        compare("diod, TCP loopback", &diod_tcp, &aname, &tmp, false, mb).await;
-        compare("diod, unix socket", &diod_unix, &aname, &tmp, true, mb).await;
+        compare("diod, TCP loopback", &diod_tcp, &aname, &tmp, false, mb, rounds).await;
+        compare("diod, unix socket", &diod_unix, &aname, &tmp, true, mb, rounds).await;
         let _ = diod.kill();
         let _ = diod.wait();
     });
