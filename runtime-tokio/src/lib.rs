@@ -22,6 +22,10 @@
 //! }
 //! ```
 
+// No unsafe code but the allocator setting (one glibc call), allowed where it is made.
+#![deny(unsafe_code)]
+
+pub mod allocator;
 pub mod client;
 pub mod driver;
 pub mod metrics;

@@ -578,6 +578,8 @@ fn main() -> ExitCode {
     };
     // A proxy holds two descriptors per client: take the hard limit, as servers do.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
+    // Large frames reuse freed buffers instead of faulting in fresh pages (before threads start).
+    runtime_tokio::allocator::tune_for_frames();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -171,6 +171,8 @@ fn main() -> std::process::ExitCode {
     };
     // A proxy holds two descriptors per client: take the hard limit, as servers do.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
+    // Set the allocator as the p9persist binary does.
+    runtime_tokio::allocator::tune_for_frames();
     let filter = tracing_subscriber::EnvFilter::try_from_env("P9PERSIST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
