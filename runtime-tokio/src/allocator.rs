@@ -35,3 +35,16 @@ fn set_thresholds() -> bool {
 fn set_thresholds() -> bool {
     false
 }
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod tests {
+    /// glibc takes both thresholds, unless the environment already tunes malloc, which must be
+    /// left alone (run under `GLIBC_TUNABLES=glibc.malloc.trim_threshold=…` it checks that).
+    #[test]
+    fn glibc_takes_the_thresholds_unless_the_operator_set_them() {
+        let operator = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("malloc"))
+            || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
+            || std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some();
+        assert_eq!(super::tune_for_frames(), !operator);
+    }
+}
