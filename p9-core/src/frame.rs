@@ -5,9 +5,6 @@ use bytes::{Bytes, BytesMut};
 use crate::error::{DecodeError, DecodeErrorKind};
 use crate::message::HEADER_LEN;
 
-/// Room kept past a large frame being read, for the start of the frames behind it.
-const NEXT_FRAME_ROOM: usize = 4096;
-
 /// Turns a byte stream into frames (`size[4]` prefixed, size counting itself).
 ///
 /// Two ways to feed it:
@@ -103,16 +100,26 @@ impl FrameDecoder {
         &mut self.buf
     }
 
+    /// [`read_buf`](Self::read_buf) with room made to read into: for the rest of the frame
+    /// being read once its size is known, else `chunk` bytes. A frame's room is made in one
+    /// allocation when its size arrives; making a chunk's room on top of it when little of the
+    /// frame is missing would copy all that has arrived of it into a buffer twice its size.
+    pub fn read_buf_with_room(&mut self, chunk: usize) -> &mut BytesMut {
+        match self.pending_size() {
+            Ok(Some(size)) if self.buf.len() < size => self.buf.reserve(size - self.buf.len()),
+            _ => self.buf.reserve(chunk),
+        }
+        &mut self.buf
+    }
+
     /// The next whole frame, if one is buffered.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
         let Some(size) = self.pending_size()? else {
             return Ok(None);
         };
         if self.buf.len() < size {
-            // Make room for the rest of this frame in one allocation, and for the start of the
-            // next: a read that exactly fills the buffer leaves a readiness-based runtime
-            // unsure the socket is drained, and it reads again to find it empty.
-            self.buf.reserve(size - self.buf.len() + NEXT_FRAME_ROOM);
+            // Make room for the rest of this frame in one allocation.
+            self.buf.reserve(size - self.buf.len());
             return Ok(None);
         }
         Ok(Some(self.buf.split_to(size).freeze()))

@@ -54,8 +54,9 @@ use crate::event::{BackendId, Event, LinkId, Output, Peer};
 use crate::session::Session;
 use crate::time::Instant;
 
-/// Room made in a read buffer before each read (a frame larger than this gets room for all of
-/// itself as soon as its size is read, so big frames still arrive in few reads).
+/// Room made in a read buffer before each read that does not finish a frame whose size is
+/// known (such a frame got room for all of itself, in one allocation, when its size was read,
+/// so big frames arrive in few reads and are never moved).
 pub const READ_CHUNK: usize = 16 * 1024;
 /// Bytes queued towards a peer past which the client is not read (a peer that does not read
 /// what it is sent must not make the proxy buffer without bound).
@@ -304,17 +305,17 @@ impl Drive {
         if !self.wants_client_read() {
             return None;
         }
-        let buf = self.client.decoder.read_buf();
-        buf.reserve(READ_CHUNK);
-        Some(buf)
+        Some(self.client.decoder.read_buf_with_room(READ_CHUNK))
     }
 
     /// The buffer to read `link` into (read, then call
     /// [`handle_link_read`](Self::handle_link_read)); `None` for a link that is not up.
     pub fn link_read_buf(&mut self, link: LinkId) -> Option<&mut BytesMut> {
-        let buf = self.link_stream(link)?.decoder.read_buf();
-        buf.reserve(READ_CHUNK);
-        Some(buf)
+        Some(
+            self.link_stream(link)?
+                .decoder
+                .read_buf_with_room(READ_CHUNK),
+        )
     }
 
     // ---- inputs ----------------------------------------------------------------------------

@@ -13,13 +13,12 @@ use crate::addr::Addr;
 pub type Reader = Box<dyn AsyncRead + Unpin + Send>;
 pub type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
-/// Room made in a read buffer before each read.
+/// Room made in a read buffer before each read (but one finishing a frame whose size is known).
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Read what has arrived straight into `decoder`'s buffer (no copy); 0 means end of stream.
 pub async fn read_some(r: &mut Reader, decoder: &mut p9_core::FrameDecoder) -> io::Result<usize> {
-    let buf = decoder.read_buf();
-    buf.reserve(READ_CHUNK);
+    let buf = decoder.read_buf_with_room(READ_CHUNK);
     tokio::io::AsyncReadExt::read_buf(r, buf).await
 }
 
