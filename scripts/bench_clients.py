@@ -2,16 +2,19 @@
 """Real 9P clients through p9persist, measured side by side in one run.
 
 diod's own client, diodcat, reads one file from a real diod over TCP loopback, with one request
-in flight as most clients keep (the Linux kernel without a cache, diodcat, py9p), three ways:
+in flight as most clients keep (the Linux kernel without a cache, diodcat, py9p), four ways:
 direct, through `p9persist proxy`, through socat as a tuned byte relay (-b 1048576, nodelay
 on both sides), and through `splice-relay` (tests/src/bin), the fastest hop user space can build:
 no 9P, payloads moved with splice(2), one blocking thread per direction. proxy/splice is how
-close the proxy comes to what any hop can do on this machine. Paired rounds rotate the order of the paths; the figure per path is the median.
-Prints one table of throughput and ratios, and writes it with an SVG plot (throughput per path
-and message size) to docs/bench/.
+close the proxy comes to what any hop can do on this machine. Paired rounds rotate the order of
+the paths; the figure per path is the median. Prints one table of throughput and ratios, and
+writes it with an SVG plot (throughput per path and message size) to docs/bench/ (--out).
 
     scripts/bench_clients.py [--mb N] [--rounds N] [--msizes 8192,65536] [--binary PATH]
-                             [--relay PATH]
+                             [--relay PATH] [--out DIR] [--cpu N]
+
+With --cpu N every process runs on that one CPU and the table is only printed (not written):
+what is left of each path's cost when no wake-up crosses CPUs.
 
 Run by scripts/bench.sh, which installs diod and socat and builds the release binaries first.
 """
@@ -160,7 +163,7 @@ def main():
         )
         procs.append(socat)
         relay = subprocess.Popen(
-            [args.relay, f"127.0.0.1:{r_port}", f"127.0.0.1:{d_port}"], stdout=devnull, stderr=devnull
+            [args.relay, f"127.0.0.1:{r_port}", f"127.0.0.1:{d_port}"], stdout=devnull
         )
         procs.append(relay)
         wait_listening(r_port, "splice-relay", relay)

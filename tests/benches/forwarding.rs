@@ -3,12 +3,12 @@
 //!
 //! For each server (the ramfs server, in a process of its own, and diod) and transport (TCP
 //! loopback, unix socket where the server has one), measured in one run, in paired rounds (every
-//! path once a round, the order rotated; each figure the median of its rounds): (a) direct to the server, (b) through p9persist on
-//! each runtime (tokio, std threads, futures-io under smol and under async-std; each its own
-//! process, `runtime-proxy`), (c) through socat as a plain byte relay with `-b 1048576` and
-//! `nodelay` on both sides, (d) through `splice-relay`, the fastest hop user space can build (a
-//! byte relay moving payloads with splice(2), a blocking thread per direction): b/d is how close
-//! the proxy comes to what any hop achieves on the machine.
+//! path once a round, the order rotated; each figure the median of its rounds): (a) direct to
+//! the server, (b) through p9persist on each runtime (tokio, std threads, futures-io under smol
+//! and under async-std; each its own process, `runtime-proxy`), (c) through socat as a plain
+//! byte relay with `-b 1048576` and `nodelay` on both sides, (d) through `splice-relay`, the
+//! fastest hop user space can build (a byte relay moving payloads with splice(2), a blocking
+//! thread per direction): b/d is how close the proxy comes to what any hop achieves here.
 //! Workloads: sequential 1 MiB-class reads and writes with 8 requests in flight (pipelined) and
 //! with one (synchronous, as most clients behave), and small-request round trips (Tgetattr,
 //! p50/p99). Prints throughput, latency, and the ratios b/a, b/c and b/d. BENCH_MB sets the data
@@ -135,7 +135,7 @@ impl Conn {
             assert!(matches!(m, Msg::Rgetattr(_)), "{m:?}");
             t.push(s.elapsed().as_secs_f64() * 1e6);
         }
-        t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        t.sort_by(f64::total_cmp);
         (t[n / 2], t[n * 99 / 100])
     }
 }
@@ -154,8 +154,10 @@ impl Figures {
     fn median(runs: &[Figures]) -> Figures {
         let med = |f: fn(&Figures) -> f64| {
             let mut v: Vec<f64> = runs.iter().map(f).collect();
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            v[v.len() / 2]
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            // An even count takes the mean of the middle two (not the better one).
+            (v[(n - 1) / 2] + v[n / 2]) / 2.0
         };
         Figures {
             read_pipelined: med(|f| f.read_pipelined),
@@ -213,11 +215,23 @@ async fn measure(addr: &Addr, aname: &str, mb: u64) -> Figures {
     }
 }
 
-fn spawn(cmd: &mut Command) -> Child {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+/// A process the bench started: killed when dropped, so a failed measurement leaves none behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command) -> Running {
+    Running(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
+    )
 }
 
 fn wait_listening(addr: &Addr) {
@@ -248,7 +262,7 @@ fn free_port() -> u16 {
 }
 
 /// socat relaying `listen` to `target`, configured fairly for 9P.
-fn socat(listen: &Addr, target: &Addr) -> Child {
+fn socat(listen: &Addr, target: &Addr) -> Running {
     let side = |a: &Addr, l: bool| match (a, l) {
         (Addr::Tcp(x), true) => format!(
             "TCP-LISTEN:{},reuseaddr,fork,nodelay",
@@ -270,16 +284,20 @@ fn socat(listen: &Addr, target: &Addr) -> Child {
 }
 
 /// The splice(2) relay (the yardstick: no hop does better) from `listen` to `target`.
-fn splice_relay(listen: &Addr, target: &Addr) -> Child {
+fn splice_relay(listen: &Addr, target: &Addr) -> Running {
     let side = |a: &Addr| match a {
         Addr::Tcp(x) => x.clone(),
         Addr::Unix(p) => p.display().to_string(),
         Addr::Stdio => unreachable!(),
     };
-    let child = spawn(
+    // Its complaints (a pipe it could not size) are the bench's.
+    let child = Running(
         Command::new(env!("CARGO_BIN_EXE_splice-relay"))
             .arg(side(listen))
-            .arg(side(target)),
+            .arg(side(target))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("cannot start splice-relay"),
     );
     wait_listening(listen);
     child
@@ -298,7 +316,7 @@ const RUNTIMES: [&str; 6] = [
 ];
 
 /// A proxy process on `runtime`, listening on `listen`.
-fn proxy(runtime: &str, listen: &Addr, backend: &Addr, aname: &str) -> Child {
+fn proxy(runtime: &str, listen: &Addr, backend: &Addr, aname: &str) -> Running {
     let (name, extra) = runtime.split_once('+').unwrap_or((runtime, ""));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runtime-proxy"));
     cmd.args(["--runtime", name, "--listen"])
@@ -409,10 +427,7 @@ async fn compare(
     ratios("metrics", "none", find("tokio+metrics"), find("tokio"));
     // What the mux costs over the proxy with one healthy server.
     ratios("mux", "proxy", find("tokio+mux"), find("tokio"));
-    for mut r in children {
-        let _ = r.kill();
-        let _ = r.wait();
-    }
+    drop(children);
 }
 
 fn main() {
@@ -441,7 +456,7 @@ fn main() {
         // runs it (in this process it would share the client's runtime and cores).
         let tcp = Addr::Tcp(format!("127.0.0.1:{}", free_port()));
         let unix = Addr::Unix(tmp.join("ramfs.sock"));
-        let mut ramfs: Vec<Child> = Vec::new();
+        let mut ramfs: Vec<Running> = Vec::new();
         for addr in [&tcp, &unix] {
             ramfs.push(spawn(
                 Command::new(env!("CARGO_BIN_EXE_ramfs-server"))
@@ -452,16 +467,13 @@ fn main() {
         }
         compare("ramfs, TCP loopback", &tcp, "", &tmp, false, mb, rounds).await;
         compare("ramfs, unix socket", &unix, "", &tmp, true, mb, rounds).await;
-        for mut r in ramfs {
-            let _ = r.kill();
-            let _ = r.wait();
-        }
+        drop(ramfs);
                 // diod, listening on both.
         let export = tmp.join("export");
         std::fs::create_dir_all(&export).unwrap();
         let port = free_port();
         let diod_sock = tmp.join("diod.sock");
-        let mut diod = spawn(
+        let diod = spawn(
             Command::new("/usr/sbin/diod")
                 .args(["-f", "-n", "-c", "/dev/null", "-L", "stderr", "-l", &format!("127.0.0.1:{port}"), "-l"])
                 .arg(&diod_sock)
@@ -475,8 +487,7 @@ fn main() {
         let aname = export.to_string_lossy().into_owned();
         compare("diod, TCP loopback", &diod_tcp, &aname, &tmp, false, mb, rounds).await;
         compare("diod, unix socket", &diod_unix, &aname, &tmp, true, mb, rounds).await;
-        let _ = diod.kill();
-        let _ = diod.wait();
+        drop(diod);
     });
     let _ = std::fs::remove_dir_all(&tmp);
 }
