@@ -21,29 +21,24 @@ trait Side: Read + Write + AsRawFd + Send + 'static {
     fn end_both(&self);
 }
 
-impl Side for TcpStream {
-    fn try_clone_side(&self) -> std::io::Result<Self> {
-        self.try_clone()
-    }
-    fn end_writes(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Write);
-    }
-    fn end_both(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Both);
-    }
+/// TCP and unix streams take the same calls.
+macro_rules! side {
+    ($stream:ty) => {
+        impl Side for $stream {
+            fn try_clone_side(&self) -> std::io::Result<Self> {
+                self.try_clone()
+            }
+            fn end_writes(&self) {
+                let _ = self.shutdown(std::net::Shutdown::Write);
+            }
+            fn end_both(&self) {
+                let _ = self.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    };
 }
-
-impl Side for UnixStream {
-    fn try_clone_side(&self) -> std::io::Result<Self> {
-        self.try_clone()
-    }
-    fn end_writes(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Write);
-    }
-    fn end_both(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Both);
-    }
-}
+side!(TcpStream);
+side!(UnixStream);
 
 const PIPE_SIZE: usize = 1 << 20;
 
