@@ -259,11 +259,20 @@ fn same_seed_same_run() {
 }
 
 /// Mux seeds that once failed, with the cause each exposed, kept as regressions.
-const MUX_REGRESSIONS: &[(u64, &str)] = &[(
-    65,
-    "a session bounced between two hung backends, picked by its number as each one's \
-     avoidance ran out, while a working one waited: the least failed is chosen",
-)];
+const MUX_REGRESSIONS: &[(u64, &str)] = &[
+    (
+        65,
+        "a session bounced between two hung backends, picked by its number as each one's \
+         avoidance ran out, while a working one waited: the least failed is chosen",
+    ),
+    (
+        41296,
+        "a create in flight when its backend crashed was found done there after a failover \
+         back, making its fid the new file, open; the next failover lost that fid before the \
+         create's reply reached the client (the model now expects the fid lost, then the \
+         create answered as done)",
+    ),
+];
 
 /// The mux's worlds: SIM_MUX_SEEDS seeds (default 2000); `SIM_MUX_SEED=n` replays one with its
 /// trace.

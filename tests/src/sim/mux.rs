@@ -121,6 +121,9 @@ struct ModelFid {
     dead: bool,
     /// Lost as stale (its path was not on the new backend, say).
     stale: bool,
+    /// Lost with i/o errors while a create through it was unanswered: the session found that
+    /// create done after a loss (the fid became the new file, open) and will answer it so.
+    lost_creating: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -592,6 +595,15 @@ impl MuxWorld {
                 };
                 match reason {
                     LostReason::Io => {
+                        let creating = client
+                            .pending
+                            .values()
+                            .any(|p| p.fid == fid && matches!(p.op, Op::Create { .. }));
+                        if !f.open && !f.dead && !f.stale && creating {
+                            // Its create was found done after a loss: open from now on.
+                            f.open = true;
+                            f.lost_creating = true;
+                        }
                         if !f.open || f.dead || f.stale {
                             return Err(format!("client {c}: fid {fid} lost with i/o errors, but it was not an open file ({f:?})"));
                         }
@@ -639,10 +651,12 @@ impl MuxWorld {
             Msg::Rlerror(e) => Some(e.ecode),
             _ => None,
         };
-        // A file open on a failed backend answers EIO to everything but a clunk.
+        // A file open on a failed backend answers EIO to everything but a clunk (and the
+        // create found done that made it the file, answered as done).
         if let Some(f) = fid.as_ref().filter(|f| f.dead) {
             match (&p.op, errno) {
                 (Op::Clunk, _) => {}
+                (Op::Create { .. }, None) if f.lost_creating => {}
                 (_, Some(EIO)) => self.stats.failed_open += 1,
                 _ => {
                     return Err(format!(
@@ -673,6 +687,7 @@ impl MuxWorld {
                         open: false,
                         dead: false,
                         stale: false,
+                        lost_creating: false,
                     },
                 );
                 self.qid(&[], a.qid)?;
@@ -696,6 +711,7 @@ impl MuxWorld {
                         open: false,
                         dead: false,
                         stale: false,
+                        lost_creating: false,
                     };
                     self.clients[c].fids.insert(newfid, f);
                 }
@@ -720,6 +736,7 @@ impl MuxWorld {
                 f.path.push(name);
                 f.dir = false;
                 f.open = true;
+                f.lost_creating = false;
                 let path = f.path.clone();
                 self.qid(&path, o.qid)?;
             }
