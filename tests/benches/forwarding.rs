@@ -225,10 +225,15 @@ impl Drop for Running {
     }
 }
 
+/// Start `cmd` quietly (its stdout and stderr discarded).
 fn spawn(cmd: &mut Command) -> Running {
+    start(cmd.stderr(Stdio::null()))
+}
+
+/// Start `cmd`, its stdout discarded.
+fn start(cmd: &mut Command) -> Running {
     Running(
         cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
     )
@@ -291,13 +296,10 @@ fn splice_relay(listen: &Addr, target: &Addr) -> Running {
         Addr::Stdio => unreachable!(),
     };
     // Its complaints (a pipe it could not size) are the bench's.
-    let child = Running(
+    let child = start(
         Command::new(env!("CARGO_BIN_EXE_splice-relay"))
             .arg(side(listen))
-            .arg(side(target))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("cannot start splice-relay"),
+            .arg(side(target)),
     );
     wait_listening(listen);
     child
@@ -384,6 +386,7 @@ async fn compare(
             Addr::Tcp(format!("127.0.0.1:{}", free_port())),
         )
     };
+    // Killed when this returns (or a measurement fails).
     let mut children = vec![socat(&s_addr, server), splice_relay(&l_addr, server)];
     // Every path up at once, then measured in paired rounds, the order rotated each round, so
     // the machine's drift falls on all of them alike; each figure is the median of its rounds.
@@ -427,7 +430,6 @@ async fn compare(
     ratios("metrics", "none", find("tokio+metrics"), find("tokio"));
     // What the mux costs over the proxy with one healthy server.
     ratios("mux", "proxy", find("tokio+mux"), find("tokio"));
-    drop(children);
 }
 
 fn main() {

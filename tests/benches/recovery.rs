@@ -13,7 +13,6 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,29 +27,6 @@ fn count(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Version and attach fid 0 to `export`.
-fn attach(c: &mut RawClient, export: &Path) {
-    let v = c.call(
-        NOTAG,
-        Tversion {
-            msize: 65536,
-            version: Dialect::DotL.version_string().into(),
-        },
-    );
-    assert!(matches!(v, Msg::Rversion(_)), "{v:?}");
-    let a = c.call(
-        1,
-        Tattach {
-            fid: Fid(0),
-            afid: NOFID,
-            uname: "root".into(),
-            aname: export.display().to_string().into(),
-            n_uname: Some(0),
-        },
-    );
-    assert!(matches!(a, Msg::Rattach(_)), "{a:?}");
 }
 
 /// Make fids 1..=walked+open: each walked to `f`, the last `open` of them opened too, with at
@@ -113,7 +89,7 @@ fn main() {
     let port = free_port();
     let mut server = spawn_diod(port, &dir);
     let mut c = RawClient::connect(&format!("127.0.0.1:{port}"), Dialect::DotL);
-    attach(&mut c, &dir);
+    c.attach_as(65536, "root", &dir.display().to_string());
     let direct = make_fids(&mut c, walked, open);
     drop(c);
 
@@ -129,7 +105,7 @@ fn main() {
         .expect("runtime-proxy starts");
     let addr = announced_tcp(&mut proxy);
     let mut c = RawClient::connect(&addr, Dialect::DotL);
-    attach(&mut c, &dir);
+    c.attach_as(65536, "root", &dir.display().to_string());
     make_fids(&mut c, walked, open);
     let _ = server.kill();
     let _ = server.wait();

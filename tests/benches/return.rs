@@ -49,22 +49,7 @@ fn main() {
         .expect("runtime-proxy starts");
     let addr = announced_tcp(&mut proxy);
     let mut c = RawClient::connect(&addr, Dialect::DotL);
-    let v = c.call(
-        NOTAG,
-        Tversion {
-            msize: 65536,
-            version: "9P2000.L".into(),
-        },
-    );
-    assert!(matches!(v, Msg::Rversion(_)), "{v:?}");
-    let at = Tattach {
-        fid: Fid(0),
-        afid: NOFID,
-        uname: "root".into(),
-        aname: dir.to_string_lossy().into_owned().into(),
-        n_uname: Some(0),
-    };
-    assert!(matches!(c.call(1, at), Msg::Rattach(_)));
+    c.attach_as(65536, "root", &dir.to_string_lossy());
     let walk = Twalk {
         fid: Fid(0),
         newfid: Fid(1),

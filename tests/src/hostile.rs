@@ -179,6 +179,12 @@ impl RawClient {
     /// Version with `msize` and attach fid 0 as "u" (aname ""), returning the msize the proxy
     /// settled.
     pub fn attach(&mut self, msize: u32) -> u32 {
+        self.attach_as(msize, "u", "")
+    }
+
+    /// Version with `msize` and attach fid 0 as `uname` (uid 0 in .L and .u) to `aname` (diod's
+    /// export, say), returning the msize the proxy settled.
+    pub fn attach_as(&mut self, msize: u32, uname: &str, aname: &str) -> u32 {
         let v = self.call(
             p9_core::NOTAG,
             p9_core::Tversion {
@@ -194,8 +200,8 @@ impl RawClient {
             p9_core::Tattach {
                 fid: p9_core::Fid(0),
                 afid: p9_core::NOFID,
-                uname: "u".into(),
-                aname: "".into(),
+                uname: uname.to_string().into(),
+                aname: aname.to_string().into(),
                 n_uname: self.dialect.is_extended().then_some(0),
             },
         );
