@@ -181,8 +181,16 @@ pub(crate) fn verdict(msg: &Msg, fids: &FidTable, seen: &[Seen]) -> Outcome {
     use Outcome::*;
     let qid_of = |fid: u32| fids.get(fid).map(|f| f.qid);
     // A file some fid already stood for was there before the request: found at the name, it
-    // shows the name was taken (the request would have failed), not that it ran.
-    let known = |q: Qid| fids.fids.values().any(|f| f.qid.path == q.path);
+    // shows the name was taken (the request would have failed), not that it ran. A file of
+    // another kind under the same qid path is another file: servers that number files by inode
+    // (diod) hand a removed file's number to the next one made, and a remove in flight beside
+    // the request may have freed it.
+    let kind = |q: Qid| q.typ & (p9_core::qid_type::DIR | p9_core::qid_type::SYMLINK);
+    let known = |q: Qid| {
+        fids.fids
+            .values()
+            .any(|f| f.qid.path == q.path && kind(f.qid) == kind(q))
+    };
     // A made name: there with the right kind of file, new to the session, means done; absent
     // means not done.
     let made = |is_kind: &dyn Fn(Qid) -> bool| match seen.first() {

@@ -32,6 +32,8 @@ struct Rig {
     held: VecDeque<Bytes>,
     replies: Vec<Fcall>,
     events: Vec<Event>,
+    /// Changes the server's replies on their way to the session (what ramfs never does).
+    rewrite: Option<Box<dyn FnMut(Fcall) -> Fcall>>,
 }
 
 impl Rig {
@@ -50,6 +52,7 @@ impl Rig {
             held: VecDeque::new(),
             replies: Vec::new(),
             events: Vec::new(),
+            rewrite: None,
         };
         r.client(
             NOTAG,
@@ -133,7 +136,11 @@ impl Rig {
             return;
         };
         let link = *link;
-        let reply = conn.handle(&mut self.fs, &frame);
+        let mut reply = conn.handle(&mut self.fs, &frame);
+        if let Some(rewrite) = self.rewrite.as_mut() {
+            let fc = Fcall::decode(&reply, self.dialect).unwrap();
+            reply = rewrite(fc).to_frame().unwrap();
+        }
         self.s.handle_server_frame(self.now, link, reply);
     }
 
@@ -626,6 +633,52 @@ fn a_name_taken_before_is_no_create_done() {
     assert_eq!(r.reply_to(TAG), Rlerror { ecode: errno::EIO }.into());
     assert_eq!(r.ran(MsgType::Tlcreate), 0);
     assert_eq!(r.fs.read_file("d/f").unwrap(), b"data");
+}
+
+/// A server that numbers files by inode (diod) gives a removed file's number to the next file
+/// made, and a remove in flight beside a mkdir may have freed it: a directory found under the
+/// qid path of a file some fid stood for is a new file, not a name taken before. A file of the
+/// same kind under that path could be either, and cannot be told.
+#[test]
+fn a_qid_path_reused_by_another_kind_of_file_is_a_new_file() {
+    let mkdir = || Tmkdir {
+        dfid: Fid(DIR),
+        name: "sub".into(),
+        mode: 0o755,
+        gid: 0,
+    };
+    for (made, done) in [(qid_type::DIR, true), (qid_type::FILE, false)] {
+        let mut r = Rig::new(Dialect::DotL, resolving());
+        let (file, r_dir) = (r.fs.qid_of("d/f").unwrap(), r.fs.qid_of("d").unwrap());
+        // The look's walk to d/sub finds it numbered as d/f is (of kind `made`).
+        r.rewrite = Some(Box::new(move |mut fc: Fcall| {
+            if let Msg::Rwalk(w) = &mut fc.msg {
+                if let (1, Some(qid)) = (w.wqids.len(), w.wqids.last()) {
+                    if qid.path != file.path && qid.path != r_dir.path {
+                        let q = Qid {
+                            typ: made,
+                            path: file.path,
+                            ..qid
+                        };
+                        w.wqids = WalkQids::new(&[q]).unwrap();
+                    }
+                }
+            }
+            fc
+        }));
+        let reply = r.in_flight_at_loss(mkdir(), true);
+        assert_eq!(r.ran(MsgType::Tmkdir), 1, "never sent again");
+        if done {
+            assert!(
+                matches!(reply, Msg::Rmkdir(ref m) if m.qid.path == file.path),
+                "{reply:?}"
+            );
+            assert_eq!(r.resolved(), Some(true));
+        } else {
+            assert_eq!(reply, Rlerror { ecode: errno::EIO }.into());
+            assert!(r.failed_why().is_some_and(|w| w.contains("does not tell")));
+        }
+    }
 }
 
 /// A name no server makes ("..", "a/b") is not looked for (the walk would find another file):
