@@ -69,11 +69,17 @@ impl RamfsServer {
                     conns.spawn(self.clone().serve_conn(r, w));
                 }
                 _ = generation.changed() => {
-                    let (Some(addr), Some(until)) = (addr.clone(), *self.refuse_until.lock().expect("lock")) else { continue };
+                    let until = || *self.refuse_until.lock().expect("lock");
+                    let (Some(addr), Some(_)) = (addr.clone(), until()) else { continue };
                     drop(listener);
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until) => {}
-                        _ = crate::shutdown_requested(&mut shutdown) => return Ok(()),
+                    // Down until the latest cut-off ends: another one moves the end (a zero
+                    // one ends it now).
+                    while let Some(end) = until() {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(end) => break,
+                            _ = generation.changed() => {}
+                            _ = crate::shutdown_requested(&mut shutdown) => return Ok(()),
+                        }
                     }
                     listener = Listener::bind(&addr).await?;
                     info!("ramfs: back on {addr}");

@@ -175,6 +175,24 @@ fn freeze(server: &Running) {
     }
 }
 
+/// Bytes the proxy has written to servers, from its metrics endpoint on `port`.
+fn to_server(port: u16) -> f64 {
+    let scrape = http_get(port, "/metrics").1;
+    sample(
+        &scrape,
+        "p9persist_forwarded_bytes_total{direction=\"to_server\"}",
+    )
+}
+
+/// Every request's effect is on disk (`check_done` says whether each is right).
+fn all_made(export: &Path) -> bool {
+    let made = ["made", "dir", "sym", "hard", "to"];
+    made.iter()
+        .all(|n| std::fs::symlink_metadata(export.join(n)).is_ok())
+        && !export.join("from").exists()
+        && !export.join("doomed").exists()
+}
+
 /// Freeze diod, send every request, let them reach it, SIGKILL and restart it: the requests
 /// were truly in flight and never ran. The replies, the export, the proxy's log and a scrape
 /// of its metrics.
@@ -194,15 +212,28 @@ fn frozen_then_killed(test: &str, extra: &[&str]) -> (Vec<Msg>, Scratch, String,
     let _proxy = proxy(port, diod_port, &log, &args);
     let rt = runtime();
     let addr = Addr::Tcp(format!("127.0.0.1:{port}"));
-    let (mut c, tags) = rt.block_on(async {
+    let (mut c, tags, sent) = rt.block_on(async {
         let mut c = NineP::connect(&addr, 65536, Dialect::DotL).await.unwrap();
         setup(&mut c, &export).await;
         freeze(&server);
-        let msgs = requests().into_iter().map(|(m, _)| m).collect();
+        let before = to_server(metrics);
+        let msgs: Vec<Msg> = requests().into_iter().map(|(m, _)| m).collect();
+        let size: usize = msgs
+            .iter()
+            .map(|m| Fcall::new(1, m.clone()).to_frame().unwrap().len())
+            .sum();
         let tags = c.send(msgs).await.unwrap();
-        (c, tags)
+        (c, tags, before + size as f64)
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Every request is in diod's socket before the kill (the proxy has written them all).
+    let start = std::time::Instant::now();
+    while to_server(metrics) < sent {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the proxy never sent the requests"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     signal(&server, "-KILL");
     drop(server);
     server = diod(diod_port, &export);
@@ -351,7 +382,14 @@ fn run_but_unanswered_each_is_answered_as_done() {
         let msgs = requests().into_iter().map(|(m, _)| m).collect();
         let tags = c.send(msgs).await.unwrap();
         // diod runs them; its replies go nowhere; then the link is cut.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let start = std::time::Instant::now();
+        while !all_made(&export) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "diod never ran them"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         check_done(&export, b"");
         relay.cut();
         let got = tokio::time::timeout(Duration::from_secs(20), c.collect(&tags)).await;

@@ -23,6 +23,7 @@ use p9_core::*;
 use runtime_tokio::net::write_frames;
 use runtime_tokio::net::{self, Reader, Writer};
 use runtime_tokio::Addr;
+use tests::servers::free_port;
 use tokio::io::AsyncReadExt;
 
 const MSIZE: u32 = (1 << 20) + 4096;
@@ -256,14 +257,6 @@ fn wait_listening(addr: &Addr) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// socat relaying `listen` to `target`, configured fairly for 9P.
