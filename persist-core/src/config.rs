@@ -19,7 +19,8 @@ pub struct Backoff {
     /// Random spread around the delay, in percent (25 = ±25 %).
     pub jitter_percent: u32,
     /// While the outage is younger than this, the delay grows from `initial` to at most
-    /// `young_max`; after, it is a quarter of the outage's age (at most `max`).
+    /// `young_max`; after, it is a quarter of the outage's age (at most `max`). No delay is
+    /// below `initial`: an operator who raises it to spare a server is obeyed throughout.
     pub young: Duration,
     pub young_max: Duration,
 }
@@ -39,12 +40,12 @@ impl Default for Backoff {
 
 impl Backoff {
     /// The delay before redial number `attempt` (0 for the first) of an outage `age` old:
-    /// while the outage is young, growing from `initial` to at most `young_max`; after, a
-    /// quarter of the outage's age, up to `max`.
+    /// while the outage is young, growing from `initial` to at most `young_max` (or `initial`,
+    /// if larger); after, a quarter of the outage's age, at least that, up to `max`.
     pub(crate) fn delay(&self, attempt: u32, age: Duration, rng: &mut Rng) -> Duration {
         let base = if age < self.young {
             let mut base = self.initial.as_nanos() as u64;
-            let cap = self.young_max.min(self.max).as_nanos() as u64;
+            let cap = self.young_max.max(self.initial).min(self.max).as_nanos() as u64;
             for _ in 0..attempt {
                 base = base.saturating_mul(self.multiplier_percent as u64) / 100;
                 if base >= cap {
@@ -55,7 +56,7 @@ impl Backoff {
         } else {
             let quarter = (age.as_nanos() / 4).min(u64::MAX as u128) as u64;
             quarter
-                .max(self.young_max.as_nanos() as u64)
+                .max(self.young_max.max(self.initial).as_nanos() as u64)
                 .min(self.max.as_nanos() as u64)
         };
         let spread = base / 100 * self.jitter_percent.min(100) as u64;
@@ -126,5 +127,45 @@ impl Default for Config {
             server_timeout: Duration::from_secs(60),
             version_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    /// The delays of redials 0..n into an outage whose redials come `gap` apart (jitter off).
+    fn delays(b: &Backoff, gap: Duration, n: u32) -> Vec<u64> {
+        let b = Backoff {
+            jitter_percent: 0,
+            ..b.clone()
+        };
+        let mut rng = Rng::new(1);
+        (0..n)
+            .map(|i| b.delay(i, gap * i, &mut rng).as_millis() as u64)
+            .collect()
+    }
+
+    #[test]
+    fn the_schedule_grows_to_half_a_second_then_to_a_quarter_of_the_outage() {
+        let d = delays(&Backoff::default(), Duration::from_secs(1), 40);
+        assert_eq!(d[..6], [100, 150, 225, 337, 500, 500]);
+        assert_eq!(d[14], 500, "young until 15 s");
+        assert_eq!(d[20], 5_000, "a quarter of 20 s");
+        assert_eq!(d[39], 9_750);
+        let d = delays(&Backoff::default(), Duration::from_secs(10), 20);
+        assert_eq!(d[19], 30_000, "at most max");
+    }
+
+    #[test]
+    fn no_delay_is_below_the_initial_one() {
+        let b = Backoff {
+            initial: Duration::from_secs(5),
+            ..Backoff::default()
+        };
+        let d = delays(&b, Duration::from_secs(1), 40);
+        assert!(d.iter().all(|&ms| ms >= 5_000), "{d:?}");
+        assert_eq!(d[39], 9_750, "a quarter of the outage once that is more");
     }
 }

@@ -1,5 +1,6 @@
-//! Addresses: dial strings in Plan 9 form (`tcp!host!port`, `unix!/path`) and the usual ones
-//! (`host:port`, `unix:/path`), and listen addresses (a bare port means loopback).
+//! Addresses: dial strings in Plan 9 form (`tcp!host!port`, `tcp!host!9fs`, `tcp!host` for the
+//! 9fs port, `unix!/path`) and the usual ones (`host:port`, `unix:/path`), and listen addresses
+//! (a bare port means loopback, `tcp!*!port` every interface).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -48,9 +49,18 @@ fn bad(s: &str) -> AddrError {
     ))
 }
 
+/// The service names Plan 9 and Inferno dial strings carry where a port goes.
+const SERVICES: [(&str, u16); 3] = [("9fs", 564), ("9pfs", 564), ("styx", 6666)];
+
 fn port(s: &str, p: &str) -> Result<u16, AddrError> {
-    p.parse()
-        .map_err(|_| AddrError(format!("{s:?}: {p:?} is not a port number")))
+    if let Some((_, n)) = SERVICES.iter().find(|(name, _)| *name == p) {
+        return Ok(*n);
+    }
+    p.parse().map_err(|_| {
+        AddrError(format!(
+            "{s:?}: {p:?} is not a port number or a known service (9fs, 9pfs, styx)"
+        ))
+    })
 }
 
 impl Addr {
@@ -64,14 +74,23 @@ impl Addr {
             return Ok(Addr::Unix(PathBuf::from(rest)));
         }
         if let Some(rest) = s.strip_prefix("tcp!").or_else(|| s.strip_prefix("net!")) {
-            let (host, p) = rest.rsplit_once('!').ok_or_else(|| bad(s))?;
-            port(s, p)?;
+            // Without a service, the file service's port, as Plan 9's 9fs dials.
+            let (host, p) = rest.rsplit_once('!').unwrap_or((rest, "9fs"));
+            if host.is_empty() || host.contains('!') {
+                return Err(bad(s));
+            }
+            if host == "*" {
+                return Err(AddrError(format!(
+                    "{s:?}: * (every interface) is for listening; dial a host"
+                )));
+            }
+            let n = port(s, p)?;
             let host = if host.contains(':') && !host.starts_with('[') {
                 format!("[{host}]")
             } else {
                 host.to_string()
             };
-            return Ok(Addr::Tcp(format!("{host}:{p}")));
+            return Ok(Addr::Tcp(format!("{host}:{n}")));
         }
         // `tcp:HOST:PORT`, as socat and QEMU users write it.
         let plain = s.strip_prefix("tcp:").unwrap_or(s);
@@ -79,16 +98,23 @@ impl Addr {
         if host.is_empty() {
             return Err(bad(s));
         }
-        port(s, p)?;
-        Ok(Addr::Tcp(plain.to_string()))
+        let n = port(s, p)?;
+        Ok(Addr::Tcp(format!("{host}:{n}")))
     }
 
     /// Parse a listen address: like a dial string, but a bare port (or `:port`) means the
-    /// loopback interface, `-` or `stdio` means standard input and output.
+    /// loopback interface, `tcp!*!port` every interface, `-` or `stdio` standard input and
+    /// output.
     pub fn listen(s: &str) -> Result<Addr, AddrError> {
         let s = s.trim();
         if s == "-" || s == "stdio" {
             return Ok(Addr::Stdio);
+        }
+        if let Some(p) = s
+            .strip_prefix("tcp!*!")
+            .or_else(|| s.strip_prefix("net!*!"))
+        {
+            return Ok(Addr::Tcp(format!("0.0.0.0:{}", port(s, p)?)));
         }
         let bare = s.strip_prefix("tcp:").unwrap_or(s);
         if let Some(p) = bare
@@ -120,7 +146,15 @@ mod tests {
         assert_eq!(Addr::dial("[::1]:5640"), Ok(Addr::Tcp("[::1]:5640".into())));
         assert_eq!(Addr::dial("unix!/tmp/s"), Ok(Addr::Unix("/tmp/s".into())));
         assert_eq!(Addr::dial("unix:/tmp/s"), Ok(Addr::Unix("/tmp/s".into())));
-        assert!(Addr::dial("tcp!host").is_err());
+        // Plan 9's service names, and its default: the file service.
+        assert_eq!(Addr::dial("tcp!fs!9fs"), Ok(Addr::Tcp("fs:564".into())));
+        assert_eq!(Addr::dial("tcp!fs"), Ok(Addr::Tcp("fs:564".into())));
+        assert_eq!(Addr::dial("net!fs!styx"), Ok(Addr::Tcp("fs:6666".into())));
+        assert_eq!(Addr::dial("fs:9pfs"), Ok(Addr::Tcp("fs:564".into())));
+        assert!(Addr::dial("tcp!fs!ftp").is_err());
+        assert!(Addr::dial("tcp!*!564").is_err(), "* only listens");
+        assert!(Addr::dial("tcp!").is_err());
+        assert!(Addr::dial("tcp!a!b!564").is_err());
         assert!(Addr::dial("host:port").is_err());
         assert!(Addr::dial("nonsense").is_err());
         assert!(Addr::dial("unix:").is_err());
@@ -138,6 +172,14 @@ mod tests {
             Ok(Addr::Tcp("0.0.0.0:5640".into()))
         );
         assert_eq!(Addr::listen("-"), Ok(Addr::Stdio));
+        assert_eq!(
+            Addr::listen("tcp!*!5640"),
+            Ok(Addr::Tcp("0.0.0.0:5640".into()))
+        );
+        assert_eq!(
+            Addr::listen("tcp!*!styx"),
+            Ok(Addr::Tcp("0.0.0.0:6666".into()))
+        );
         assert_eq!(
             Addr::listen("tcp:127.0.0.1:5640"),
             Ok(Addr::Tcp("127.0.0.1:5640".into()))

@@ -166,7 +166,8 @@ impl Metrics {
             &mut out,
             "p9persist_requests_failed_total",
             "Requests the proxy answered with an error of its own, by reason: not_completed \
-             (in flight at a loss), gave_up (soft mode), writes_lost, invalid_reply.",
+             (in flight at a loss), gave_up (soft mode), writes_lost, invalid_reply, other (on a \
+             lost fid, too large for the server's msize, and the like).",
             "reason",
             FAILURE_KINDS.iter().copied().zip(&self.requests_failed),
         );

@@ -24,8 +24,10 @@ mod mux;
                   server. When the server goes away it holds the client's requests, redials, \
                   rebuilds every fid the client had, resends what is safe to resend and fails \
                   only what may already have happened. Start with `p9persist demo`.",
-    after_help = "Addresses: tcp!HOST!PORT or HOST:PORT, unix!/PATH or unix:/PATH; to listen, a bare \
-                  PORT means 127.0.0.1:PORT and `-` means standard input/output.\n\
+    after_help = "Addresses: tcp!HOST!PORT or HOST:PORT, unix!/PATH or unix:/PATH; PORT may be a \
+                  service (9fs and 9pfs: 564, styx: 6666), and tcp!HOST dials 9fs. To listen, a \
+                  bare PORT means 127.0.0.1:PORT, tcp!*!PORT every interface and `-` standard \
+                  input/output.\n\
                   Example: p9persist proxy --listen 5640 --server tcp!fileserver!564\n\
                   then:    mount -t 9p -o trans=tcp,port=5640,version=9p2000.L 127.0.0.1 /mnt\n\
                   Logs go to standard error; P9PERSIST_LOG=debug (or a tracing filter) overrides -v."
@@ -66,8 +68,9 @@ struct SessionOpts {
     /// the default is hard mode, waiting forever like an NFS hard mount
     #[arg(long, value_parser = parse_duration)]
     give_up_after: Option<Duration>,
-    /// Delay before the first redial; it grows ×1.5 to at most 0.5 s while the outage is
-    /// under 15 s old (a restarting server is found fast), then to a quarter of the outage
+    /// Delay before the first redial, and the least between any two; it grows ×1.5 to at
+    /// most 0.5 s (or this, if larger) while the outage is under 15 s old (a restarting
+    /// server is found fast), then to a quarter of the outage
     #[arg(long, value_parser = parse_duration, default_value = "100ms")]
     backoff_initial: Duration,
     /// Longest delay between redials
@@ -481,10 +484,19 @@ async fn run(cli: Cli, passed: Vec<Passed>) -> Result<(), String> {
                     query = query.to_string()
                 ));
             }
+            // A name that does not resolve is a mistake when no service resolves; beside
+            // others that do, it is one server the mux cannot reach now: failover passes it.
+            let mut unresolved = Vec::new();
             for s in &chosen {
-                check_server(&s.name, &s.addr)
-                    .await
-                    .map_err(|e| format!("service {}: {e}", s.name))?;
+                if let Err(e) = check_server(&s.name, &s.addr).await {
+                    unresolved.push(format!("service {}: {e}", s.name));
+                }
+            }
+            if unresolved.len() == chosen.len() {
+                return Err(unresolved.join("; "));
+            }
+            for e in &unresolved {
+                tracing::warn!("{e}; sessions will use the other services");
             }
             let shutdown = shutdown_on_signals();
             let listeners = listeners("clients", listen.as_deref(), passed).await?;

@@ -24,7 +24,7 @@ fn bad_addresses_are_one_line_errors() {
             "--listen: cannot read address",
         ),
         (
-            &["proxy", "--listen", "0", "--server", "tcp!host"][..],
+            &["proxy", "--listen", "0", "--server", "tcp!"][..],
             "--server: cannot read address",
         ),
         (

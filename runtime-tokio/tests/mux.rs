@@ -351,6 +351,37 @@ fn list_prints_the_matching_services_and_queries_read_the_environment() {
     assert!(!ok && err.contains("no value"), "{err}");
 }
 
+/// A service whose name does not resolve, beside one that works: the mux starts, says which
+/// it cannot reach, and serves from the other (whichever a session tries first).
+#[test]
+fn a_service_that_does_not_resolve_is_passed_over() {
+    let scratch = Scratch::new("mux-unresolved");
+    let e = export(&scratch, "one");
+    let p = free_port();
+    let _one = diod(p, &e);
+    let registry = scratch.0.join("registry");
+    let lost = "gone name data addr tcp!no-such-host.invalid!564 path tree loc lab\n";
+    std::fs::write(&registry, format!("{lost}{}", service_line("one", p, &e))).unwrap();
+    let log = scratch.0.join("log");
+    let reg = registry.display().to_string();
+    let (mux, port) = mux(&["--registry", &reg, "name", "data"], &log);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("service gone: cannot resolve") && text.contains("WARN"),
+        "{text}"
+    );
+    let rt = runtime();
+    rt.block_on(async {
+        for _ in 0..3 {
+            let (mut c, _) = attach(port).await;
+            walk(&mut c, 0, 1, &["a.txt"]).await;
+        }
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("connected to one").count(), 3, "{text}");
+    mux.stop();
+}
+
 #[test]
 fn a_registry_file_that_changes_is_followed() {
     let scratch = Scratch::new("mux-follow");
