@@ -25,6 +25,19 @@ fn other<E: std::fmt::Display>(e: E) -> io::Error {
 impl NineP {
     /// Connect to `addr` and negotiate `dialect` with `msize`.
     pub async fn connect(addr: &Addr, msize: u32, dialect: Dialect) -> io::Result<NineP> {
+        let c = NineP::connect_offering(addr, msize, dialect).await?;
+        if c.dialect() != dialect {
+            return Err(other(format!(
+                "server answered Tversion with {}",
+                c.dialect().version_string()
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Connect to `addr` offering `dialect` with `msize`, and speak whichever dialect the
+    /// server answers (a 9P2000 server answers an offer of 9P2000.L with 9P2000).
+    pub async fn connect_offering(addr: &Addr, msize: u32, dialect: Dialect) -> io::Result<NineP> {
         let (r, w) = net::dial(addr).await?;
         let mut c = NineP {
             r,
@@ -34,7 +47,7 @@ impl NineP {
         };
         c.flush().await?;
         let reply = c.wait(NOTAG).await?;
-        if c.client.dialect() != Some(dialect) {
+        if c.client.dialect().is_none() {
             return Err(other(format!(
                 "server answered Tversion with {:?}",
                 reply.msg
@@ -42,6 +55,11 @@ impl NineP {
         }
         c.decoder.set_max_size(c.client.msize());
         Ok(c)
+    }
+
+    /// The dialect the server chose.
+    pub fn dialect(&self) -> Dialect {
+        self.client.dialect().expect("negotiated when connected")
     }
 
     async fn flush(&mut self) -> io::Result<()> {

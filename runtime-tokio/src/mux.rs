@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use p9_core::{lflags, Dialect, Fid, Msg, Tattach, Tclunk, Tlopen, Tread, Twalk, WalkNames, NOFID};
+use p9_core::{
+    lflags, open_mode, Dialect, Fid, Msg, Tattach, Tclunk, Tlopen, Topen, Tread, Twalk, WalkNames,
+    NOFID,
+};
 use persist_core::registry::{self, Query, Service};
 use runtime_tokio::{Addr, Server, Servers};
 use tokio::sync::watch;
@@ -190,11 +193,14 @@ fn stamp(p: &std::path::Path) -> Option<(u64, SystemTime)> {
     Some((m.len(), m.modified().ok()?))
 }
 
-/// The `index` file of a registry file server (9P2000.L, attached with an empty aname).
+/// The `index` file of a registry file server (attached with an empty aname): 9P2000.L
+/// offered, and 9P2000 or 9P2000.u spoken when the server answers so (Inferno's and the
+/// Octopus's registry(4) speak Styx, which is 9P2000).
 async fn read_registry(addr: &Addr) -> std::io::Result<String> {
     use runtime_tokio::client::NineP;
     let fail = |what: String| std::io::Error::other(what);
-    let mut c = NineP::connect(addr, 65536, Dialect::DotL).await?;
+    let mut c = NineP::connect_offering(addr, 65536, Dialect::DotL).await?;
+    let dialect = c.dialect();
     let ok = |m: &Msg, what: &str| -> std::io::Result<()> {
         match m {
             Msg::Rlerror(e) => Err(fail(format!("{what}: errno {}", e.ecode))),
@@ -211,7 +217,7 @@ async fn read_registry(addr: &Addr) -> std::io::Result<String> {
         afid: NOFID,
         uname: user.into(),
         aname: Bytes::new(),
-        n_uname: Some(u32::MAX),
+        n_uname: dialect.is_extended().then_some(u32::MAX),
     };
     ok(&c.call(attach).await?.msg, "attach")?;
     let walk = Twalk {
@@ -224,9 +230,17 @@ async fn read_registry(addr: &Addr) -> std::io::Result<String> {
     if !matches!(&r.msg, Msg::Rwalk(w) if w.wqids.len() == 1) {
         return Err(fail("it has no file named index".into()));
     }
-    let open = Tlopen {
-        fid: Fid(1),
-        flags: lflags::RDONLY,
+    let open: Msg = match dialect {
+        Dialect::DotL => Tlopen {
+            fid: Fid(1),
+            flags: lflags::RDONLY,
+        }
+        .into(),
+        _ => Topen {
+            fid: Fid(1),
+            mode: open_mode::READ,
+        }
+        .into(),
     };
     ok(&c.call(open).await?.msg, "open index")?;
     let mut text = Vec::new();

@@ -351,6 +351,48 @@ fn list_prints_the_matching_services_and_queries_read_the_environment() {
     assert!(!ok && err.contains("no value"), "{err}");
 }
 
+/// A registry served in 9P2000 (Styx, as Inferno's and the Octopus's registry(4) speak it), by
+/// py9p from a directory holding `index`: the mux offers 9P2000.L and speaks what it is answered.
+#[test]
+fn a_registry_served_in_9p2000_is_read() {
+    let scratch = Scratch::new("mux-styx-registry");
+    let e1 = export(&scratch, "one");
+    let p1 = free_port();
+    let _one = diod(p1, &e1);
+    let reg_dir = scratch.0.join("registry");
+    std::fs::create_dir_all(&reg_dir).unwrap();
+    std::fs::write(reg_dir.join("index"), service_line("one", p1, &e1)).unwrap();
+    let reg_port = free_port();
+    let py9p = Running(
+        Command::new("python3")
+            .args(["-m", "py9p", "-p", &reg_port.to_string(), "-r"])
+            .arg(&reg_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs (py9p: pip install p9fs; scripts/test.sh installs it)"),
+    );
+    wait_listening(reg_port, "py9p");
+    let registry = format!("tcp!127.0.0.1!{reg_port}");
+    let out = Command::new(BIN)
+        .args(["mux", "--list", "--registry", &registry, "loc", "lab"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && listed.starts_with("one name data"),
+        "{out:?}"
+    );
+    let log = scratch.0.join("log");
+    let (mux, port) = mux(&["--registry", &registry, "name", "data"], &log);
+    runtime().block_on(async {
+        let (mut c, _) = attach(port).await;
+        walk(&mut c, 0, 1, &["sub", "b.txt"]).await;
+    });
+    mux.stop();
+    drop(py9p);
+}
+
 /// A service whose name does not resolve, beside one that works: the mux starts, says which
 /// it cannot reach, and serves from the other (whichever a session tries first).
 #[test]
