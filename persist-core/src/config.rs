@@ -20,7 +20,8 @@ pub struct Backoff {
     pub jitter_percent: u32,
     /// While the outage is younger than this, the delay grows from `initial` to at most
     /// `young_max`; after, it is a quarter of the outage's age (at most `max`). No delay is
-    /// below `initial`: an operator who raises it to spare a server is obeyed throughout.
+    /// below `initial` (before jitter; `max` permitting): an operator who raises it to spare
+    /// a server is obeyed throughout.
     pub young: Duration,
     pub young_max: Duration,
 }

@@ -1,8 +1,9 @@
 //! Addresses: dial strings in Plan 9 form (`tcp!host!port`, `tcp!host!9fs`, `tcp!host` for the
 //! 9fs port, `unix!/path`) and the usual ones (`host:port`, `unix:/path`), and listen addresses
-//! (a bare port means loopback, `tcp!*!port` every interface).
+//! (a bare port means loopback, `tcp!*!port` every IPv4 interface).
 
 use std::fmt;
+use std::net::Ipv6Addr;
 use std::path::PathBuf;
 
 /// Where to connect or listen.
@@ -85,10 +86,15 @@ impl Addr {
                 )));
             }
             let n = port(s, p)?;
-            let host = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]")
-            } else {
-                host.to_string()
+            // An IPv6 address goes in brackets; any other colon is a mistake (`tcp!fs:564`).
+            let v6 = |h: &str| h.split('%').next().unwrap_or(h).parse::<Ipv6Addr>().is_ok();
+            let host = match host {
+                h if h.starts_with('[') && h.ends_with(']') && v6(&h[1..h.len() - 1]) => {
+                    h.to_string()
+                }
+                h if v6(h) => format!("[{h}]"),
+                h if h.contains(':') || h.contains('[') => return Err(bad(s)),
+                h => h.to_string(),
             };
             return Ok(Addr::Tcp(format!("{host}:{n}")));
         }
@@ -103,17 +109,20 @@ impl Addr {
     }
 
     /// Parse a listen address: like a dial string, but a bare port (or `:port`) means the
-    /// loopback interface, `tcp!*!port` every interface, `-` or `stdio` standard input and
+    /// loopback interface, `tcp!*!port` every IPv4 interface, `-` or `stdio` standard input and
     /// output.
     pub fn listen(s: &str) -> Result<Addr, AddrError> {
         let s = s.trim();
         if s == "-" || s == "stdio" {
             return Ok(Addr::Stdio);
         }
-        if let Some(p) = s
-            .strip_prefix("tcp!*!")
-            .or_else(|| s.strip_prefix("net!*!"))
-        {
+        // Every IPv4 interface (Plan 9's `*`; `[::]:PORT` takes IPv6 too), on the 9fs port
+        // when none is given.
+        if let Some(rest) = s.strip_prefix("tcp!*").or_else(|| s.strip_prefix("net!*")) {
+            let p = match rest {
+                "" => "9fs",
+                r => r.strip_prefix('!').ok_or_else(|| bad(s))?,
+            };
             return Ok(Addr::Tcp(format!("0.0.0.0:{}", port(s, p)?)));
         }
         let bare = s.strip_prefix("tcp:").unwrap_or(s);
@@ -121,8 +130,7 @@ impl Addr {
             .strip_prefix(':')
             .or(Some(bare).filter(|b| !b.is_empty() && b.chars().all(|c| c.is_ascii_digit())))
         {
-            port(s, p)?;
-            return Ok(Addr::Tcp(format!("127.0.0.1:{p}")));
+            return Ok(Addr::Tcp(format!("127.0.0.1:{}", port(s, p)?)));
         }
         Addr::dial(s)
     }
@@ -155,6 +163,19 @@ mod tests {
         assert!(Addr::dial("tcp!*!564").is_err(), "* only listens");
         assert!(Addr::dial("tcp!").is_err());
         assert!(Addr::dial("tcp!a!b!564").is_err());
+        assert!(
+            Addr::dial("tcp!fs:564").is_err(),
+            "a colon, not an IPv6 address"
+        );
+        assert!(Addr::dial("tcp![fs]!564").is_err());
+        assert_eq!(
+            Addr::dial("tcp![fe80::1%eth0]!564"),
+            Ok(Addr::Tcp("[fe80::1%eth0]:564".into()))
+        );
+        assert_eq!(
+            Addr::dial("tcp!fe80::1%eth0!564"),
+            Ok(Addr::Tcp("[fe80::1%eth0]:564".into()))
+        );
         assert!(Addr::dial("host:port").is_err());
         assert!(Addr::dial("nonsense").is_err());
         assert!(Addr::dial("unix:").is_err());
@@ -179,6 +200,13 @@ mod tests {
         assert_eq!(
             Addr::listen("tcp!*!styx"),
             Ok(Addr::Tcp("0.0.0.0:6666".into()))
+        );
+        assert_eq!(Addr::listen("tcp!*"), Ok(Addr::Tcp("0.0.0.0:564".into())));
+        assert!(Addr::listen("tcp!*x").is_err());
+        assert_eq!(Addr::listen(":9fs"), Ok(Addr::Tcp("127.0.0.1:564".into())));
+        assert_eq!(
+            Addr::listen("tcp::styx"),
+            Ok(Addr::Tcp("127.0.0.1:6666".into()))
         );
         assert_eq!(
             Addr::listen("tcp:127.0.0.1:5640"),

@@ -62,6 +62,11 @@ impl NineP {
         self.client.dialect().expect("negotiated when connected")
     }
 
+    /// Most bytes of data one Tread or Twrite can move at the negotiated msize.
+    pub fn iounit(&self) -> u32 {
+        self.client.iounit()
+    }
+
     async fn flush(&mut self) -> io::Result<()> {
         let mut frames: Vec<Bytes> = std::iter::from_fn(|| self.client.poll_transmit()).collect();
         write_frames(&mut self.w, &mut frames).await

@@ -26,7 +26,7 @@ mod mux;
                   only what may already have happened. Start with `p9persist demo`.",
     after_help = "Addresses: tcp!HOST!PORT or HOST:PORT, unix!/PATH or unix:/PATH; PORT may be a \
                   service (9fs and 9pfs: 564, styx: 6666), and tcp!HOST dials 9fs. To listen, a \
-                  bare PORT means 127.0.0.1:PORT, tcp!*!PORT every interface and `-` standard \
+                  bare PORT means 127.0.0.1:PORT, tcp!*!PORT every IPv4 interface and `-` standard \
                   input/output.\n\
                   Example: p9persist proxy --listen 5640 --server tcp!fileserver!564\n\
                   then:    mount -t 9p -o trans=tcp,port=5640,version=9p2000.L 127.0.0.1 /mnt\n\
@@ -68,9 +68,9 @@ struct SessionOpts {
     /// the default is hard mode, waiting forever like an NFS hard mount
     #[arg(long, value_parser = parse_duration)]
     give_up_after: Option<Duration>,
-    /// Delay before the first redial, and the least between any two; it grows ×1.5 to at
-    /// most 0.5 s (or this, if larger) while the outage is under 15 s old (a restarting
-    /// server is found fast), then to a quarter of the outage
+    /// Delay before the first redial, and the base of every later one (±25 % jitter); it
+    /// grows ×1.5 to at most 0.5 s (or this, if larger) while the outage is under 15 s old
+    /// (a restarting server is found fast), then to a quarter of the outage
     #[arg(long, value_parser = parse_duration, default_value = "100ms")]
     backoff_initial: Duration,
     /// Longest delay between redials
@@ -337,9 +337,15 @@ fn describe(listeners: &[Listener]) -> String {
 }
 
 impl SessionOpts {
-    /// The sessions' settings.
-    fn config(&self) -> Config {
-        Config {
+    /// The sessions' settings, or what is wrong with the options.
+    fn config(&self) -> Result<Config, String> {
+        if self.backoff_initial > self.backoff_max {
+            return Err(format!(
+                "--backoff-initial ({:?}) is longer than --backoff-max ({:?})",
+                self.backoff_initial, self.backoff_max
+            ));
+        }
+        Ok(Config {
             backoff: Backoff {
                 initial: self.backoff_initial,
                 max: self.backoff_max,
@@ -353,17 +359,25 @@ impl SessionOpts {
             resolve_ambiguous: self.ambiguous == Ambiguous::Resolve,
             seed: std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15,
             ..Config::default()
-        }
+        })
     }
 }
 
 /// A server whose name does not resolve is a mistake (an error); one that is down is what
-/// this program is for (a warning).
+/// this program is for (a warning), and so is a resolver that does not answer in time.
 async fn check_server(name: &str, addr: &Addr) -> Result<(), String> {
     if let Addr::Tcp(a) = addr {
-        let _addresses = tokio::net::lookup_host(a)
-            .await
-            .map_err(|e| format!("cannot resolve {a}: {e}"))?;
+        match tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(a)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("cannot resolve {a}: {e}")),
+            Err(_) => {
+                tracing::warn!(
+                    "the name lookup for server {name} did not answer in 5 s; each client's \
+                     session will keep trying it"
+                );
+                return Ok(());
+            }
+        }
     }
     match tokio::time::timeout(Duration::from_secs(2), runtime_tokio::net::dial(addr)).await {
         Ok(Ok(_)) => {}
@@ -453,7 +467,7 @@ async fn run(cli: Cli, passed: Vec<Passed>) -> Result<(), String> {
                 .map_err(|e| format!("--server: {e}"))?;
             let shutdown = shutdown_on_signals();
             let listeners = listeners("clients", listen.as_deref(), passed).await?;
-            let session = opts.config();
+            let session = opts.config()?;
             let servers = Servers::new(vec![Server::plain(backend.clone())], &session);
             let what = format!("proxying {} to {backend}", describe(&listeners));
             serve(listeners, servers, &opts, session, &what, shutdown).await
@@ -486,12 +500,21 @@ async fn run(cli: Cli, passed: Vec<Passed>) -> Result<(), String> {
             }
             // A name that does not resolve is a mistake when no service resolves; beside
             // others that do, it is one server the mux cannot reach now: failover passes it.
-            let mut unresolved = Vec::new();
+            let mut checks = tokio::task::JoinSet::new();
             for s in &chosen {
-                if let Err(e) = check_server(&s.name, &s.addr).await {
-                    unresolved.push(format!("service {}: {e}", s.name));
+                let (name, addr) = (s.name.clone(), s.addr.clone());
+                checks.spawn(async move {
+                    let checked = check_server(&name, &addr).await;
+                    checked.map_err(|e| format!("service {name}: {e}"))
+                });
+            }
+            let mut unresolved = Vec::new();
+            while let Some(checked) = checks.join_next().await {
+                if let Err(e) = checked.map_err(|e| e.to_string())? {
+                    unresolved.push(e);
                 }
             }
+            unresolved.sort();
             if unresolved.len() == chosen.len() {
                 return Err(unresolved.join("; "));
             }
@@ -500,7 +523,7 @@ async fn run(cli: Cli, passed: Vec<Passed>) -> Result<(), String> {
             }
             let shutdown = shutdown_on_signals();
             let listeners = listeners("clients", listen.as_deref(), passed).await?;
-            let session = opts.config();
+            let session = opts.config()?;
             let servers = Servers::mux(chosen, &session);
             tokio::spawn(mux::follow(
                 source,

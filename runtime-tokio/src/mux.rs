@@ -248,7 +248,7 @@ async fn read_registry(addr: &Addr) -> std::io::Result<String> {
         let read = Tread {
             fid: Fid(1),
             offset: text.len() as u64,
-            count: 32 * 1024,
+            count: c.iounit(),
         };
         let r = c.call(read).await?;
         ok(&r.msg, "read index")?;

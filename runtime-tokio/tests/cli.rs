@@ -62,6 +62,18 @@ fn bad_addresses_are_one_line_errors() {
             "too long",
         ),
         (
+            &[
+                "proxy",
+                "--listen",
+                "0",
+                "--server",
+                "localhost:1",
+                "--backoff-initial",
+                "1m",
+            ][..],
+            "--backoff-initial (60s) is longer than --backoff-max (30s)",
+        ),
+        (
             // The address is echoed as typed, in the form socat and QEMU users write.
             &["ramfs", "--listen", "tcp:256.0.0.1:5640"][..],
             "cannot listen on tcp:256.0.0.1:5640",

@@ -234,6 +234,7 @@ fn frozen_then_killed(test: &str, extra: &[&str]) -> (Vec<Msg>, Scratch, String,
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    assert_eq!(to_server(metrics), sent, "only the requests went to diod");
     signal(&server, "-KILL");
     drop(server);
     server = diod(diod_port, &export);
