@@ -25,7 +25,7 @@ use alloc::vec::Vec;
 
 use bytes::Bytes;
 use p9_core::{
-    dm, open_mode, Msg, MsgType, Qid, Rcreate, Rlcreate, Rlink, Rmkdir, Rmknod, Rremove,
+    dm, lflags, open_mode, Msg, MsgType, Qid, Rcreate, Rlcreate, Rlink, Rmkdir, Rmknod, Rremove,
 };
 use p9_core::{Rrename, Rrenameat, Rsymlink, Runlinkat, Rwstat};
 
@@ -216,6 +216,14 @@ pub(crate) fn verdict(msg: &Msg, fids: &FidTable, seen: &[Seen]) -> Outcome {
     };
     let plain = |q: Qid| !q.is_dir() && q.typ & p9_core::qid_type::SYMLINK == 0;
     match msg {
+        // A Tlcreate that neither excludes nor truncates does what an open of the name does
+        // when a file is there: a regular file found at the name is its outcome whether it
+        // ran or the name was taken before (Linux's open(O_CREAT), `touch`, sends these).
+        Msg::Tlcreate(c) if c.flags & (lflags::EXCL | lflags::TRUNC) == 0 => match seen.first() {
+            Some(Seen::Found(q)) if plain(*q) => Done(*q),
+            Some(Seen::Missing) => NotDone,
+            _ => Unknown,
+        },
         Msg::Tcreate(c) if c.perm & dm::DIR != 0 => made(&|q| q.is_dir()),
         Msg::Tcreate(_) | Msg::Tlcreate(_) | Msg::Tmknod(_) => made(&plain),
         Msg::Tmkdir(_) => made(&|q| q.is_dir()),

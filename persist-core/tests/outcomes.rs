@@ -681,6 +681,40 @@ fn a_qid_path_reused_by_another_kind_of_file_is_a_new_file() {
     }
 }
 
+/// A Tlcreate that neither excludes nor truncates (Linux's open(O_CREAT), `touch`) leaves
+/// the name's file open whether it ran or the name was taken before: found there, it is
+/// answered as done, and its fid is that file, open, with the file as it was.
+#[test]
+fn a_plain_create_of_a_taken_name_is_an_open() {
+    let mut r = Rig::new(Dialect::DotL, resolving());
+    let file = r.fs.qid_of("d/f").unwrap();
+    let create = Tlcreate {
+        fid: Fid(DIR),
+        name: "f".into(),
+        flags: lflags::RDWR | lflags::CREATE,
+        mode: 0o644,
+        gid: 0,
+    };
+    let reply = r.in_flight_at_loss(create, false);
+    assert!(
+        matches!(reply, Msg::Rlcreate(ref c) if c.qid.path == file.path),
+        "{reply:?}"
+    );
+    assert_eq!(r.resolved(), Some(true));
+    assert_eq!(r.ran(MsgType::Tlcreate), 0, "never sent again");
+    let read = Tread {
+        fid: Fid(DIR),
+        offset: 0,
+        count: 100,
+    };
+    r.client(TAG + 1, read);
+    assert!(
+        matches!(r.reply_to(TAG + 1), Msg::Rread(ref d) if d.data.0 == "data"),
+        "{:?}",
+        r.replies
+    );
+}
+
 /// A name no server makes ("..", "a/b") is not looked for (the walk would find another file):
 /// the request is sent again, and the client gets the server's own answer.
 #[test]
