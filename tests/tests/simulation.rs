@@ -8,6 +8,12 @@ use tests::sim;
 /// none) and the cause it exposed, kept after the cause was fixed.
 const REGRESSIONS: &[(u64, &str, &str)] = &[
     (
+        250933,
+        "",
+        "a kept write sent again during a rebuild ran after the client's remove of its fid failed \
+         (soft mode, link silent): the model had stopped following the temp file",
+    ),
+    (
         7600,
         "",
         "a late Rclunk still on the wire when the run ended: the session had yet to redial",

@@ -237,6 +237,10 @@ pub struct Lane {
     temp_state: FidState,
     /// The file the temp fid stands for, once created.
     temp_name: Option<Vec<u8>>,
+    /// The file the temp fid stood for before the lane let it go: a write the session had
+    /// already sent again on it (during a rebuild, on a link that then fell silent) may run
+    /// on the server after the client's remove or clunk failed it.
+    temp_last: Option<Vec<u8>>,
     list: FidState,
     listed: BTreeSet<Vec<u8>>,
     /// The deep fid: absent, half-way (walked its first 16 names), or walked.
@@ -384,6 +388,7 @@ impl Lane {
             log: FidState::Absent,
             temp_state: FidState::Absent,
             temp_name: None,
+            temp_last: None,
             list: FidState::Absent,
             deep: FidState::Absent,
             deep_halfway: false,
@@ -444,6 +449,13 @@ impl Lane {
         !(self.busy.is_some() || self.flush.is_some() || !self.acked_unsynced)
     }
 
+    /// The temp fid stands for no file now (it remembers which it last did).
+    fn forget_temp_name(&mut self) {
+        if let Some(name) = self.temp_name.take() {
+            self.temp_last = Some(name);
+        }
+    }
+
     /// The session wrote a temp file's acknowledged write again: the model's temp file, if it
     /// follows it, changes as the server's did.
     fn session_rewrote_temp(&mut self, step: KeptStep) -> Result<(), String> {
@@ -468,7 +480,7 @@ impl Lane {
                 self.id
             ));
         }
-        if let Some(name) = self.temp_name.clone() {
+        if let Some(name) = self.temp_name.clone().or_else(|| self.temp_last.clone()) {
             if let Some(file) = self.files.get_mut(&name) {
                 step.apply(file);
             }
@@ -994,7 +1006,7 @@ impl Lane {
                 Op::WalkMissing,
             ),
             70..=77 => {
-                self.temp_name = None;
+                self.forget_temp_name();
                 (self.walk(self.temp_fid(), &[d]), Op::WalkTemp)
             }
             80..=84 => {
@@ -1371,7 +1383,7 @@ impl Lane {
                 self.locks.clear();
             }
             if which == Which::Temp {
-                self.temp_name = None;
+                self.forget_temp_name();
             }
             if which == Which::Deep {
                 self.deep_halfway = false;
@@ -1581,7 +1593,7 @@ impl Lane {
             // Tremove forgets the fid whatever happened; so does a clunk.
             Op::RemoveTemp | Op::ClunkTemp => {
                 self.temp_state = FidState::Absent;
-                self.temp_name = None;
+                self.forget_temp_name();
             }
             Op::WalkList => {
                 self.list = if ok {
@@ -1623,7 +1635,7 @@ impl Lane {
             // The fid stays open on the unlinked file: it is clunked next.
             Op::UnlinkTemp => {
                 if executed {
-                    self.temp_name = None;
+                    self.forget_temp_name();
                 }
             }
             Op::WalkMissing => {
