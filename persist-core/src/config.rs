@@ -44,9 +44,11 @@ impl Backoff {
     /// while the outage is young, growing from `initial` to at most `young_max` (or `initial`,
     /// if larger); after, a quarter of the outage's age, at least that, up to `max`.
     pub(crate) fn delay(&self, attempt: u32, age: Duration, rng: &mut Rng) -> Duration {
+        // The young outage's ceiling, and the old one's floor: never below `initial`.
+        let young_max = self.young_max.max(self.initial);
         let base = if age < self.young {
             let mut base = self.initial.as_nanos() as u64;
-            let cap = self.young_max.max(self.initial).min(self.max).as_nanos() as u64;
+            let cap = young_max.min(self.max).as_nanos() as u64;
             for _ in 0..attempt {
                 base = base.saturating_mul(self.multiplier_percent as u64) / 100;
                 if base >= cap {
@@ -57,7 +59,7 @@ impl Backoff {
         } else {
             let quarter = (age.as_nanos() / 4).min(u64::MAX as u128) as u64;
             quarter
-                .max(self.young_max.max(self.initial).as_nanos() as u64)
+                .max(young_max.as_nanos() as u64)
                 .min(self.max.as_nanos() as u64)
         };
         let spread = base / 100 * self.jitter_percent.min(100) as u64;

@@ -373,14 +373,21 @@ fn a_registry_served_in_9p2000_is_read() {
             .expect("python3 runs (py9p: pip install p9fs; scripts/test.sh installs it)"),
     );
     wait_listening(reg_port, "py9p");
+    serves_from_registry(&scratch, reg_port);
+    drop(py9p);
+}
+
+/// The registry 9P server on `reg_port` lists service `one`, and the mux serves it: `--list`
+/// shows it, and a client walks through the mux to a file on it.
+fn serves_from_registry(scratch: &Scratch, reg_port: u16) {
     let registry = format!("tcp!127.0.0.1!{reg_port}");
     let out = Command::new(BIN)
         .args(["mux", "--list", "--registry", &registry, "loc", "lab"])
         .output()
         .unwrap();
-    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
     assert!(
-        out.status.success() && listed.starts_with("one name data"),
+        String::from_utf8_lossy(&out.stdout).starts_with("one name data"),
         "{out:?}"
     );
     let log = scratch.0.join("log");
@@ -390,7 +397,6 @@ fn a_registry_served_in_9p2000_is_read() {
         walk(&mut c, 0, 1, &["sub", "b.txt"]).await;
     });
     mux.stop();
-    drop(py9p);
 }
 
 /// A service whose name does not resolve, beside one that works: the mux starts, says which
@@ -518,25 +524,6 @@ fn a_registry_served_over_9p_is_read() {
         .await;
         assert!(matches!(wrote, Msg::Rwrite(_)), "{wrote:?}");
     });
-    let out = Command::new(BIN)
-        .args([
-            "mux",
-            "--list",
-            "--registry",
-            &format!("tcp!127.0.0.1!{reg_port}"),
-        ])
-        .args(["loc", "lab"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("one name data"));
-    let log = scratch.0.join("log");
-    let registry = format!("tcp!127.0.0.1!{reg_port}");
-    let (mux, port) = mux(&["--registry", &registry, "name", "data"], &log);
-    rt.block_on(async {
-        let (mut c, _) = attach(port).await;
-        walk(&mut c, 0, 1, &["sub", "b.txt"]).await;
-    });
-    mux.stop();
+    serves_from_registry(&scratch, reg_port);
     drop(ramfs);
 }
