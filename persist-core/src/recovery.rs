@@ -1128,7 +1128,7 @@ impl Recovery {
         };
         let outcome = match a.looks.is_empty() {
             true => Outcome::Unknown,
-            false => resolve::verdict(&a.msg, cx.fids, &a.seen),
+            false => resolve::verdict(&a.msg, cx.fids, &a.looks, &a.seen),
         };
         Self::settle(a.tag, a.seq, &a.msg, outcome, cx);
     }

@@ -5,8 +5,9 @@
 //! rename that happened moves the fids beneath it) — the recovery walks to the names involved
 //! on the new link, and this table reads what it saw:
 //!
-//! - done: answered as done, the fid table changed as its reply would have changed it (a
-//!   created file's fid becomes that file, reopened without create, exclusive or truncate);
+//! - done (only where the server shows it could have been no one else's doing): answered as
+//!   done, the fid table changed as its reply would have changed it (a created file's fid
+//!   becomes that file, reopened without create, exclusive or truncate);
 //! - observably not done: sent again;
 //! - cannot tell: failed, as the replay table fails it.
 //!
@@ -16,9 +17,9 @@
 //! (the look's result is then dropped). Names no server makes (`names_nothing`) are sent again
 //! without looking, for the server's own error.
 //!
-//! Reading a name's presence as the request's doing assumes one writer per name; with several
-//! clients changing the same names, `Config::resolve_ambiguous` off keeps the replay table's
-//! rule.
+//! Only what no other actor could have brought about reads as done (see [`verdict`]): several
+//! processes share a session, and other sessions and clients change the same names.
+//! `Config::resolve_ambiguous` off keeps the replay table's rule for every such request.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -176,45 +177,47 @@ pub(crate) fn looks(msg: &Msg, fids: &FidTable) -> Option<Vec<Look>> {
     })
 }
 
+/// The qid of the file a fid of the session stands for at `look`'s path, when one does: what
+/// the session itself last saw at that name.
+fn known_at(fids: &FidTable, look: &Look) -> Option<Qid> {
+    fids.fids.iter().find_map(|(&fid, rec)| {
+        let (root, names) = path_of(fids, fid)?;
+        (root == look.root && names == look.names).then_some(rec.qid)
+    })
+}
+
 /// What `seen` (one entry per look, in order) says of `msg`.
-pub(crate) fn verdict(msg: &Msg, fids: &FidTable, seen: &[Seen]) -> Outcome {
+///
+/// Only what no other actor could have brought about is read as done: other processes behind
+/// the same session, other sessions and other clients may change the same names during the
+/// outage, so a name found made, gone or moved proves nothing of *this* request (a lock file
+/// another client made, a queue entry another worker claimed by renaming it). What is read:
+/// - not done: the name is as it was before the request (absent for a made name; the same
+///   file, by qid path, still at a name that goes away or moves) — the request would have
+///   changed it. This assumes nobody undid the request's effect during the outage (removed a
+///   made name, put a removed file back), which no server history without a failure shows
+///   faster than the request itself;
+/// - done: a hard link's new name leads to the session's own file (the link(2) proof NFS lock
+///   files use), and a Tlcreate that neither excludes nor truncates finds a regular file at
+///   its name (an open of it, whoever made it: every history agrees);
+/// - everything else cannot be told.
+pub(crate) fn verdict(msg: &Msg, fids: &FidTable, looks: &[Look], seen: &[Seen]) -> Outcome {
     use Outcome::*;
     let qid_of = |fid: u32| fids.get(fid).map(|f| f.qid);
-    // A file some fid already stood for was there before the request: found at the name, it
-    // shows the name was taken (the request would have failed), not that it ran. A file of
-    // another kind under the same qid path is another file: servers that number files by inode
-    // (diod) hand a removed file's number to the next one made, and a remove in flight beside
-    // the request may have freed it.
-    let kind = |q: Qid| q.typ & (p9_core::qid_type::DIR | p9_core::qid_type::SYMLINK);
-    let known = |q: Qid| {
-        fids.fids
-            .values()
-            .any(|f| f.qid.path == q.path && kind(f.qid) == kind(q))
-    };
-    // A made name: there with the right kind of file, new to the session, means done; absent
-    // means not done.
-    let made = |is_kind: &dyn Fn(Qid) -> bool| match seen.first() {
-        Some(Seen::Found(q)) if is_kind(*q) && !known(*q) => Done(*q),
+    // A made name: absent means not done; anything there proves nothing (another actor may
+    // have made it, and the request would then have failed or truncated it).
+    let made = match seen.first() {
         Some(Seen::Missing) => NotDone,
         _ => Unknown,
     };
-    // A name that goes away: absent means done; there (and, when known, the same file) means
-    // not done.
-    let unmade = |file: Option<Qid>| match seen.first() {
-        Some(Seen::Missing) => Done(Qid::default()),
-        Some(Seen::Found(q)) if file.is_none_or(|f| f.path == q.path) => NotDone,
-        _ => Unknown,
-    };
-    // A name that moves: still at its old name (the same file, when known) means not done; gone
-    // from there and at its new one means done.
-    let moved = |file: Option<Qid>| match (seen.first(), seen.get(1)) {
-        (Some(Seen::Found(q)), _) if file.is_none_or(|f| f.path == q.path) => NotDone,
-        (Some(Seen::Missing), Some(Seen::Found(q))) if file.is_none_or(|f| f.path == q.path) => {
-            Done(Qid::default())
-        }
+    // A name that goes away or moves: the file the session knows at it (`file`) still there
+    // means not done; without a known file nothing is certain.
+    let stays = |file: Option<Qid>| match (seen.first(), file) {
+        (Some(Seen::Found(q)), Some(f)) if f.path == q.path => NotDone,
         _ => Unknown,
     };
     let plain = |q: Qid| !q.is_dir() && q.typ & p9_core::qid_type::SYMLINK == 0;
+    let at_first = || looks.first().and_then(|l| known_at(fids, l));
     match msg {
         // A Tlcreate that neither excludes nor truncates does what an open of the name does
         // when a file is there: a regular file found at the name is its outcome whether it
@@ -224,21 +227,21 @@ pub(crate) fn verdict(msg: &Msg, fids: &FidTable, seen: &[Seen]) -> Outcome {
             Some(Seen::Missing) => NotDone,
             _ => Unknown,
         },
-        Msg::Tcreate(c) if c.perm & dm::DIR != 0 => made(&|q| q.is_dir()),
-        Msg::Tcreate(_) | Msg::Tlcreate(_) | Msg::Tmknod(_) => made(&plain),
-        Msg::Tmkdir(_) => made(&|q| q.is_dir()),
-        Msg::Tsymlink(_) => made(&|q| q.typ & p9_core::qid_type::SYMLINK != 0),
-        // The file linked to is known, of course: the new name must lead to it.
+        Msg::Tcreate(_) | Msg::Tlcreate(_) | Msg::Tmknod(_) | Msg::Tmkdir(_) | Msg::Tsymlink(_) => {
+            made
+        }
+        // The file linked to is the session's own: only this request links it there (another
+        // actor linking the same file to the same name is itself a link the session would
+        // see in flight, or a process that knows the session's file by name).
         Msg::Tlink(l) => match (seen.first(), qid_of(l.fid.0)) {
             (Some(Seen::Found(q)), Some(f)) if f.path == q.path => Done(*q),
             (Some(Seen::Missing), _) => NotDone,
             _ => Unknown,
         },
-        Msg::Tremove(r) => unmade(qid_of(r.fid.0)),
-        Msg::Tunlinkat(_) => unmade(None),
-        Msg::Trename(r) => moved(qid_of(r.fid.0)),
-        Msg::Trenameat(_) => moved(None),
-        Msg::Twstat(w) => moved(qid_of(w.fid.0)),
+        Msg::Tremove(r) => stays(qid_of(r.fid.0)),
+        Msg::Tunlinkat(_) | Msg::Trenameat(_) => stays(at_first()),
+        Msg::Trename(r) => stays(qid_of(r.fid.0)),
+        Msg::Twstat(w) => stays(qid_of(w.fid.0)),
         _ => Unknown,
     }
 }

@@ -98,11 +98,15 @@ struct SessionOpts {
     /// past it the client is not read until the server is back
     #[arg(long, value_parser = parse_size, default_value = "16M", value_name = "SIZE")]
     held_max: usize,
-    /// What a create, remove, link or rename in flight when the server was lost becomes:
-    /// `resolve` looks at the server after the reconnect and answers it as done, sends it
-    /// again if it plainly did not happen, and fails it with EIO only when the server shows
-    /// nothing certain (this reads a name's presence as the request's doing: one writer per
-    /// name); `fail` always fails it with EIO, for trees that several clients change at once
+    /// What a create, remove, link or rename in flight when the server was lost becomes.
+    /// `resolve` looks at the server after the reconnect: where the names are as they were
+    /// before the request (a name to be made absent, a file to be removed or moved still
+    /// there), the request never ran and is sent again; where they show a change that only
+    /// this request could have made (a hard link to the session's own file, an open(O_CREAT)
+    /// finding a file), it is answered as done; anything else — a name made, removed or moved
+    /// that another client could have made so — fails with EIO. It assumes nobody reverses the
+    /// request's change during the outage (removes a name it made). `fail` always fails it
+    /// with EIO, as styxpersist does
     #[arg(long, value_enum, default_value = "resolve", value_name = "RULE")]
     ambiguous: Ambiguous,
 }
@@ -110,7 +114,8 @@ struct SessionOpts {
 /// `--ambiguous`: how creates, removes and renames in flight at a loss are settled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Ambiguous {
-    /// Look at the server: done → success, not done → sent again, unclear → EIO
+    /// Look at the server: not done → sent again, done and provably this request's →
+    /// success, anything else → EIO
     Resolve,
     /// Always EIO ("operation possibly not completed"), as Inferno's styxpersist does
     Fail,

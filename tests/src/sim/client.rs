@@ -46,6 +46,8 @@ pub enum Op {
     CreateTemp {
         name: Vec<u8>,
         orclose: bool,
+        /// 9P2000.L without O_EXCL or O_TRUNC: an open of whatever file is at the name.
+        opens: bool,
     },
     WriteTemp {
         data: Bytes,
@@ -207,6 +209,19 @@ impl Op {
                 | Op::UnlinkTemp
                 | Op::Mkdir { .. }
                 | Op::MakeEntry { .. }
+        )
+    }
+
+    /// Whether what the server shows after it ran proves it was this request (`resolve.rs`):
+    /// a hard link to the lane's own file, a create that is an open. Anything else that ran
+    /// may be answered "possibly not completed": another actor could have made the same change.
+    pub fn proven_by_looking(&self) -> bool {
+        matches!(
+            self,
+            Op::MakeEntry {
+                kind: Entry::Link,
+                ..
+            } | Op::CreateTemp { opens: true, .. }
         )
     }
 }
@@ -837,14 +852,17 @@ impl Lane {
                     let name = format!("t{}", self.next_name).into_bytes();
                     self.next_name += 1;
                     let mut orclose = false;
+                    let mut opens = false;
                     let msg: Msg = if dotl {
+                        let excl = rng.chance(50);
+                        opens = !excl;
                         Tlcreate {
                             fid: self.temp_fid(),
                             name: name.clone().into(),
                             // O_CREAT|O_EXCL sometimes, as open(2) creates: a reopen after a
                             // reconnect must strip them (the file exists by then).
                             flags: lflags::RDWR
-                                | if rng.chance(50) {
+                                | if excl {
                                     lflags::CREATE | lflags::EXCL
                                 } else {
                                     0
@@ -864,7 +882,14 @@ impl Lane {
                         }
                         .into()
                     };
-                    (msg, Op::CreateTemp { name, orclose })
+                    (
+                        msg,
+                        Op::CreateTemp {
+                            name,
+                            orclose,
+                            opens,
+                        },
+                    )
                 }
                 (FidState::Open, Some(_)) if rng.chance(40) => {
                     let data = Bytes::from(rng.data(1, 200));
@@ -1229,6 +1254,11 @@ impl Lane {
             self.next_name += 1;
         }
         let to = format!("mv{}", self.next_name).into_bytes();
+        // Walked first, as Linux holds a fid for what it renames: the session then knows the
+        // file at the old name, and seeing it still there proves the rename did not run.
+        if self.sub == FidState::Absent {
+            return (self.walk(self.sub_fid(), &[d, &sub]), Op::WalkSub);
+        }
         if self.dialect == Dialect::DotL {
             self.next_name += 1;
             let msg = Trenameat {
@@ -1238,9 +1268,6 @@ impl Lane {
                 newname: to.clone().into(),
             };
             return (msg.into(), Op::RenameSub { to });
-        }
-        if self.sub == FidState::Absent {
-            return (self.walk(self.sub_fid(), &[d, &sub]), Op::WalkSub);
         }
         self.next_name += 1;
         let mut stat = Stat::unchanged(self.dialect);
@@ -1804,6 +1831,7 @@ impl Lane {
                 Op::CreateTemp {
                     name,
                     orclose: true,
+                    ..
                 },
                 _,
             ) => {

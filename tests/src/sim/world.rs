@@ -678,7 +678,8 @@ impl World {
         debug_assert_eq!(tag, fc.tag);
         // No false errors: a create, remove or rename in flight at a loss is settled by looking,
         // and fails only where the session says the server showed nothing certain — which
-        // needs a reason in this world (a look the server refused, a link given up on).
+        // needs a reason in this world (a look the server refused, a link given up on, or the
+        // request ran and what it left proves nothing: another actor could have done the same).
         let unseen = self.clients[c].unseen.remove(&fc.tag);
         let not_completed = super::client::is_not_completed(&fc.msg);
         let settled = self.clients[c].lanes[lane].settled_by_looking(&op);
@@ -690,7 +691,8 @@ impl World {
                 ));
             }
             let cl = &self.clients[c];
-            if unseen && cl.looks_refused == 0 && cl.links_given_up == 0 {
+            let ran_unproven = exec.count > 0 && !op.proven_by_looking();
+            if unseen && cl.looks_refused == 0 && cl.links_given_up == 0 && !ran_unproven {
                 return Err(format!(
                     "{op:?}: the session saw nothing certain of it, with no look refused and no link given up"
                 ));
