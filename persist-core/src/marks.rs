@@ -61,6 +61,9 @@ marks! {
     ReplayFailFsync,
     /// An orphaned flush answered here.
     ReplayFlushLocally,
+    /// A client's flush of an orphan that may have changed something held until that orphan
+    /// is answered (its fate known), rather than answered at once.
+    FlushAwaitsOutcome,
     /// A root re-attached.
     RecoveryAttach,
     /// A fid rebuilt with a walk of more than 16 names, in chunks.

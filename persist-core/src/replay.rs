@@ -5,7 +5,7 @@
 //! looked at. The session carries it out after the fids are rebuilt, in the requests'
 //! original order.
 
-use p9_core::{lflags, lock_type, open_mode, qid_type, Msg, NOFID};
+use p9_core::{lflags, lock_type, open_mode, qid_type, Msg, MsgType, NOFID};
 
 use crate::fids::{flag, FidKind, FidRec, OpenMode};
 use crate::marks::Mark;
@@ -106,6 +106,32 @@ pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>) -> (Settle, Mark) {
         // Replies never sit in the request table.
         _ => (not_completed, Mark::ReplayFailCreate),
     }
+}
+
+/// Whether `ty` may change what the server holds, beyond the fids the session records only on
+/// a reply: a write, a create, a link, a remove, a rename, an attribute change, a lock. One of
+/// these in flight at a loss may have run; a flush of it cannot be answered as if it never
+/// was until its fate is known. (A walk, an open or an attach makes a fid or an open file only
+/// on the lost link, which the session never recorded: dropped, it never happened.)
+pub(crate) fn has_effect(ty: MsgType) -> bool {
+    matches!(
+        ty,
+        MsgType::Twrite
+            | MsgType::Tcreate
+            | MsgType::Tlcreate
+            | MsgType::Tmkdir
+            | MsgType::Tsymlink
+            | MsgType::Tmknod
+            | MsgType::Tlink
+            | MsgType::Tremove
+            | MsgType::Tunlinkat
+            | MsgType::Trename
+            | MsgType::Trenameat
+            | MsgType::Twstat
+            | MsgType::Tsetattr
+            | MsgType::Tlock
+            | MsgType::Txattrcreate
+    )
 }
 
 /// The open mode to reopen with: truncation and create/exclusive flags stripped so a reopen

@@ -795,3 +795,82 @@ fn names_that_name_nothing_are_sent_again_for_the_servers_error() {
         assert_eq!(r.resolved(), Some(false));
     }
 }
+
+/// A client's Tflush of a request in flight at a loss (flush(5): an Rflush with no reply means
+/// the request never happened). A write may have run: its flush waits for the write's fate —
+/// it is sent again, answered, and only then is the Rflush sent. A read changes nothing: its
+/// flush is answered at once (Ctrl-C on a read does not wait for the server), and the read is
+/// never answered.
+#[test]
+fn a_flush_of_a_request_in_flight_at_a_loss_waits_only_when_it_may_have_run() {
+    for flush_in_flight in [false, true] {
+        let what = format!("flush in flight at the loss: {flush_in_flight}");
+        let mut r = Rig::new(Dialect::DotL, resolving());
+        r.client(
+            4,
+            Tlopen {
+                fid: Fid(FILE),
+                flags: lflags::RDWR,
+            },
+        );
+        assert!(!is_error(&r.reply_to(4)));
+        r.holding = true;
+        let write = Twrite {
+            fid: Fid(FILE),
+            offset: 0,
+            data: Data("DATA".into()),
+        };
+        r.client(TAG, write);
+        r.run_held_unanswered();
+        if flush_in_flight {
+            r.client(9, Tflush { oldtag: TAG });
+        }
+        r.kill();
+        if !flush_in_flight {
+            r.client(9, Tflush { oldtag: TAG });
+        }
+        assert!(
+            r.replies.iter().all(|f| f.tag != 9 && f.tag != TAG),
+            "{what}: nothing answered while the write's fate is unknown: {:?}",
+            r.replies
+        );
+        r.reconnect();
+        let order: Vec<(u16, MsgType)> = r
+            .replies
+            .iter()
+            .map(|f| (f.tag, f.msg.msg_type()))
+            .filter(|(t, _)| *t == TAG || *t == 9)
+            .collect();
+        assert_eq!(
+            order,
+            [(TAG, MsgType::Rwrite), (9, MsgType::Rflush)],
+            "{what}: the write's reply, then the Rflush"
+        );
+        assert_eq!(r.fs.read_file("d/f").unwrap(), b"DATA");
+    }
+
+    let mut r = Rig::new(Dialect::DotL, resolving());
+    r.client(
+        4,
+        Tlopen {
+            fid: Fid(FILE),
+            flags: lflags::RDONLY,
+        },
+    );
+    r.holding = true;
+    let read = Tread {
+        fid: Fid(FILE),
+        offset: 0,
+        count: 10,
+    };
+    r.client(TAG, read);
+    r.kill();
+    r.client(9, Tflush { oldtag: TAG });
+    assert_eq!(r.reply_to(9), Rflush {}.into(), "answered at once");
+    r.reconnect();
+    assert!(
+        r.replies.iter().all(|f| f.tag != TAG),
+        "a flushed read is never answered: {:?}",
+        r.replies
+    );
+}

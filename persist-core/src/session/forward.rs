@@ -173,15 +173,22 @@ impl Session {
         if let Some(req) = self.requests.remove(&tag) {
             self.held_bytes -= req.frame.len();
             self.send_to_client(frame);
-            self.answer_waiting_flush(&req);
+            self.answer_waiting_flush(tag, &req);
         }
     }
 
     /// `req` is answered: a Tflush held for it gets its Rflush now (flush(5) allows the
-    /// flushed request's reply first).
-    pub(super) fn answer_waiting_flush(&mut self, req: &Request) {
+    /// flushed request's reply first) — if that tag still holds that flush (the client may
+    /// have flushed the flush meanwhile, and used the tag again).
+    pub(super) fn answer_waiting_flush(&mut self, tag: u16, req: &Request) {
         for &flush in &req.waiting_flushes {
-            self.answer(flush, reply::local(flush, Rflush {}));
+            let still = self.requests.get(&flush).is_some_and(|f| {
+                f.ty == MsgType::Tflush
+                    && matches!(self.decode_request(&f.frame), Some(Msg::Tflush(t)) if t.oldtag == tag)
+            });
+            if still {
+                self.answer(flush, reply::local(flush, Rflush {}));
+            }
         }
     }
 
@@ -241,7 +248,12 @@ impl Session {
         }
     }
 
-    /// Answer a Tflush here: drop the request it names (never to be answered) and reply Rflush.
+    /// Answer a Tflush here (no link holds the request it names). The request is dropped
+    /// unanswered where that tells the client the truth (flush(5): flushed without a reply, it
+    /// never happened): it was never sent, it was looked for and had not run, or it has no
+    /// effect a lost link could leave behind. One in flight at a loss that may have changed
+    /// something keeps the Rflush waiting until it is answered (its reply first, as flush(5)
+    /// allows); one found done is answered as done first.
     pub(super) fn flush_locally(&mut self, tag: u16) {
         let oldtag = self
             .requests
@@ -252,6 +264,22 @@ impl Session {
                 _ => None,
             });
         if let Some(old) = oldtag.filter(|&o| o != tag) {
+            let fate_unknown = self.requests.get(&old).is_some_and(|r| {
+                r.state == RequestState::Orphaned
+                    && r.resolved.is_none_or(|o| o == Outcome::Unknown)
+                    && replay::has_effect(r.ty)
+            });
+            if fate_unknown {
+                self.marks.hit(Mark::FlushAwaitsOutcome);
+                if let Some(req) = self.requests.get_mut(&old) {
+                    req.waiting_flushes.push(tag);
+                }
+                if let Some(flush) = self.requests.get_mut(&tag) {
+                    flush.state = RequestState::AwaitingFlushed;
+                }
+                self.queue.retain(|&t| t != tag);
+                return;
+            }
             // Found done after a loss: the fid table says so, and the client must hear it
             // (flush(5) lets the reply come before the Rflush).
             let done = self.requests.get(&old).and_then(|r| match r.resolved {
@@ -265,6 +293,8 @@ impl Session {
             if let Some(req) = self.requests.remove(&old) {
                 self.held_bytes -= req.frame.len();
                 self.queue.retain(|&t| t != old);
+                // Earlier flushes of it are answered too, before this one.
+                self.answer_waiting_flush(old, &req);
             }
         }
         self.queue.retain(|&t| t != tag);
@@ -478,7 +508,7 @@ impl Session {
                 self.apply_io_reply(&req, written as usize);
             }
             self.answered_after_outage();
-            return self.send_to_client(frame);
+            return self.reply_to_client(tag, &req, frame);
         }
         let dialect = if req.ty == MsgType::Tversion {
             None // before the version is settled, errors come in plain 9P2000
@@ -496,7 +526,7 @@ impl Session {
             self.held_bytes -= req.frame.len();
             self.apply_error(&req);
             self.answered_after_outage();
-            return self.send_to_client(frame.0);
+            return self.reply_to_client(tag, &req, frame.0);
         }
         let reply = match Fcall::decode(&frame, dialect.unwrap_or(Dialect::DotL)) {
             Ok(f) => f.msg,
@@ -543,7 +573,16 @@ impl Session {
             (_, None) => {}
         }
         self.answered_after_outage();
+        self.reply_to_client(tag, &req, frame);
+    }
+
+    /// The server's reply to `req` (tag `tag`, already out of the table) goes to the client,
+    /// and then the Rflush of any flush held for it.
+    fn reply_to_client(&mut self, tag: u16, req: &Request, frame: Bytes) {
         self.send_to_client(frame);
+        if !req.waiting_flushes.is_empty() {
+            self.answer_waiting_flush(tag, req);
+        }
     }
 
     /// The server answered a request on a recovered link: the outage is over.

@@ -109,6 +109,9 @@ pub(crate) enum RequestState {
     Sent(LinkId),
     /// Sent on a link that died; settled after the rebuild.
     Orphaned,
+    /// A Tflush of an orphan whose fate is not known yet (it may have run): answered once
+    /// that request is (flush(5): an Rflush alone would tell the client it never happened).
+    AwaitingFlushed,
 }
 
 /// A client request the session holds until its reply goes out.

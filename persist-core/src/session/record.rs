@@ -176,6 +176,8 @@ impl Session {
                     if matches!(old.state, RequestState::Sent(_)) {
                         self.flushed.insert(f.oldtag, old.ty);
                     }
+                    // Flushes held for it while its fate was unknown: it is settled now.
+                    self.answer_waiting_flush(f.oldtag, &old);
                 }
             }
             _ => record_names(fids, msg, reply),

@@ -93,14 +93,14 @@ impl Session {
                 }
                 self.answered_after_outage();
                 self.send_to_client(frame);
-                self.answer_waiting_flush(&req);
+                self.answer_waiting_flush(tag, &req);
             }
             Rooting::Clunk => {
                 self.held_bytes -= req.frame.len();
                 self.answered_after_outage();
                 let frame = Failure::NO_SERVICE_ROOT.reply(tag, self.dialect());
                 self.send_to_client(frame);
-                self.answer_waiting_flush(&req);
+                self.answer_waiting_flush(tag, &req);
             }
         }
         None
@@ -177,7 +177,7 @@ impl Session {
             // Cannot happen for a walk of at most 16 names or a clunk; answered all the same.
             self.held_bytes -= req.frame.len();
             self.send_to_client(Failure::NO_SERVICE_ROOT.reply(tag, self.dialect()));
-            self.answer_waiting_flush(&req);
+            self.answer_waiting_flush(tag, &req);
             return;
         };
         req.state = RequestState::Sent(link);

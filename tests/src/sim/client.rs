@@ -212,6 +212,26 @@ impl Op {
         )
     }
 
+    /// Whether running it changes what the server holds (data, names, attributes, locks):
+    /// flushed with no reply (flush(5): it never happened), it must not have run.
+    pub fn changes_server(&self) -> bool {
+        matches!(
+            self,
+            Op::Write { .. }
+                | Op::Append { .. }
+                | Op::CreateTemp { .. }
+                | Op::WriteTemp { .. }
+                | Op::RenameTemp { .. }
+                | Op::RenameSub { .. }
+                | Op::RemoveTemp
+                | Op::UnlinkTemp
+                | Op::Truncate { .. }
+                | Op::Mkdir { .. }
+                | Op::MakeEntry { .. }
+                | Op::Lock { .. }
+        )
+    }
+
     /// Whether what the server shows after it ran proves it was this request (`resolve.rs`):
     /// a hard link to the lane's own file, a create that is an open. Anything else that ran
     /// may be answered "possibly not completed": another actor could have made the same change.

@@ -115,6 +115,9 @@ struct Client {
     /// Links the session gave up on (silent, broken): what was in flight on them may still
     /// run on the server, so the session settles none of it by looking.
     links_given_up: u32,
+    /// Tags whose request the server ran after answering a Tflush of it (a misbehaving
+    /// server): the client may hear Rflush alone of a request that ran.
+    ran_after_flush: std::collections::BTreeSet<u16>,
 }
 
 impl Client {
@@ -280,6 +283,7 @@ impl World {
                 poisoned: Default::default(),
                 looks_refused: 0,
                 unseen: Default::default(),
+                ran_after_flush: Default::default(),
                 links_given_up: 0,
             });
         }
@@ -651,6 +655,14 @@ impl World {
                 if cl.outstanding.remove(&old).is_some() {
                     let exec = cl.executions.remove(&old).unwrap_or_default();
                     let (_, op) = cl.lanes[lane].busy.take().expect("the flushed op");
+                    // flush(5): an Rflush with no reply says the request never happened
+                    // (unless the server itself ran it after its Rflush).
+                    let server_lied = cl.ran_after_flush.remove(&old);
+                    if exec.success.is_some() && op.changes_server() && !server_lied {
+                        return Err(format!(
+                            "{op:?} was flushed with no reply, but the server ran it"
+                        ));
+                    }
                     let outcome = check_executions(&op, &exec, None)?;
                     let reply = Rflush {}.into();
                     let follow =
@@ -972,6 +984,8 @@ impl World {
                     // put the request right behind it.
                     let flush = queue.remove(pick).expect("picked");
                     let target = queue.remove(old).expect("found");
+                    self.clients[c].ran_after_flush.insert(f.oldtag);
+                    let queue = &mut self.clients[c].to_server;
                     queue.push_front(target);
                     return Some(flush);
                 }
