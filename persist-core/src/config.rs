@@ -93,15 +93,15 @@ pub struct Config {
     /// Most successful lock requests remembered per fid for replay; a fid with more is stale
     /// after a reconnect (a whole-file unlock clears the history).
     pub max_lock_history: usize,
-    /// Most bytes of unsynced writes kept (all fids together) to be written again after a
+    /// Most bytes of unsynced writes kept (all files together) to be written again after a
     /// reconnect, so that a later fsync tells the truth. Each kept write counts at least a
     /// read chunk ([`READ_CHUNK`](crate::drive::READ_CHUNK)): it is a slice of the buffer the
     /// driver read it into, and keeps all of that buffer in memory.
     pub replay_budget: usize,
     /// Whether a create, remove or rename in flight when its link died is resolved by looking
-    /// at the server after the reconnect (answered as done, sent again, or failed only when the
-    /// names show nothing certain), rather than always failed as "possibly not completed"
-    /// (styxpersist's rule; right when several clients change the same names at once).
+    /// at the server after the reconnect (sent again where the names show it never ran,
+    /// answered as done only where they prove it was this request's doing, failed otherwise),
+    /// rather than always failed as "possibly not completed" (styxpersist's rule).
     pub resolve_ambiguous: bool,
     /// A live link on which requests have waited this long with nothing at all arriving from
     /// the server is declared dead (a hung server) and the server redialed. In soft mode the

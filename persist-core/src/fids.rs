@@ -10,6 +10,8 @@ use p9_core::Qid;
 
 use crate::hash::HashMap;
 use crate::names::{NameTree, NodeId};
+pub(crate) use crate::unsynced::Kept;
+use crate::unsynced::Unsynced;
 
 /// An attach's identity: what a re-attach must repeat.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,10 +61,6 @@ pub(crate) enum OpenMode {
 
 /// Fid flags.
 pub(crate) mod flag {
-    /// Writes acknowledged since the last successful fsync.
-    pub const UNSYNCED: u16 = 1;
-    /// Some of those were acknowledged on a link that died: the next fsync must fail.
-    pub const WRITES_LOST: u16 = 2;
     /// Opened with O_APPEND (.L): its writes append, and are not repeated (kept when the fid
     /// is lost, which forgets how it was opened).
     pub const APPENDS: u16 = 4;
@@ -70,73 +68,6 @@ pub(crate) mod flag {
     pub const FAST_FORWARDED: u16 = 8;
     /// Lock history overflowed: it cannot be replayed.
     pub const LOCKS_OVERFLOWED: u16 = 16;
-    /// Some unsynced writes are not kept: the session's replay budget was spent.
-    pub const OVER_BUDGET: u16 = 32;
-    /// Some unsynced writes are not kept: they appended (O_APPEND or an append-only file),
-    /// and an append cannot be repeated.
-    pub const APPENDED: u16 = 64;
-    /// Writing kept writes again after a reconnect failed.
-    pub const REWRITE_FAILED: u16 = 128;
-    /// The file was truncated through the fid since its last fsync: writes across a
-    /// truncation are not written again (they would bring back what it cut off).
-    pub const TRUNCATED: u16 = 256;
-    /// The file was written through another fid too since the last fsync: the two fids'
-    /// writes cannot be put back in the order they happened, so neither's are kept.
-    pub const SHARED: u16 = 512;
-    /// The reasons a fid's unsynced writes cannot all be written again.
-    pub const NOT_KEPT: u16 = OVER_BUDGET | APPENDED | REWRITE_FAILED | TRUNCATED | SHARED;
-}
-
-/// The writes acknowledged on a fid since its last successful fsync, kept to be written again
-/// after a reconnect (as an NFS client keeps uncommitted data until COMMIT): each an offset and
-/// the data, a slice of the client's own Twrite frame (no copy).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct KeptWrites {
-    pub writes: Vec<(u64, Bytes)>,
-    /// What they count against the session's replay budget (see `FidTable::acked_write`).
-    pub charge: usize,
-}
-
-/// The file as the kept writes leave it, where they touch it: disjoint ranges, each with the
-/// data the last write covering it left there (slices of the kept frames, no copy). Written
-/// back in any order, or only in part, these never put older data over newer: on a server that
-/// lost nothing they change nothing.
-pub(crate) fn final_image(writes: &[(u64, Bytes)]) -> Vec<(u64, Bytes)> {
-    // start → data, disjoint; each new write cuts what it overlaps.
-    let mut image: alloc::collections::BTreeMap<u64, Bytes> = Default::default();
-    for (offset, data) in writes {
-        let (start, end) = (*offset, *offset + data.len() as u64);
-        if start == end {
-            continue;
-        }
-        let overlapping: Vec<u64> = image
-            .range(..end)
-            .filter(|(s, d)| **s + d.len() as u64 > start)
-            .map(|(s, _)| *s)
-            .collect();
-        for s in overlapping {
-            let d = image.remove(&s).expect("listed");
-            let e = s + d.len() as u64;
-            if s < start {
-                image.insert(s, d.slice(..(start - s) as usize));
-            }
-            if e > end {
-                image.insert(end, d.slice((end - s) as usize..));
-            }
-        }
-        image.insert(start, data.clone());
-    }
-    image.into_iter().collect()
-}
-
-/// What became of an acknowledged write (`FidTable::acked_write`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kept {
-    Yes,
-    /// Not kept: the fid's unsynced writes are already not all kept (or it is gone).
-    No,
-    /// Not kept: the replay budget is spent.
-    OverBudget,
 }
 
 /// The Tlock requests that succeeded on a fid, oldest first.
@@ -155,8 +86,6 @@ pub(crate) struct FidRec {
     /// Successful Tlock frames, in order, for replay after a reconnect. Boxed: most fids
     /// never lock, and the record stays small.
     pub locks: Option<Box<LockHistory>>,
-    /// Unsynced writes kept for a rewrite after a reconnect (boxed, as locks are).
-    pub kept: Option<Box<KeptWrites>>,
 }
 
 impl FidRec {
@@ -174,10 +103,8 @@ pub(crate) struct FidTable {
     pub fids: HashMap<u32, FidRec>,
     /// How many fids are lost: while none are, requests need no lost-fid lookup.
     lost: usize,
-    /// What every fid's kept writes count against the replay budget.
-    kept_charge: usize,
-    /// For each file (the server's qid.path) with kept writes, the fid keeping them.
-    kept_by_file: HashMap<u64, u32>,
+    /// Every file's unsynced writes (by the files the fids stand for).
+    pub unsynced: Unsynced,
     pub names: NameTree,
     roots: Vec<Option<Root>>,
 }
@@ -243,18 +170,27 @@ impl FidTable {
 
     /// Add or replace `fid` (the record's root and node references pass to the table).
     pub fn insert(&mut self, fid: u32, rec: FidRec) {
-        self.drop_kept(fid);
         if let Some(old) = self.fids.insert(fid, rec) {
             self.drop_refs(&old);
+            self.let_go_of_file(old.qid.path);
         }
     }
 
     /// Forget `fid`.
     pub fn remove(&mut self, fid: u32) -> Option<FidRec> {
-        self.drop_kept(fid);
         let rec = self.fids.remove(&fid)?;
         self.drop_refs(&rec);
+        self.let_go_of_file(rec.qid.path);
         Some(rec)
+    }
+
+    /// A fid of file `path` went: if it was the file's last and the file has unsynced writes,
+    /// nothing is left to write them again through (`Unsynced::closed`). The scan runs only for
+    /// a file with unsynced writes.
+    fn let_go_of_file(&mut self, path: u64) {
+        if self.unsynced.has(path) && !self.fids.values().any(|f| f.qid.path == path) {
+            self.unsynced.closed(path);
+        }
     }
 
     /// Mark `fid` lost; false if there is no such fid.
@@ -267,17 +203,13 @@ impl FidTable {
         }
         rec.kind = FidKind::Lost(reason);
         rec.locks = None;
-        self.drop_kept(fid);
         true
     }
 
-    /// A write through `fid` was acknowledged: the fid has unsynced writes (appended ones when
-    /// it appends), and the write — `data()`, its bytes and what they count against `budget`
-    /// (shared by every fid) — is kept to be written again after a reconnect, unless the fid's
-    /// unsynced writes are already not all kept. Past the budget the fid's kept writes are
-    /// dropped and it is marked `OVER_BUDGET` until its next successful fsync; written through
-    /// two fids, the file's writes are kept by neither (`SHARED`). One lookup of the fid on the
-    /// way every acknowledged write takes.
+    /// A write through `fid` was acknowledged: its file has unsynced writes, and the write —
+    /// `data()`, its bytes and what they count against `budget` — is kept to be written again
+    /// after a reconnect where it can be (`Unsynced::acked_write`). One lookup of the fid and
+    /// one of its file on the way every acknowledged write takes.
     pub fn acked_write(
         &mut self,
         fid: u32,
@@ -285,104 +217,35 @@ impl FidTable {
         data: impl FnOnce() -> Option<(Bytes, usize)>,
         budget: usize,
     ) -> Kept {
-        let Some(rec) = self.fids.get_mut(&fid) else {
+        let Some(rec) = self.fids.get(&fid) else {
             return Kept::No;
         };
-        rec.flags |= flag::UNSYNCED;
-        if crate::replay::appends(rec) {
-            rec.flags |= flag::APPENDED;
-        }
-        if rec.flags & flag::NOT_KEPT != 0 {
-            return Kept::No;
-        }
-        let Some((data, charge)) = data() else {
-            return Kept::No;
-        };
-        let path = rec.qid.path;
-        if self.kept_charge + charge > budget {
-            if let Some(k) = rec.kept.take() {
-                self.kept_charge -= k.charge;
-            }
-            rec.flags |= flag::OVER_BUDGET;
-            if self.kept_by_file.get(&path) == Some(&fid) {
-                self.kept_by_file.remove(&path);
-            }
-            return Kept::OverBudget;
-        }
-        match self.kept_by_file.get(&path) {
-            Some(&other) if other != fid => {
-                // Written through two fids: which came last cannot be told after a loss.
-                rec.flags |= flag::SHARED;
-                self.stop_keeping_as(other, flag::SHARED);
-                return Kept::No;
-            }
-            Some(_) => {}
-            None => {
-                self.kept_by_file.insert(path, fid);
-            }
-        }
-        let kept = rec.kept.get_or_insert_with(Default::default);
-        kept.writes.push((offset, data));
-        kept.charge += charge;
-        self.kept_charge += charge;
-        Kept::Yes
+        let (path, appends) = (rec.qid.path, crate::replay::appends(rec));
+        self.unsynced
+            .acked_write(path, appends, offset, data, budget)
     }
 
-    /// A truncation through `fid`: kept writes cannot be written again across it (a rewrite
-    /// would bring back what it cut off), so they are let go and the fid marked: its next
-    /// fsync after a loss fails, as it would without keeping.
-    pub fn stop_keeping(&mut self, fid: u32) {
-        self.stop_keeping_as(fid, flag::TRUNCATED);
-        // Another fid's writes to the same file would be written back over the cut too.
-        let path = self.fids.get(&fid).map(|r| r.qid.path);
-        if let Some(&holder) = path.and_then(|p| self.kept_by_file.get(&p)) {
-            self.stop_keeping_as(holder, flag::TRUNCATED);
+    /// The file `fid` stands for was truncated (or may have been): its kept writes cannot be
+    /// written again across that.
+    pub fn truncated(&mut self, fid: u32) {
+        if let Some(path) = self.fids.get(&fid).map(|r| r.qid.path) {
+            self.unsynced.truncated(path);
         }
     }
 
-    /// The file whose qid.path is `path` was truncated by opening it (O_TRUNC): whichever fid
-    /// keeps writes for it stops.
-    pub fn truncated_file(&mut self, path: u64) {
-        if let Some(&holder) = self.kept_by_file.get(&path) {
-            self.stop_keeping_as(holder, flag::TRUNCATED);
-        }
+    /// Why the next fsync through `fid` must fail, if it must: its file's unsynced writes were
+    /// lost with a link and not all written again.
+    pub fn writes_lost(&self, fid: u32) -> Option<&'static str> {
+        let rec = self.fids.get(&fid)?;
+        self.unsynced.lost(rec.qid.path)
     }
 
-    /// Let go of `fid`'s kept writes, and mark why its unsynced writes are not all kept.
-    fn stop_keeping_as(&mut self, fid: u32, why: u16) {
-        self.drop_kept(fid);
-        if self
-            .fids
-            .get(&fid)
-            .is_some_and(|r| r.flags & flag::UNSYNCED != 0)
-        {
-            self.flag(fid, why);
+    /// A Tfsync through `fid`, sent at acknowledgement count `mark`, succeeded or reported the
+    /// loss: the writes it covers are settled.
+    pub fn fsynced(&mut self, fid: u32, mark: u64) {
+        if let Some(path) = self.fids.get(&fid).map(|r| r.qid.path) {
+            self.unsynced.fsynced(path, mark);
         }
-    }
-
-    fn flag(&mut self, fid: u32, bits: u16) {
-        if let Some(rec) = self.fids.get_mut(&fid) {
-            rec.flags |= bits;
-        }
-    }
-
-    /// Let go of `fid`'s kept writes (an fsync made them durable, or reported them lost).
-    pub fn drop_kept(&mut self, fid: u32) {
-        let Some(rec) = self.fids.get_mut(&fid) else {
-            return;
-        };
-        let path = rec.qid.path;
-        if let Some(k) = rec.kept.take() {
-            self.kept_charge -= k.charge;
-        }
-        if self.kept_by_file.get(&path) == Some(&fid) {
-            self.kept_by_file.remove(&path);
-        }
-    }
-
-    /// What all kept writes count against the replay budget.
-    pub fn kept_charge(&self) -> usize {
-        self.kept_charge
     }
 
     /// Whether any fid is lost.
@@ -394,10 +257,6 @@ impl FidTable {
         if rec.is_lost().is_some() {
             self.lost -= 1;
         }
-        debug_assert!(
-            rec.kept.is_none(),
-            "kept writes are let go before the record"
-        );
         self.names.release(rec.node);
         self.release_root_ref(rec.root);
     }
@@ -414,7 +273,6 @@ impl FidTable {
             dir_offset: 0,
             flags: 0,
             locks: None,
-            kept: None,
         }
     }
 
@@ -424,6 +282,7 @@ impl FidTable {
         for fid in fids {
             self.remove(fid);
         }
+        self.unsynced.clear();
     }
 
     pub fn get(&self, fid: u32) -> Option<&FidRec> {
@@ -452,49 +311,5 @@ impl FidTable {
                 .sum::<usize>()
             + self.roots.capacity() * core::mem::size_of::<Option<Root>>()
             + self.names.heap_bytes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn image(writes: &[(u64, &[u8])]) -> Vec<(u64, Vec<u8>)> {
-        let writes: Vec<(u64, Bytes)> = writes
-            .iter()
-            .map(|(o, d)| (*o, Bytes::copy_from_slice(d)))
-            .collect();
-        final_image(&writes)
-            .into_iter()
-            .map(|(o, d)| (o, d.to_vec()))
-            .collect()
-    }
-
-    #[test]
-    fn the_final_image_keeps_the_last_data_for_each_byte() {
-        // A later write over the middle of an earlier one splits it.
-        assert_eq!(
-            image(&[(0, b"aaaaaaaa"), (2, b"bb")]),
-            [
-                (0, b"aa".to_vec()),
-                (2, b"bb".to_vec()),
-                (4, b"aaaa".to_vec())
-            ]
-        );
-        // An earlier write wholly covered is gone; touching ranges stay apart.
-        assert_eq!(
-            image(&[(4, b"xy"), (2, b"cccccc"), (8, b"d")]),
-            [(2, b"cccccc".to_vec()), (8, b"d".to_vec())]
-        );
-        // Overlaps at either end.
-        assert_eq!(
-            image(&[(2, b"eeee"), (0, b"fff"), (5, b"gg")]),
-            [
-                (0, b"fff".to_vec()),
-                (3, b"ee".to_vec()),
-                (5, b"gg".to_vec())
-            ]
-        );
-        assert!(image(&[(3, b"")]).is_empty());
     }
 }

@@ -54,7 +54,8 @@
 //! Where things live: the session's state is [`Session`] (`session.rs`); what happens to a
 //! request in flight when a link dies is the one table in `replay.rs` (with the outcome table
 //! for creates, removes and renames, settled by looking, in `resolve.rs`); rebuilding fids after
-//! a reconnect is `recovery.rs`; fids and the shared name tree are `fids.rs` and `names.rs`.
+//! a reconnect is `recovery.rs`; fids and the shared name tree are `fids.rs` and `names.rs`;
+//! unsynced writes, kept per file to be written again, are `unsynced.rs`.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -79,6 +80,7 @@ mod rng;
 mod session;
 mod time;
 mod timers;
+mod unsynced;
 
 pub use auth::{AuthConversation, AuthInput, AuthStep, Authenticator};
 pub use config::{Backoff, Config};

@@ -61,6 +61,9 @@ marks! {
     ReplayFailFsync,
     /// An orphaned flush answered here.
     ReplayFlushLocally,
+    /// An orphaned write, setattr, wstat or unlock on a link given up as hung or broken failed
+    /// instead of being resent (its old server may run it yet, after newer requests).
+    ReplayFailGivenUp,
     /// A client's flush of an orphan that may have changed something held until that orphan
     /// is answered (its fate known), rather than answered at once.
     FlushAwaitsOutcome,
@@ -111,7 +114,7 @@ marks! {
     ReplayBudgetSpent,
     /// Kept unsynced writes written again on a rebuilt fid.
     RecoveryRewrite,
-    /// Writing kept writes again failed: the fid's next fsync fails.
+    /// Writing kept writes again failed: the file's next fsync fails.
     RecoveryRewriteFailed,
     /// Mux: a link came up to another backend than the last, with files open on the old one
     /// (they now answer i/o errors).

@@ -28,7 +28,7 @@ use crate::auth::{AuthConversation, AuthInput, AuthStep, Authenticator};
 use crate::config::Config;
 use crate::endpoint::ServiceRoot;
 use crate::event::{Event, LinkId, Output};
-use crate::fids::{final_image, flag, FidKind, FidTable, LostReason, OpenMode, RootId};
+use crate::fids::{flag, FidKind, FidTable, LostReason, OpenMode, RootId};
 use crate::hash::HashMap;
 use crate::marks::{Mark, Marks};
 use crate::replay::reopen_mode;
@@ -186,9 +186,11 @@ struct Job {
     /// The qid the walk arrived at.
     qid: Qid,
     tries: u32,
-    /// The final image of the fid's kept writes (`fids::final_image`), taken when its rewrite
-    /// begins, and carried to the end even if the client lets go of the fid meanwhile.
+    /// The final image of its file's kept writes (`unsynced::final_image`), taken when this
+    /// fid claims their rewrite, and carried to the end even if the client lets go of the fid
+    /// meanwhile; with the file's qid path.
     rewrites: Vec<(u64, Bytes)>,
+    rewriting: Option<u64>,
 }
 
 #[derive(Clone, Copy)]
@@ -657,6 +659,7 @@ impl Recovery {
             qid: root_qid,
             tries: 0,
             rewrites: Vec::new(),
+            rewriting: None,
         };
         self.job_walk(job, cx);
     }
@@ -788,12 +791,11 @@ impl Recovery {
                     }
                     _ => {
                         // The writing cannot be done again: the data may be lost, and the
-                        // next fsync must say so.
+                        // file's next fsync must say so.
                         cx.marks.hit(Mark::RecoveryRewriteFailed);
-                        if let Some(rec) = cx.fids.get_mut(fid) {
-                            rec.flags |= flag::REWRITE_FAILED | flag::WRITES_LOST;
+                        if let Some(path) = job.rewriting.take() {
+                            cx.fids.unsynced.rewritten(path, false);
                         }
-                        cx.fids.drop_kept(fid);
                         job.rewrites = Vec::new();
                         self.job_locks(job, 0, cx)
                     }
@@ -842,11 +844,22 @@ impl Recovery {
             return;
         };
         if !rec.qid.is_dir() {
+            // Open for writing, it writes its file's kept writes again, unless another fid of
+            // the file does so already.
+            let writable = match rec.kind {
+                FidKind::Open(OpenMode::DotL(f)) => f & 3 == 1 || f & 3 == 2,
+                FidKind::Open(OpenMode::Classic(m)) => m & 3 == 1 || m & 3 == 2,
+                _ => false,
+            };
+            let path = rec.qid.path;
             let mut job = job;
-            job.rewrites = rec
-                .kept
-                .as_ref()
-                .map_or_else(Vec::new, |k| final_image(&k.writes));
+            if let Some(image) = writable
+                .then(|| cx.fids.unsynced.claim_rewrite(path))
+                .flatten()
+            {
+                job.rewrites = image;
+                job.rewriting = Some(path);
+            }
             return self.job_rewrite(job, 0, 0, cx);
         }
         if rec.dir_offset == 0 {
@@ -889,6 +902,9 @@ impl Recovery {
         loop {
             let Some((offset, data)) = job.rewrites.get(index).cloned() else {
                 job.rewrites = Vec::new();
+                if let Some(path) = job.rewriting.take() {
+                    cx.fids.unsynced.rewritten(path, true);
+                }
                 return self.job_locks(job, 0, cx);
             };
             let want = Self::rewrite_len(&data, done, cx);

@@ -33,8 +33,9 @@ pub(crate) fn appends(fid: &FidRec) -> bool {
 }
 
 /// The rule for `msg`, whose first fid has the record `fid` (after the rebuild), and the mark
-/// naming the row that decided.
-pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>) -> (Settle, Mark) {
+/// naming the row that decided; `writes_lost`: that fid's file has unsynced writes lost with
+/// a link and not written again.
+pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>, writes_lost: bool) -> (Settle, Mark) {
     use Settle::*;
     let is_dir = fid.is_some_and(|f| f.qid.is_dir());
     let fast_forwarded = fid.is_some_and(|f| f.flags & flag::FAST_FORWARDED != 0);
@@ -98,9 +99,7 @@ pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>) -> (Settle, Mark) {
             }
             _ => (ClunkLocally, Mark::ReplayClunkLocally),
         },
-        Msg::Tfsync(_) if fid.is_some_and(|f| f.flags & flag::WRITES_LOST != 0) => {
-            (Fail(Failure::WRITES_LOST), Mark::ReplayFailFsync)
-        }
+        Msg::Tfsync(_) if writes_lost => (Fail(Failure::WRITES_LOST), Mark::ReplayFailFsync),
         Msg::Tfsync(_) => (Resend, Mark::ReplayResendFsync),
         Msg::Tflush(_) => (FlushLocally, Mark::ReplayFlushLocally),
         // Replies never sit in the request table.

@@ -874,3 +874,44 @@ fn a_flush_of_a_request_in_flight_at_a_loss_waits_only_when_it_may_have_run() {
         r.replies
     );
 }
+
+/// A write in flight on a link the session gave up on (its server silent past the server
+/// timeout) may still run on that server later, after anything sent on a new link: resent, it
+/// could be overtaken by its own older copy, laid over newer data. It fails as "possibly not
+/// completed" and is not sent again; a read in flight is sent again (it changes nothing).
+#[test]
+fn a_write_on_a_link_given_up_on_is_never_resent() {
+    let mut r = Rig::new(Dialect::DotL, resolving());
+    r.client(
+        4,
+        Tlopen {
+            fid: Fid(FILE),
+            flags: lflags::RDWR,
+        },
+    );
+    r.holding = true;
+    let write = Twrite {
+        fid: Fid(FILE),
+        offset: 0,
+        data: Data("DATA".into()),
+    };
+    r.client(TAG, write);
+    let read = Tread {
+        fid: Fid(FILE),
+        offset: 0,
+        count: 10,
+    };
+    r.client(TAG + 1, read);
+    let at = r.s.poll_timeout().expect("the silence check");
+    r.now = r.now.max(at);
+    r.s.handle_timeout(r.now);
+    r.run();
+    r.link = None;
+    r.held.clear();
+    r.reconnect();
+    assert!(is_not_completed(&r.reply_to(TAG)), "{:?}", r.replies);
+    assert_eq!(r.ran(MsgType::Twrite), 0, "never sent again");
+    assert!(r.failed_why().is_some_and(|w| w.contains("given up")));
+    assert!(matches!(r.reply_to(TAG + 1), Msg::Rread(_)));
+    assert_eq!(r.fs.read_file("d/f").unwrap(), b"data");
+}

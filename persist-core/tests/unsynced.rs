@@ -144,15 +144,105 @@ fn a_truncation_stops_keeping_until_the_next_fsync() {
     nothing_rewritten_and_fsync_fails(&mut p, 5, 1, "truncated");
 }
 
+/// The frames written again after a reconnect, as (offset, data).
+fn rewrites(log: &[Fcall]) -> Vec<(u64, Vec<u8>)> {
+    log.iter()
+        .filter_map(|f| match &f.msg {
+            Msg::Twrite(w) => Some((w.offset, w.data.0.to_vec())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Unsynced writes are the file's, not a fid's: written through two fids, they are written
+/// again as the file had them (in the order they were acknowledged), and an fsync through
+/// either answers for both.
 #[test]
-fn writes_through_two_fids_of_one_file_are_not_kept() {
+fn writes_through_two_fids_are_kept_for_their_file() {
     let mut p = Pair::attached(Dialect::DotL);
     p.open_file(2, 1, &["f"], lflags::RDWR);
     p.open_file(3, 2, &["f"], lflags::RDWR);
-    p.client(4, write(1, 0, "first"));
+    p.client(4, write(1, 0, "first!"));
+    p.serve();
     p.client(5, write(2, 0, "second"));
     p.serve();
-    nothing_rewritten_and_fsync_fails(&mut p, 6, 1, "another fid");
+    p.kill();
+    lose(&mut p, &["f"]);
+    let log = p.reconnect_log();
+    assert_eq!(rewrites(&log), [(0, b"second".to_vec())]);
+    assert_eq!(contents(&p, &["f"]), b"second");
+    p.client(6, fsync(1));
+    p.serve();
+    assert_eq!(p.reply_to(6), &Msg::Rfsync(Rfsync {}));
+    assert_eq!(
+        p.s.replay_kept_bytes(),
+        0,
+        "the fsync settled both fids' writes"
+    );
+}
+
+/// Linux writes back through one fid, lets it go, and fsyncs through another (`sync FILE`
+/// opens a new one): the writes are still the file's. With another fid of the file open for
+/// writing, that fid writes them again; with none, the fsync says they may be lost.
+#[test]
+fn an_fsync_through_another_fid_answers_for_writes_through_a_clunked_one() {
+    for keep_writer in [true, false] {
+        let mut p = Pair::attached(Dialect::DotL);
+        p.open_file(2, 1, &["f"], lflags::RDWR);
+        let mode = if keep_writer {
+            lflags::RDWR
+        } else {
+            lflags::RDONLY
+        };
+        p.open_file(3, 2, &["f"], mode);
+        p.client(4, write(1, 0, "written back"));
+        p.client(5, Tclunk { fid: Fid(1) });
+        p.serve();
+        p.kill();
+        lose(&mut p, &["f"]);
+        let log = p.reconnect_log();
+        p.client(6, fsync(2));
+        p.serve();
+        if keep_writer {
+            assert_eq!(rewrites(&log), [(0, b"written back".to_vec())]);
+            assert_eq!(p.reply_to(6), &Msg::Rfsync(Rfsync {}));
+            assert_eq!(contents(&p, &["f"]), b"written back");
+        } else {
+            assert!(rewrites(&log).is_empty());
+            assert_eq!(
+                p.reply_to(6),
+                &Msg::Rlerror(Rlerror { ecode: errno::EIO }),
+                "the write through the clunked fid may be lost: fsync must not say otherwise"
+            );
+        }
+    }
+}
+
+/// A Tfsync covers the writes acknowledged before it was sent: one acknowledged after (the
+/// server answered it first) is still unsynced when the Rfsync comes, and is written again
+/// after a loss.
+#[test]
+fn an_fsync_covers_only_writes_acknowledged_before_it_was_sent() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    p.client(3, write(1, 0, "early"));
+    p.serve();
+    p.client(4, fsync(1));
+    p.client(5, write(1, 5, "-late"));
+    let f = p.next_request();
+    let w = p.next_request();
+    for fc in [w, f] {
+        let reply = p.server.answer(&fc);
+        p.reply(fc.tag, reply);
+    }
+    assert_eq!(p.reply_to(4), &Msg::Rfsync(Rfsync {}));
+    p.kill();
+    // A crash keeps what was synced and loses the rest.
+    let key = vec![b"f".to_vec()];
+    p.server.files.get_mut(&key).unwrap().1.truncate(5);
+    let log = p.reconnect_log();
+    assert_eq!(rewrites(&log), [(5, b"-late".to_vec())]);
+    assert_eq!(contents(&p, &["f"]), b"early-late");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! drive layer's fuzz property, and a scripted hostile server.
 
 pub mod drive_fuzz;
+pub mod history;
 pub mod hostile;
 pub mod servers;
 pub mod sim;

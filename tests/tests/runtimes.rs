@@ -41,6 +41,7 @@ enum Server {
     },
 }
 
+use tests::history;
 use tests::servers::{announced, free_port, spawn_diod, spawn_ganesha};
 
 impl Server {
@@ -323,6 +324,10 @@ fn proxy(runtime: &str, backend: Addr, give_up_after: Option<Duration>) -> Proxy
 }
 
 async fn attach(server: &Server, proxy: &Addr) -> NineP {
+    attach_to(server.aname(), proxy).await
+}
+
+async fn attach_to(aname: Bytes, proxy: &Addr) -> NineP {
     let mut c = NineP::connect(proxy, 65536, Dialect::DotL)
         .await
         .expect("connect through the proxy");
@@ -331,7 +336,7 @@ async fn attach(server: &Server, proxy: &Addr) -> NineP {
             fid: Fid(0),
             afid: NOFID,
             uname: "root".into(),
-            aname: server.aname(),
+            aname,
             n_uname: Some(0),
         })
         .await
@@ -366,6 +371,162 @@ fn pattern(f: u32, k: u64) -> Vec<u8> {
     (0..8192u64)
         .map(|i| (f as u64 * 7 + k * 13 + i) as u8)
         .collect()
+}
+
+/// How a reply ended an operation on a name, for the history checker.
+fn outcome_of(reply: &Msg) -> history::Outcome {
+    match reply {
+        Msg::Rlerror(e) if e.ecode == errno::EIO => history::Outcome::Unknown,
+        Msg::Rlerror(e) if e.ecode == errno::EEXIST || e.ecode == errno::ENOENT => {
+            history::Outcome::Refused
+        }
+        Msg::Rlerror(_) | Msg::Rerror(_) => history::Outcome::Failed,
+        _ => history::Outcome::Ok,
+    }
+}
+
+/// One client of the lock race: until `until`, take the lock file `lock` (O_CREAT|O_EXCL) and
+/// the lock directory `lockdir` (mkdir) in turn, and let each go (Tremove) when it may hold
+/// it; every create and remove recorded with its window on the shared clock `epoch`.
+async fn race_for_locks(
+    process: usize,
+    mut c: NineP,
+    names: &'static [&'static str],
+    unlinkat: bool,
+    epoch: Instant,
+    until: Instant,
+) -> Vec<history::Op> {
+    let clone = |newfid: u32, names: &[&str]| Twalk {
+        fid: Fid(0),
+        newfid: Fid(newfid),
+        wnames: WalkNames::new(names).unwrap(),
+    };
+    let now = || epoch.elapsed().as_micros() as u64;
+    let mut ops = Vec::new();
+    let mut round = 0u64;
+    while Instant::now() < until {
+        for &name in names {
+            let r = c.call(clone(1, &[])).await.unwrap();
+            assert!(matches!(r.msg, Msg::Rwalk(_)), "{:?}", r.msg);
+            let make: Msg = match name {
+                "lock" => Tlcreate {
+                    fid: Fid(1),
+                    name: name.into(),
+                    flags: lflags::RDWR | lflags::CREATE | lflags::EXCL,
+                    mode: 0o644,
+                    gid: 0,
+                }
+                .into(),
+                _ => Tmkdir {
+                    dfid: Fid(1),
+                    name: name.into(),
+                    mode: 0o755,
+                    gid: 0,
+                }
+                .into(),
+            };
+            let invoked = now();
+            let reply = c.call(make).await.unwrap().msg;
+            let outcome = outcome_of(&reply);
+            ops.push(history::Op {
+                process,
+                name: name.into(),
+                kind: history::Kind::CreateExclusive,
+                invoked,
+                answered: now(),
+                outcome,
+            });
+            c.call(Tclunk { fid: Fid(1) }).await.unwrap();
+            let held = matches!(outcome, history::Outcome::Ok | history::Outcome::Unknown);
+            // Hold it a moment (longer now and then), then let it go.
+            tokio::time::sleep(Duration::from_millis(1 + (round * 7 + process as u64) % 5)).await;
+            if !held {
+                continue;
+            }
+            let remove: Msg = match unlinkat {
+                // By name, as Linux removes (ganesha, whose Tremove breaks).
+                true => Tunlinkat {
+                    dirfid: Fid(0),
+                    name: name.into(),
+                    flags: if name == "lockdir" { 0x200 } else { 0 },
+                }
+                .into(),
+                // Through a fid walked to it (diod, which has no Tunlinkat).
+                false => {
+                    let walked = c.call(clone(2, &[name])).await.unwrap().msg;
+                    if !matches!(walked, Msg::Rwalk(ref w) if w.wqids.len() == 1) {
+                        continue; // not there (or not reachable): nothing to let go
+                    }
+                    Tremove { fid: Fid(2) }.into()
+                }
+            };
+            let invoked = now();
+            let reply = c.call(remove).await.unwrap().msg;
+            ops.push(history::Op {
+                process,
+                name: name.into(),
+                kind: history::Kind::Remove,
+                invoked,
+                answered: now(),
+                outcome: outcome_of(&reply),
+            });
+        }
+        round += 1;
+    }
+    ops
+}
+
+/// Scenario (Jepsen-style): four clients through two proxies in front of one server race for a
+/// lock file (O_EXCL) and a lock directory (mkdir), taking and letting go of each in turn, while
+/// the server is frozen and killed about every 700 ms. Every create and remove is recorded as
+/// ok, refused (EEXIST/ENOENT), failed or unknown (EIO), and the history checker finds an order
+/// that explains every answer: no two holders of one lock, no lock let go of twice.
+async fn clients_racing_for_locks(mut server: Server, names: &'static [&'static str]) {
+    let proxies = [
+        proxy("tokio", server.addr(), None),
+        proxy("tokio", server.addr(), None),
+    ];
+    let epoch = Instant::now();
+    let until = epoch + Duration::from_secs(6);
+    let mut clients = Vec::new();
+    for process in 0..4 {
+        let c = attach_to(server.aname(), &proxies[process % 2].addr).await;
+        let unlinkat = matches!(server, Server::Ganesha { .. });
+        clients.push(tokio::spawn(race_for_locks(
+            process, c, names, unlinkat, epoch, until,
+        )));
+    }
+    let mut kills = 0;
+    while Instant::now() + Duration::from_millis(1200) < until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        server.freeze();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.outage(Duration::from_millis(100)).await;
+        kills += 1;
+    }
+    let mut h = history::History::new();
+    for c in clients {
+        let ops = tokio::time::timeout(Duration::from_secs(30), c)
+            .await
+            .expect("every client finishes")
+            .unwrap();
+        h.extend(ops);
+    }
+    let violations = h.violations();
+    assert!(
+        violations.is_empty(),
+        "{} violation(s):\n{}\nproxy logs:\n{}\n{}",
+        violations.len(),
+        violations.join("\n"),
+        proxies[0].tail(),
+        proxies[1].tail()
+    );
+    let counts = h.counts();
+    eprintln!(
+        "lock race through two proxies, {kills} frozen kills: {} operations: {counts}",
+        h.len()
+    );
+    assert!(kills >= 3 && counts.ok > 10, "{counts}");
 }
 
 /// Scenario 1: open files, write, read, list; kill the server mid-workload, bring it back after
@@ -1221,6 +1382,25 @@ async fn missing(c: &mut NineP, newfid: u32) -> Msg {
         wnames: WalkNames::new(["not-here"]).unwrap(),
     };
     c.call(walk).await.unwrap().msg
+}
+
+/// The lock race (`clients_racing_for_locks`) on the tokio proxy, the one users run, in front
+/// of diod (lock file and lock directory) and of nfs-ganesha (lock directory, let go of with
+/// Tunlinkat). nfs-ganesha 4.3 cannot host the lock file: it answers two O_EXCL creates of one
+/// name both with success even with nothing killed (tens of violations in six seconds), and a
+/// Tremove crashes it (SIGSEGV in libganesha_nfsd, with or without the proxy).
+mod lock_race {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn diod_clients_racing_for_locks() {
+        clients_racing_for_locks(Server::diod().await, &["lock", "lockdir"]).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ganesha_clients_racing_for_locks() {
+        clients_racing_for_locks(Server::ganesha().await, &["lockdir"]).await;
+    }
 }
 
 /// nfs-ganesha's 9P, a second real 9P2000.L server (on the tokio proxy, the one users run): the

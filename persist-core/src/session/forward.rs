@@ -102,6 +102,7 @@ impl Session {
                 waiting_flushes: Vec::new(),
                 resolved: None,
                 given_up: false,
+                fsync_mark: 0,
             },
         );
         match self.link {
@@ -155,6 +156,7 @@ impl Session {
             waiting_flushes: Vec::new(),
             resolved: None,
             given_up: false,
+            fsync_mark: 0,
         });
         self.next_seq += 1;
         self.held_bytes += len;
@@ -221,11 +223,9 @@ impl Session {
         match msg {
             Msg::Tremove(r) => self.forget_fid(r.fid.0),
             Msg::Tfsync(f) => {
-                // The failure reported the lost writes: a fresh start.
-                if let Some(rec) = self.fids.get_mut(f.fid.0) {
-                    rec.flags &= !(flag::UNSYNCED | flag::WRITES_LOST | flag::NOT_KEPT);
-                }
-                self.fids.drop_kept(f.fid.0);
+                // The failure reported the lost writes: those acknowledged so far are settled.
+                let mark = self.fids.unsynced.fsync_mark();
+                self.fids.fsynced(f.fid.0, mark);
             }
             _ => {}
         }
@@ -331,10 +331,14 @@ impl Session {
         }
         match &msg {
             Msg::Tfsync(f) => {
-                let flags = self.fids.get(f.fid.0).map_or(0, |r| r.flags);
-                if flags & flag::WRITES_LOST != 0 {
+                if let Some(why) = self.fids.writes_lost(f.fid.0) {
                     self.apply_failure(&msg);
-                    return self.fail(tag, Failure::WRITES_LOST, writes_lost_why(flags));
+                    return self.fail(tag, Failure::WRITES_LOST, why);
+                }
+                // It covers the writes acknowledged before it is sent, and no later ones.
+                let mark = self.fids.unsynced.fsync_mark();
+                if let Some(req) = self.requests.get_mut(&tag) {
+                    req.fsync_mark = mark;
                 }
             }
             Msg::Tversion(_) => self.start_version_reset(tag),
@@ -569,6 +573,10 @@ impl Session {
         };
         match (req.ty, request) {
             (MsgType::Tread | MsgType::Twrite, _) => self.apply_reply(&req, &reply, false),
+            (MsgType::Tfsync, Some(Msg::Tfsync(f))) => {
+                // Durable: the writes acknowledged before it was sent need no rewriting.
+                self.fids.fsynced(f.fid.0, req.fsync_mark);
+            }
             (_, Some(msg)) => self.record(&msg, &reply, &req.frame),
             (_, None) => {}
         }

@@ -52,6 +52,9 @@ impl Session {
         if self.fids.fids.values().any(|f| f.kind == FidKind::Walked) {
             self.marks.hit(Mark::FailoverFidsMove);
         }
+        // Unsynced writes were to the failed backend's files, which these records name by that
+        // server's qid paths: they cannot be written again, and the fids that made them fail.
+        self.fids.unsynced.clear();
         for &fid in &open {
             if self.fids.mark_lost(fid, LostReason::Io) {
                 self.event(Event::FidLost {
@@ -213,14 +216,12 @@ impl Session {
             })
             .collect();
         for fid in truncating {
-            self.fids.stop_keeping(fid);
+            self.fids.truncated(fid);
         }
+        // Unsynced writes may be lost with the server's memory: each file's next fsync fails
+        // unless the rebuild writes them all again.
+        self.fids.unsynced.link_lost();
         for rec in self.fids.fids.values_mut() {
-            // Unsynced writes that are all kept are written again after the rebuild; others
-            // may be lost with the server's memory, and the next fsync must say so.
-            if rec.flags & flag::UNSYNCED != 0 && rec.flags & flag::NOT_KEPT != 0 {
-                rec.flags |= flag::WRITES_LOST;
-            }
             rec.flags &= !flag::FAST_FORWARDED;
         }
         if self.outage_since.is_none() {
@@ -402,13 +403,32 @@ impl Session {
             });
             return self.dispatch(tag);
         }
-        let (settle, mark) = replay::settle(&msg, fid);
+        let lost = msg
+            .primary_fid()
+            .is_some_and(|f| self.fids.writes_lost(f).is_some());
+        let (settle, mark) = replay::settle(&msg, fid, lost);
+        // A link given up on (hung, broken) may have a server behind it that runs what it was
+        // sent yet, after anything sent now: a change resent could be overtaken by its own
+        // older copy, laid over newer data. It may have run; it fails as such.
+        let given_up = self.requests.get(&tag).is_some_and(|r| r.given_up);
+        if settle == Settle::Resend && given_up && replay::has_effect(msg.msg_type()) {
+            self.marks.hit(Mark::ReplayFailGivenUp);
+            self.apply_failure(&msg);
+            let why = self.requests.get(&tag).map_or("", unseen_why);
+            return self.fail(tag, Failure::NOT_COMPLETED, why);
+        }
         self.marks.hit(mark);
         match settle {
             Settle::Resend => self.dispatch(tag),
             Settle::Fail(f) => {
+                let why = match f {
+                    Failure::WRITES_LOST => {
+                        msg.primary_fid().and_then(|f| self.fids.writes_lost(f))
+                    }
+                    _ => None,
+                };
                 self.apply_failure(&msg);
-                self.fail(tag, f, "in flight when the link died")
+                self.fail(tag, f, why.unwrap_or("in flight when the link died"))
             }
             Settle::ClunkLocally => self.clunk_locally(tag, &msg),
             Settle::FlushLocally => self.flush_locally(tag),
@@ -546,7 +566,10 @@ impl Session {
             Some(Outcome::NotDone) | None => {}
         }
         let fid = msg.primary_fid().and_then(|f| self.fids.get(f));
-        match replay::settle(&msg, fid).0 {
+        let lost = msg
+            .primary_fid()
+            .is_some_and(|f| self.fids.writes_lost(f).is_some());
+        match replay::settle(&msg, fid, lost).0 {
             Settle::ClunkLocally | Settle::Resend if matches!(msg, Msg::Tclunk(_)) => {
                 self.clunk_locally(tag, &msg)
             }

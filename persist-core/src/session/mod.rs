@@ -57,23 +57,6 @@ fn changes_nothing_but_data(ty: MsgType) -> bool {
     )
 }
 
-/// Why a fid's next fsync fails, by its flags (the event's words).
-fn writes_lost_why(flags: u16) -> &'static str {
-    if flags & flag::REWRITE_FAILED != 0 {
-        "writing its unsynced writes again after a reconnect failed"
-    } else if flags & flag::SHARED != 0 {
-        "its file was written through another fid too, and the two cannot be put back in order"
-    } else if flags & flag::TRUNCATED != 0 {
-        "it was truncated since its last fsync, and writes across that are not written again"
-    } else if flags & flag::APPENDED != 0 {
-        "unsynced appends cannot be written again after a reconnect"
-    } else if flags & flag::OVER_BUDGET != 0 {
-        "its unsynced writes outgrew the replay budget before a reconnect"
-    } else {
-        "writes lost with a link"
-    }
-}
-
 /// The least msize a server may offer (a Twalk of one name and its Rwalk must fit).
 pub(crate) const MIN_MSIZE: u32 = 256;
 
@@ -138,6 +121,8 @@ pub(crate) struct Request {
     /// Orphaned by a link the session gave up on (hung, broken) rather than one that closed:
     /// its server may still run it, so a name found absent does not show it never ran.
     pub given_up: bool,
+    /// A Tfsync: the count of writes acknowledged when it was last sent (it covers those).
+    pub fsync_mark: u64,
 }
 
 /// A client's Tattach to a service with a root path: attached, then walked to the path (under
@@ -406,7 +391,7 @@ impl Session {
     /// Bytes of unsynced writes kept for rewriting after a reconnect, as counted against the
     /// replay budget.
     pub fn replay_kept_bytes(&self) -> usize {
-        self.fids.kept_charge()
+        self.fids.unsynced.charge()
     }
 
     /// Client requests held (in flight or queued).

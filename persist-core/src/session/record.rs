@@ -116,13 +116,13 @@ impl Session {
             }
             (Msg::Topen(o), Msg::Ropen(r)) => {
                 if o.mode & p9_core::open_mode::TRUNC != 0 {
-                    fids.truncated_file(r.qid.path);
+                    fids.unsynced.truncated(r.qid.path);
                 }
                 open(fids, o.fid.0, OpenMode::Classic(o.mode), r.qid)
             }
             (Msg::Tlopen(o), Msg::Rlopen(r)) => {
                 if o.flags & p9_core::lflags::TRUNC != 0 {
-                    fids.truncated_file(r.qid.path);
+                    fids.unsynced.truncated(r.qid.path);
                 }
                 open(fids, o.fid.0, OpenMode::DotL(o.flags), r.qid)
             }
@@ -132,13 +132,6 @@ impl Session {
                 if let Some(rec) = fids.get_mut(t.fid.0) {
                     rec.dir_offset = last.map_or(t.offset, |d| d.offset);
                 }
-            }
-            (Msg::Tfsync(f), Msg::Rfsync(_)) => {
-                // Durable: nothing to write again, and a fresh start for keeping.
-                if let Some(rec) = fids.get_mut(f.fid.0) {
-                    rec.flags &= !(flag::UNSYNCED | flag::WRITES_LOST | flag::NOT_KEPT);
-                }
-                fids.drop_kept(f.fid.0);
             }
             (Msg::Tlock(l), Msg::Rlock(r)) if r.status == p9_core::lock_status::SUCCESS => {
                 let max = self.cfg.max_lock_history;
@@ -197,12 +190,18 @@ pub(crate) fn record_names(fids: &mut FidTable, msg: &Msg, reply: &Msg) {
             move_to_child(fids, c.fid.0, &c.name);
             open(fids, c.fid.0, OpenMode::DotL(c.flags), r.qid)
         }
-        (Msg::Tremove(r), _) => drop(fids.remove(r.fid.0)),
+        (Msg::Tremove(r), reply) => {
+            let gone = fids.remove(r.fid.0);
+            // Its unsynced writes no longer matter (a hard link's other name forgets them too).
+            if let (Some(rec), Msg::Rremove(_)) = (gone, reply) {
+                fids.unsynced.removed(rec.qid.path);
+            }
+        }
         (Msg::Tsetattr(a), Msg::Rsetattr(_)) if a.valid & SETATTR_SIZE != 0 => {
-            fids.stop_keeping(a.fid.0);
+            fids.truncated(a.fid.0);
         }
         (Msg::Twstat(w), Msg::Rwstat(_)) if w.stat.length != u64::MAX => {
-            fids.stop_keeping(w.fid.0);
+            fids.truncated(w.fid.0);
             if !w.stat.name.is_empty() {
                 rename_by_wstat(fids, w.fid.0, &w.stat.name);
             }

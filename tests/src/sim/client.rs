@@ -323,8 +323,16 @@ pub struct Lane {
     /// The kept steps of the data fid before the current one: a rebuild under way when the
     /// lane let go of that fid still writes them again, to the end.
     retired: Vec<KeptStep>,
-    /// A truncation since the data fid's last fsync: the session keeps nothing until the next.
+    /// A truncation since the data file's last fsync, or every fid of it let go: the session
+    /// keeps nothing until the next.
     not_kept: bool,
+    /// The data file as the lane's acknowledged writes left it, while a crash has lost some
+    /// of them and the session has not (yet) written them all again: a successful fsync must
+    /// find the server's file equal to it.
+    shadow: Option<Vec<u8>>,
+    /// The ranges the lane was acknowledged writes to since the data file's last fsync (one
+    /// that failed told the client the earlier ones may be lost: only these must survive).
+    since_fsync: Vec<(u64, usize)>,
     /// The writes acknowledged on temp fids (never fsynced: the session keeps them until the
     /// fid goes), to recognise the session writing them again.
     temp_kept: Vec<KeptStep>,
@@ -457,6 +465,8 @@ impl Lane {
             kept: Vec::new(),
             retired: Vec::new(),
             not_kept: false,
+            shadow: None,
+            since_fsync: Vec::new(),
             temp_kept: Vec::new(),
             write_applied: false,
             exposed: false,
@@ -540,7 +550,7 @@ impl Lane {
         }
         match op {
             Op::Write { .. } if fid == self.data_fid().0 => {
-                write_at(self.files.get_mut(&b"data"[..]).expect("data"), off, data);
+                self.edit_data(|f| write_at(f, off, data));
                 self.write_applied = true;
             }
             Op::WriteTemp { .. } if fid == self.temp_fid().0 => {
@@ -558,9 +568,21 @@ impl Lane {
         fid == self.data_fid().0 || fid == self.temp_fid().0
     }
 
-    /// The model's data file, set to what the server holds.
+    /// The model's data file, set to what the server holds (a crash lost unsynced writes):
+    /// what the lane was acknowledged is kept aside until an fsync settles it.
     pub fn set_data(&mut self, contents: Vec<u8>) {
-        self.files.insert(b"data".to_vec(), contents);
+        if let Some(before) = self.files.insert(b"data".to_vec(), contents) {
+            self.shadow.get_or_insert(before);
+        }
+    }
+
+    /// Change the data file as one of the lane's own requests did (and what it was
+    /// acknowledged, if a crash set that aside).
+    fn edit_data(&mut self, edit: impl Fn(&mut Vec<u8>)) {
+        edit(self.files.get_mut(&b"data"[..]).expect("data"));
+        if let Some(shadow) = &mut self.shadow {
+            edit(shadow);
+        }
     }
 
     /// The session wrote a kept step again on the data fid after a reconnect (its own
@@ -608,6 +630,8 @@ impl Lane {
     fn reset_durability(&mut self) {
         self.acked_unsynced = false;
         self.not_kept = false;
+        self.shadow = None;
+        self.since_fsync.clear();
         if !self.kept.is_empty() {
             self.retired = std::mem::take(&mut self.kept);
         }
@@ -623,6 +647,25 @@ impl Lane {
                 "lane {}: fsync failed ({reply:?}) with no write lost and no link lost under it",
                 self.id
             ));
+        }
+        // A fid gone stale answers for nothing of its file: the file's writes stay as they were
+        // (the session says so at the next fsync through another fid).
+        if is_stale(reply) {
+            return Ok(());
+        }
+        // It succeeded: nothing the lane was acknowledged may be missing from the file.
+        if let (false, Some(shadow)) = (is_error(reply), &self.shadow) {
+            let file = &self.files[&b"data"[..]];
+            let differs = self.since_fsync.iter().any(|&(off, len)| {
+                let range = off as usize..off as usize + len;
+                shadow.get(range.clone()) != file.get(range)
+            });
+            if differs {
+                return Err(format!(
+                    "lane {}: fsync succeeded though a crash lost acknowledged writes the session did not write again",
+                    self.id
+                ));
+            }
         }
         self.reset_durability();
         Ok(())
@@ -1391,9 +1434,14 @@ impl Lane {
         let in_flight_at_loss = std::mem::take(&mut self.in_flight_at_loss);
         match (&op, flushed) {
             (Op::Fsync, false) => self.check_fsync(reply, in_flight_at_loss)?,
-            (Op::Fsync, true) if effective.is_some() => self.reset_durability(),
+            // A flushed fsync never happened, for the client (flush(5)), even where the server
+            // ran it: the writes before it stay unsynced, and a later fsync may report them.
             (Op::Write { off, data }, flushed) if effective.is_some() && !is_error(reply) => {
                 self.acked_unsynced = true;
+                if let (false, Msg::Rwrite(w)) = (flushed, reply) {
+                    self.since_fsync
+                        .push((*off, (w.count as usize).min(data.len())));
+                }
                 // Kept by the session only if its Rwrite reached it (and so the client).
                 if let (false, Msg::Rwrite(w), false) = (flushed, reply, self.not_kept) {
                     let n = (w.count as usize).min(data.len());
@@ -1416,7 +1464,19 @@ impl Lane {
                     self.retired = std::mem::take(&mut self.kept);
                 }
             }
-            (Op::OpenData { .. } | Op::ClunkData, _) => self.reset_durability(),
+            // Unsynced writes are the file's: a new fid of it does not settle them. Let go of
+            // (the lane's only fid of the file), or truncated by the open, the session keeps
+            // them no more.
+            (Op::ClunkData, _) | (Op::OpenData { trunc: true }, _) if !flushed => {
+                // (Writes the session acknowledged and keeps: one that ran though the client
+                // was answered Rflush is none of the session's.)
+                if !self.kept.is_empty() {
+                    self.not_kept = true;
+                }
+                if !self.kept.is_empty() {
+                    self.retired = std::mem::take(&mut self.kept);
+                }
+            }
             _ => {}
         }
         if let Op::Forget(which) = op {
@@ -1820,11 +1880,7 @@ impl Lane {
                     ));
                 }
                 if !std::mem::take(&mut self.write_applied) {
-                    write_at(
-                        self.files.get_mut(&b"data"[..]).expect("data"),
-                        *off,
-                        &data[..n],
-                    );
+                    self.edit_data(|f| write_at(f, *off, &data[..n]));
                 }
             }
             (Op::Append { data }, Msg::Rwrite(w)) => {
@@ -1873,13 +1929,10 @@ impl Lane {
                 }
             }
             (Op::OpenData { trunc: true }, Msg::Ropen(_) | Msg::Rlopen(_)) => {
-                self.files.get_mut(&b"data"[..]).expect("data").clear();
+                self.edit_data(Vec::clear);
             }
             (Op::Truncate { len }, _) => {
-                self.files
-                    .get_mut(&b"data"[..])
-                    .expect("data")
-                    .resize(*len as usize, 0);
+                self.edit_data(|f| f.resize(*len as usize, 0));
             }
             (Op::RemoveTemp | Op::UnlinkTemp, _) => {
                 if let Some(name) = &self.temp_name {

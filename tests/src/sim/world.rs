@@ -681,7 +681,15 @@ impl World {
         // everything held once it gives up, so only in hard mode).
         let hard = self.knobs.give_up_ms.is_none();
         let poisoned = self.clients[c].poisoned.remove(&fc.tag);
-        if hard && !poisoned && op.resent_after_loss() && super::client::is_not_completed(&fc.msg) {
+        // (Unless it was in flight on a link the session gave up on: its old server may run it
+        // yet, so the session fails a change rather than resend it.)
+        let given_up = self.clients[c].unseen.contains(&fc.tag);
+        if hard
+            && !poisoned
+            && !given_up
+            && op.resent_after_loss()
+            && super::client::is_not_completed(&fc.msg)
+        {
             return Err(format!(
                 "{op:?}, which is resent after a loss, answered {:?}",
                 fc.msg

@@ -1,0 +1,445 @@
+//! Unsynced writes, per file (DESIGN §3.6): the Twrites acknowledged since a file's last
+//! successful Tfsync, through any of its fids, kept by reference (slices of the client's own
+//! frames, no copy) within the replay budget, and written again after a reconnect, as an NFS
+//! client resends uncommitted data after a server reboot (RFC 1813 §3.3.21).
+//!
+//! Per file, not per fid: Linux writes back through one fid and fsyncs through another (and
+//! `sync FILE` opens a third), so a file's fsync must answer for every write to it. Writes are
+//! numbered as they are acknowledged; a Tfsync covers those acknowledged before it was sent,
+//! and no later ones. After a lost link every file with unsynced writes is *lost* until its
+//! kept writes are written again in full on the new link; a lost file's next fsync fails
+//! with EIO, saying why (writes not kept, or no fid of it could write them again).
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+
+use bytes::Bytes;
+
+use crate::hash::HashMap;
+
+/// Why some of a file's unsynced writes are not kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NotKept {
+    /// The replay budget was spent.
+    OverBudget,
+    /// They appended (O_APPEND or an append-only file): an append cannot be repeated.
+    Appended,
+    /// The file was truncated since: writes across a truncation are not written again (they
+    /// would bring back what it cut off).
+    Truncated,
+    /// Writing them again after a reconnect failed.
+    RewriteFailed,
+    /// Every fid of the file was let go: nothing is left to write them again through.
+    Closed,
+}
+
+impl NotKept {
+    /// Why the file's next fsync fails, in the event's words.
+    pub fn why(self) -> &'static str {
+        match self {
+            NotKept::OverBudget => {
+                "its unsynced writes outgrew the replay budget before a reconnect"
+            }
+            NotKept::Appended => "unsynced appends cannot be written again after a reconnect",
+            NotKept::Truncated => {
+                "it was truncated since its last fsync, and writes across that are not written again"
+            }
+            NotKept::RewriteFailed => "writing its unsynced writes again after a reconnect failed",
+            NotKept::Closed => {
+                "it was written through fids let go since its last fsync, whose writes are not written again"
+            }
+        }
+    }
+}
+
+/// Files let go of with unsynced writes that are remembered (a few words each): a Linux
+/// client that writes and closes more files than this between fsyncs and then loses its server
+/// may find a forgotten one's later fsync succeeding (the data was never kept).
+const MAX_CLOSED: usize = 65_536;
+
+/// Why a lost file whose writes were all kept was not written again.
+const NOT_REWRITTEN: &str =
+    "its unsynced writes were not written again after a reconnect (no fid of it open for writing)";
+
+/// A write kept to be written again: its acknowledgement number, offset and data.
+#[derive(Clone, Debug)]
+struct KeptWrite {
+    ack: u64,
+    offset: u64,
+    data: Bytes,
+    charge: usize,
+}
+
+/// One file's unsynced writes.
+#[derive(Clone, Debug, Default)]
+struct FileWrites {
+    writes: Vec<KeptWrite>,
+    charge: usize,
+    /// Some unsynced writes are not kept, and why; with the count of writes acknowledged when
+    /// that last happened (an fsync sent at that count or later covers it).
+    not_kept: Option<(NotKept, u64)>,
+    /// A link died since these writes were acknowledged, and they are not written again yet:
+    /// the next fsync fails — the acknowledgement count then (an fsync sent after it reports
+    /// the loss).
+    lost: Option<u64>,
+    /// A rebuilt fid is writing them again now.
+    rewriting: bool,
+}
+
+/// What became of an acknowledged write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kept {
+    Yes,
+    /// Not kept: the file's unsynced writes are already not all kept.
+    No,
+    /// Not kept: the replay budget is spent.
+    OverBudget,
+}
+
+/// Every file's unsynced writes, by the server's qid.path. A file's record lives until an fsync
+/// (or the failure that reports the loss) settles it, whatever becomes of its fids: the replay
+/// budget bounds the data kept, and a record without data is a few words.
+#[derive(Default)]
+pub(crate) struct Unsynced {
+    files: HashMap<u64, FileWrites>,
+    /// Files let go of with unsynced writes, oldest first: past `MAX_CLOSED` the oldest are
+    /// forgotten (their records hold no data, only what a later fsync after a loss must say).
+    closed: VecDeque<u64>,
+    /// What every file's kept writes count against the replay budget.
+    charge: usize,
+    /// Writes acknowledged so far: the number of the next.
+    acks: u64,
+}
+
+impl Unsynced {
+    /// The acknowledgement number a Tfsync sent now covers up to (exclusive).
+    pub fn fsync_mark(&self) -> u64 {
+        self.acks
+    }
+
+    /// A write to file `path` was acknowledged. `appends`: its fid appends. `data()`: its bytes
+    /// and what they count against `budget` (shared by every file). Past the budget the file's
+    /// kept writes are let go and it is marked, until an fsync covers that.
+    pub fn acked_write(
+        &mut self,
+        path: u64,
+        appends: bool,
+        offset: u64,
+        data: impl FnOnce() -> Option<(Bytes, usize)>,
+        budget: usize,
+    ) -> Kept {
+        let ack = self.acks;
+        self.acks += 1;
+        // The count of writes acknowledged once this one is: an fsync sent from then on
+        // covers it.
+        let after = self.acks;
+        let file = self.files.entry(path).or_default();
+        if appends {
+            return Self::not_keeping(&mut self.charge, file, NotKept::Appended, after);
+        }
+        if file.not_kept.is_some() {
+            file.not_kept = file.not_kept.map(|(why, _)| (why, after));
+            return Kept::No;
+        }
+        let Some((data, charge)) = data() else {
+            return Kept::No;
+        };
+        if self.charge + charge > budget {
+            Self::not_keeping(&mut self.charge, file, NotKept::OverBudget, after);
+            return Kept::OverBudget;
+        }
+        file.writes.push(KeptWrite {
+            ack,
+            offset,
+            data,
+            charge,
+        });
+        file.charge += charge;
+        self.charge += charge;
+        Kept::Yes
+    }
+
+    /// Let go of `file`'s kept writes: until an fsync sent once `after` writes were acknowledged,
+    /// its unsynced writes are not all kept, for `why`.
+    fn not_keeping(total: &mut usize, file: &mut FileWrites, why: NotKept, after: u64) -> Kept {
+        *total -= file.charge;
+        file.charge = 0;
+        file.writes.clear();
+        // The first reason stays: it is the one the client most needs to hear.
+        let why = file.not_kept.map_or(why, |(w, _)| w);
+        file.not_kept = Some((why, after));
+        Kept::No
+    }
+
+    /// File `path` was truncated (or a truncation of it may have run): its kept writes cannot
+    /// be written again across that. Nothing changes for a file with nothing unsynced.
+    pub fn truncated(&mut self, path: u64) {
+        let ack = self.acks;
+        if let Some(file) = self.files.get_mut(&path) {
+            Self::not_keeping(&mut self.charge, file, NotKept::Truncated, ack);
+        }
+    }
+
+    /// The last fid of file `path` was let go: its kept writes are let go too (no fid is left
+    /// to write them again through), and a later fsync after a loss says so.
+    pub fn closed(&mut self, path: u64) {
+        let ack = self.acks;
+        let Some(file) = self.files.get_mut(&path) else {
+            return;
+        };
+        // A rewrite under way carries its own image of them to its end.
+        Self::not_keeping(&mut self.charge, file, NotKept::Closed, ack);
+        self.closed.push_back(path);
+        if self.closed.len() > MAX_CLOSED {
+            // The oldest, if still only a record of writes let go (not lost, not written to
+            // since through a new fid).
+            let old = self.closed.pop_front().expect("not empty");
+            let forget = self.files.get(&old).is_some_and(|f| {
+                f.writes.is_empty()
+                    && f.lost.is_none()
+                    && f.not_kept.is_some_and(|(w, _)| w == NotKept::Closed)
+            });
+            if forget {
+                self.files.remove(&old);
+            }
+        }
+    }
+
+    /// File `path` was removed: its unsynced writes no longer matter.
+    pub fn removed(&mut self, path: u64) {
+        if let Some(file) = self.files.remove(&path) {
+            self.charge -= file.charge;
+        }
+    }
+
+    /// Whether file `path` has a record here.
+    pub fn has(&self, path: u64) -> bool {
+        !self.files.is_empty() && self.files.contains_key(&path)
+    }
+
+    /// A Tfsync of file `path`, sent when the acknowledgement count was `mark`, was answered
+    /// (`ok`), or failed reporting the loss: the writes it covers are settled. Later ones stay.
+    pub fn fsynced(&mut self, path: u64, mark: u64) {
+        let Some(file) = self.files.get_mut(&path) else {
+            return;
+        };
+        let settled: usize = file
+            .writes
+            .iter()
+            .filter(|w| w.ack < mark)
+            .map(|w| w.charge)
+            .sum();
+        file.writes.retain(|w| w.ack >= mark);
+        file.charge -= settled;
+        self.charge -= settled;
+        if file.not_kept.is_some_and(|(_, after)| after <= mark) {
+            file.not_kept = None;
+        }
+        // Reported or made durable: what was lost before it is said.
+        if file.lost.is_some_and(|at| at <= mark) {
+            file.lost = None;
+        }
+        if file.writes.is_empty()
+            && file.not_kept.is_none()
+            && file.lost.is_none()
+            && !file.rewriting
+        {
+            self.files.remove(&path);
+        }
+    }
+
+    /// A link died: every file with unsynced writes may have lost them with the server's
+    /// memory, until they are written again.
+    pub fn link_lost(&mut self) {
+        for file in self.files.values_mut() {
+            file.lost = Some(self.acks);
+            file.rewriting = false;
+        }
+    }
+
+    /// Why file `path`'s next fsync must fail, if it must: unsynced writes lost with a link
+    /// and not (all) written again since.
+    pub fn lost(&self, path: u64) -> Option<&'static str> {
+        let file = self.files.get(&path).filter(|f| f.lost.is_some())?;
+        Some(file.not_kept.map_or(NOT_REWRITTEN, |(why, _)| why.why()))
+    }
+
+    /// A fid of file `path`, open for writing, was rebuilt: if the file's writes are lost and
+    /// all kept, and no other fid writes them again already, this one does — the final image
+    /// of them to write (`final_image`).
+    pub fn claim_rewrite(&mut self, path: u64) -> Option<Vec<(u64, Bytes)>> {
+        let file = self.files.get_mut(&path)?;
+        if file.lost.is_none() || file.rewriting || file.not_kept.is_some() {
+            return None;
+        }
+        file.rewriting = true;
+        let writes: Vec<(u64, Bytes)> = file
+            .writes
+            .iter()
+            .map(|w| (w.offset, w.data.clone()))
+            .collect();
+        Some(final_image(&writes))
+    }
+
+    /// The rewrite of file `path` ended: written in full (`ok`), or not.
+    pub fn rewritten(&mut self, path: u64, ok: bool) {
+        let ack = self.acks;
+        let Some(file) = self.files.get_mut(&path) else {
+            return;
+        };
+        file.rewriting = false;
+        match ok {
+            true => file.lost = None,
+            false => {
+                Self::not_keeping(&mut self.charge, file, NotKept::RewriteFailed, ack);
+            }
+        }
+    }
+
+    /// What all kept writes count against the replay budget.
+    pub fn charge(&self) -> usize {
+        self.charge
+    }
+
+    /// Forget everything (a new Tversion; or another backend, whose files these are not).
+    pub fn clear(&mut self) {
+        self.files.clear();
+        self.closed.clear();
+        self.charge = 0;
+    }
+}
+
+/// The file as the kept writes leave it, where they touch it: disjoint ranges, each with the
+/// data the last write covering it left there (slices of the kept frames, no copy). Written
+/// back in any order, or only in part, these never put older data over newer: on a server that
+/// lost nothing they change nothing.
+pub(crate) fn final_image(writes: &[(u64, Bytes)]) -> Vec<(u64, Bytes)> {
+    // start → data, disjoint; each new write cuts what it overlaps.
+    let mut image: BTreeMap<u64, Bytes> = Default::default();
+    for (offset, data) in writes {
+        let (start, end) = (*offset, *offset + data.len() as u64);
+        if start == end {
+            continue;
+        }
+        let overlapping: Vec<u64> = image
+            .range(..end)
+            .filter(|(s, d)| **s + d.len() as u64 > start)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in overlapping {
+            let d = image.remove(&s).expect("listed");
+            let e = s + d.len() as u64;
+            if s < start {
+                image.insert(s, d.slice(..(start - s) as usize));
+            }
+            if e > end {
+                image.insert(end, d.slice((end - s) as usize..));
+            }
+        }
+        image.insert(start, data.clone());
+    }
+    image.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn image(writes: &[(u64, &[u8])]) -> Vec<(u64, Vec<u8>)> {
+        let writes: Vec<(u64, Bytes)> = writes
+            .iter()
+            .map(|(o, d)| (*o, Bytes::copy_from_slice(d)))
+            .collect();
+        final_image(&writes)
+            .into_iter()
+            .map(|(o, d)| (o, d.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn the_final_image_keeps_the_last_data_for_each_byte() {
+        // A later write over the middle of an earlier one splits it.
+        assert_eq!(
+            image(&[(0, b"aaaaaaaa"), (2, b"bb")]),
+            [
+                (0, b"aa".to_vec()),
+                (2, b"bb".to_vec()),
+                (4, b"aaaa".to_vec())
+            ]
+        );
+        // An earlier write wholly covered is gone; touching ranges stay apart.
+        assert_eq!(
+            image(&[(4, b"xy"), (2, b"cccccc"), (8, b"d")]),
+            [(2, b"cccccc".to_vec()), (8, b"d".to_vec())]
+        );
+        // Overlaps at either end.
+        assert_eq!(
+            image(&[(2, b"eeee"), (0, b"fff"), (5, b"gg")]),
+            [
+                (0, b"fff".to_vec()),
+                (3, b"ee".to_vec()),
+                (5, b"gg".to_vec())
+            ]
+        );
+        assert!(image(&[(3, b"")]).is_empty());
+    }
+
+    fn write(u: &mut Unsynced, path: u64, offset: u64, data: &'static [u8]) -> Kept {
+        u.acked_write(
+            path,
+            false,
+            offset,
+            || Some((Bytes::from_static(data), data.len())),
+            1 << 20,
+        )
+    }
+
+    #[test]
+    fn an_fsync_covers_only_writes_acknowledged_before_it_was_sent() {
+        let mut u = Unsynced::default();
+        write(&mut u, 7, 0, b"old");
+        let mark = u.fsync_mark();
+        write(&mut u, 7, 3, b"new");
+        u.fsynced(7, mark);
+        u.link_lost();
+        assert!(u.lost(7).is_some(), "the later write is still unsynced");
+        assert_eq!(
+            u.claim_rewrite(7),
+            Some(vec![(3, Bytes::from_static(b"new"))])
+        );
+        u.rewritten(7, true);
+        assert_eq!(u.lost(7), None);
+        assert_eq!(u.charge(), 3);
+    }
+
+    #[test]
+    fn writes_not_kept_are_reported_by_the_next_fsync_after_a_loss() {
+        let mut u = Unsynced::default();
+        write(&mut u, 1, 0, b"aaaa");
+        u.truncated(1);
+        write(&mut u, 1, 0, b"bb");
+        assert_eq!(u.charge(), 0, "nothing kept across a truncation");
+        u.link_lost();
+        assert_eq!(u.lost(1), Some(NotKept::Truncated.why()));
+        assert_eq!(u.claim_rewrite(1), None);
+        // The fsync that reports it settles it.
+        u.fsynced(1, u.fsync_mark());
+        assert_eq!(u.lost(1), None);
+        // Kept, but no fid wrote them again: lost all the same.
+        write(&mut u, 2, 0, b"cc");
+        u.link_lost();
+        assert_eq!(u.lost(2), Some(NOT_REWRITTEN));
+        // Over budget.
+        let big = u.acked_write(
+            3,
+            false,
+            0,
+            || Some((Bytes::from_static(b"x"), 2 << 20)),
+            1 << 20,
+        );
+        assert_eq!(big, Kept::OverBudget);
+        u.link_lost();
+        assert_eq!(u.lost(3), Some(NotKept::OverBudget.why()));
+    }
+}
