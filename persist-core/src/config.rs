@@ -93,8 +93,8 @@ pub struct Config {
     /// Most successful lock requests remembered per fid for replay; a fid with more is stale
     /// after a reconnect (a whole-file unlock clears the history).
     pub max_lock_history: usize,
-    /// Most bytes of unsynced writes kept (all files together) to be written again after a
-    /// reconnect, so that a later fsync tells the truth. Each kept write counts at least a
+    /// Most bytes of unsynced writes kept (all files together) to be checked against the server
+    /// after a reconnect, so that a later fsync tells the truth. Each kept write counts at least a
     /// read chunk ([`READ_CHUNK`](crate::drive::READ_CHUNK)): it is a slice of the buffer the
     /// driver read it into, and keeps all of that buffer in memory.
     pub replay_budget: usize,

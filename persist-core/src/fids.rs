@@ -185,7 +185,7 @@ impl FidTable {
     }
 
     /// A fid of file `path` went: if it was the file's last and the file has unsynced writes,
-    /// nothing is left to write them again through (`Unsynced::closed`). The scan runs only for
+    /// nothing is left to read them back through (`Unsynced::closed`). The scan runs only for
     /// a file with unsynced writes.
     fn let_go_of_file(&mut self, path: u64) {
         if self.unsynced.has(path) && !self.fids.values().any(|f| f.qid.path == path) {
@@ -207,8 +207,8 @@ impl FidTable {
     }
 
     /// A write through `fid` was acknowledged: its file has unsynced writes, and the write —
-    /// `data()`, its bytes and what they count against `budget` — is kept to be written again
-    /// after a reconnect where it can be (`Unsynced::acked_write`). One lookup of the fid and
+    /// `data()`, its bytes and what they count against `budget` — is kept to be checked after a
+    /// reconnect where it can be (`Unsynced::acked_write`). One lookup of the fid and
     /// one of its file on the way every acknowledged write takes.
     pub fn acked_write(
         &mut self,
@@ -226,7 +226,7 @@ impl FidTable {
     }
 
     /// The file `fid` stands for was truncated (or may have been): its kept writes cannot be
-    /// written again across that.
+    /// checked across that.
     pub fn truncated(&mut self, fid: u32) {
         if let Some(path) = self.fids.get(&fid).map(|r| r.qid.path) {
             self.unsynced.truncated(path);
@@ -234,7 +234,7 @@ impl FidTable {
     }
 
     /// Why the next fsync through `fid` must fail, if it must: its file's unsynced writes were
-    /// lost with a link and not all written again.
+    /// lost with a link and not all found on the server since.
     pub fn writes_lost(&self, fid: u32) -> Option<&'static str> {
         let rec = self.fids.get(&fid)?;
         self.unsynced.lost(rec.qid.path)

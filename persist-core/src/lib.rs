@@ -55,7 +55,7 @@
 //! request in flight when a link dies is the one table in `replay.rs` (with the outcome table
 //! for creates, removes and renames, settled by looking, in `resolve.rs`); rebuilding fids after
 //! a reconnect is `recovery.rs`; fids and the shared name tree are `fids.rs` and `names.rs`;
-//! unsynced writes, kept per file to be written again, are `unsynced.rs`.
+//! unsynced writes, kept per file to be checked after a reconnect, are `unsynced.rs`.
 #![no_std]
 #![forbid(unsafe_code)]
 

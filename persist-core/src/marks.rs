@@ -112,10 +112,11 @@ marks! {
     InvalidReplyFailed,
     /// An acknowledged write was not kept: the replay budget was spent.
     ReplayBudgetSpent,
-    /// Kept unsynced writes written again on a rebuilt fid.
-    RecoveryRewrite,
-    /// Writing kept writes again failed: the file's next fsync fails.
-    RecoveryRewriteFailed,
+    /// Kept unsynced writes read back on a rebuilt fid, to see the server still holds them.
+    RecoveryCheck,
+    /// The server's file differs from the kept writes (or could not be read): nothing is
+    /// written over it, and the file's next fsync fails.
+    RecoveryCheckDiffers,
     /// Mux: a link came up to another backend than the last, with files open on the old one
     /// (they now answer i/o errors).
     FailoverOpenFidsFail,

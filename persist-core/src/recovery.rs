@@ -35,6 +35,7 @@ use crate::replay::reopen_mode;
 use crate::resolve::{self, Look, Outcome, Seen};
 use crate::session::{record_names, Negotiated, Request, RequestState};
 use crate::time::Instant;
+use crate::unsynced::NotKept;
 
 /// What the session lends a recovery for one input.
 pub(crate) struct Cx<'a> {
@@ -187,10 +188,10 @@ struct Job {
     qid: Qid,
     tries: u32,
     /// The final image of its file's kept writes (`unsynced::final_image`), taken when this
-    /// fid claims their rewrite, and carried to the end even if the client lets go of the fid
+    /// fid claims their check, and compared to the end even if the client lets go of the fid
     /// meanwhile; with the file's qid path.
-    rewrites: Vec<(u64, Bytes)>,
-    rewriting: Option<u64>,
+    checks: Vec<(u64, Bytes)>,
+    checking: Option<u64>,
 }
 
 #[derive(Clone, Copy)]
@@ -202,8 +203,8 @@ enum Step {
     FastForward {
         at: u64,
     },
-    /// Writing kept write `index` again, `done` bytes of it so far.
-    Rewrite {
+    /// Reading back range `index` of the kept writes' image, `done` bytes of it so far.
+    Check {
         index: usize,
         done: usize,
     },
@@ -658,8 +659,8 @@ impl Recovery {
             walked: 0,
             qid: root_qid,
             tries: 0,
-            rewrites: Vec::new(),
-            rewriting: None,
+            checks: Vec::new(),
+            checking: None,
         };
         self.job_walk(job, cx);
     }
@@ -781,25 +782,31 @@ impl Recovery {
                 }
                 self.job_read_dir(job, at + got, target, cx);
             }
-            Step::Rewrite { index, done } => {
-                let range = job.rewrites.get(index).cloned();
-                match (range, reply) {
-                    (Some((_, data)), Msg::Rwrite(w))
-                        if w.count as usize == Self::rewrite_len(&data, done, cx) =>
-                    {
-                        self.job_rewrite(job, index, done + w.count as usize, cx)
-                    }
-                    _ => {
-                        // The writing cannot be done again: the data may be lost, and the
-                        // file's next fsync must say so.
-                        cx.marks.hit(Mark::RecoveryRewriteFailed);
-                        if let Some(path) = job.rewriting.take() {
-                            cx.fids.unsynced.rewritten(path, false);
+            Step::Check { index, done } => {
+                let range = job.checks.get(index).cloned();
+                let verdict = match (range, reply) {
+                    (Some((_, data)), Msg::Rread(r)) => {
+                        let got = &r.data.0;
+                        let want = Self::check_len(&data, done, cx);
+                        match !got.is_empty()
+                            && got.len() <= want
+                            && got[..] == data[done..done + got.len()]
+                        {
+                            true => return self.job_check(job, index, done + got.len(), cx),
+                            // Short of it (the file is shorter now) or other bytes.
+                            false => NotKept::Differs,
                         }
-                        job.rewrites = Vec::new();
-                        self.job_locks(job, 0, cx)
                     }
+                    _ => NotKept::CheckFailed,
+                };
+                // The server does not hold what was acknowledged (or would not say): nothing is
+                // written over it, and the file's next fsync says so.
+                cx.marks.hit(Mark::RecoveryCheckDiffers);
+                if let Some(path) = job.checking.take() {
+                    cx.fids.unsynced.checked(path, Err(verdict));
                 }
+                job.checks = Vec::new();
+                self.job_locks(job, 0, cx)
             }
             Step::Lock { index } => match reply {
                 Msg::Rlock(l) if l.status == p9_core::lock_status::SUCCESS => {
@@ -844,23 +851,23 @@ impl Recovery {
             return;
         };
         if !rec.qid.is_dir() {
-            // Open for writing, it writes its file's kept writes again, unless another fid of
+            // Open for reading, it reads its file's kept writes back, unless another fid of
             // the file does so already.
-            let writable = match rec.kind {
-                FidKind::Open(OpenMode::DotL(f)) => f & 3 == 1 || f & 3 == 2,
-                FidKind::Open(OpenMode::Classic(m)) => m & 3 == 1 || m & 3 == 2,
+            let readable = match rec.kind {
+                FidKind::Open(OpenMode::DotL(f)) => f & 3 != 1,
+                FidKind::Open(OpenMode::Classic(m)) => m & 3 != 1,
                 _ => false,
             };
             let path = rec.qid.path;
             let mut job = job;
-            if let Some(image) = writable
-                .then(|| cx.fids.unsynced.claim_rewrite(path))
+            if let Some(image) = readable
+                .then(|| cx.fids.unsynced.claim_check(path))
                 .flatten()
             {
-                job.rewrites = image;
-                job.rewriting = Some(path);
+                job.checks = image;
+                job.checking = Some(path);
             }
-            return self.job_rewrite(job, 0, 0, cx);
+            return self.job_check(job, 0, 0, cx);
         }
         if rec.dir_offset == 0 {
             return self.job_locks(job, 0, cx);
@@ -888,40 +895,40 @@ impl Recovery {
         self.send(read, Wait::Job(job), cx);
     }
 
-    /// How much of kept write `data` the rewrite from `done` carries: what is left, at most
-    /// what fits the new server's msize.
-    fn rewrite_len(data: &Bytes, done: usize, cx: &Cx<'_>) -> usize {
+    /// How much of range `data` the check from `done` reads: what is left, at most what fits
+    /// the new server's msize.
+    fn check_len(data: &Bytes, done: usize, cx: &Cx<'_>) -> usize {
         let most = cx.server_msize().saturating_sub(p9_core::IOHDRSZ) as usize;
         data.len().saturating_sub(done).min(most)
     }
 
-    /// Write the final image of the fid's kept writes again, range by range, before its
-    /// locks (a rebuilt file holds what the client was told it holds before anything else
-    /// reaches it): from range `index`, `done` bytes of it written.
-    fn job_rewrite(&mut self, mut job: Job, mut index: usize, mut done: usize, cx: &mut Cx<'_>) {
+    /// Read back the final image of the file's kept writes, range by range, before its locks
+    /// (nothing else reaches the file meanwhile): from range `index`, `done` bytes of it
+    /// compared. All equal: the server lost nothing the client was told it holds.
+    fn job_check(&mut self, mut job: Job, mut index: usize, mut done: usize, cx: &mut Cx<'_>) {
         loop {
-            let Some((offset, data)) = job.rewrites.get(index).cloned() else {
-                job.rewrites = Vec::new();
-                if let Some(path) = job.rewriting.take() {
-                    cx.fids.unsynced.rewritten(path, true);
+            let Some((offset, data)) = job.checks.get(index).cloned() else {
+                job.checks = Vec::new();
+                if let Some(path) = job.checking.take() {
+                    cx.fids.unsynced.checked(path, Ok(()));
                 }
                 return self.job_locks(job, 0, cx);
             };
-            let want = Self::rewrite_len(&data, done, cx);
+            let want = Self::check_len(&data, done, cx);
             if want == 0 {
                 (index, done) = (index + 1, 0);
                 continue;
             }
             if index == 0 && done == 0 {
-                cx.marks.hit(Mark::RecoveryRewrite);
+                cx.marks.hit(Mark::RecoveryCheck);
             }
-            job.step = Step::Rewrite { index, done };
-            let write = Twrite {
+            job.step = Step::Check { index, done };
+            let read = Tread {
                 fid: Fid(job.fid),
                 offset: offset + done as u64,
-                data: Data(data.slice(done..done + want)),
+                count: want as u32,
             };
-            return self.send(write, Wait::Job(job), cx);
+            return self.send(read, Wait::Job(job), cx);
         }
     }
 

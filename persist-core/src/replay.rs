@@ -34,7 +34,7 @@ pub(crate) fn appends(fid: &FidRec) -> bool {
 
 /// The rule for `msg`, whose first fid has the record `fid` (after the rebuild), and the mark
 /// naming the row that decided; `writes_lost`: that fid's file has unsynced writes lost with
-/// a link and not written again.
+/// a link and not found on the server since.
 pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>, writes_lost: bool) -> (Settle, Mark) {
     use Settle::*;
     let is_dir = fid.is_some_and(|f| f.qid.is_dir());

@@ -1,14 +1,17 @@
 //! Unsynced writes, per file (DESIGN §3.6): the Twrites acknowledged since a file's last
 //! successful Tfsync, through any of its fids, kept by reference (slices of the client's own
-//! frames, no copy) within the replay budget, and written again after a reconnect, as an NFS
-//! client resends uncommitted data after a server reboot (RFC 1813 §3.3.21).
+//! frames, no copy) within the replay budget, so that after a reconnect the session can tell
+//! whether the server still holds them and a later fsync tells the truth.
 //!
 //! Per file, not per fid: Linux writes back through one fid and fsyncs through another (and
 //! `sync FILE` opens a third), so a file's fsync must answer for every write to it. Writes are
 //! numbered as they are acknowledged; a Tfsync covers those acknowledged before it was sent,
-//! and no later ones. After a lost link every file with unsynced writes is *lost* until its
-//! kept writes are written again in full on the new link; a lost file's next fsync fails
-//! with EIO, saying why (writes not kept, or no fid of it could write them again).
+//! and no later ones. After a lost link every file with unsynced writes is *lost* until a
+//! rebuilt fid of it reads them back and finds the server holding the newest acknowledged data
+//! in every range (a network blip, or a server restart that lost nothing). Where the server's
+//! bytes differ, the session cannot tell a crash that lost them from another client's newer
+//! write, so it writes nothing over them (an old write laid over a newer one is a history no
+//! server could give); the file's next fsync fails with EIO, saying why.
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
@@ -24,12 +27,14 @@ pub(crate) enum NotKept {
     OverBudget,
     /// They appended (O_APPEND or an append-only file): an append cannot be repeated.
     Appended,
-    /// The file was truncated since: writes across a truncation are not written again (they
-    /// would bring back what it cut off).
+    /// The file was truncated since: what the writes left there is gone (or may be), so the
+    /// server's file cannot be checked against them.
     Truncated,
-    /// Writing them again after a reconnect failed.
-    RewriteFailed,
-    /// Every fid of the file was let go: nothing is left to write them again through.
+    /// After a reconnect the server's file differs from them where they were written.
+    Differs,
+    /// Reading them back after a reconnect failed.
+    CheckFailed,
+    /// Every fid of the file was let go: the writes were let go with them.
     Closed,
 }
 
@@ -40,13 +45,18 @@ impl NotKept {
             NotKept::OverBudget => {
                 "its unsynced writes outgrew the replay budget before a reconnect"
             }
-            NotKept::Appended => "unsynced appends cannot be written again after a reconnect",
+            NotKept::Appended => "unsynced appends cannot be checked after a reconnect",
             NotKept::Truncated => {
-                "it was truncated since its last fsync, and writes across that are not written again"
+                "it was truncated since its last fsync, and writes across that cannot be checked"
             }
-            NotKept::RewriteFailed => "writing its unsynced writes again after a reconnect failed",
+            NotKept::Differs => {
+                "after a reconnect the server's file differs from what was written since its last fsync (lost with the server's memory, or written since by another client: nothing was written over it)"
+            }
+            NotKept::CheckFailed => {
+                "reading its unsynced writes back after a reconnect failed"
+            }
             NotKept::Closed => {
-                "it was written through fids let go since its last fsync, whose writes are not written again"
+                "it was written through fids let go since its last fsync, whose writes were let go too"
             }
         }
     }
@@ -57,9 +67,9 @@ impl NotKept {
 /// may find a forgotten one's later fsync succeeding (the data was never kept).
 const MAX_CLOSED: usize = 65_536;
 
-/// Why a lost file whose writes were all kept was not written again.
-const NOT_REWRITTEN: &str =
-    "its unsynced writes were not written again after a reconnect (no fid of it open for writing)";
+/// Why a lost file whose writes were all kept was not checked.
+const NOT_CHECKED: &str =
+    "its unsynced writes were not read back after a reconnect (no fid of it open for reading)";
 
 /// A write kept to be written again: its acknowledgement number, offset and data.
 #[derive(Clone, Debug)]
@@ -82,8 +92,8 @@ struct FileWrites {
     /// the next fsync fails — the acknowledgement count then (an fsync sent after it reports
     /// the loss).
     lost: Option<u64>,
-    /// A rebuilt fid is writing them again now.
-    rewriting: bool,
+    /// A rebuilt fid is reading them back now.
+    checking: bool,
 }
 
 /// What became of an acknowledged write.
@@ -181,13 +191,13 @@ impl Unsynced {
     }
 
     /// The last fid of file `path` was let go: its kept writes are let go too (no fid is left
-    /// to write them again through), and a later fsync after a loss says so.
+    /// to read them back through), and a later fsync after a loss says so.
     pub fn closed(&mut self, path: u64) {
         let ack = self.acks;
         let Some(file) = self.files.get_mut(&path) else {
             return;
         };
-        // A rewrite under way carries its own image of them to its end.
+        // A check under way carries its own image of them to its end.
         Self::not_keeping(&mut self.charge, file, NotKept::Closed, ack);
         self.closed.push_back(path);
         if self.closed.len() > MAX_CLOSED {
@@ -242,7 +252,7 @@ impl Unsynced {
         if file.writes.is_empty()
             && file.not_kept.is_none()
             && file.lost.is_none()
-            && !file.rewriting
+            && !file.checking
         {
             self.files.remove(&path);
         }
@@ -253,7 +263,7 @@ impl Unsynced {
     pub fn link_lost(&mut self) {
         for file in self.files.values_mut() {
             file.lost = Some(self.acks);
-            file.rewriting = false;
+            file.checking = false;
         }
     }
 
@@ -261,18 +271,18 @@ impl Unsynced {
     /// and not (all) written again since.
     pub fn lost(&self, path: u64) -> Option<&'static str> {
         let file = self.files.get(&path).filter(|f| f.lost.is_some())?;
-        Some(file.not_kept.map_or(NOT_REWRITTEN, |(why, _)| why.why()))
+        Some(file.not_kept.map_or(NOT_CHECKED, |(why, _)| why.why()))
     }
 
-    /// A fid of file `path`, open for writing, was rebuilt: if the file's writes are lost and
-    /// all kept, and no other fid writes them again already, this one does — the final image
-    /// of them to write (`final_image`).
-    pub fn claim_rewrite(&mut self, path: u64) -> Option<Vec<(u64, Bytes)>> {
+    /// A fid of file `path`, open for reading, was rebuilt: if the file's writes are lost and
+    /// all kept, and no other fid reads them back already, this one does — the final image of
+    /// them to compare with the server's file (`final_image`).
+    pub fn claim_check(&mut self, path: u64) -> Option<Vec<(u64, Bytes)>> {
         let file = self.files.get_mut(&path)?;
-        if file.lost.is_none() || file.rewriting || file.not_kept.is_some() {
+        if file.lost.is_none() || file.checking || file.not_kept.is_some() {
             return None;
         }
-        file.rewriting = true;
+        file.checking = true;
         let writes: Vec<(u64, Bytes)> = file
             .writes
             .iter()
@@ -281,17 +291,18 @@ impl Unsynced {
         Some(final_image(&writes))
     }
 
-    /// The rewrite of file `path` ended: written in full (`ok`), or not.
-    pub fn rewritten(&mut self, path: u64, ok: bool) {
+    /// The check of file `path` ended: the server holds what was acknowledged (`Ok`), or
+    /// why not.
+    pub fn checked(&mut self, path: u64, result: Result<(), NotKept>) {
         let ack = self.acks;
         let Some(file) = self.files.get_mut(&path) else {
             return;
         };
-        file.rewriting = false;
-        match ok {
-            true => file.lost = None,
-            false => {
-                Self::not_keeping(&mut self.charge, file, NotKept::RewriteFailed, ack);
+        file.checking = false;
+        match result {
+            Ok(()) => file.lost = None,
+            Err(why) => {
+                Self::not_keeping(&mut self.charge, file, why, ack);
             }
         }
     }
@@ -310,9 +321,8 @@ impl Unsynced {
 }
 
 /// The file as the kept writes leave it, where they touch it: disjoint ranges, each with the
-/// data the last write covering it left there (slices of the kept frames, no copy). Written
-/// back in any order, or only in part, these never put older data over newer: on a server that
-/// lost nothing they change nothing.
+/// data the last write covering it left there (slices of the kept frames, no copy): what the
+/// server must hold there if it lost nothing.
 pub(crate) fn final_image(writes: &[(u64, Bytes)]) -> Vec<(u64, Bytes)> {
     // start → data, disjoint; each new write cuts what it overlaps.
     let mut image: BTreeMap<u64, Bytes> = Default::default();
@@ -405,10 +415,10 @@ mod tests {
         u.link_lost();
         assert!(u.lost(7).is_some(), "the later write is still unsynced");
         assert_eq!(
-            u.claim_rewrite(7),
+            u.claim_check(7),
             Some(vec![(3, Bytes::from_static(b"new"))])
         );
-        u.rewritten(7, true);
+        u.checked(7, Ok(()));
         assert_eq!(u.lost(7), None);
         assert_eq!(u.charge(), 3);
     }
@@ -422,14 +432,14 @@ mod tests {
         assert_eq!(u.charge(), 0, "nothing kept across a truncation");
         u.link_lost();
         assert_eq!(u.lost(1), Some(NotKept::Truncated.why()));
-        assert_eq!(u.claim_rewrite(1), None);
+        assert_eq!(u.claim_check(1), None);
         // The fsync that reports it settles it.
         u.fsynced(1, u.fsync_mark());
         assert_eq!(u.lost(1), None);
-        // Kept, but no fid wrote them again: lost all the same.
+        // Kept, but no fid read them back: lost all the same.
         write(&mut u, 2, 0, b"cc");
         u.link_lost();
-        assert_eq!(u.lost(2), Some(NOT_REWRITTEN));
+        assert_eq!(u.lost(2), Some(NOT_CHECKED));
         // Over budget.
         let big = u.acked_write(
             3,

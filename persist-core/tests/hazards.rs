@@ -35,8 +35,8 @@ fn an_open_file_survives_a_server_restart_in_every_dialect() {
         } else {
             MsgType::Topen
         };
-        // The write acknowledged before the restart, never fsynced, is written again right
-        // after the reopen (the server may have lost it with its memory).
+        // The write acknowledged before the restart, never fsynced, is read back right after
+        // the reopen (the server may have lost it with its memory).
         assert_eq!(
             p.server.executed,
             [
@@ -45,7 +45,7 @@ fn an_open_file_survives_a_server_restart_in_every_dialect() {
                 MsgType::Twalk,
                 MsgType::Twalk,
                 reopen,
-                MsgType::Twrite,
+                MsgType::Tread,
                 MsgType::Tclunk
             ],
             "{d}"

@@ -89,8 +89,8 @@ struct SessionOpts {
     /// rebuilt and lost, failed requests, redials, bytes forwarded
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
-    /// Most unsynced writes kept (all files of a session together) to be written again after
-    /// a reconnect, so that a later fsync tells the truth (e.g. 64M, 512K); past it, a file's
+    /// Most unsynced writes kept (all files of a session together) to be checked against the
+    /// server after a reconnect, so that a later fsync tells the truth (e.g. 64M, 512K); past it, a file's
     /// next fsync after an outage fails with EIO. Each kept write counts at least 16K
     #[arg(long, value_parser = parse_size, default_value = "64M", value_name = "SIZE")]
     replay_budget: usize,

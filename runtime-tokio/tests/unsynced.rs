@@ -1,6 +1,7 @@
 //! fsync after a restart, with a real diod SIGKILLed and restarted under a client holding a
-//! file open through `p9persist proxy`: the writes acknowledged before the kill are written
-//! again after the rebuild, so a later fsync succeeds and the file is exact; with the replay
+//! file open through `p9persist proxy`: the writes acknowledged before the kill are read back
+//! after the rebuild and found on the server (diod's process died, the page cache did not), so
+//! a later fsync succeeds and the file is exact; with the replay
 //! budget set below what was written, that fsync fails with EIO and the log says why; an
 //! O_APPEND file's unsynced appends cannot be repeated, and its fsync fails as it always did.
 
@@ -152,5 +153,5 @@ fn unsynced_appends_make_fsync_fail_as_before() {
         matches!(reply, Msg::Rlerror(ref e) if e.ecode == 5),
         "{reply:?}\n{log}"
     );
-    assert!(log.contains("appends cannot be written again"), "{log}");
+    assert!(log.contains("appends cannot be checked"), "{log}");
 }

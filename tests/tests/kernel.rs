@@ -940,3 +940,123 @@ echo "KC: done"
         wp / wd
     );
 }
+
+/// The guest's side of the lock race: two processes take and let go of a lock directory
+/// (`mkdir`/`rmdir`, the shell's lock idiom) and a lock file (O_CREAT|O_EXCL through the
+/// shell's noclobber, then `rm`), each operation reported with its window on the guest's clock
+/// (/proc/uptime, in hundredths of a second) and how it ended, until the host creates STOP.
+fn lock_race_workload(mount: &str) -> String {
+    format!(
+        r#"{mount} && echo "KC: mounted" || {{ echo "KC: mount failed"; exit 1; }}
+now() {{ cut -d' ' -f1 /proc/uptime | tr -d . ; }}
+class() {{
+    if grep -q "exists" /tmp/err$1; then echo refused
+    elif grep -q "No such file" /tmp/err$1; then echo refused
+    elif grep -q "I/O error" /tmp/err$1; then echo unknown
+    else echo "failed:$(cat /tmp/err$1)"; fi
+}}
+race() {{
+    p=$1
+    # noclobber: > opens with O_EXCL (>| is how the error files are still overwritten).
+    set -C
+    while [ ! -e /mnt/STOP ]; do
+        for kind in dir file; do
+            t0=$(now)
+            if [ $kind = dir ]; then mkdir /mnt/lockdir 2>|/tmp/err$p; r=$?; else (echo $p > /mnt/lock) 2>|/tmp/err$p; r=$?; fi
+            t1=$(now)
+            if [ $r = 0 ]; then c=ok; else c=$(class $p); fi
+            echo "KC: lk $p $kind make $t0 $t1 $c"
+            if [ $c = ok ] || [ $c = unknown ]; then
+                t0=$(now)
+                if [ $kind = dir ]; then rmdir /mnt/lockdir 2>|/tmp/err$p; r=$?; else rm /mnt/lock 2>|/tmp/err$p; r=$?; fi
+                t1=$(now)
+                if [ $r = 0 ]; then c=ok; else c=$(class $p); fi
+                echo "KC: lk $p $kind remove $t0 $t1 $c"
+            fi
+        done
+    done
+}}
+race 1 &
+a=$!
+race 2 &
+b=$!
+wait $a $b
+umount /mnt || echo "KC: ERR umount"
+echo "KC: done"
+"#
+    )
+}
+
+/// The guest's lock-race reports as a history: windows in microseconds of the guest's clock,
+/// widened by its resolution (a hundredth of a second) so that no real order is ruled out.
+fn lock_race_history(reports: &[String]) -> Result<tests::history::History, String> {
+    use tests::history::{History, Kind, Op, Outcome};
+    let mut h = History::new();
+    for r in reports.iter().filter_map(|r| r.strip_prefix("lk ")) {
+        let w: Vec<&str> = r.split_whitespace().collect();
+        let [p, kind, what, t0, t1, how] = w[..] else {
+            return Err(format!("unreadable report: lk {r}"));
+        };
+        let tick = |t: &str| t.parse::<u64>().map_err(|e| format!("{t}: {e}"));
+        let outcome = match how {
+            "ok" => Outcome::Ok,
+            "refused" => Outcome::Refused,
+            "unknown" => Outcome::Unknown,
+            other => return Err(format!("process {p}: {kind} {what} failed: {other}")),
+        };
+        h.push(Op {
+            process: p.parse().map_err(|e| format!("{p}: {e}"))?,
+            name: kind.to_string(),
+            kind: match what {
+                "make" => Kind::CreateExclusive,
+                _ => Kind::Remove,
+            },
+            invoked: tick(t0)? * 10_000,
+            answered: (tick(t1)? + 1) * 10_000,
+            outcome,
+        });
+    }
+    Ok(h)
+}
+
+/// Two processes in the guest race for a lock directory (mkdir) and a lock file (O_EXCL)
+/// through the proxy, while diod is frozen and killed eight times: the history checker finds
+/// an order that explains every answer (no two holders of one lock, none let go twice), and
+/// the test prints how many operations ended each way.
+#[test]
+fn kernel_clients_racing_for_locks_through_a_killed_diod() {
+    let dir = scratch("locks");
+    let mut server = Server::start(&dir, Kind::Diod);
+    let hop = Hop::proxy(server.port);
+    let mount = format!(
+        "mount -t 9p -o trans=tcp,port={},version=9p2000.L,aname={} 10.0.2.2 /mnt",
+        hop.port,
+        server.export().display()
+    );
+    let guest = Guest::boot(lock_race_workload(&mount));
+    guest.wait_for("mounted", Duration::from_secs(90), &hop);
+    let kills = 8;
+    for k in 0..kills {
+        std::thread::sleep(Duration::from_millis(400 + 150 * (k % 5) as u64));
+        server.kill(k % 2 == 0);
+        std::thread::sleep(Duration::from_millis(150));
+        server.spawn();
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::write(server.export().join("STOP"), b"").unwrap();
+    guest.wait_for("done", Duration::from_secs(120), &hop);
+    let history = match lock_race_history(&guest.reports()) {
+        Ok(h) => h,
+        Err(e) => panic!("{}", guest.story(&e, &hop)),
+    };
+    let violations = history.violations();
+    if !violations.is_empty() {
+        panic!("{}", guest.story(&violations.join("\n"), &hop));
+    }
+    let counts = history.counts();
+    eprintln!(
+        "kernel lock race, two processes, diod killed {kills} times: {} operations: {counts}",
+        history.len()
+    );
+    assert!(counts.ok > 20, "{counts}");
+}

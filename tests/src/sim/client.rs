@@ -309,19 +309,16 @@ pub struct Lane {
     pub entries: BTreeSet<Vec<u8>>,
     /// The msize settled by Rversion: no request may be larger.
     pub msize: u32,
-    /// Durability of the data file, as fsync must report it: writes acknowledged on the data
-    /// fid since it was opened or last fsynced (a crash that loses them loses them only until
-    /// the session writes them again: the file's contents are checked, and an fsync after that
-    /// tells the truth); whether a link died while they (or a write in flight) were unsynced,
+    /// Durability of the data file, as fsync must report it: writes acknowledged to it since
+    /// its last fsync (a crash may lose them: the file's contents are followed, and an fsync
+    /// after that tells the truth); whether a link died while they (or a write in flight) were unsynced,
     /// which lets the session fail the next fsync; and whether the operation in flight was in
     /// flight at a loss.
     acked_unsynced: bool,
-    /// The writes acknowledged on the data fid since it was opened or last fsynced, in order:
-    /// what the session keeps and writes again after a reconnect, so that a crash that loses
-    /// them loses them only until the session is back.
+    /// The writes acknowledged to the data file since its last fsync, in order: what the
+    /// session keeps (any write it makes of its own must be one of these).
     kept: Vec<KeptStep>,
-    /// The kept steps of the data fid before the current one: a rebuild under way when the
-    /// lane let go of that fid still writes them again, to the end.
+    /// Kept steps set aside by a truncation or by letting go of the data fid.
     retired: Vec<KeptStep>,
     /// A truncation since the data file's last fsync, or every fid of it let go: the session
     /// keeps nothing until the next.
@@ -488,8 +485,8 @@ impl Lane {
 
     /// Whether a server crash may lose this lane's unsynced writes now: only when nothing is in
     /// flight (an answer already past the proxy would show the old contents). The session
-    /// keeps every acknowledged write since the last fsync and writes them again once the data
-    /// fid is rebuilt (the world follows those writes into the model).
+    /// reads its kept writes back once the data fid is rebuilt, and the next fsync must fail
+    /// where they are missing (the lane keeps what it was acknowledged aside to check that).
     pub fn lose_unsynced(&mut self) -> bool {
         !(self.busy.is_some() || self.flush.is_some() || !self.acked_unsynced)
     }
@@ -662,7 +659,7 @@ impl Lane {
             });
             if differs {
                 return Err(format!(
-                    "lane {}: fsync succeeded though a crash lost acknowledged writes the session did not write again",
+                    "lane {}: fsync succeeded though a crash lost acknowledged writes",
                     self.id
                 ));
             }

@@ -87,10 +87,11 @@ pub struct Knobs {
     /// The session's cap on remembered locks per fid (past it the fid is stale after a
     /// reconnect).
     pub max_lock_history: usize,
-    /// The session's replay budget (unsynced writes kept for rewriting after a reconnect);
+    /// The session's replay budget (unsynced writes kept to be checked after a reconnect);
     /// small ones overflow. Drawn apart from the other knobs (see `World::with_overrides`).
     pub replay_budget: usize,
-    /// How often the server refuses a write the session makes again after a reconnect.
+    /// How often the server refuses the session's read-back of a lane's unsynced writes after
+    /// a reconnect (the knob's name is older than the read-back).
     pub rewrite_fail_percent: u32,
     /// Whether creates, removes and renames in flight at a loss are settled by looking
     /// (`--ambiguous resolve`) or always failed (`--ambiguous fail`).
@@ -180,7 +181,10 @@ pub const CALM: &[(&str, &str)] = &[
         "the server never answers a request after its Rflush",
     ),
     ("budget", "the replay budget never overflows"),
-    ("rewrite", "the server never refuses a rewrite"),
+    (
+        "rewrite",
+        "the server never refuses the session's read-back of unsynced writes",
+    ),
     (
         "look",
         "the server never refuses the session a look at a name",

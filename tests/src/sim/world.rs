@@ -735,12 +735,16 @@ impl World {
         Ok(())
     }
 
-    /// A write the session makes again after a reconnect (its own tags), refused for want of
-    /// room before it runs: the error to answer it with.
+    /// A read of a lane's data file the session makes after a reconnect (its own tags, to see
+    /// the server still holds its unsynced writes), refused before it runs: the error to answer
+    /// it with.
     fn refuse_rewrite(&mut self, c: usize, frame: &Bytes) -> Option<Bytes> {
         let h = Header::parse(frame).ok()?;
-        let rewrite = h.msg_type == MsgType::Twrite as u8 && h.tag < TAG_BASE;
-        if !rewrite
+        let fid = p9_core::peek::first_fid(frame).unwrap_or(u32::MAX);
+        let check = h.msg_type == MsgType::Tread as u8
+            && h.tag < TAG_BASE
+            && self.clients[c].lanes.iter().any(|l| l.is_data_fid(fid));
+        if !check
             || self.knobs.rewrite_fail_percent == 0
             || !self.rng.chance(self.knobs.rewrite_fail_percent)
         {
@@ -748,7 +752,7 @@ impl World {
         }
         note!(
             self,
-            "the server refuses client {c}'s rewrite (tag {})",
+            "the server refuses client {c}'s read-back (tag {})",
             h.tag
         );
         let msg: Msg = match self.knobs.dialect {
