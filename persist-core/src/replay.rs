@@ -113,24 +113,15 @@ pub(crate) fn settle(msg: &Msg, fid: Option<&FidRec>, writes_lost: bool) -> (Set
 /// was until its fate is known. (A walk, an open or an attach makes a fid or an open file only
 /// on the lost link, which the session never recorded: dropped, it never happened.)
 pub(crate) fn has_effect(ty: MsgType) -> bool {
-    matches!(
-        ty,
-        MsgType::Twrite
-            | MsgType::Tcreate
-            | MsgType::Tlcreate
-            | MsgType::Tmkdir
-            | MsgType::Tsymlink
-            | MsgType::Tmknod
-            | MsgType::Tlink
-            | MsgType::Tremove
-            | MsgType::Tunlinkat
-            | MsgType::Trename
-            | MsgType::Trenameat
-            | MsgType::Twstat
-            | MsgType::Tsetattr
-            | MsgType::Tlock
-            | MsgType::Txattrcreate
-    )
+    crate::resolve::changes_names(ty)
+        || matches!(
+            ty,
+            MsgType::Twrite
+                | MsgType::Twstat
+                | MsgType::Tsetattr
+                | MsgType::Tlock
+                | MsgType::Txattrcreate
+        )
 }
 
 /// The open mode to reopen with: truncation and create/exclusive flags stripped so a reopen

@@ -66,20 +66,26 @@ pub(crate) enum Outcome {
 pub(crate) fn resolvable(msg: &Msg) -> bool {
     match msg {
         Msg::Twstat(w) => !w.stat.name.is_empty(),
-        _ => matches!(
-            msg.msg_type(),
-            MsgType::Tcreate
-                | MsgType::Tlcreate
-                | MsgType::Tmkdir
-                | MsgType::Tsymlink
-                | MsgType::Tmknod
-                | MsgType::Tlink
-                | MsgType::Tremove
-                | MsgType::Tunlinkat
-                | MsgType::Trename
-                | MsgType::Trenameat
-        ),
+        _ => changes_names(msg.msg_type()),
     }
+}
+
+/// Whether requests of type `ty` make, remove, link or rename names (a Twstat only when it
+/// renames, which its type alone does not tell).
+pub(crate) fn changes_names(ty: MsgType) -> bool {
+    matches!(
+        ty,
+        MsgType::Tcreate
+            | MsgType::Tlcreate
+            | MsgType::Tmkdir
+            | MsgType::Tsymlink
+            | MsgType::Tmknod
+            | MsgType::Tlink
+            | MsgType::Tremove
+            | MsgType::Tunlinkat
+            | MsgType::Trename
+            | MsgType::Trenameat
+    )
 }
 
 /// 9P2000.u special files, and hard links (DMLINK, 0x01000000, which Linux sends as a Tcreate

@@ -201,6 +201,25 @@ impl Rig {
         replies[0].msg.clone()
     }
 
+    /// The replies to TAG and to `flush` (its Tflush), in the order they came.
+    fn replies_to_both(&self, flush: u16) -> Vec<(u16, MsgType)> {
+        self.replies
+            .iter()
+            .map(|f| (f.tag, f.msg.msg_type()))
+            .filter(|(t, _)| *t == TAG || *t == flush)
+            .collect()
+    }
+
+    /// Open FILE (`d/f`) with `flags`.
+    fn open_file(&mut self, flags: u32) {
+        let open = Tlopen {
+            fid: Fid(FILE),
+            flags,
+        };
+        self.client(4, open);
+        assert!(!is_error(&self.reply_to(4)), "{:?}", self.replies);
+    }
+
     /// Requests of type `ty` the server received, over every connection.
     fn ran(&self, ty: MsgType) -> u64 {
         self.fs.op_count(ty)
@@ -588,14 +607,8 @@ fn a_flush_of_a_request_found_done_gets_the_reply_first() {
     }
     r.client(9, Tflush { oldtag: TAG });
     r.reconnect_rest();
-    let order: Vec<(u16, MsgType)> = r
-        .replies
-        .iter()
-        .map(|f| (f.tag, f.msg.msg_type()))
-        .filter(|(t, _)| *t == TAG || *t == 9)
-        .collect();
     assert_eq!(
-        order,
+        r.replies_to_both(9),
         [(TAG, MsgType::Rlcreate), (9, MsgType::Rflush)],
         "done reply, then Rflush"
     );
@@ -806,14 +819,7 @@ fn a_flush_of_a_request_in_flight_at_a_loss_waits_only_when_it_may_have_run() {
     for flush_in_flight in [false, true] {
         let what = format!("flush in flight at the loss: {flush_in_flight}");
         let mut r = Rig::new(Dialect::DotL, resolving());
-        r.client(
-            4,
-            Tlopen {
-                fid: Fid(FILE),
-                flags: lflags::RDWR,
-            },
-        );
-        assert!(!is_error(&r.reply_to(4)));
+        r.open_file(lflags::RDWR);
         r.holding = true;
         let write = Twrite {
             fid: Fid(FILE),
@@ -835,14 +841,8 @@ fn a_flush_of_a_request_in_flight_at_a_loss_waits_only_when_it_may_have_run() {
             r.replies
         );
         r.reconnect();
-        let order: Vec<(u16, MsgType)> = r
-            .replies
-            .iter()
-            .map(|f| (f.tag, f.msg.msg_type()))
-            .filter(|(t, _)| *t == TAG || *t == 9)
-            .collect();
         assert_eq!(
-            order,
+            r.replies_to_both(9),
             [(TAG, MsgType::Rwrite), (9, MsgType::Rflush)],
             "{what}: the write's reply, then the Rflush"
         );
@@ -850,13 +850,7 @@ fn a_flush_of_a_request_in_flight_at_a_loss_waits_only_when_it_may_have_run() {
     }
 
     let mut r = Rig::new(Dialect::DotL, resolving());
-    r.client(
-        4,
-        Tlopen {
-            fid: Fid(FILE),
-            flags: lflags::RDONLY,
-        },
-    );
+    r.open_file(lflags::RDONLY);
     r.holding = true;
     let read = Tread {
         fid: Fid(FILE),
@@ -882,13 +876,7 @@ fn a_flush_of_a_request_in_flight_at_a_loss_waits_only_when_it_may_have_run() {
 #[test]
 fn a_write_on_a_link_given_up_on_is_never_resent() {
     let mut r = Rig::new(Dialect::DotL, resolving());
-    r.client(
-        4,
-        Tlopen {
-            fid: Fid(FILE),
-            flags: lflags::RDWR,
-        },
-    );
+    r.open_file(lflags::RDWR);
     r.holding = true;
     let write = Twrite {
         fid: Fid(FILE),
