@@ -411,7 +411,9 @@ fn run_but_unanswered_each_is_done_only_where_the_server_proves_it() {
         check_done(&export, b"");
         relay.cut();
         let got = tokio::time::timeout(Duration::from_secs(20), c.collect(&tags)).await;
-        got.expect("every request answered").unwrap()
+        let log = || std::fs::read_to_string(&log).unwrap_or_default();
+        got.unwrap_or_else(|_| panic!("every request answered; log:\n{}", log()))
+            .unwrap()
     });
     let text = std::fs::read_to_string(&log).unwrap();
     // Only the hard link is proven: its new name leads to the session's own file. A name made,
