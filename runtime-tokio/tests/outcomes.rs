@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -310,6 +310,8 @@ fn ambiguous_fail_fails_them_with_eio_as_before() {
 struct Relay {
     port: u16,
     deaf: Arc<AtomicBool>,
+    /// Whole replies dropped while deaf.
+    dropped: Arc<AtomicUsize>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
 }
 
@@ -320,9 +322,11 @@ impl Relay {
         let relay = Relay {
             port: listener.local_addr().unwrap().port(),
             deaf: Arc::new(AtomicBool::new(false)),
+            dropped: Arc::new(AtomicUsize::new(0)),
             conns: Arc::new(Mutex::new(Vec::new())),
         };
         let (deaf, conns) = (relay.deaf.clone(), relay.conns.clone());
+        let dropped = relay.dropped.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -336,7 +340,7 @@ impl Relay {
                     .extend([client.try_clone().unwrap(), upstream.try_clone().unwrap()]);
                 let (c2, u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
                 std::thread::spawn(move || pass(client, upstream, None));
-                let deaf = deaf.clone();
+                let deaf = (deaf.clone(), dropped.clone());
                 std::thread::spawn(move || pass(u2, c2, Some(deaf)));
             }
         });
@@ -356,15 +360,27 @@ impl Relay {
     }
 }
 
-/// Copy `from` to `to` (dropping what comes while `deaf` is set) until either side ends.
-fn pass(mut from: TcpStream, mut to: TcpStream, deaf: Option<Arc<AtomicBool>>) {
+/// Copy `from` to `to` until either side ends, dropping what comes while `deaf` is set and
+/// counting the whole frames dropped (they start at a frame boundary: nothing is in flight
+/// when the relay goes deaf).
+fn pass(mut from: TcpStream, mut to: TcpStream, deaf: Option<(Arc<AtomicBool>, Arc<AtomicUsize>)>) {
     let mut buf = vec![0u8; 64 << 10];
+    let mut held = Vec::new();
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if deaf.as_ref().is_some_and(|d| d.load(Ordering::SeqCst)) {
+        if let Some((_, dropped)) = deaf.as_ref().filter(|(d, _)| d.load(Ordering::SeqCst)) {
+            held.extend_from_slice(&buf[..n]);
+            while held.len() >= 4 {
+                let size = u32::from_le_bytes(held[..4].try_into().unwrap()) as usize;
+                if size < 4 || held.len() < size {
+                    break;
+                }
+                held.drain(..size);
+                dropped.fetch_add(1, Ordering::SeqCst);
+            }
             continue;
         }
         if to.write_all(&buf[..n]).is_err() {
@@ -409,6 +425,15 @@ fn run_but_unanswered_each_is_done_only_where_the_server_proves_it() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         check_done(&export, b"");
+        // Every reply written (and dropped) before the cut: diod dies of SIGPIPE writing to a
+        // connection shut down under it.
+        while relay.dropped.load(Ordering::SeqCst) < requests().len() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "diod never answered them"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         relay.cut();
         let got = tokio::time::timeout(Duration::from_secs(20), c.collect(&tags)).await;
         let log = || std::fs::read_to_string(&log).unwrap_or_default();
