@@ -403,10 +403,8 @@ impl Session {
             });
             return self.dispatch(tag);
         }
-        let lost = msg
-            .primary_fid()
-            .is_some_and(|f| self.fids.writes_lost(f).is_some());
-        let (settle, mark) = replay::settle(&msg, fid, lost);
+        let lost = self.writes_lost_under(&msg);
+        let (settle, mark) = replay::settle(&msg, fid, lost.is_some());
         // A link given up on (hung, broken) may have a server behind it that runs what it was
         // sent yet, after anything sent now: a change resent could be overtaken by its own
         // older copy, laid over newer data. It may have run; it fails as such.
@@ -421,12 +419,7 @@ impl Session {
         match settle {
             Settle::Resend => self.dispatch(tag),
             Settle::Fail(f) => {
-                let why = match f {
-                    Failure::WRITES_LOST => {
-                        msg.primary_fid().and_then(|f| self.fids.writes_lost(f))
-                    }
-                    _ => None,
-                };
+                let why = lost.filter(|_| f == Failure::WRITES_LOST);
                 self.apply_failure(&msg);
                 self.fail(tag, f, why.unwrap_or("in flight when the link died"))
             }
@@ -541,6 +534,12 @@ impl Session {
         }
     }
 
+    /// Why the file `msg`'s fid stands for lost unsynced writes with a link, if it did (what a
+    /// Tfsync of it must then report).
+    fn writes_lost_under(&self, msg: &Msg) -> Option<&'static str> {
+        msg.primary_fid().and_then(|f| self.fids.writes_lost(f))
+    }
+
     /// Answer a held request now that soft mode gave up: an orphan found done as done, others by
     /// the replay table (a request that may have happened still says so), everything else
     /// "unavailable".
@@ -566,9 +565,7 @@ impl Session {
             Some(Outcome::NotDone) | None => {}
         }
         let fid = msg.primary_fid().and_then(|f| self.fids.get(f));
-        let lost = msg
-            .primary_fid()
-            .is_some_and(|f| self.fids.writes_lost(f).is_some());
+        let lost = self.writes_lost_under(&msg).is_some();
         match replay::settle(&msg, fid, lost).0 {
             Settle::ClunkLocally | Settle::Resend if matches!(msg, Msg::Tclunk(_)) => {
                 self.clunk_locally(tag, &msg)

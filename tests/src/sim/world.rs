@@ -738,7 +738,7 @@ impl World {
     /// A read of a lane's data file the session makes after a reconnect (its own tags, to see
     /// the server still holds its unsynced writes), refused before it runs: the error to answer
     /// it with.
-    fn refuse_rewrite(&mut self, c: usize, frame: &Bytes) -> Option<Bytes> {
+    fn refuse_read_back(&mut self, c: usize, frame: &Bytes) -> Option<Bytes> {
         let h = Header::parse(frame).ok()?;
         let fid = p9_core::peek::first_fid(frame).unwrap_or(u32::MAX);
         let check = h.msg_type == MsgType::Tread as u8
@@ -810,7 +810,7 @@ impl World {
             return Ok(());
         }
         let refused = self
-            .refuse_rewrite(c, &t.frame)
+            .refuse_read_back(c, &t.frame)
             .or_else(|| self.refuse_look(c, &t.frame));
         let cl = &mut self.clients[c];
         let Some(server) = &mut cl.server else {
