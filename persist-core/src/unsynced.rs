@@ -201,14 +201,13 @@ impl Unsynced {
         Self::not_keeping(&mut self.charge, file, NotKept::Closed, ack);
         self.closed.push_back(path);
         if self.closed.len() > MAX_CLOSED {
-            // The oldest, if still only a record of writes let go (not lost, not written to
-            // since through a new fid).
+            // The oldest, if still only a record of writes not kept (none kept since, none
+            // lost): whatever the reason they were not kept (closed, appended, over budget).
             let old = self.closed.pop_front().expect("not empty");
-            let forget = self.files.get(&old).is_some_and(|f| {
-                f.writes.is_empty()
-                    && f.lost.is_none()
-                    && f.not_kept.is_some_and(|(w, _)| w == NotKept::Closed)
-            });
+            let forget = self
+                .files
+                .get(&old)
+                .is_some_and(|f| f.writes.is_empty() && f.lost.is_none() && !f.checking);
             if forget {
                 self.files.remove(&old);
             }
@@ -403,6 +402,18 @@ mod tests {
             || Some((Bytes::from_static(data), data.len())),
             1 << 20,
         )
+    }
+
+    #[test]
+    fn files_let_go_of_unsynced_are_remembered_within_a_bound() {
+        let mut u = Unsynced::default();
+        for path in 0..(MAX_CLOSED as u64 + 100) {
+            // Appends are never kept: the record says so until it is forgotten.
+            u.acked_write(path, true, 0, || None, 1 << 20);
+            u.closed(path);
+        }
+        assert!(u.files.len() <= MAX_CLOSED, "{} records", u.files.len());
+        assert!(u.closed.len() <= MAX_CLOSED);
     }
 
     #[test]
