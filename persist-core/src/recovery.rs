@@ -1004,7 +1004,7 @@ impl Recovery {
                 j != i
                     && looks[i]
                         .iter()
-                        .any(|a| looks[j].iter().any(|b| resolve::overlap(a, b)))
+                        .any(|a| looks[j].iter().any(|b| resolve::overlap(cx.fids, a, b)))
             })
         };
         let (tangled, apart): (Vec<usize>, Vec<usize>) =

@@ -93,9 +93,21 @@ pub(crate) fn changes_names(ty: MsgType) -> bool {
 /// link's name shows nothing of which file it names.
 const SPECIAL: u32 = dm::SYMLINK | dm::DEVICE | dm::NAMEDPIPE | dm::SOCKET | 0x0100_0000;
 
-/// Whether two looks touch one name: the same path, or one beneath the other.
-pub(crate) fn overlap(a: &Look, b: &Look) -> bool {
-    a.root == b.root && (a.names.starts_with(&b.names) || b.names.starts_with(&a.names))
+/// Whether two looks may touch one name: the same path, or one beneath the other. Two attaches
+/// with one attach name are one tree whoever attached. Under different attach names (one tree
+/// perhaps, as "" and "/" often are, or one inside the other) the roots' places are unknown:
+/// the paths may meet wherever one runs into the other — one found whole inside the other, or
+/// one's start equal to the other's end.
+pub(crate) fn overlap(fids: &FidTable, a: &Look, b: &Look) -> bool {
+    let same_tree = a.root == b.root || fids.root(a.root).aname == fids.root(b.root).aname;
+    if same_tree {
+        return a.names.starts_with(&b.names) || b.names.starts_with(&a.names);
+    }
+    let (a, b) = (&a.names[..], &b.names[..]);
+    let inside = |x: &[Bytes], y: &[Bytes]| x.is_empty() || y.windows(x.len()).any(|w| w == x);
+    let runs_into =
+        |x: &[Bytes], y: &[Bytes]| (1..=x.len().min(y.len())).any(|k| x[..k] == y[y.len() - k..]);
+    inside(a, b) || inside(b, a) || runs_into(a, b) || runs_into(b, a)
 }
 
 /// Whether `msg` names something no server makes or finds ("", ".", "..", a name with a

@@ -664,6 +664,44 @@ fn two_in_flight_on_one_name_are_not_told_apart() {
     assert_eq!(r.ran(MsgType::Tlcreate) + r.ran(MsgType::Tunlinkat), 0);
 }
 
+/// The same, with the two requests made through different attaches (another user, and the
+/// attach name "/" where the first said ""): the trees may be one, so the names may be one.
+/// Found by the simulation: a create run, undone by an unlink in flight with it, was read as
+/// not done and ran twice.
+#[test]
+fn two_in_flight_on_one_name_under_two_attaches_are_not_told_apart() {
+    let mut r = Rig::new(Dialect::DotL, resolving());
+    let attach = Tattach {
+        fid: Fid(20),
+        afid: NOFID,
+        uname: "other".into(),
+        aname: "/".into(),
+        n_uname: Some(1000),
+    };
+    r.client(4, attach);
+    let walk = Twalk {
+        fid: Fid(20),
+        newfid: Fid(21),
+        wnames: WalkNames::new(["d"]).unwrap(),
+    };
+    r.client(5, walk);
+    assert!(r.replies.iter().all(|f| !is_error(&f.msg)));
+    r.replies.clear();
+    r.holding = true;
+    let unlink = Tunlinkat {
+        dirfid: Fid(21),
+        name: "new".into(),
+        flags: 0,
+    };
+    r.client(TAG, lcreate());
+    r.client(TAG + 1, unlink);
+    r.kill();
+    r.reconnect();
+    assert_eq!(r.reply_to(TAG), Rlerror { ecode: errno::EIO }.into());
+    assert_eq!(r.reply_to(TAG + 1), Rlerror { ecode: errno::EIO }.into());
+    assert_eq!(r.ran(MsgType::Tlcreate) + r.ran(MsgType::Tunlinkat), 0);
+}
+
 /// A name that was taken before the request (a fid stood for its file) shows nothing about
 /// the request: a create that found it would have failed.
 #[test]

@@ -71,6 +71,15 @@ pub struct Counts {
     pub unknown: usize,
 }
 
+impl Counts {
+    pub fn add(&mut self, o: Counts) {
+        self.ok += o.ok;
+        self.refused += o.refused;
+        self.failed += o.failed;
+        self.unknown += o.unknown;
+    }
+}
+
 impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -58,14 +58,17 @@ fn main() {
     // One digest over every seed's digest: two runs of the same range print the same.
     let mut combined: u64 = 0xcbf2_9ce4_8422_2325;
     let mut marks = tests::sim::MarkTotals::default();
+    let mut history = tests::history::Counts::default();
     for seed in from..from + seeds {
         let run = if mux {
-            tests::sim::run_mux(seed, trace).map(|r| (r.digest, r.marks))
+            tests::sim::run_mux(seed, trace).map(|r| (r.digest, r.marks, Default::default()))
         } else {
-            tests::sim::run_with(seed, &overrides, trace).map(|r| (r.digest, r.marks))
+            tests::sim::run_with(seed, &overrides, trace)
+                .map(|r| (r.digest, r.marks, r.stats.history))
         };
         match run {
-            Ok((seed_digest, seed_marks)) => {
+            Ok((seed_digest, seed_marks, seed_history)) => {
+                history.add(seed_history);
                 combined = (combined ^ seed_digest).wrapping_mul(0x100_0000_01b3);
                 marks.add(&seed_marks);
                 if digest {
@@ -97,6 +100,9 @@ fn main() {
         "coverage marks (how often the session reached each rule):\n{}",
         marks.table()
     );
+    if !mux {
+        println!("takes and releases of the shared lock names: {history}");
+    }
     println!(
         "{seeds} seeds from {from} in {secs:.1} s ({:.0} seeds/s), {failed} failed; digest {combined:016x}",
         seeds as f64 / secs

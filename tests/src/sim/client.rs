@@ -9,6 +9,9 @@ use p9_core::*;
 
 use super::rng::Rng;
 
+mod contend;
+pub use contend::{is_dir_lock, lock_name_of, lock_names, Contender, SHARED_DIR};
+
 /// Largest offset a lane writes at, and largest write.
 const FILE_SPAN: u64 = 16 * 1024;
 
@@ -110,6 +113,24 @@ pub enum Op {
     WalkMoved,
     OpenMoved,
     StatMoved,
+    /// Contention (`contend.rs`): walk the lane's fid of the `shared` directory, where every
+    /// lane of every client races for the same lock names.
+    WalkShared,
+    /// Walk the lock fid to `shared` (to make `name` through it) or to `shared/name` (to
+    /// remove it: 9P2000 removes by fid).
+    WalkLock {
+        name: Vec<u8>,
+        remove: bool,
+    },
+    /// Take a lock: make `name` exclusively (O_EXCL Tlcreate or Tcreate through the lock fid,
+    /// Tmkdir, or Tlink of the lane's data file).
+    TakeLock {
+        name: Vec<u8>,
+    },
+    /// Release a lock the lane holds: Tunlinkat, or Tremove of the lock fid.
+    DropLock {
+        name: Vec<u8>,
+    },
     /// Clunk a fid whose state is uncertain; any reply will do.
     Forget(Which),
 }
@@ -137,6 +158,8 @@ pub enum Which {
     Excl,
     Sub,
     Moved,
+    Shared,
+    Lock,
 }
 
 impl Op {
@@ -175,6 +198,8 @@ impl Op {
                 | Op::WalkMoved
                 | Op::OpenMoved
                 | Op::StatMoved
+                | Op::WalkShared
+                | Op::WalkLock { .. }
                 | Op::Forget(_)
         )
     }
@@ -192,6 +217,8 @@ impl Op {
                 | Op::Mkdir { .. }
                 | Op::MakeEntry { .. }
                 | Op::Lock { unlock: false, .. }
+                | Op::TakeLock { .. }
+                | Op::DropLock { .. }
         )
     }
 
@@ -229,6 +256,8 @@ impl Op {
                 | Op::Mkdir { .. }
                 | Op::MakeEntry { .. }
                 | Op::Lock { .. }
+                | Op::TakeLock { .. }
+                | Op::DropLock { .. }
         )
     }
 
@@ -340,6 +369,8 @@ pub struct Lane {
     in_flight_at_loss: bool,
     /// Soft mode: any request may fail while the server is away.
     pub soft: bool,
+    /// The lane's part in the race for the shared lock names.
+    pub contender: Contender,
     /// The operation in flight and its tag; and a Tflush of it, if sent.
     pub busy: Option<(u16, Op)>,
     pub flush: Option<u16>,
@@ -456,6 +487,7 @@ impl Lane {
             .into_iter()
             .collect(),
             entries: BTreeSet::new(),
+            contender: Contender::default(),
             busy: None,
             flush: None,
             acked_unsynced: false,
@@ -532,6 +564,7 @@ impl Lane {
 
     /// An operation is sent with `tag`: it is the one in flight.
     pub fn start(&mut self, tag: u16, op: Op) {
+        self.contender.started();
         self.busy = Some((tag, op));
         self.write_applied = false;
     }
@@ -746,6 +779,12 @@ impl Lane {
     fn moved_fid(&self) -> Fid {
         self.fid(10)
     }
+    fn shared_fid(&self) -> Fid {
+        self.fid(11)
+    }
+    fn lock_fid(&self) -> Fid {
+        self.fid(12)
+    }
 
     /// The deep file's path below the lane's directory: 20 names.
     pub fn deep_path() -> Vec<Vec<u8>> {
@@ -800,6 +839,8 @@ impl Lane {
             Which::Excl => &mut self.excl,
             Which::Sub => &mut self.sub,
             Which::Moved => &mut self.moved,
+            Which::Shared => &mut self.contender.shared,
+            Which::Lock => &mut self.contender.lock,
         }
     }
 
@@ -816,6 +857,8 @@ impl Lane {
             Which::Excl => self.excl_fid(),
             Which::Sub => self.sub_fid(),
             Which::Moved => self.moved_fid(),
+            Which::Shared => self.shared_fid(),
+            Which::Lock => self.lock_fid(),
         }
     }
 
@@ -848,6 +891,8 @@ impl Lane {
             Op::WalkExcl | Op::OpenExcl | Op::StatExcl => Which::Excl,
             Op::WalkSub | Op::RenameSub { .. } => Which::Sub,
             Op::WalkMoved | Op::OpenMoved | Op::StatMoved => Which::Moved,
+            Op::WalkShared => Which::Shared,
+            Op::WalkLock { .. } | Op::TakeLock { .. } | Op::DropLock { .. } => Which::Lock,
             Op::Forget(w) => *w,
         })
     }
@@ -865,6 +910,8 @@ impl Lane {
             Which::Excl,
             Which::Sub,
             Which::Moved,
+            Which::Shared,
+            Which::Lock,
         ] {
             if *self.state_of(which) == FidState::Uncertain {
                 return (
@@ -888,6 +935,12 @@ impl Lane {
                 n_uname: self.identity.n_uname,
             };
             return (msg.into(), Op::Attach);
+        }
+        // Contention, where the world has it (no draw otherwise: older seeds stay as they were).
+        if self.contender.percent > 0
+            && (self.contender.lock != FidState::Absent || rng.chance(self.contender.percent))
+        {
+            return self.shared_op(rng);
         }
         if self.dir == FidState::Absent {
             return (self.walk(self.dir_fid(), &[d]), Op::WalkDir);
@@ -1395,6 +1448,8 @@ impl Lane {
             (self.excl, self.excl_fid()),
             (self.sub, self.sub_fid()),
             (self.moved, self.moved_fid()),
+            (self.contender.shared, self.shared_fid()),
+            (self.contender.lock, self.lock_fid()),
         ]
         .into_iter()
         .filter(|(state, _)| *state == FidState::Uncertain)
@@ -1429,6 +1484,9 @@ impl Lane {
         flushed: bool,
     ) -> Result<Option<(Msg, Op)>, String> {
         let in_flight_at_loss = std::mem::take(&mut self.in_flight_at_loss);
+        if op.is_shared() {
+            return Ok(self.complete_shared(op, reply, effective, flushed));
+        }
         match (&op, flushed) {
             (Op::Fsync, false) => self.check_fsync(reply, in_flight_at_loss)?,
             // A flushed fsync never happened, for the client (flush(5)), even where the server
@@ -1847,6 +1905,8 @@ impl Lane {
             | Op::Mkdir { .. }
             | Op::Fsync
             | Op::Forget(_) => {}
+            // (Taken by `complete_shared` before this.)
+            Op::WalkShared | Op::WalkLock { .. } | Op::TakeLock { .. } | Op::DropLock { .. } => {}
             Op::MakeEntry { kind, .. } => {
                 let want = match kind {
                     Entry::Symlink => MsgType::Rsymlink,

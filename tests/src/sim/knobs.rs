@@ -99,6 +99,15 @@ pub struct Knobs {
     /// How often the server refuses the session's walk to look at a name after a reconnect
     /// (the request it was for then fails, as nothing could be seen).
     pub refuse_look_percent: u32,
+    /// Chance per operation that a lane races for the shared lock names instead of working on
+    /// its own files (0: a world without contention, as the older seeds were).
+    pub contend_percent: u32,
+    /// Chance, at each fault, that another client acting straight on the server takes or
+    /// breaks each lock name nobody has a request in flight on.
+    pub direct_percent: u32,
+    /// Chance that a silent link the session gives up on still runs, a while later, the takes
+    /// and releases it had received (a hung server thread waking up).
+    pub late_run_percent: u32,
 }
 
 impl Knobs {
@@ -144,6 +153,9 @@ impl Knobs {
             rewrite_fail_percent: 0,
             resolve_ambiguous: true,
             refuse_look_percent: 0,
+            contend_percent: 0,
+            direct_percent: 0,
+            late_run_percent: 0,
         }
     }
 }
@@ -188,6 +200,15 @@ pub const CALM: &[(&str, &str)] = &[
     (
         "look",
         "the server never refuses the session a look at a name",
+    ),
+    ("contend", "lanes never race for the shared lock names"),
+    (
+        "direct",
+        "nobody takes or breaks a lock straight on the server",
+    ),
+    (
+        "laterun",
+        "a link given up on never runs what it held, late",
     ),
 ];
 
@@ -246,6 +267,9 @@ impl Overrides {
                 "budget" => k.replay_budget = 64 << 20,
                 "rewrite" => k.rewrite_fail_percent = 0,
                 "look" => k.refuse_look_percent = 0,
+                "contend" => k.contend_percent = 0,
+                "direct" => k.direct_percent = 0,
+                "laterun" => k.late_run_percent = 0,
                 _ => {}
             }
         }

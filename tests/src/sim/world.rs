@@ -11,10 +11,13 @@ use p9_core::*;
 use persist_core::drive::{Action, Drive};
 use persist_core::{BackendId, Config, Event, Instant, LinkId};
 
-use super::client::{is_error, Identity, KeptStep, Lane, Op};
+use super::client::{
+    is_dir_lock, is_error, lock_name_of, lock_names, Identity, KeptStep, Lane, Op, SHARED_DIR,
+};
 use super::knobs::Knobs;
 use super::rng::Rng;
 use super::wire::{gather, Framer, Wire};
+use crate::history::{self, History, Kind, Outcome};
 
 /// Client tags come from the upper half, so the harness can tell the session's own recovery
 /// requests (numbered from 0) from the client's when counting executions.
@@ -60,6 +63,8 @@ struct ServerLink {
 #[derive(Default)]
 struct Execution {
     count: u32,
+    /// How many of those runs succeeded (a failed run of a take or release changed nothing).
+    successes: u32,
     /// The server's last reply to it, if it was a success.
     success: Option<Msg>,
 }
@@ -169,6 +174,14 @@ pub struct World {
     /// Each lane's data file as of its last successful fsync: what a crash that loses unsynced
     /// writes leaves.
     synced: BTreeMap<usize, Vec<u8>>,
+    /// Every take and release of a shared lock name, by lanes and by the direct actor, for
+    /// the history checker.
+    history: History,
+    /// The history's clock: one tick per event, so that windows are strictly ordered.
+    clock: u64,
+    /// Links given up on whose server will still run what they held: (when, connection,
+    /// frames).
+    late_runs: Vec<(u64, usize, ramfs::Conn, Vec<Bytes>)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -186,6 +199,8 @@ pub struct Stats {
     pub frames_held_back: u64,
     /// Lanes whose acknowledged, unsynced writes a crash lost.
     pub writes_lost: u64,
+    /// How the takes and releases of lock names ended.
+    pub history: history::Counts,
 }
 
 impl Stats {
@@ -199,6 +214,7 @@ impl Stats {
         self.mid_frame_cuts += o.mid_frame_cuts;
         self.frames_held_back += o.frames_held_back;
         self.writes_lost += o.writes_lost;
+        self.history.add(o.history);
     }
 }
 
@@ -224,9 +240,17 @@ impl World {
         knobs.rewrite_fail_percent = [0, 0, 30][later.below(3) as usize] as u32;
         knobs.resolve_ambiguous = later.below(4) != 0;
         knobs.refuse_look_percent = [0, 0, 30][later.below(3) as usize] as u32;
+        // Contention came later still: from a generator of its own again.
+        let mut contention = Rng::new(seed ^ 0x636f_6e74_656e_6431);
+        knobs.contend_percent = [0, 0, 10, 30][contention.below(4) as usize] as u32;
+        knobs.direct_percent = [0, 30, 80][contention.below(3) as usize] as u32;
+        knobs.late_run_percent = [0, 50, 100][contention.below(3) as usize] as u32;
         overrides.apply(&mut knobs);
         knobs.clients = knobs.clients.clamp(1, knobs.lanes);
         let mut fs = ramfs::Fs::new();
+        if knobs.contend_percent > 0 {
+            fs.mkdir_p(SHARED_DIR).expect("shared directory");
+        }
         let mut clients = Vec::new();
         for c in 0..knobs.clients {
             // Lanes are dealt out among the clients; each client numbers its fids from 16.
@@ -239,6 +263,7 @@ impl World {
                     // A small lock-history cap makes a fid with more locks stale at a reconnect.
                     lane.disturbed = knobs.max_lock_history < 64;
                     lane.soft = knobs.give_up_ms.is_some();
+                    lane.contender.percent = knobs.contend_percent;
                     lane
                 })
                 .collect();
@@ -304,6 +329,9 @@ impl World {
             stats: Stats::default(),
             marks: Default::default(),
             synced: BTreeMap::new(),
+            history: History::new(),
+            clock: 0,
+            late_runs: Vec::new(),
         };
         note!(w, "knobs {:?}", w.knobs);
         for c in 0..w.clients.len() {
@@ -487,13 +515,40 @@ impl World {
     fn hang_up(&mut self, c: usize, linger: u64) {
         let cl = &mut self.clients[c];
         if let Some(s) = cl.server.take() {
+            let cl = &mut self.clients[c];
             for lane in &mut cl.lanes {
                 lane.link_lost();
             }
             if s.up_framer.partial() || !s.up.is_empty() || !s.down.is_empty() {
                 self.stats.mid_frame_cuts += 1;
             }
-            cl.to_server.clear();
+            let held = std::mem::take(&mut cl.to_server);
+            // A silent link's server may wake and run the takes and releases it was holding,
+            // after the session gave up on it (the session must not have sent them again).
+            let late = s.silent
+                && self.knobs.contend_percent > 0
+                && self.rng.chance(self.knobs.late_run_percent);
+            if late {
+                let frames: Vec<Bytes> = held
+                    .into_iter()
+                    .filter(|t| t.link == s.link && is_lock_request(&t.frame, self.knobs.dialect))
+                    .map(|t| t.frame)
+                    .collect();
+                let when = self.now_ms + self.rng.range(1, 5000);
+                note!(
+                    self,
+                    "client {c}'s given-up link {} will run {} held lock requests at {when} ms",
+                    s.link.0,
+                    frames.len()
+                );
+                // It holds its opens and locks till then, as a lingering connection does.
+                for lane in &mut self.clients[c].lanes {
+                    lane.disturbed = true;
+                }
+                self.late_runs.push((when, c, s.conn, frames));
+                return;
+            }
+            let cl = &mut self.clients[c];
             if linger > 0 {
                 for lane in &mut cl.lanes {
                     lane.disturbed = true;
@@ -522,6 +577,8 @@ impl World {
     /// answer at once.
     fn lane_send(&mut self, c: usize, lane: usize, msg: Msg, op: Op) -> Result<u16, String> {
         let tag = self.clients[c].take_tag();
+        self.clock += 1;
+        self.clients[c].lanes[lane].contender.now = self.clock;
         self.clients[c].lanes[lane].start(tag, op);
         self.client_send_tagged(c, lane, tag, msg)
     }
@@ -665,8 +722,7 @@ impl World {
                     }
                     let outcome = check_executions(&op, &exec, None)?;
                     let reply = Rflush {}.into();
-                    let follow =
-                        self.clients[c].lanes[lane].complete(op, &reply, outcome.as_ref(), true)?;
+                    let follow = self.complete(c, lane, op, &reply, outcome.as_ref(), true)?;
                     self.follow_up(c, lane, follow)?;
                 }
             }
@@ -719,8 +775,115 @@ impl World {
             }
         }
         let outcome = check_executions(&op, &exec, Some(&fc.msg))?;
-        let follow = self.clients[c].lanes[lane].complete(op, &fc.msg, outcome.as_ref(), false)?;
+        let follow = self.complete(c, lane, op, &fc.msg, outcome.as_ref(), false)?;
         self.follow_up(c, lane, follow)
+    }
+
+    /// The lane takes its operation's outcome; takes and releases of lock names go into the
+    /// history.
+    fn complete(
+        &mut self,
+        c: usize,
+        lane: usize,
+        op: Op,
+        reply: &Msg,
+        effective: Option<&Msg>,
+        flushed: bool,
+    ) -> Result<Option<(Msg, Op)>, String> {
+        self.clock += 1;
+        let l = &mut self.clients[c].lanes[lane];
+        l.contender.now = self.clock;
+        let follow = l.complete(op, reply, effective, flushed)?;
+        let finished = std::mem::take(&mut l.contender.finished);
+        for op in &finished {
+            note!(
+                self,
+                "history: lane {} {:?} {} {:?}",
+                op.process,
+                op.kind,
+                op.name,
+                op.outcome
+            );
+        }
+        self.history.extend(finished);
+        Ok(follow)
+    }
+
+    /// Another client, straight on the server, during an outage: it takes each lock name
+    /// that is free, or breaks each that is taken by nobody alive — only names no lane holds
+    /// or has a request in flight on. (The rule that settles a request in flight at a loss by
+    /// looking assumes nobody undoes it during the outage; breaking a live lock would let its
+    /// holder, still believing it holds it, remove the next taker's.)
+    fn act_directly(&mut self) {
+        if self.knobs.contend_percent == 0 {
+            return;
+        }
+        for &name in lock_names(self.knobs.dialect) {
+            if !self.rng.chance(self.knobs.direct_percent) {
+                continue;
+            }
+            let busy = self.clients.iter().any(|cl| {
+                cl.lanes.iter().any(|l| {
+                    l.contender.holds(name)
+                        || l.busy
+                            .as_ref()
+                            .is_some_and(|(_, op)| lock_name_of(op) == Some(name))
+                })
+            });
+            if busy {
+                continue;
+            }
+            let path = format!(
+                "{}/{}",
+                String::from_utf8_lossy(SHARED_DIR),
+                String::from_utf8_lossy(name)
+            );
+            let present = self.fs.qid_of(&path).is_ok();
+            let kind = if present {
+                self.fs
+                    .remove_path(&path)
+                    .expect("a lock name that is there");
+                Kind::Remove
+            } else if is_dir_lock(name) {
+                self.fs.mkdir_p(&path).expect("a lock directory");
+                Kind::CreateExclusive
+            } else {
+                self.fs.write_file(&path, b"").expect("a lock file");
+                Kind::CreateExclusive
+            };
+            self.clock += 1;
+            note!(self, "another client {kind:?} {path} on the server");
+            self.history.push(history::Op {
+                process: usize::MAX,
+                name: String::from_utf8_lossy(name).into_owned(),
+                kind,
+                invoked: self.clock,
+                answered: self.clock,
+                outcome: Outcome::Ok,
+            });
+        }
+    }
+
+    /// Run what a given-up link's server still held, when its time has come (or `all` now).
+    fn run_late(&mut self, all: bool) {
+        let now = self.now_ms;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.late_runs)
+            .into_iter()
+            .partition(|(t, _, _, _)| all || *t <= now);
+        self.late_runs = later;
+        for (_, c, mut conn, frames) in due {
+            for frame in frames {
+                let reply = conn.handle(&mut self.fs, &frame);
+                self.count_execution(c, &frame, &reply);
+                note!(
+                    self,
+                    "a given-up link's server runs, late: {:?} -> {:?}",
+                    Fcall::decode(&frame, self.knobs.dialect).map(|f| f.msg),
+                    Fcall::decode(&reply, self.knobs.dialect).map(|f| f.msg)
+                );
+            }
+            conn.close(&mut self.fs);
+        }
     }
 
     fn follow_up(
@@ -887,9 +1050,20 @@ impl World {
                 }
             }
         }
+        self.count_execution(c, &t.frame, &reply);
+        // Replies leave in the order the server made them (the wire keeps order).
+        let slow = self.rng.range(0, self.knobs.server_slowness_ms);
+        let due = self.now_ms + self.latency() + slow;
+        if let Some(s) = &mut self.clients[c].server {
+            s.down.send(due, reply);
+        }
+        Ok(())
+    }
+
+    /// Count a run of one of client `c`'s requests (the session's own use low tags).
+    fn count_execution(&mut self, c: usize, frame: &Bytes, reply: &Bytes) {
         let cl = &mut self.clients[c];
-        // Count executions of the client's requests (the session's own use low tags).
-        if let Ok(header) = Header::parse(&t.frame) {
+        if let Ok(header) = Header::parse(frame) {
             if header.tag >= TAG_BASE && header.tag != NOTAG {
                 let same_type = cl
                     .outstanding
@@ -899,10 +1073,11 @@ impl World {
                     let dialect = self.knobs.dialect;
                     let exec = cl.executions.entry(header.tag).or_default();
                     exec.count += 1;
-                    let success = Fcall::decode(&reply, dialect)
+                    let success = Fcall::decode(reply, dialect)
                         .ok()
                         .map(|f| f.msg)
                         .filter(|m| !is_error(m));
+                    exec.successes += success.is_some() as u32;
                     // A write that ran twice (in full on a lost link, shortened on a smaller
                     // server's) left the longer one's bytes on the server.
                     let longer = match (&exec.success, &success) {
@@ -915,13 +1090,6 @@ impl World {
                 }
             }
         }
-        // Replies leave in the order the server made them (the wire keeps order).
-        let slow = self.rng.range(0, self.knobs.server_slowness_ms);
-        let due = self.now_ms + self.latency() + slow;
-        if let Some(s) = &mut self.clients[c].server {
-            s.down.send(due, reply);
-        }
-        Ok(())
     }
 
     /// A server that does not answer as the manuals say: a stat of a deep file answered with
@@ -1129,6 +1297,7 @@ impl World {
         if restart {
             self.restart();
         }
+        self.act_directly();
         for (c, link) in victims {
             self.link_failed(c, link)?;
         }
@@ -1140,6 +1309,9 @@ impl World {
         self.stats.restarts += 1;
         // A restart ends every connection, half-open ones too.
         for (_, conn) in std::mem::take(&mut self.lingering) {
+            conn.close(&mut self.fs);
+        }
+        for (_, _, conn, _) in std::mem::take(&mut self.late_runs) {
             conn.close(&mut self.fs);
         }
         self.server_down_until = self.now_ms + self.rng.range(0, self.knobs.outage_ms);
@@ -1407,6 +1579,9 @@ impl World {
     fn step(&mut self, faults: bool, new_work: bool) -> Result<(), String> {
         self.now_ms += self.rng.range(0, 3);
         self.end_lingering();
+        if !self.late_runs.is_empty() {
+            self.run_late(false);
+        }
         for c in 0..self.clients.len() {
             self.server_reads(c)?;
             let silent = self.clients[c].server.as_ref().is_some_and(|s| s.silent);
@@ -1559,7 +1734,18 @@ impl World {
             self.check_users(c)?;
         }
         self.check_locks()?;
-        self.check_tree()
+        self.check_tree()?;
+        self.run_late(true);
+        let violations = self.history.violations();
+        if !violations.is_empty() {
+            return Err(format!(
+                "the history of the lock names has {} violation(s):\n{}",
+                violations.len(),
+                violations.join("\n")
+            ));
+        }
+        self.stats.history.add(self.history.counts());
+        Ok(())
     }
 
     /// Nothing for the server to do: jump to the next timeout, dial or arrival.
@@ -1743,9 +1929,30 @@ fn reopen_keeps_mode(
     Ok(())
 }
 
+/// Whether `frame` takes or releases a lock name: a create, mkdir, link, unlink or remove
+/// through a lane's shared-directory or lock fid.
+fn is_lock_request(frame: &Bytes, dialect: Dialect) -> bool {
+    let lock_fid = |fid: Fid| fid.0 >= 16 && matches!((fid.0 - 16) % 16, 11 | 12);
+    match Fcall::decode(frame, dialect).map(|f| f.msg) {
+        Ok(Msg::Tlcreate(m)) => lock_fid(m.fid),
+        Ok(Msg::Tcreate(m)) => lock_fid(m.fid),
+        Ok(Msg::Tmkdir(m)) => lock_fid(m.dfid),
+        Ok(Msg::Tlink(m)) => lock_fid(m.dfid),
+        Ok(Msg::Tunlinkat(m)) => lock_fid(m.dirfid),
+        Ok(Msg::Tremove(m)) => lock_fid(m.fid),
+        _ => false,
+    }
+}
+
 /// What actually happened to a request, and whether the server ran it too often.
 fn check_executions(op: &Op, exec: &Execution, reply: Option<&Msg>) -> Result<Option<Msg>, String> {
-    if !op.idempotent() && exec.count > 1 {
+    // A take or release of a lock name may run again where its first run was refused (the
+    // name taken, or gone): that run changed nothing.
+    let runs = match op.is_shared() {
+        true => exec.successes,
+        false => exec.count,
+    };
+    if !op.idempotent() && runs > 1 {
         return Err(format!(
             "{op:?} was executed {} times for one request",
             exec.count
