@@ -10,7 +10,9 @@ use p9_core::*;
 use super::rng::Rng;
 
 mod contend;
-pub use contend::{is_dir_lock, lock_name_of, lock_names, Contender, SHARED_DIR};
+pub use contend::{
+    is_dir_lock, lock_name_of, lock_names, Contender, BLOCK, BLOCKS, SHARED_DIR, SHARED_FILE,
+};
 
 /// Largest offset a lane writes at, and largest write.
 const FILE_SPAN: u64 = 16 * 1024;
@@ -131,6 +133,18 @@ pub enum Op {
     DropLock {
         name: Vec<u8>,
     },
+    /// The shared file every lane writes blocks of: walk to it, open it.
+    WalkSharedFile,
+    OpenSharedFile,
+    /// Write `value` to block `block` of the shared file; read a block; fsync the file.
+    WriteBlock {
+        block: u32,
+        value: u64,
+    },
+    ReadBlock {
+        block: u32,
+    },
+    FsyncShared,
     /// Clunk a fid whose state is uncertain; any reply will do.
     Forget(Which),
 }
@@ -160,6 +174,7 @@ pub enum Which {
     Moved,
     Shared,
     Lock,
+    SharedFile,
 }
 
 impl Op {
@@ -200,6 +215,9 @@ impl Op {
                 | Op::StatMoved
                 | Op::WalkShared
                 | Op::WalkLock { .. }
+                | Op::WalkSharedFile
+                | Op::OpenSharedFile
+                | Op::ReadBlock { .. }
                 | Op::Forget(_)
         )
     }
@@ -258,6 +276,7 @@ impl Op {
                 | Op::Lock { .. }
                 | Op::TakeLock { .. }
                 | Op::DropLock { .. }
+                | Op::WriteBlock { .. }
         )
     }
 
@@ -785,6 +804,9 @@ impl Lane {
     fn lock_fid(&self) -> Fid {
         self.fid(12)
     }
+    fn shared_file_fid(&self) -> Fid {
+        self.fid(13)
+    }
 
     /// The deep file's path below the lane's directory: 20 names.
     pub fn deep_path() -> Vec<Vec<u8>> {
@@ -841,6 +863,7 @@ impl Lane {
             Which::Moved => &mut self.moved,
             Which::Shared => &mut self.contender.shared,
             Which::Lock => &mut self.contender.lock,
+            Which::SharedFile => &mut self.contender.file,
         }
     }
 
@@ -859,6 +882,7 @@ impl Lane {
             Which::Moved => self.moved_fid(),
             Which::Shared => self.shared_fid(),
             Which::Lock => self.lock_fid(),
+            Which::SharedFile => self.shared_file_fid(),
         }
     }
 
@@ -893,6 +917,11 @@ impl Lane {
             Op::WalkMoved | Op::OpenMoved | Op::StatMoved => Which::Moved,
             Op::WalkShared => Which::Shared,
             Op::WalkLock { .. } | Op::TakeLock { .. } | Op::DropLock { .. } => Which::Lock,
+            Op::WalkSharedFile
+            | Op::OpenSharedFile
+            | Op::WriteBlock { .. }
+            | Op::ReadBlock { .. }
+            | Op::FsyncShared => Which::SharedFile,
             Op::Forget(w) => *w,
         })
     }
@@ -912,6 +941,7 @@ impl Lane {
             Which::Moved,
             Which::Shared,
             Which::Lock,
+            Which::SharedFile,
         ] {
             if *self.state_of(which) == FidState::Uncertain {
                 return (
@@ -1450,6 +1480,7 @@ impl Lane {
             (self.moved, self.moved_fid()),
             (self.contender.shared, self.shared_fid()),
             (self.contender.lock, self.lock_fid()),
+            (self.contender.file, self.shared_file_fid()),
         ]
         .into_iter()
         .filter(|(state, _)| *state == FidState::Uncertain)
@@ -1906,7 +1937,15 @@ impl Lane {
             | Op::Fsync
             | Op::Forget(_) => {}
             // (Taken by `complete_shared` before this.)
-            Op::WalkShared | Op::WalkLock { .. } | Op::TakeLock { .. } | Op::DropLock { .. } => {}
+            Op::WalkShared
+            | Op::WalkLock { .. }
+            | Op::TakeLock { .. }
+            | Op::DropLock { .. }
+            | Op::WalkSharedFile
+            | Op::OpenSharedFile
+            | Op::WriteBlock { .. }
+            | Op::ReadBlock { .. }
+            | Op::FsyncShared => {}
             Op::MakeEntry { kind, .. } => {
                 let want = match kind {
                     Entry::Symlink => MsgType::Rsymlink,

@@ -12,7 +12,8 @@ use persist_core::drive::{Action, Drive};
 use persist_core::{BackendId, Config, Event, Instant, LinkId};
 
 use super::client::{
-    is_dir_lock, is_error, lock_name_of, lock_names, Identity, KeptStep, Lane, Op, SHARED_DIR,
+    is_dir_lock, is_error, lock_name_of, lock_names, Identity, KeptStep, Lane, Op, BLOCK, BLOCKS,
+    SHARED_DIR, SHARED_FILE,
 };
 use super::knobs::Knobs;
 use super::rng::Rng;
@@ -177,6 +178,8 @@ pub struct World {
     /// Every take and release of a shared lock name, by lanes and by the direct actor, for
     /// the history checker.
     history: History,
+    /// Every write, read and fsync of the shared file, for the data checker.
+    data_history: Vec<history::DataOp>,
     /// The history's clock: one tick per event, so that windows are strictly ordered.
     clock: u64,
     /// Links given up on whose server will still run what they held: (when, connection,
@@ -250,6 +253,9 @@ impl World {
         let mut fs = ramfs::Fs::new();
         if knobs.contend_percent > 0 {
             fs.mkdir_p(SHARED_DIR).expect("shared directory");
+            let file = [SHARED_DIR, SHARED_FILE].join(&b'/');
+            fs.write_file(&file, &vec![0; (BLOCK * BLOCKS) as usize])
+                .expect("shared file");
         }
         let mut clients = Vec::new();
         for c in 0..knobs.clients {
@@ -264,6 +270,7 @@ impl World {
                     lane.disturbed = knobs.max_lock_history < 64;
                     lane.soft = knobs.give_up_ms.is_some();
                     lane.contender.percent = knobs.contend_percent;
+                    lane.contender.breaks = knobs.clients == 1;
                     lane
                 })
                 .collect();
@@ -330,6 +337,7 @@ impl World {
             marks: Default::default(),
             synced: BTreeMap::new(),
             history: History::new(),
+            data_history: Vec::new(),
             clock: 0,
             late_runs: Vec::new(),
         };
@@ -390,7 +398,8 @@ impl World {
                         .as_ref()
                         .is_some_and(|s| s.link == link)
                     {
-                        self.hang_up(c, 0);
+                        // The session closed it itself: a silent link given up on.
+                        self.hang_up(c, 0, true);
                     }
                     // An abandoned dial may still complete (the runtime's connect was racing).
                     if self.rng.chance(50) {
@@ -511,8 +520,8 @@ impl World {
 
     /// The server's end of client `c`'s link goes away (its connection state with it), or
     /// stays half-open for `linger` ms more, holding its locks and opens (a server that has not
-    /// noticed a dead network path yet).
-    fn hang_up(&mut self, c: usize, linger: u64) {
+    /// noticed a dead network path yet); `given_up`: the session closed it (silent too long).
+    fn hang_up(&mut self, c: usize, linger: u64, given_up: bool) {
         let cl = &mut self.clients[c];
         if let Some(s) = cl.server.take() {
             let cl = &mut self.clients[c];
@@ -523,9 +532,12 @@ impl World {
                 self.stats.mid_frame_cuts += 1;
             }
             let held = std::mem::take(&mut cl.to_server);
-            // A silent link's server may wake and run the takes and releases it was holding,
-            // after the session gave up on it (the session must not have sent them again).
+            // A silent link's server may wake and run the takes, releases and writes it was
+            // holding, after the session gave up on it (the session must not have sent them
+            // again). A link that died under it (a reset, a kill) runs nothing more: the
+            // session's rules assume so, as they must to resend anything.
             let late = s.silent
+                && given_up
                 && self.knobs.contend_percent > 0
                 && self.rng.chance(self.knobs.late_run_percent);
             if late {
@@ -774,6 +786,21 @@ impl World {
                 ));
             }
         }
+        // A hard link found leading to the lane's file is answered done; an earlier link of the
+        // same name by the same lane, answered "possibly not completed", may be what made it
+        // (run late by a server given up on): then this one may be answered done unrun.
+        let exec = match &op {
+            Op::TakeLock { name }
+                if exec.count == 0 && self.clients[c].lanes[lane].contender.took_unknown(name) =>
+            {
+                Execution {
+                    count: 1,
+                    successes: 1,
+                    success: Some(fc.msg.clone()),
+                }
+            }
+            _ => exec,
+        };
         let outcome = check_executions(&op, &exec, Some(&fc.msg))?;
         let follow = self.complete(c, lane, op, &fc.msg, outcome.as_ref(), false)?;
         self.follow_up(c, lane, follow)
@@ -795,6 +822,8 @@ impl World {
         l.contender.now = self.clock;
         let follow = l.complete(op, reply, effective, flushed)?;
         let finished = std::mem::take(&mut l.contender.finished);
+        self.data_history
+            .append(&mut std::mem::take(&mut l.contender.finished_data));
         for op in &finished {
             note!(
                 self,
@@ -1292,7 +1321,7 @@ impl World {
                 true => self.rng.range(1, 2500),
                 false => 0,
             };
-            self.hang_up(c, linger);
+            self.hang_up(c, linger, false);
         }
         if restart {
             self.restart();
@@ -1744,7 +1773,18 @@ impl World {
                 violations.join("\n")
             ));
         }
+        let violations = history::data_violations(&self.data_history);
+        if !violations.is_empty() {
+            return Err(format!(
+                "the history of the shared file has {} violation(s):\n{}",
+                violations.len(),
+                violations.join("\n")
+            ));
+        }
         self.stats.history.add(self.history.counts());
+        self.stats
+            .history
+            .add(history::data_counts(&self.data_history));
         Ok(())
     }
 
@@ -1929,10 +1969,11 @@ fn reopen_keeps_mode(
     Ok(())
 }
 
-/// Whether `frame` takes or releases a lock name: a create, mkdir, link, unlink or remove
-/// through a lane's shared-directory or lock fid.
+/// Whether `frame` takes or releases a lock name (a create, mkdir, link, unlink or remove
+/// through a lane's shared-directory or lock fid) or writes the shared file.
 fn is_lock_request(frame: &Bytes, dialect: Dialect) -> bool {
     let lock_fid = |fid: Fid| fid.0 >= 16 && matches!((fid.0 - 16) % 16, 11 | 12);
+    let file_fid = |fid: Fid| fid.0 >= 16 && (fid.0 - 16) % 16 == 13;
     match Fcall::decode(frame, dialect).map(|f| f.msg) {
         Ok(Msg::Tlcreate(m)) => lock_fid(m.fid),
         Ok(Msg::Tcreate(m)) => lock_fid(m.fid),
@@ -1940,6 +1981,7 @@ fn is_lock_request(frame: &Bytes, dialect: Dialect) -> bool {
         Ok(Msg::Tlink(m)) => lock_fid(m.dfid),
         Ok(Msg::Tunlinkat(m)) => lock_fid(m.dirfid),
         Ok(Msg::Tremove(m)) => lock_fid(m.fid),
+        Ok(Msg::Twrite(m)) => file_fid(m.fid),
         _ => false,
     }
 }

@@ -1,14 +1,16 @@
 //! Contention: besides its own files, every lane of every client races for a few lock names in
 //! one `shared` directory, as processes behind one mount do (an O_EXCL lock file, a lock
-//! directory, a hard link made as NFS lock files are), and releases only what it took. Nothing
-//! here is predicted: each take and release is recorded as invoked, then ok, refused, failed or
-//! unknown, and the history checker judges the lot at the end of the run.
+//! directory, a hard link made as NFS lock files are), and releases only what it took; and
+//! writes, reads and fsyncs blocks of one shared file (`shared/data`), each write's block
+//! carrying a value of its own. Nothing here is predicted: each operation is recorded as
+//! invoked, then ok, refused, failed or unknown, and the history checkers judge the lot at the
+//! end of the run.
 
 use std::collections::BTreeSet;
 
 use p9_core::*;
 
-use super::{is_error, is_not_completed, FidState, Lane, Op, Which};
+use super::{is_error, is_not_completed, is_stale, FidState, Lane, Op, Which};
 use crate::history::{self, Kind, Outcome};
 use crate::sim::rng::Rng;
 
@@ -20,6 +22,37 @@ const LOCK_FILE: &[u8] = b"lockf";
 const LOCK_DIR: &[u8] = b"lockd";
 const LOCK_LINK: &[u8] = b"lockl";
 
+/// The shared file: blocks of this many bytes, this many of them (made by the world).
+pub const SHARED_FILE: &[u8] = b"data";
+pub const BLOCK: u64 = 64;
+pub const BLOCKS: u64 = 8;
+
+/// A block holding `value`: the value, a marker and the value again, so that a torn or
+/// foreign block reads as a value nobody wrote.
+fn block_of(value: u64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(BLOCK as usize);
+    b.extend_from_slice(&value.to_le_bytes());
+    b.extend_from_slice(b"simdata!");
+    for _ in 0..6 {
+        b.extend_from_slice(&value.to_le_bytes());
+    }
+    b
+}
+
+/// What a block read shows: the initial zeros (or nothing, past the end), or a value.
+fn seen_in(got: &[u8]) -> Option<u64> {
+    let mut block = got.to_vec();
+    block.resize(BLOCK as usize, 0);
+    if block.iter().all(|&b| b == 0) {
+        return None;
+    }
+    let value = u64::from_le_bytes(block[..8].try_into().expect("8 bytes"));
+    Some(match block == block_of(value) {
+        true => value,
+        false => u64::MAX,
+    })
+}
+
 /// Linux's unlinkat(2) flag.
 const AT_REMOVEDIR: u32 = 0x200;
 
@@ -28,30 +61,48 @@ pub struct Contender {
     /// Chance per operation that the lane works on the shared names (0: no contention in this
     /// world, and no draw of it either).
     pub percent: u32,
+    /// Whether the lane sometimes breaks a lock it does not hold (removes the name), as a
+    /// process clearing a stale lock does. Only where one session carries every lane: requests
+    /// in flight together on one session are the session's to tell apart, while a breaker on
+    /// another session undoing a take during an outage is the one history looking cannot see.
+    pub breaks: bool,
     pub(super) shared: FidState,
     pub(super) lock: FidState,
+    /// The lane's fid of the shared file.
+    pub(super) file: FidState,
+    /// Values written so far (each write's is new).
+    written: u64,
     /// Names the lane was told it made, and has not released since.
     holds: BTreeSet<Vec<u8>>,
+    /// Names a take of which was answered "possibly not completed".
+    took_unknown: BTreeSet<Vec<u8>>,
     /// The world's history clock, set before each start and completion.
     pub now: u64,
     /// When the operation in flight was invoked; a 9P2000 remove counts from its walk.
     started: u64,
     remove_from: Option<u64>,
-    /// Finished operations on the shared names, for the world's history.
+    /// Finished operations on the shared names and the shared file, for the world's
+    /// histories.
     pub finished: Vec<history::Op>,
+    pub finished_data: Vec<history::DataOp>,
 }
 
 impl Default for Contender {
     fn default() -> Contender {
         Contender {
             percent: 0,
+            breaks: false,
             shared: FidState::Absent,
             lock: FidState::Absent,
+            file: FidState::Absent,
+            written: 0,
             holds: BTreeSet::new(),
+            took_unknown: BTreeSet::new(),
             now: 0,
             started: 0,
             remove_from: None,
             finished: Vec::new(),
+            finished_data: Vec::new(),
         }
     }
 }
@@ -61,6 +112,11 @@ impl Contender {
     /// released it).
     pub fn holds(&self, name: &[u8]) -> bool {
         self.holds.contains(name)
+    }
+
+    /// Whether a take of `name` by this lane was answered "possibly not completed".
+    pub fn took_unknown(&self, name: &[u8]) -> bool {
+        self.took_unknown.contains(name)
     }
 
     /// The operation in flight starts now.
@@ -73,7 +129,15 @@ impl Op {
     pub fn is_shared(&self) -> bool {
         matches!(
             self,
-            Op::WalkShared | Op::WalkLock { .. } | Op::TakeLock { .. } | Op::DropLock { .. }
+            Op::WalkShared
+                | Op::WalkLock { .. }
+                | Op::TakeLock { .. }
+                | Op::DropLock { .. }
+                | Op::WalkSharedFile
+                | Op::OpenSharedFile
+                | Op::WriteBlock { .. }
+                | Op::ReadBlock { .. }
+                | Op::FsyncShared
         )
     }
 }
@@ -127,6 +191,9 @@ impl Lane {
             return (clunk.into(), Op::Forget(Which::Lock));
         }
         let dotl = self.dialect == Dialect::DotL;
+        if self.contender.file != FidState::Absent || rng.chance(50) {
+            return self.shared_file_op(rng);
+        }
         let names: &[&[u8]] = if dotl {
             &[LOCK_FILE, LOCK_DIR, LOCK_LINK]
         } else {
@@ -137,7 +204,8 @@ impl Lane {
         if name == LOCK_LINK && !matches!(self.data, FidState::Walked | FidState::Open) {
             name = LOCK_FILE.to_vec();
         }
-        if self.contender.holds.contains(&name) {
+        let breaks = self.contender.breaks && rng.chance(20);
+        if self.contender.holds.contains(&name) || breaks {
             if dotl {
                 let flags = if name == LOCK_DIR { AT_REMOVEDIR } else { 0 };
                 let msg = Tunlinkat {
@@ -177,6 +245,44 @@ impl Lane {
                         remove: false,
                     },
                 )
+            }
+        }
+    }
+
+    /// The next step on the shared file: walk to it, open it, then write a block, read one,
+    /// or (9P2000.L) fsync it.
+    fn shared_file_op(&mut self, rng: &mut Rng) -> (Msg, Op) {
+        let fid = self.shared_file_fid();
+        match self.contender.file {
+            FidState::Absent => (
+                self.walk(fid, &[SHARED_DIR, SHARED_FILE]),
+                Op::WalkSharedFile,
+            ),
+            FidState::Walked => (self.open(fid, true, false), Op::OpenSharedFile),
+            FidState::Uncertain => (Tclunk { fid }.into(), Op::Forget(Which::SharedFile)),
+            FidState::Open => {
+                let block = rng.below(BLOCKS) as u32;
+                let choice = rng.below(10);
+                if choice < 5 {
+                    self.contender.written += 1;
+                    let value = (self.id as u64) << 32 | self.contender.written;
+                    let msg = Twrite {
+                        fid,
+                        offset: block as u64 * BLOCK,
+                        data: Data(block_of(value).into()),
+                    };
+                    (msg.into(), Op::WriteBlock { block, value })
+                } else if choice < 9 || self.dialect != Dialect::DotL {
+                    let msg = Tread {
+                        fid,
+                        offset: block as u64 * BLOCK,
+                        count: BLOCK as u32,
+                    };
+                    (msg.into(), Op::ReadBlock { block })
+                } else {
+                    let msg = Tfsync { fid, datasync: 0 };
+                    (msg.into(), Op::FsyncShared)
+                }
             }
         }
     }
@@ -264,8 +370,14 @@ impl Lane {
                     self.contender.started,
                     outcome,
                 );
-                if outcome == Outcome::Ok {
-                    self.contender.holds.insert(name);
+                match outcome {
+                    Outcome::Ok => {
+                        self.contender.holds.insert(name);
+                    }
+                    Outcome::Unknown => {
+                        self.contender.took_unknown.insert(name);
+                    }
+                    _ => {}
                 }
                 // Made through the lock fid (which the create opened): clunk it next.
                 if self.contender.lock != FidState::Absent {
@@ -292,8 +404,53 @@ impl Lane {
                 }
                 None
             }
+            Op::WalkSharedFile | Op::OpenSharedFile => {
+                self.contender.file = match (ok, op) {
+                    (true, Op::WalkSharedFile) => FidState::Walked,
+                    (true, _) => FidState::Open,
+                    (false, _) => FidState::Uncertain,
+                };
+                None
+            }
+            Op::WriteBlock { .. } | Op::ReadBlock { .. } | Op::FsyncShared => {
+                // A fid the session could not rebuild: let it go and walk again.
+                if is_stale(reply) {
+                    self.contender.file = FidState::Uncertain;
+                }
+                let data = match op {
+                    Op::WriteBlock { block, value } => {
+                        let short = matches!(reply, Msg::Rwrite(w) if w.count as u64 != BLOCK);
+                        let outcome = match short {
+                            true => Outcome::Unknown,
+                            false => outcome,
+                        };
+                        self.record_data(history::Data::Write { block, value }, outcome);
+                        return None;
+                    }
+                    Op::ReadBlock { block } => match reply {
+                        Msg::Rread(r) if ok => history::Data::Read {
+                            block,
+                            seen: seen_in(&r.data.0),
+                        },
+                        _ => history::Data::Read { block, seen: None },
+                    },
+                    _ => history::Data::Fsync,
+                };
+                self.record_data(data, outcome);
+                None
+            }
             _ => None,
         }
+    }
+
+    fn record_data(&mut self, data: history::Data, outcome: Outcome) {
+        self.contender.finished_data.push(history::DataOp {
+            process: self.id,
+            data,
+            invoked: self.contender.started,
+            answered: self.contender.now,
+            outcome,
+        });
     }
 
     fn record(&mut self, name: &[u8], kind: Kind, invoked: u64, outcome: Outcome) {
