@@ -104,9 +104,12 @@ struct SessionOpts {
     /// there), the request never ran and is sent again; where they show a change that only
     /// this request could have made (a hard link to the session's own file, an open(O_CREAT)
     /// finding a file), it is answered as done; anything else — a name made, removed or moved
-    /// that another client could have made so — fails with EIO. It assumes nobody reverses the
-    /// request's change during the outage (removes a name it made). `fail` always fails it
-    /// with EIO, as styxpersist does
+    /// that another client could have made so — fails with EIO, as do two such requests in
+    /// flight on one name (through any attach) and any on a link given up on as hung (its
+    /// server may run them yet). It assumes a link that closed runs nothing more, nobody
+    /// reverses the request's change during the outage (removes a name it made, puts back a
+    /// file it removed), and nobody else links the linked file at that name. `fail` always
+    /// fails it with EIO, as styxpersist does
     #[arg(long, value_enum, default_value = "resolve", value_name = "RULE")]
     ambiguous: Ambiguous,
 }

@@ -976,11 +976,46 @@ race() {{
         done
     done
 }}
+# The shared file: 64-byte blocks, each written whole with a value of its writer's own
+# (p * 10000000 + n) and read back; reported with windows as the lock operations are.
+dclass() {{
+    if grep -q "I/O error" /tmp/derr$1; then echo unknown; else echo "failed:$(cat /tmp/derr$1)"; fi
+}}
+write() {{
+    p=$1
+    n=0
+    while [ ! -e /mnt/STOP ]; do
+        b=$((RANDOM % 8))
+        if [ $((RANDOM % 2)) = 0 ]; then
+            n=$((n + 1))
+            v=$((p * 10000000 + n))
+            t0=$(now)
+            printf "%-64s" "V$v" | dd of=/mnt/shared bs=64 seek=$b count=1 conv=notrunc 2>|/tmp/derr$p >/dev/null
+            r=$?
+            t1=$(now)
+            if [ $r = 0 ]; then c=ok; else c=$(dclass $p); fi
+            echo "KC: dw $p write $b $v $t0 $t1 $c"
+        else
+            t0=$(now)
+            got=$(dd if=/mnt/shared bs=64 skip=$b count=1 2>|/tmp/derr$p | tr -d '\000')
+            r=$?
+            t1=$(now)
+            if [ $r = 0 ]; then c=ok; else c=$(dclass $p); fi
+            set -- $got
+            v=${{1#V}}
+            echo "KC: dw $p read $b ${{v:-none}} $t0 $t1 $c"
+        fi
+    done
+}}
 race 1 &
 a=$!
 race 2 &
 b=$!
-wait $a $b
+write 3 &
+c=$!
+write 4 &
+d=$!
+wait $a $b $c $d
 umount /mnt || echo "KC: ERR umount"
 echo "KC: done"
 "#
@@ -1019,10 +1054,55 @@ fn lock_race_history(reports: &[String]) -> Result<tests::history::History, Stri
     Ok(h)
 }
 
+/// The guest's shared-file reports as data operations, on the same clock as the locks.
+fn shared_file_history(reports: &[String]) -> Result<Vec<tests::history::DataOp>, String> {
+    use tests::history::{Data, DataOp, Outcome};
+    let mut ops = Vec::new();
+    for r in reports.iter().filter_map(|r| r.strip_prefix("dw ")) {
+        let w: Vec<&str> = r.split_whitespace().collect();
+        let [p, what, block, value, t0, t1, how] = w[..] else {
+            return Err(format!("unreadable report: dw {r}"));
+        };
+        let num = |t: &str| t.parse::<u64>().map_err(|e| format!("{t}: {e}"));
+        let outcome = match how {
+            "ok" => Outcome::Ok,
+            "unknown" => Outcome::Unknown,
+            other => {
+                return Err(format!(
+                    "process {p}: {what} of block {block} failed: {other}"
+                ))
+            }
+        };
+        let block = num(block)? as u32;
+        let data = match (what, value) {
+            ("write", v) => Data::Write {
+                block,
+                value: num(v)?,
+            },
+            (_, "none") => Data::Read { block, seen: None },
+            // Anything but a value written whole reads as one nobody wrote.
+            (_, v) => Data::Read {
+                block,
+                seen: Some(v.parse().unwrap_or(u64::MAX)),
+            },
+        };
+        ops.push(DataOp {
+            process: num(p)? as usize,
+            data,
+            invoked: num(t0)? * 10_000,
+            answered: (num(t1)? + 1) * 10_000,
+            outcome,
+        });
+    }
+    Ok(ops)
+}
+
 /// Two processes in the guest race for a lock directory (mkdir) and a lock file (O_EXCL)
-/// through the proxy, while diod is frozen and killed eight times: the history checker finds
-/// an order that explains every answer (no two holders of one lock, none let go twice), and
-/// the test prints how many operations ended each way.
+/// through the proxy, and two more write and read blocks of one shared file, while diod is
+/// frozen and killed eight times: the history checkers find an order that explains every
+/// answer (no two holders of one lock, none let go twice; every read a value a write that
+/// may have run left there and nothing acknowledged since replaced), and the test prints how
+/// many operations ended each way.
 #[test]
 fn kernel_clients_racing_for_locks_through_a_killed_diod() {
     let dir = scratch("locks");
@@ -1033,6 +1113,7 @@ fn kernel_clients_racing_for_locks_through_a_killed_diod() {
         hop.port,
         server.export().display()
     );
+    std::fs::write(server.export().join("shared"), [0u8; 512]).unwrap();
     let guest = Guest::boot(lock_race_workload(&mount));
     guest.wait_for("mounted", Duration::from_secs(90), &hop);
     let kills = 8;
@@ -1058,5 +1139,23 @@ fn kernel_clients_racing_for_locks_through_a_killed_diod() {
         "kernel lock race, two processes, diod killed {kills} times: {} operations: {counts}",
         history.len()
     );
-    assert!(counts.ok > 20, "{counts}");
+    assert!(counts.ok > 10, "{counts}");
+    let data = match shared_file_history(&guest.reports()) {
+        Ok(ops) => ops,
+        Err(e) => panic!("{}", guest.story(&e, &hop)),
+    };
+    let violations = tests::history::data_violations(&data);
+    if !violations.is_empty() {
+        panic!("{}", guest.story(&violations.join("\n"), &hop));
+    }
+    let counts = tests::history::data_counts(&data);
+    let seen = data
+        .iter()
+        .filter(|o| matches!(o.data, tests::history::Data::Read { seen: Some(_), .. }))
+        .count();
+    eprintln!(
+        "kernel shared-file writers, two processes: {} operations: {counts}; {seen} reads saw a write",
+        data.len()
+    );
+    assert!(counts.ok > 10 && seen > 3, "{counts}");
 }
