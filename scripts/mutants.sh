@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Mutation testing of the rules (cargo-mutants, from crates.io): every mutant of the rule files
-# is built and persist-core's tests are run against it (the outcome, replay, unsynced, rules,
-# hazards, failover and interleavings tests). A mutant they do not catch is a rule nothing
-# bites: sharpen a test or argue the mutant equivalent. Long (each mutant rebuilds): not part
-# of scripts/test.sh. The simulation lives in another package (tests), and cargo-mutants 27.1
-# ran only the mutated package's tests here even with --test-package or --test-workspace: the
-# simulation as the test command is still to be wired.
+# Mutation testing of the rules (cargo-mutants, from crates.io), in two passes: every mutant
+# of the rule files is built and persist-core's own tests run against it (the outcome, replay,
+# unsynced, rules, hazards, failover and interleavings tests: about a minute a mutant); then,
+# with --sim, the mutants they missed are run again with the simulation as the test (its
+# contention worlds and history checkers; SIM_SEEDS seeds, 2,000 unless set). A mutant neither
+# catches is a rule nothing bites: sharpen a test or argue the mutant equivalent. Long (each
+# mutant rebuilds): not part of scripts/test.sh.
 #
-#   ./scripts/mutants.sh                                   # every rule file
+#   ./scripts/mutants.sh                                   # pass 1, every rule file
 #   ./scripts/mutants.sh -f persist-core/src/resolve.rs    # one file (cargo-mutants' options pass on)
+#   ./scripts/mutants.sh --sim                             # pass 2: what pass 1 missed, simulated
 #   ./scripts/mutants.sh --list                            # the mutants, without running them
 #
 # Results land in mutants.out/ (caught.txt, missed.txt, timeout.txt, unviable.txt).
@@ -32,6 +33,20 @@ rules=(
     persist-core/src/session/forward.rs
     persist-core/src/drive.rs
 )
+sim=()
+args=()
+for a in "$@"; do
+    case "$a" in
+        --sim)
+            # The simulation is in the tests package; --iterate skips what pass 1 caught.
+            export SIM_SEEDS="${SIM_SEEDS:-2000}"
+            sim=(--iterate --test-package tests --cargo-test-arg=--test=simulation)
+            ;;
+        *) args+=("$a") ;;
+    esac
+done
+set -- "${args[@]}"
+
 files=()
 if [[ " $* " != *" -f "* && " $* " != *" --file "* ]]; then
     for f in "${rules[@]}"; do files+=(--file "$f"); done
@@ -39,5 +54,5 @@ fi
 
 # Release builds (the interleavings proptest is slow in debug); one job at a time on a
 # two-core machine (each build already uses both).
-exec cargo mutants --package persist-core "${files[@]}" \
+exec cargo mutants --package persist-core "${files[@]}" "${sim[@]}" \
     --profile release --jobs 1 --timeout-multiplier 3 "$@"

@@ -648,20 +648,26 @@ fn a_link_given_up_on_leaves_nothing_certain() {
 /// neither runs.
 #[test]
 fn two_in_flight_on_one_name_are_not_told_apart() {
-    let mut r = Rig::new(Dialect::DotL, resolving());
-    r.holding = true;
+    let r = Rig::new(Dialect::DotL, resolving());
     let unlink = Tunlinkat {
         dirfid: Fid(ROOT),
         name: "d".into(),
         flags: 0x200,
     };
-    r.client(TAG, lcreate());
-    r.client(TAG + 1, unlink);
+    both_fail_unrun(r, lcreate(), unlink.into());
+}
+
+/// `a` and `b` in flight together at a loss: both fail with EIO, and neither is sent again.
+fn both_fail_unrun(mut r: Rig, a: Msg, b: Msg) {
+    let (ta, tb) = (a.msg_type(), b.msg_type());
+    r.holding = true;
+    r.client(TAG, a);
+    r.client(TAG + 1, b);
     r.kill();
     r.reconnect();
     assert_eq!(r.reply_to(TAG), Rlerror { ecode: errno::EIO }.into());
     assert_eq!(r.reply_to(TAG + 1), Rlerror { ecode: errno::EIO }.into());
-    assert_eq!(r.ran(MsgType::Tlcreate) + r.ran(MsgType::Tunlinkat), 0);
+    assert_eq!(r.ran(ta) + r.ran(tb), 0);
 }
 
 /// The same, with the two requests made through different attaches (another user, and the
@@ -687,19 +693,12 @@ fn two_in_flight_on_one_name_under_two_attaches_are_not_told_apart() {
     r.client(5, walk);
     assert!(r.replies.iter().all(|f| !is_error(&f.msg)));
     r.replies.clear();
-    r.holding = true;
     let unlink = Tunlinkat {
         dirfid: Fid(21),
         name: "new".into(),
         flags: 0,
     };
-    r.client(TAG, lcreate());
-    r.client(TAG + 1, unlink);
-    r.kill();
-    r.reconnect();
-    assert_eq!(r.reply_to(TAG), Rlerror { ecode: errno::EIO }.into());
-    assert_eq!(r.reply_to(TAG + 1), Rlerror { ecode: errno::EIO }.into());
-    assert_eq!(r.ran(MsgType::Tlcreate) + r.ran(MsgType::Tunlinkat), 0);
+    both_fail_unrun(r, lcreate(), unlink.into());
 }
 
 /// A name that was taken before the request (a fid stood for its file) shows nothing about

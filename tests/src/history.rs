@@ -313,6 +313,36 @@ pub enum Data {
     Fsync,
 }
 
+/// The bytes of one block of a shared file (`DATA_BLOCK` long).
+pub const DATA_BLOCK: usize = 64;
+
+/// A block holding `value`: the value, a marker, and the value six times more, so that a torn
+/// or foreign block reads as a value nobody wrote.
+pub fn data_block(value: u64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(DATA_BLOCK);
+    b.extend_from_slice(&value.to_le_bytes());
+    b.extend_from_slice(b"p9pdata!");
+    for _ in 0..6 {
+        b.extend_from_slice(&value.to_le_bytes());
+    }
+    b
+}
+
+/// What a block read shows: the initial zeros (or nothing, past the end: `None`), a value, or
+/// `u64::MAX` for bytes no `data_block` has.
+pub fn value_in(got: &[u8]) -> Option<u64> {
+    let mut block = got.to_vec();
+    block.resize(DATA_BLOCK, 0);
+    if block.iter().all(|&b| b == 0) {
+        return None;
+    }
+    let value = u64::from_le_bytes(block[..8].try_into().expect("8 bytes"));
+    Some(match block == data_block(value) {
+        true => value,
+        false => u64::MAX,
+    })
+}
+
 /// One data operation of one process, as `Op` is for names.
 #[derive(Clone, Debug)]
 pub struct DataOp {

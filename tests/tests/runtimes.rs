@@ -476,6 +476,20 @@ async fn race_for_locks(
     ops
 }
 
+/// Freeze the server (SIGSTOP) and kill it, 100 ms later, about every 700 ms until shortly
+/// before `until`; how many times.
+async fn freeze_and_kill_until(server: &mut Server, until: Instant) -> u32 {
+    let mut kills = 0;
+    while Instant::now() + Duration::from_millis(1200) < until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        server.freeze();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.outage(Duration::from_millis(100)).await;
+        kills += 1;
+    }
+    kills
+}
+
 /// Scenario (Jepsen-style): four clients through two proxies in front of one server race for a
 /// lock file (O_EXCL) and a lock directory (mkdir), taking and letting go of each in turn, while
 /// the server is frozen and killed about every 700 ms. Every create and remove is recorded as
@@ -496,14 +510,7 @@ async fn clients_racing_for_locks(mut server: Server, names: &'static [&'static 
             process, c, names, unlinkat, epoch, until,
         )));
     }
-    let mut kills = 0;
-    while Instant::now() + Duration::from_millis(1200) < until {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        server.freeze();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        server.outage(Duration::from_millis(100)).await;
-        kills += 1;
-    }
+    let kills = freeze_and_kill_until(&mut server, until).await;
     let mut h = history::History::new();
     for c in clients {
         let ops = tokio::time::timeout(Duration::from_secs(30), c)
@@ -529,31 +536,7 @@ async fn clients_racing_for_locks(mut server: Server, names: &'static [&'static 
     assert!(kills >= 3 && counts.ok > 10, "{counts}");
 }
 
-/// A block of the shared file holding `value`: the value, a marker, and the value five times
-/// more, so that a torn or foreign block reads as a value nobody wrote.
-fn data_block(value: u64) -> Vec<u8> {
-    let mut b = Vec::with_capacity(DATA_BLOCK as usize);
-    b.extend_from_slice(&value.to_le_bytes());
-    b.extend_from_slice(b"p9pdata!");
-    for _ in 0..6 {
-        b.extend_from_slice(&value.to_le_bytes());
-    }
-    b
-}
-
-/// What a block read shows: the initial content (zeros, or past the end), or a value.
-fn seen_in(block: &[u8]) -> Option<u64> {
-    if block.iter().all(|&b| b == 0) {
-        return None;
-    }
-    let value = u64::from_le_bytes(block.get(..8)?.try_into().ok()?);
-    Some(match block == &data_block(value)[..] {
-        true => value,
-        false => u64::MAX,
-    })
-}
-
-const DATA_BLOCK: u64 = 64;
+const DATA_BLOCK: u64 = history::DATA_BLOCK as u64;
 const DATA_BLOCKS: u64 = 16;
 
 /// One writer of the shared file: until `until`, write a block of its own values, read a
@@ -595,7 +578,7 @@ async fn write_shared_file(
             let w = Twrite {
                 fid: Fid(5),
                 offset: block as u64 * DATA_BLOCK,
-                data: Data(data_block(value).into()),
+                data: Data(history::data_block(value).into()),
             };
             let outcome = match c.call(w).await.unwrap().msg {
                 Msg::Rwrite(r) if r.count as u64 == DATA_BLOCK => history::Outcome::Ok,
@@ -610,9 +593,7 @@ async fn write_shared_file(
             };
             match c.call(r).await.unwrap().msg {
                 Msg::Rread(r) => {
-                    let mut got = r.data.0.to_vec();
-                    got.resize(DATA_BLOCK as usize, 0);
-                    let seen = seen_in(&got);
+                    let seen = history::value_in(&r.data.0);
                     (history::Data::Read { block, seen }, history::Outcome::Ok)
                 }
                 m => (history::Data::Read { block, seen: None }, outcome_of(&m)),
@@ -674,14 +655,7 @@ async fn clients_writing_a_shared_file(mut server: Server) {
         };
         clients.push(tokio::spawn(write_shared_file(process, c, epoch, until)));
     }
-    let mut kills = 0;
-    while Instant::now() + Duration::from_millis(1200) < until {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        server.freeze();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        server.outage(Duration::from_millis(100)).await;
-        kills += 1;
-    }
+    let kills = freeze_and_kill_until(&mut server, until).await;
     let mut ops = Vec::new();
     for c in clients {
         let got = tokio::time::timeout(Duration::from_secs(30), c)

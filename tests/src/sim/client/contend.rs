@@ -24,34 +24,8 @@ const LOCK_LINK: &[u8] = b"lockl";
 
 /// The shared file: blocks of this many bytes, this many of them (made by the world).
 pub const SHARED_FILE: &[u8] = b"data";
-pub const BLOCK: u64 = 64;
+pub const BLOCK: u64 = history::DATA_BLOCK as u64;
 pub const BLOCKS: u64 = 8;
-
-/// A block holding `value`: the value, a marker and the value again, so that a torn or
-/// foreign block reads as a value nobody wrote.
-fn block_of(value: u64) -> Vec<u8> {
-    let mut b = Vec::with_capacity(BLOCK as usize);
-    b.extend_from_slice(&value.to_le_bytes());
-    b.extend_from_slice(b"simdata!");
-    for _ in 0..6 {
-        b.extend_from_slice(&value.to_le_bytes());
-    }
-    b
-}
-
-/// What a block read shows: the initial zeros (or nothing, past the end), or a value.
-fn seen_in(got: &[u8]) -> Option<u64> {
-    let mut block = got.to_vec();
-    block.resize(BLOCK as usize, 0);
-    if block.iter().all(|&b| b == 0) {
-        return None;
-    }
-    let value = u64::from_le_bytes(block[..8].try_into().expect("8 bytes"));
-    Some(match block == block_of(value) {
-        true => value,
-        false => u64::MAX,
-    })
-}
 
 /// Linux's unlinkat(2) flag.
 const AT_REMOVEDIR: u32 = 0x200;
@@ -269,7 +243,7 @@ impl Lane {
                     let msg = Twrite {
                         fid,
                         offset: block as u64 * BLOCK,
-                        data: Data(block_of(value).into()),
+                        data: Data(history::data_block(value).into()),
                     };
                     (msg.into(), Op::WriteBlock { block, value })
                 } else if choice < 9 || self.dialect != Dialect::DotL {
@@ -430,7 +404,7 @@ impl Lane {
                     Op::ReadBlock { block } => match reply {
                         Msg::Rread(r) if ok => history::Data::Read {
                             block,
-                            seen: seen_in(&r.data.0),
+                            seen: history::value_in(&r.data.0),
                         },
                         _ => history::Data::Read { block, seen: None },
                     },
