@@ -282,3 +282,45 @@ pub(crate) fn done_reply(msg: &Msg, qid: Qid) -> Option<Msg> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn look(root: RootId, names: &[&str]) -> Look {
+        Look {
+            root,
+            names: names
+                .iter()
+                .map(|n| Bytes::copy_from_slice(n.as_bytes()))
+                .collect(),
+        }
+    }
+
+    /// Looks through two attaches: one attach name is one tree, whoever attached; different
+    /// attach names may be one tree or one inside the other, so the paths may meet anywhere.
+    #[test]
+    fn looks_overlap_across_attaches() {
+        let mut fids = FidTable::default();
+        let s = |v: &str| Bytes::copy_from_slice(v.as_bytes());
+        let a = fids.intern_root(&s("alice"), &s(""), None, false);
+        let b = fids.intern_root(&s("bob"), &s(""), Some(1001), false);
+        let c = fids.intern_root(&s("alice"), &s("/d"), None, false);
+        let o = |x: Look, y: Look| overlap(&fids, &x, &y) && overlap(&fids, &y, &x);
+        // One attach name: the same path, or one beneath the other.
+        assert!(o(look(a, &["d", "x"]), look(a, &["d", "x"])));
+        assert!(o(look(a, &["d", "x"]), look(b, &["d", "x"])));
+        assert!(o(look(a, &["d"]), look(b, &["d", "x"])));
+        assert!(!o(look(a, &["d", "x"]), look(b, &["e", "x"])));
+        assert!(!o(look(a, &["d", "x"]), look(b, &["x"])));
+        // Different attach names: "/d" may be a's d, or anything else.
+        assert!(o(look(a, &["d", "x"]), look(c, &["x"])));
+        assert!(o(look(a, &["d", "x", "y"]), look(c, &["x"])));
+        assert!(o(look(a, &["p", "q"]), look(c, &["q", "r"])));
+        assert!(o(look(c, &[]), look(a, &["p"])));
+        assert!(!o(look(a, &["d", "x"]), look(c, &["y"])));
+        // (c's [r, p] ends where a's [p, q] starts: if c's root is a's r, one is beneath the other.)
+        assert!(o(look(a, &["p", "q"]), look(c, &["r", "p"])));
+        assert!(!o(look(a, &["p", "q"]), look(c, &["r", "s"])));
+    }
+}
