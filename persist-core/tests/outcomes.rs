@@ -822,6 +822,28 @@ fn a_plain_create_of_a_taken_name_is_an_open() {
     );
 }
 
+/// ... but a directory or a symlink at the name is no open of it: the server would have
+/// refused (EISDIR) or followed the link, so nothing certain is shown, and the request fails
+/// with EIO, unrun.
+#[test]
+fn a_plain_create_finding_a_directory_or_a_symlink_is_not_done() {
+    for name in ["sub", "lnk"] {
+        let mut r = Rig::new(Dialect::DotL, resolving());
+        r.fs.mkdir_p("d/sub").unwrap();
+        r.fs.symlink("d/lnk", b"f").unwrap();
+        let create = Tlcreate {
+            fid: Fid(DIR),
+            name: name.into(),
+            flags: lflags::RDWR | lflags::CREATE,
+            mode: 0o644,
+            gid: 0,
+        };
+        let reply = r.in_flight_at_loss(create, false);
+        assert_eq!(reply, Rlerror { ecode: errno::EIO }.into(), "{name}");
+        assert_eq!(r.ran(MsgType::Tlcreate), 0, "{name}");
+    }
+}
+
 /// A name no server makes ("..", "a/b") is not looked for (the walk would find another file):
 /// the request is sent again, and the client gets the server's own answer.
 #[test]
