@@ -844,6 +844,27 @@ fn a_plain_create_finding_a_directory_or_a_symlink_is_not_done() {
     }
 }
 
+/// A hard link is done only when its name leads to the file it links: another file there
+/// (another process's lock, made while the server was away) shows nothing of this request,
+/// which the server would have refused (EEXIST).
+#[test]
+fn a_link_whose_name_leads_to_another_file_is_not_done() {
+    let mut r = Rig::new(Dialect::DotL, resolving());
+    r.holding = true;
+    let link = Tlink {
+        dfid: Fid(DIR),
+        fid: Fid(FILE),
+        name: "lockl".into(),
+    };
+    r.client(TAG, link);
+    r.kill();
+    r.fs.write_file("d/lockl", b"another's").unwrap();
+    r.reconnect();
+    assert_eq!(r.reply_to(TAG), Rlerror { ecode: errno::EIO }.into());
+    assert_eq!(r.ran(MsgType::Tlink), 0);
+    assert_eq!(r.fs.read_file("d/lockl").unwrap(), b"another's");
+}
+
 /// A name no server makes ("..", "a/b") is not looked for (the walk would find another file):
 /// the request is sent again, and the client gets the server's own answer.
 #[test]
