@@ -937,3 +937,36 @@ fn a_recovery_that_delivers_nothing_does_not_reset_the_outage() {
     });
     assert_eq!(last, Some(1));
 }
+
+/// Fids let go of give back what they held: their paths in the name tree, and the root of an
+/// attach no fid uses any more (a session that walks and clunks for days holds no more).
+#[test]
+fn clunked_fids_give_back_their_paths_and_roots() {
+    let mut p = Pair::attached(Dialect::DotL);
+    let base = p.s.path_nodes();
+    for round in 0..3u32 {
+        let attach = Tattach {
+            fid: Fid(99),
+            afid: NOFID,
+            uname: "other".into(),
+            aname: "".into(),
+            n_uname: Some(7),
+        };
+        p.client(50, attach);
+        p.serve();
+        for i in 0..10u32 {
+            let name = format!("f{round}{i}");
+            p.open_file(10 + i as u16, 100 + i, &["a", &name], lflags::RDWR);
+        }
+        assert!(
+            p.s.path_nodes() > base,
+            "round {round}: the paths are stored"
+        );
+        for i in 0..10u32 {
+            p.client(60 + i as u16, Tclunk { fid: Fid(100 + i) });
+        }
+        p.client(70, Tclunk { fid: Fid(99) });
+        p.serve();
+        assert_eq!(p.s.path_nodes(), base, "round {round}: all given back");
+    }
+}

@@ -282,3 +282,21 @@ fn opening_the_file_with_truncation_elsewhere_stops_keeping() {
         "{log:?}"
     );
 }
+
+/// An fsync in flight when the link died, for a file whose unsynced writes the server then
+/// turns out to have lost: not sent again (the new server would answer it, vouching for data
+/// it never had), but failed with EIO.
+#[test]
+fn an_fsync_in_flight_at_a_loss_of_writes_fails() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    p.client(3, write(1, 0, "hello"));
+    p.serve();
+    p.client(4, fsync(1));
+    p.kill();
+    lose(&mut p, &["f"]);
+    p.reconnect();
+    p.serve();
+    assert_eq!(p.reply_to(4), &Msg::Rlerror(Rlerror { ecode: errno::EIO }));
+    assert_eq!(p.executed(MsgType::Tfsync), 0, "never sent again");
+}
