@@ -412,8 +412,55 @@ mod tests {
             u.acked_write(path, true, 0, || None, 1 << 20);
             u.closed(path);
         }
-        assert!(u.files.len() <= MAX_CLOSED, "{} records", u.files.len());
-        assert!(u.closed.len() <= MAX_CLOSED);
+        assert_eq!(u.files.len(), MAX_CLOSED, "the newest {MAX_CLOSED} kept");
+        assert_eq!(u.closed.len(), MAX_CLOSED);
+        assert!(u.files.contains_key(&(MAX_CLOSED as u64 + 99)));
+        assert!(!u.files.contains_key(&99));
+    }
+
+    /// A file whose writes a loss made doubtful is never forgotten for the bound: its next
+    /// fsync must still fail.
+    #[test]
+    fn a_lost_file_let_go_of_is_not_forgotten() {
+        let mut u = Unsynced::default();
+        write(&mut u, 0, 0, b"lost");
+        u.link_lost();
+        u.closed(0);
+        for path in 1..(MAX_CLOSED as u64 + 100) {
+            u.acked_write(path, true, 0, || None, 1 << 20);
+            u.closed(path);
+        }
+        assert!(u.lost(0).is_some(), "still reported");
+    }
+
+    /// A removed file's kept writes go, and stop counting against the budget.
+    #[test]
+    fn a_removed_file_gives_back_its_budget() {
+        let mut u = Unsynced::default();
+        write(&mut u, 1, 0, b"aaaa");
+        write(&mut u, 2, 0, b"bb");
+        u.removed(1);
+        assert_eq!(u.charge(), 2);
+        assert!(!u.has(1));
+        u.link_lost();
+        assert_eq!(u.lost(1), None, "nothing to report of a removed file");
+    }
+
+    /// A write that brings the charge exactly to the budget is kept; one past it is not.
+    #[test]
+    fn the_budget_is_inclusive() {
+        let mut u = Unsynced::default();
+        let at = |u: &mut Unsynced, path, budget| {
+            u.acked_write(
+                path,
+                false,
+                0,
+                || Some((Bytes::from_static(b"abcd"), 4)),
+                budget,
+            )
+        };
+        assert!(matches!(at(&mut u, 1, 4), Kept::Yes));
+        assert!(matches!(at(&mut u, 2, 7), Kept::OverBudget));
     }
 
     #[test]
