@@ -392,6 +392,45 @@ mod tests {
             ]
         );
         assert!(image(&[(3, b"")]).is_empty());
+        // A later write over the start of one that begins past its own length.
+        assert_eq!(
+            image(&[(10, b"aaaa"), (10, b"b")]),
+            [(10, b"b".to_vec()), (11, b"aaa".to_vec())]
+        );
+    }
+
+    /// An fsync settles the writes it covers and gives back their budget; a file with nothing
+    /// left unsynced has no record; a not-kept mark is cleared only by an fsync sent after it.
+    #[test]
+    fn an_fsync_settles_what_it_covers_and_no_more() {
+        let mut u = Unsynced::default();
+        write(&mut u, 1, 0, b"aaaa");
+        u.fsynced(1, u.fsync_mark());
+        assert!(!u.has(1), "settled: no record");
+        write(&mut u, 1, 0, b"bb");
+        let mark = u.fsync_mark();
+        write(&mut u, 1, 2, b"c");
+        u.fsynced(1, mark);
+        assert_eq!(u.charge(), 1, "the later write still counts");
+        u.removed(1);
+        assert_eq!(u.charge(), 0);
+        write(&mut u, 2, 0, b"cc");
+        let before = u.fsync_mark();
+        u.truncated(2);
+        write(&mut u, 2, 0, b"dd");
+        u.fsynced(2, before);
+        u.link_lost();
+        assert!(
+            u.lost(2).is_some(),
+            "a write not kept (across the truncation) came after that fsync"
+        );
+        u.fsynced(2, u.fsync_mark());
+        assert_eq!(u.lost(2), None);
+        // A new version or another backend: nothing of the old files is kept.
+        write(&mut u, 3, 0, b"dd");
+        u.clear();
+        assert_eq!(u.charge(), 0);
+        assert!(!u.has(3));
     }
 
     fn write(u: &mut Unsynced, path: u64, offset: u64, data: &'static [u8]) -> Kept {
