@@ -970,3 +970,35 @@ fn clunked_fids_give_back_their_paths_and_roots() {
         assert_eq!(p.s.path_nodes(), base, "round {round}: all given back");
     }
 }
+
+/// A lock the server did not grant (BLOCKED, ERROR) is no lock held: after a reconnect only
+/// granted ones are taken again.
+#[test]
+fn locks_not_granted_are_not_replayed() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    let lock = |start| Tlock {
+        fid: Fid(1),
+        typ: 1,
+        flags: 0,
+        start,
+        length: 10,
+        proc_id: 7,
+        client_id: "c".into(),
+    };
+    for (tag, start, status) in [(3, 0, lock_status::SUCCESS), (4, 100, lock_status::BLOCKED)] {
+        p.client(tag, lock(start));
+        let fc = p.next_request();
+        p.reply(fc.tag, Rlock { status });
+    }
+    p.kill();
+    let replayed: Vec<u64> = p
+        .reconnect_log()
+        .iter()
+        .filter_map(|f| match &f.msg {
+            Msg::Tlock(l) => Some(l.start),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replayed, [0]);
+}

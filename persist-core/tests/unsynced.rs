@@ -299,4 +299,42 @@ fn an_fsync_in_flight_at_a_loss_of_writes_fails() {
     p.serve();
     assert_eq!(p.reply_to(4), &Msg::Rlerror(Rlerror { ecode: errno::EIO }));
     assert_eq!(p.executed(MsgType::Tfsync), 0, "never sent again");
+    // The log says why: the writes, not merely the loss.
+    assert!(
+        p.events.iter().any(|e| matches!(e,
+            Event::RequestFailed { tag: 4, why, .. } if why.contains("differs from what was written"))),
+        "{:?}",
+        p.events
+    );
+}
+
+/// Another open of the file keeps its unsynced writes unless it truncates (O_TRUNC, OTRUNC):
+/// only then are they not kept.
+#[test]
+fn only_a_truncating_open_lets_kept_writes_go() {
+    for dialect in [Dialect::DotL, Dialect::Base] {
+        let (rdwr, trunc) = match dialect {
+            Dialect::DotL => (lflags::RDWR, lflags::RDWR | lflags::TRUNC),
+            _ => (
+                open_mode::RDWR as u32,
+                (open_mode::RDWR | open_mode::TRUNC) as u32,
+            ),
+        };
+        let mut p = Pair::attached(dialect);
+        p.open_file(2, 1, &["f"], rdwr);
+        p.client(3, write(1, 0, "kept"));
+        p.serve();
+        assert!(p.s.replay_kept_bytes() > 0, "{dialect}");
+        p.open_file(4, 2, &["f"], rdwr);
+        assert!(
+            p.s.replay_kept_bytes() > 0,
+            "{dialect}: a plain open keeps them"
+        );
+        p.open_file(5, 3, &["f"], trunc);
+        assert_eq!(
+            p.s.replay_kept_bytes(),
+            0,
+            "{dialect}: a truncating one does not"
+        );
+    }
 }
