@@ -338,3 +338,62 @@ fn only_a_truncating_open_lets_kept_writes_go() {
         );
     }
 }
+
+/// A truncation through Tsetattr (the size) or Twstat (the length) lets kept writes go, one
+/// that changes other attributes only keeps them; a remove of the file forgets them.
+#[test]
+fn truncations_and_removes_let_kept_writes_go() {
+    let with_kept = |dialect| {
+        let mut p = Pair::attached(dialect);
+        let rdwr = match dialect {
+            Dialect::DotL => lflags::RDWR,
+            _ => open_mode::RDWR as u32,
+        };
+        p.open_file(2, 1, &["f"], rdwr);
+        p.client(3, write(1, 0, "kept"));
+        p.serve();
+        assert!(p.s.replay_kept_bytes() > 0);
+        p
+    };
+    // Tsetattr: valid bits 0x1 (mode) and 0x8 (size).
+    for (valid, kept) in [(0x8, false), (0x1, true)] {
+        let mut p = with_kept(Dialect::DotL);
+        let setattr = Tsetattr {
+            fid: Fid(1),
+            valid,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            atime_sec: 0,
+            atime_nsec: 0,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+        };
+        p.client(4, setattr);
+        p.serve();
+        assert_eq!(
+            p.s.replay_kept_bytes() > 0,
+            kept,
+            "setattr valid {valid:#x}"
+        );
+    }
+    // Twstat: a length, or "don't touch" (all ones).
+    for (length, kept) in [(0, false), (u64::MAX, true)] {
+        let mut p = with_kept(Dialect::Base);
+        let wstat = Twstat {
+            fid: Fid(1),
+            stat: Stat {
+                length,
+                ..Stat::unchanged(Dialect::Base)
+            },
+        };
+        p.client(4, wstat);
+        p.serve();
+        assert_eq!(p.s.replay_kept_bytes() > 0, kept, "wstat length {length}");
+    }
+    let mut p = with_kept(Dialect::DotL);
+    p.client(4, Tremove { fid: Fid(1) });
+    p.serve();
+    assert_eq!(p.s.replay_kept_bytes(), 0, "removed");
+}
