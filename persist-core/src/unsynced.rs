@@ -392,6 +392,11 @@ mod tests {
             ]
         );
         assert!(image(&[(3, b"")]).is_empty());
+        // A later write that ends where an earlier one ends leaves nothing of it after.
+        assert_eq!(
+            image(&[(0, b"aaaa"), (2, b"bb")]),
+            [(0, b"aa".to_vec()), (2, b"bb".to_vec())]
+        );
         // A later write over the start of one that begins past its own length.
         assert_eq!(
             image(&[(10, b"aaaa"), (10, b"b")]),
