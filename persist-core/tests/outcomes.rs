@@ -949,6 +949,36 @@ fn a_flush_of_a_request_in_flight_at_a_loss_waits_only_when_it_may_have_run() {
     );
 }
 
+/// A held Tflush the client flushes itself, its tag then reused for a Tflush of another write
+/// in flight at the loss: the first write's answer must not release the new flush — only the
+/// second write's does, after its reply.
+#[test]
+fn a_flush_tag_reused_waits_for_its_own_request() {
+    let mut r = Rig::new(Dialect::DotL, resolving());
+    r.open_file(lflags::RDWR);
+    r.holding = true;
+    let write = |offset| Twrite {
+        fid: Fid(FILE),
+        offset,
+        data: Data("DATA".into()),
+    };
+    r.client(TAG, write(0));
+    r.client(TAG + 1, write(4));
+    r.kill();
+    r.client(9, Tflush { oldtag: TAG });
+    r.client(10, Tflush { oldtag: 9 });
+    assert_eq!(r.reply_to(10), Rflush {}.into());
+    r.client(9, Tflush { oldtag: TAG + 1 });
+    r.reconnect();
+    let order: Vec<u16> = r
+        .replies
+        .iter()
+        .map(|f| f.tag)
+        .filter(|t| [TAG, TAG + 1, 9].contains(t))
+        .collect();
+    assert_eq!(order, [TAG, TAG + 1, 9], "{:?}", r.replies);
+}
+
 /// A write in flight on a link the session gave up on (its server silent past the server
 /// timeout) may still run on that server later, after anything sent on a new link: resent, it
 /// could be overtaken by its own older copy, laid over newer data. It fails as "possibly not
