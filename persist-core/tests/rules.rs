@@ -453,20 +453,24 @@ fn an_exclusive_file_is_reopened_after_retries() {
         .any(|e| matches!(e, Event::Recovered { stale: 0, .. })));
 }
 
+/// A write lock of 10 bytes at `start` through fid 1.
+fn lock(start: u64) -> Tlock {
+    Tlock {
+        fid: Fid(1),
+        typ: 1,
+        flags: 0,
+        start,
+        length: 10,
+        proc_id: 7,
+        client_id: "c".into(),
+    }
+}
+
 #[test]
 fn held_locks_are_replayed_in_order_and_a_refused_one_makes_the_fid_stale() {
     for refuse in [false, true] {
         let mut p = Pair::attached(Dialect::DotL);
         p.open_file(2, 1, &["f"], lflags::RDWR);
-        let lock = |start| Tlock {
-            fid: Fid(1),
-            typ: 1,
-            flags: 0,
-            start,
-            length: 10,
-            proc_id: 7,
-            client_id: "c".into(),
-        };
         p.client(3, lock(0));
         p.client(4, lock(100));
         p.serve();
@@ -977,15 +981,6 @@ fn clunked_fids_give_back_their_paths_and_roots() {
 fn locks_not_granted_are_not_replayed() {
     let mut p = Pair::attached(Dialect::DotL);
     p.open_file(2, 1, &["f"], lflags::RDWR);
-    let lock = |start| Tlock {
-        fid: Fid(1),
-        typ: 1,
-        flags: 0,
-        start,
-        length: 10,
-        proc_id: 7,
-        client_id: "c".into(),
-    };
     for (tag, start, status) in [(3, 0, lock_status::SUCCESS), (4, 100, lock_status::BLOCKED)] {
         p.client(tag, lock(start));
         let fc = p.next_request();
