@@ -117,16 +117,7 @@ impl History {
     }
 
     pub fn counts(&self) -> Counts {
-        let mut c = Counts::default();
-        for op in &self.ops {
-            match op.outcome {
-                Outcome::Ok => c.ok += 1,
-                Outcome::Refused => c.refused += 1,
-                Outcome::Failed => c.failed += 1,
-                Outcome::Unknown => c.unknown += 1,
-            }
-        }
-        c
+        tally(self.ops.iter().map(|o| o.outcome))
     }
 
     /// Every violation found, described; empty when the history is explained.
@@ -425,9 +416,14 @@ pub fn data_violations(ops: &[DataOp]) -> Vec<String> {
 
 /// How many data operations ended each way.
 pub fn data_counts(ops: &[DataOp]) -> Counts {
+    tally(ops.iter().map(|o| o.outcome))
+}
+
+/// How many of `outcomes` are of each kind.
+fn tally(outcomes: impl Iterator<Item = Outcome>) -> Counts {
     let mut c = Counts::default();
-    for op in ops {
-        match op.outcome {
+    for outcome in outcomes {
+        match outcome {
             Outcome::Ok => c.ok += 1,
             Outcome::Refused => c.refused += 1,
             Outcome::Failed => c.failed += 1,

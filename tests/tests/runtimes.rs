@@ -476,6 +476,31 @@ async fn race_for_locks(
     ops
 }
 
+/// Every racing client's operations, once each has finished (within 30 s).
+async fn finish_race<T>(clients: Vec<tokio::task::JoinHandle<Vec<T>>>) -> Vec<T> {
+    let mut ops = Vec::new();
+    for c in clients {
+        let got = tokio::time::timeout(Duration::from_secs(30), c)
+            .await
+            .expect("every client finishes")
+            .unwrap();
+        ops.extend(got);
+    }
+    ops
+}
+
+/// The history checker found nothing; else the violations and both proxies' logs.
+fn assert_explained(violations: Vec<String>, proxies: &[Proxy]) {
+    assert!(
+        violations.is_empty(),
+        "{} violation(s):\n{}\nproxy logs:\n{}\n{}",
+        violations.len(),
+        violations.join("\n"),
+        proxies[0].tail(),
+        proxies[1].tail()
+    );
+}
+
 /// Freeze the server (SIGSTOP) and kill it, 100 ms later, about every 700 ms until shortly
 /// before `until`; how many times.
 async fn freeze_and_kill_until(server: &mut Server, until: Instant) -> u32 {
@@ -512,22 +537,8 @@ async fn clients_racing_for_locks(mut server: Server, names: &'static [&'static 
     }
     let kills = freeze_and_kill_until(&mut server, until).await;
     let mut h = history::History::new();
-    for c in clients {
-        let ops = tokio::time::timeout(Duration::from_secs(30), c)
-            .await
-            .expect("every client finishes")
-            .unwrap();
-        h.extend(ops);
-    }
-    let violations = h.violations();
-    assert!(
-        violations.is_empty(),
-        "{} violation(s):\n{}\nproxy logs:\n{}\n{}",
-        violations.len(),
-        violations.join("\n"),
-        proxies[0].tail(),
-        proxies[1].tail()
-    );
+    h.extend(finish_race(clients).await);
+    assert_explained(h.violations(), &proxies);
     let counts = h.counts();
     eprintln!(
         "lock race through two proxies, {kills} frozen kills: {} operations: {counts}",
@@ -656,23 +667,8 @@ async fn clients_writing_a_shared_file(mut server: Server) {
         clients.push(tokio::spawn(write_shared_file(process, c, epoch, until)));
     }
     let kills = freeze_and_kill_until(&mut server, until).await;
-    let mut ops = Vec::new();
-    for c in clients {
-        let got = tokio::time::timeout(Duration::from_secs(30), c)
-            .await
-            .expect("every client finishes")
-            .unwrap();
-        ops.extend(got);
-    }
-    let violations = history::data_violations(&ops);
-    assert!(
-        violations.is_empty(),
-        "{} violation(s):\n{}\nproxy logs:\n{}\n{}",
-        violations.len(),
-        violations.join("\n"),
-        proxies[0].tail(),
-        proxies[1].tail()
-    );
+    let ops = finish_race(clients).await;
+    assert_explained(history::data_violations(&ops), &proxies);
     let counts = history::data_counts(&ops);
     let reads = ops
         .iter()
