@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing of the rules (cargo-mutants, from crates.io), in two passes: every mutant
 # of the rule files is built and persist-core's own tests run against it (the outcome, replay,
-# unsynced, rules, hazards, failover and interleavings tests: about a minute a mutant); then,
+# unsynced, rules, hazards, failover and interleavings tests: a few seconds a mutant); then,
 # with --sim, the mutants they missed are run again with the simulation as the test (its
 # contention worlds and history checkers; SIM_SEEDS seeds, 2,000 unless set). A mutant neither
 # catches is a rule nothing bites: sharpen a test or argue the mutant equivalent. Long (each
@@ -57,7 +57,8 @@ if [[ " $* " != *" -f "* && " $* " != *" --file "* ]]; then
     for f in "${rules[@]}"; do files+=(--file "$f"); done
 fi
 
-# Release builds (the interleavings proptest is slow in debug); one job at a time on a
+# The `mutants` profile (Cargo.toml): optimized enough for the interleavings proptest and
+# the simulation, incremental so a mutant rebuilds in seconds; one job at a time on a
 # two-core machine (each build already uses both).
 exec cargo mutants --package persist-core "${files[@]}" "${sim[@]}" "${timeout[@]}" \
-    --profile release --jobs 1 "$@"
+    --profile mutants --jobs 1 "$@"
