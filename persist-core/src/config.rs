@@ -74,11 +74,18 @@ pub struct Config {
     pub backoff: Backoff,
     /// Seed of the session's random choices (backoff jitter). Same seed, same run.
     pub seed: u64,
-    /// Most client requests held while the server is away; past it the driver is told to stop
-    /// reading the client ([`Session::wants_client_input`](crate::Session::wants_client_input)).
+    /// Most client requests held (in flight, or waiting while the server is away); past it the
+    /// driver is told to stop reading the client
+    /// ([`Session::wants_client_input`](crate::Session::wants_client_input)).
     pub queue_max_requests: usize,
-    /// Most bytes of client requests held while the server is away.
+    /// Most bytes of client requests held, each counted as the memory it keeps alive
+    /// ([`pinned`](crate::drive::pinned): at least a read chunk).
     pub queue_max_bytes: usize,
+    /// Most bytes of replies queued for a client that is not reading them (counted as
+    /// [`pinned`](crate::drive::pinned)); past it the server's link is not read until the client
+    /// reads, and the server's own flow control holds the rest. At least two frames of the
+    /// negotiated msize are always allowed.
+    pub reply_max: usize,
     /// Requests in flight at once while rebuilding fids (1 = one at a time, like styxpersist).
     pub recovery_window: usize,
     /// A recovery that gets no reply for this long is abandoned and the server redialed.
@@ -119,6 +126,7 @@ impl Default for Config {
             seed: 0,
             queue_max_requests: 4096,
             queue_max_bytes: 16 << 20,
+            reply_max: 4 << 20,
             recovery_window: 64,
             watchdog: Duration::from_secs(30),
             give_up_after: None,

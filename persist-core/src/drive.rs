@@ -29,7 +29,7 @@
 //!     // Write what is queued (as much as the socket takes), read what the drive wants ...
 //!     let chunks: Vec<&[u8]> = drive.client_out().chunks().collect();
 //!     let n = write_client(&chunks);
-//!     drive.client_written(n);
+//!     drive.client_written(now(), n);
 //!     if let Some(buf) = drive.client_read_buf() {
 //!         let n = read_client(buf);
 //!         drive.handle_client_read(now(), n);
@@ -62,6 +62,13 @@ pub const READ_CHUNK: usize = 16 * 1024;
 /// what it is sent must not make the proxy buffer without bound).
 pub const OUT_HIGH_WATER: usize = 1 << 20;
 
+/// The memory a frame of `len` bytes keeps alive while it is held: a frame is a slice of the
+/// buffer it was read into, and keeps all of that buffer (at least a read chunk) in memory.
+/// Every bound on held frames counts them this way.
+pub fn pinned(len: usize) -> usize {
+    len.max(READ_CHUNK)
+}
+
 /// What the runtime must do besides moving bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -71,6 +78,10 @@ pub enum Action {
     CloseLink { link: LinkId },
 }
 
+/// How long a session held back by the process's memory budget waits before it looks again
+/// (the budget is the runtime's, shared by every session: nothing wakes it when others free).
+pub const MEMORY_RECHECK: core::time::Duration = core::time::Duration::from_millis(50);
+
 /// Frames waiting to be written to one peer, in order; the first may be partly written.
 #[derive(Debug, Default)]
 pub struct OutQueue {
@@ -79,6 +90,8 @@ pub struct OutQueue {
     offset: usize,
     /// Bytes still to write.
     len: usize,
+    /// The memory the queued frames keep alive ([`pinned`]).
+    charge: usize,
 }
 
 impl OutQueue {
@@ -89,6 +102,11 @@ impl OutQueue {
     /// Bytes still to write.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The memory the queued frames keep alive, each counted as [`pinned`].
+    pub fn charge(&self) -> usize {
+        self.charge
     }
 
     /// The unwritten bytes as slices, in order: hand them to one vectored write.
@@ -102,6 +120,7 @@ impl OutQueue {
     fn push(&mut self, frame: Bytes) {
         if !frame.is_empty() {
             self.len += frame.len();
+            self.charge += pinned(frame.len());
             self.frames.push_back(frame);
         }
     }
@@ -118,6 +137,7 @@ impl OutQueue {
             if n >= left {
                 n -= left;
                 self.offset = 0;
+                self.charge -= pinned(first.len());
                 self.frames.pop_front();
             } else {
                 self.offset += n;
@@ -130,6 +150,7 @@ impl OutQueue {
         self.frames.clear();
         self.offset = 0;
         self.len = 0;
+        self.charge = 0;
     }
 }
 
@@ -182,6 +203,11 @@ pub struct Drive {
     links: Vec<Link>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
+    /// What the session was last told of the links: held (not read) or not.
+    told_held: bool,
+    /// The share of the process's memory budget this session may hold now, while the budget
+    /// is spent (`None`: it is not), and when to look at the budget again.
+    memory_cap: Option<(usize, Instant)>,
 }
 
 impl Drive {
@@ -205,6 +231,8 @@ impl Drive {
             links: Vec::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
+            told_held: false,
+            memory_cap: None,
         };
         d.drain_session();
         d
@@ -227,9 +255,14 @@ impl Drive {
         self.events.pop_front()
     }
 
-    /// When to call [`handle_timeout`](Self::handle_timeout) next, if at all.
+    /// When to call [`handle_timeout`](Self::handle_timeout) next, if at all (while the memory
+    /// budget holds the session back, at least every [`MEMORY_RECHECK`]).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.session.poll_timeout()
+        let recheck = self.memory_cap.map(|(_, at)| at);
+        match (self.session.poll_timeout(), recheck) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next deadline and its reason (for logs: what the session is waiting for).
@@ -255,9 +288,10 @@ impl Drive {
         &self.client.out
     }
 
-    /// `n` bytes of [`client_out`](Self::client_out) were written.
-    pub fn client_written(&mut self, n: usize) {
+    /// `n` bytes of [`client_out`](Self::client_out) were written at `now`.
+    pub fn client_written(&mut self, now: Instant, n: usize) {
         self.client.out.advance(n);
+        self.tell_held(now);
     }
 
     /// What is queued for `link` (empty for a link that is not up).
@@ -266,6 +300,7 @@ impl Drive {
             frames: VecDeque::new(),
             offset: 0,
             len: 0,
+            charge: 0,
         };
         match self.links.iter().find(|l| l.id == link) {
             Some(Link {
@@ -293,10 +328,71 @@ impl Drive {
                 LinkPhase::Up(s) => s.out.len() < self.out_limit(),
                 LinkPhase::Dialing => true,
             })
+            && self
+                .memory_cap
+                .is_none_or(|(cap, _)| self.peer_held() < cap)
     }
 
     fn out_limit(&self) -> usize {
         OUT_HIGH_WATER.max(2 * self.session.client_msize() as usize)
+    }
+
+    /// Whether the links are not read: the replies queued for the client are at their bound
+    /// (the session's `reply_max`, at least two whole frames; while the memory budget is
+    /// spent, this session's share of it).
+    pub fn links_held(&self) -> bool {
+        let queued = self.client.out.charge();
+        let own = self
+            .session
+            .config()
+            .reply_max
+            .max(2 * pinned(self.session.server_msize() as usize));
+        match self.memory_cap {
+            Some((cap, _)) => queued >= own.min(cap),
+            None => queued >= own,
+        }
+    }
+
+    /// The memory this session holds for its peers, counted as [`pinned`]: client requests
+    /// held, replies queued for the client, frames queued for its links, and bytes read but
+    /// not yet framed.
+    pub fn peer_held(&self) -> usize {
+        let links: usize = self
+            .links
+            .iter()
+            .map(|l| match &l.phase {
+                LinkPhase::Up(s) => s.out.charge() + s.decoder.buffered(),
+                LinkPhase::Dialing => 0,
+            })
+            .sum();
+        self.session.bytes_held()
+            + self.client.out.charge()
+            + self.client.decoder.buffered()
+            + links
+    }
+
+    /// All the memory this session holds that a peer can grow: [`peer_held`](Self::peer_held)
+    /// and the unsynced writes kept for replay.
+    pub fn memory_held(&self) -> usize {
+        self.peer_held() + self.session.replay_kept_bytes()
+    }
+
+    /// The process's memory budget is spent (`Some(share)`: this session may hold that much
+    /// for its peers) or not (`None`). While it is, a session over its share reads neither its
+    /// client nor, while replies wait for the client, its links; the runtime says so again at
+    /// least every [`MEMORY_RECHECK`] (that deadline is in [`poll_timeout`](Self::poll_timeout)).
+    pub fn set_memory_cap(&mut self, now: Instant, cap: Option<usize>) {
+        self.memory_cap = cap.map(|c| (c, now + MEMORY_RECHECK));
+        self.tell_held(now);
+    }
+
+    /// Tell the session whether its links are held, when that changed.
+    fn tell_held(&mut self, now: Instant) {
+        let held = self.links_held();
+        if held != self.told_held {
+            self.told_held = held;
+            self.session.set_link_held(now, held);
+        }
     }
 
     /// The buffer to read the client into (read, then call
@@ -309,8 +405,12 @@ impl Drive {
     }
 
     /// The buffer to read `link` into (read, then call
-    /// [`handle_link_read`](Self::handle_link_read)); `None` for a link that is not up.
+    /// [`handle_link_read`](Self::handle_link_read)); `None` for a link that is not up, and
+    /// while the links are [held](Self::links_held).
     pub fn link_read_buf(&mut self, link: LinkId) -> Option<&mut BytesMut> {
+        if self.links_held() {
+            return None;
+        }
         Some(
             self.link_stream(link)?
                 .decoder
@@ -344,6 +444,7 @@ impl Drive {
         self.client.out.clear();
         self.session.handle_client_closed(now);
         self.drain_session();
+        self.tell_held(now);
     }
 
     /// The dial of `link` finished. Returns whether the connection is wanted: `false` for a
@@ -410,6 +511,12 @@ impl Drive {
 
     /// Time has reached [`poll_timeout`](Self::poll_timeout).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some((_, at)) = &mut self.memory_cap {
+            // Looked at again now (the runtime may say otherwise); the next look is later.
+            if now >= *at {
+                *at = now + MEMORY_RECHECK;
+            }
+        }
         self.session.handle_timeout(now);
         self.drain_session();
         self.pump_client(now);
@@ -450,6 +557,7 @@ impl Drive {
             self.drain_session();
         }
         self.drain_session();
+        self.tell_held(now);
     }
 
     /// Hand the session every whole frame that arrived on `link`.

@@ -104,6 +104,10 @@ marks! {
     DialWatchdog,
     /// A live link whose server sent nothing while requests waited was declared dead.
     ServerSilent,
+    /// The driver stopped reading the link: the client was not taking its replies.
+    LinkHeld,
+    /// The driver read the link again (its server's silence counts from then).
+    LinkResumed,
     /// A reply that came after the server's Rflush for it was dropped.
     LateReplyDropped,
     /// An error reply in another dialect's shape was reshaped for the client.

@@ -255,6 +255,11 @@ impl Recovery {
         self.last_progress
     }
 
+    /// Count the recovery as having progressed at `now` (its link was not read until then).
+    pub(crate) fn progressed(&mut self, now: Instant) {
+        self.last_progress = self.last_progress.max(now);
+    }
+
     /// When a refused exclusive open is due to be tried again.
     pub(crate) fn next_retry(&self) -> Option<Instant> {
         self.delayed.iter().map(|(t, _)| *t).min()

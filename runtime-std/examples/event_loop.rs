@@ -57,7 +57,7 @@ fn main() -> io::Result<()> {
         match write(&mut client, drive.client_out()) {
             Ok(0) => {}
             Ok(n) => {
-                drive.client_written(n);
+                drive.client_written(now(), n);
                 moved = true;
             }
             Err(_) => {

@@ -260,7 +260,7 @@ impl<R: Runtime> SessionLoop<R> {
                     if let Some(m) = &self.metrics {
                         m.wrote_to_client(n);
                     }
-                    self.drive.client_written(n);
+                    self.drive.client_written(self.now(), n);
                     self.client_unflushed = true;
                     progress = true;
                 }

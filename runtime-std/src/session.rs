@@ -437,7 +437,7 @@ impl SessionIo {
                     if let Some(m) = &self.metrics {
                         m.wrote_to_client(n);
                     }
-                    self.drive.client_written(n)
+                    self.drive.client_written(self.now(), n)
                 }
                 Err(e) => {
                     debug!("[{}] write to client failed: {e}", self.client);

@@ -124,7 +124,7 @@ pub fn exercise(data: &[u8]) -> Result<(), String> {
             }
             5 => {
                 let n = u.int_in_range(0..=d.client_out().len()).unwrap_or(0);
-                d.client_written(n);
+                d.client_written(now(ms), n);
             }
             6 => {
                 if let Some(link) = pick(&mut u, &ever) {

@@ -117,7 +117,8 @@ impl Bench {
                 .collect();
             if !out.is_empty() {
                 moved = true;
-                self.drive.client_written(out.len());
+                let now = self.now();
+                self.drive.client_written(now, out.len());
                 self.client.read_buf().extend_from_slice(&out);
                 while let Some(f) = self.client.next_frame().unwrap() {
                     got.push(Fcall::decode(&f, Dialect::DotL).unwrap());
@@ -311,6 +312,156 @@ fn a_client_that_reads_nothing_is_not_read() {
     let r = b.run();
     assert_eq!(r.len(), (tag - 10) as usize);
     assert!(b.drive.wants_client_read());
+}
+
+/// A client that pipelines requests and reads none of the replies: once the replies queued
+/// for it reach the reply bound, the server's link is not read (the replies wait in the
+/// server's socket, not in the proxy), and the server is not judged silent however long that
+/// lasts — nor just after reading resumes, with a request the server has not answered yet.
+/// When the client reads again every reply arrives, in order.
+#[test]
+fn a_client_that_reads_no_replies_stops_the_server_link_not_the_session() {
+    let cfg = Config {
+        reply_max: 256 << 10,
+        server_timeout: Duration::from_secs(5),
+        ..Config::default()
+    };
+    let mut b = Bench::new(cfg);
+    let link = b.connect();
+    b.attach();
+    // The server's socket: replies the drive has not read yet.
+    let mut socket: Vec<u8> = Vec::new();
+    let deliver = |b: &mut Bench, socket: &mut Vec<u8>| {
+        while !socket.is_empty() {
+            let Some(buf) = b.drive.link_read_buf(link) else {
+                return;
+            };
+            let n = socket.len().min(drive::READ_CHUNK);
+            buf.extend_from_slice(&socket[..n]);
+            socket.drain(..n);
+            let now = b.now();
+            b.drive.handle_link_read(now, link, n);
+            b.actions();
+        }
+    };
+    let mut sent = 0u16;
+    for tag in 10..310u16 {
+        if !b.drive.wants_client_read() {
+            break;
+        }
+        b.send(tag, getattr(0));
+        sent += 1;
+        let out: Vec<u8> = b.drive.link_out(link).chunks().flatten().copied().collect();
+        b.drive.link_written(link, out.len());
+        let (_, conn, dec) = b.server.as_mut().unwrap();
+        dec.read_buf().extend_from_slice(&out);
+        while let Some(f) = dec.next_frame().unwrap() {
+            socket.extend_from_slice(&conn.handle(&mut b.fs, &f));
+        }
+        deliver(&mut b, &mut socket);
+    }
+    assert!(b.drive.links_held(), "the link is held");
+    assert!(!socket.is_empty(), "replies wait in the server's socket");
+    let queued = b.drive.client_out().charge();
+    assert!(
+        ((256 << 10)..(256 << 10) + 2 * drive::READ_CHUNK).contains(&queued),
+        "replies queued for the client: {queued}"
+    );
+    // One more request the server does not answer yet.
+    b.send(400, getattr(0));
+    sent += 1;
+    let unanswered: Vec<u8> = b.drive.link_out(link).chunks().flatten().copied().collect();
+    b.drive.link_written(link, unanswered.len());
+    // A minute passes with the client reading nothing: the link stays, nothing is redialed.
+    for _ in 0..60 {
+        b.ms += 1_000;
+        let now = b.now();
+        b.drive.handle_timeout(now);
+        b.actions();
+    }
+    assert!(b.closed.is_empty(), "{:?}", b.events);
+    // The client reads everything: the link is read again, and the request in flight is not
+    // judged silent for the minute the link was held.
+    let mut got = Vec::new();
+    while !b.drive.client_out().is_empty() || !socket.is_empty() {
+        let out: Vec<u8> = b.drive.client_out().chunks().flatten().copied().collect();
+        let now = b.now();
+        b.drive.client_written(now, out.len());
+        b.client.read_buf().extend_from_slice(&out);
+        while let Some(f) = b.client.next_frame().unwrap() {
+            got.push(Fcall::decode(&f, Dialect::DotL).unwrap());
+        }
+        deliver(&mut b, &mut socket);
+    }
+    assert!(!b.drive.links_held());
+    b.ms += 2_000;
+    let now = b.now();
+    b.drive.handle_timeout(now);
+    b.actions();
+    assert!(b.closed.is_empty(), "judged silent: {:?}", b.events);
+    // The last request is answered now, and everything came in order.
+    let (_, conn, dec) = b.server.as_mut().unwrap();
+    dec.read_buf().extend_from_slice(&unanswered);
+    while let Some(f) = dec.next_frame().unwrap() {
+        socket.extend_from_slice(&conn.handle(&mut b.fs, &f));
+    }
+    deliver(&mut b, &mut socket);
+    got.extend(b.run());
+    let tags: Vec<u16> = got.iter().map(|f| f.tag).collect();
+    let mut want: Vec<u16> = (10..10 + sent - 1).collect();
+    want.push(400);
+    assert_eq!(tags, want);
+    assert!(got.iter().all(|f| matches!(f.msg, Msg::Rgetattr(_))));
+}
+
+/// The server's silence counts from when its link is read again: a request in flight for the
+/// whole minute a client read none of its replies is not judged hung the moment the client
+/// catches up (the server was not being listened to).
+#[test]
+fn silence_counts_from_when_a_held_link_is_read_again() {
+    let cfg = Config {
+        reply_max: 0,
+        server_timeout: Duration::from_secs(5),
+        ..Config::default()
+    };
+    let mut b = Bench::new(cfg);
+    let link = b.connect();
+    b.attach();
+    // Answered replies pile up for the client until the link is held.
+    let mut tag = 10u16;
+    while !b.drive.links_held() {
+        b.send(tag, getattr(0));
+        tag += 1;
+        let out: Vec<u8> = b.drive.link_out(link).chunks().flatten().copied().collect();
+        b.serve(link, &out);
+        assert!(tag < 1000, "the link is never held");
+    }
+    // One more the server has not answered, and a minute with the client reading nothing.
+    b.send(tag, getattr(0));
+    let out: Vec<u8> = b.drive.link_out(link).chunks().flatten().copied().collect();
+    b.drive.link_written(link, out.len());
+    for _ in 0..60 {
+        b.ms += 1_000;
+        let now = b.now();
+        b.drive.handle_timeout(now);
+        b.actions();
+    }
+    // The client catches up; the server's answer is not due yet.
+    let queued: Vec<u8> = b.drive.client_out().chunks().flatten().copied().collect();
+    let now = b.now();
+    b.drive.client_written(now, queued.len());
+    assert!(!b.drive.links_held());
+    b.ms += 2_000;
+    let now = b.now();
+    b.drive.handle_timeout(now);
+    b.actions();
+    assert!(b.closed.is_empty(), "judged silent: {:?}", b.events);
+    // Past the timeout from then, it is.
+    b.ms += 4_000;
+    let now = b.now();
+    b.drive.handle_timeout(now);
+    b.actions();
+    assert_eq!(b.closed, vec![link], "{:?}", b.events);
 }
 
 /// Bad framing from the client ends its session with the reason; from the server, drops the

@@ -88,7 +88,7 @@ impl Session {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.held_bytes += frame.len();
+        self.held_bytes += pinned(frame.len());
         self.requests.insert(
             tag,
             Request {
@@ -159,7 +159,7 @@ impl Session {
             fsync_mark: 0,
         });
         self.next_seq += 1;
-        self.held_bytes += len;
+        self.held_bytes += pinned(len);
         self.out.push_back(Output::ToLink { link, frame });
         None
     }
@@ -173,7 +173,7 @@ impl Session {
     /// Remove a request, answering it with `frame`.
     pub(super) fn answer(&mut self, tag: u16, frame: Bytes) {
         if let Some(req) = self.requests.remove(&tag) {
-            self.held_bytes -= req.frame.len();
+            self.held_bytes -= pinned(req.frame.len());
             self.send_to_client(frame);
             self.answer_waiting_flush(tag, &req);
         }
@@ -291,7 +291,7 @@ impl Session {
                 self.answer_done(old, &msg, qid);
             }
             if let Some(req) = self.requests.remove(&old) {
-                self.held_bytes -= req.frame.len();
+                self.held_bytes -= pinned(req.frame.len());
                 self.queue.retain(|&t| t != old);
                 // Earlier flushes of it are answered too, before this one.
                 self.answer_waiting_flush(old, &req);
@@ -381,7 +381,7 @@ impl Session {
             .collect();
         for t in others {
             if let Some(req) = self.requests.remove(&t) {
-                self.held_bytes -= req.frame.len();
+                self.held_bytes -= pinned(req.frame.len());
             }
         }
         self.queue.clear();
@@ -506,7 +506,7 @@ impl Session {
         // One fid lookup: a file's read has nothing to record; a directory's is checked on the
         // general path; a write marks its fid unsynced.
         if fast && (req.ty == MsgType::Twrite || !self.is_dir_read(&req)) {
-            self.held_bytes -= req.frame.len();
+            self.held_bytes -= pinned(req.frame.len());
             if req.ty == MsgType::Twrite {
                 let written = peek::rwrite(&frame).unwrap_or(0);
                 self.apply_io_reply(&req, written as usize);
@@ -527,7 +527,7 @@ impl Session {
             if frame.1 {
                 self.marks.hit(Mark::ErrorReshaped);
             }
-            self.held_bytes -= req.frame.len();
+            self.held_bytes -= pinned(req.frame.len());
             self.apply_error(&req);
             self.answered_after_outage();
             return self.reply_to_client(tag, &req, frame.0);
@@ -566,7 +566,7 @@ impl Session {
             }
             _ => req,
         };
-        self.held_bytes -= req.frame.len();
+        self.held_bytes -= pinned(req.frame.len());
         let frame = match &request {
             Some(msg) => self.client_qids(msg, &reply, frame),
             None => frame,

@@ -23,6 +23,7 @@ use p9_core::{
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::drive::pinned;
 use crate::endpoint::{Backends, Health, OneBackend, ServiceRoot};
 use crate::event::{BackendId, Event, LinkId, LinkLoss, Output, Peer};
 use crate::fids::{flag, FidKind, FidRec, FidTable, LostReason, OpenMode};
@@ -207,6 +208,9 @@ pub struct Session {
     /// The outage clocks (attempts, outage start) are kept across a recovery until the server
     /// answers a request: a recovery that delivers nothing does not end the outage.
     reset_on_reply: bool,
+    /// The driver is not reading the link (the client is not taking its replies): the server
+    /// is not judged silent meanwhile.
+    link_held: bool,
 }
 
 impl Session {
@@ -255,6 +259,7 @@ impl Session {
             silence_check_at: now,
             flushed: HashMap::default(),
             reset_on_reply: false,
+            link_held: false,
         }
     }
 
@@ -319,6 +324,8 @@ impl Session {
                 LinkState::Dialing { since, .. } => Some(since + self.cfg.watchdog),
                 _ => None,
             },
+            // Silence is no sign of a dead server while its link is not being read.
+            Timer::RecoveryWatchdog | Timer::ServerSilence if self.link_held => None,
             Timer::RecoveryWatchdog => recovery().map(|r| r.last_progress() + self.cfg.watchdog),
             Timer::ExclusiveRetry => recovery().and_then(|r| r.next_retry()),
             Timer::GiveUp => match (self.outage_since, self.cfg.give_up_after, self.gave_up) {
@@ -344,8 +351,29 @@ impl Session {
     /// are at their bound (backpressure) or the session is over.
     pub fn wants_client_input(&self) -> bool {
         self.link != LinkState::Closed
-            && self.queue.len() < self.cfg.queue_max_requests
+            && self.requests.len() < self.cfg.queue_max_requests
             && self.held_bytes < self.cfg.queue_max_bytes
+    }
+
+    /// The driver stops (`true`) or resumes reading the current link for a reason of its own (a
+    /// client not taking its replies). While stopped the server is not judged silent, and
+    /// when reading resumes its silence counts from then.
+    pub fn set_link_held(&mut self, now: Instant, held: bool) {
+        if held == self.link_held {
+            return;
+        }
+        self.link_held = held;
+        self.marks.hit(match held {
+            true => Mark::LinkHeld,
+            false => Mark::LinkResumed,
+        });
+        if !held {
+            self.last_server_input = self.last_server_input.max(now);
+            self.silence_check_at = self.silence_check_at.max(now);
+            if let Some(r) = &mut self.recovery {
+                r.progressed(now);
+            }
+        }
     }
 
     /// Whether the session is serving over a link (not redialing, not rebuilding).
@@ -362,6 +390,11 @@ impl Session {
     /// the bound for a Tversion.
     pub fn client_msize(&self) -> u32 {
         self.negotiated.as_ref().map_or(8192, |n| n.msize)
+    }
+
+    /// The session's configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
     }
 
     /// The largest frame the current server may send.

@@ -165,7 +165,7 @@ impl Session {
                 // flush(5): after Rflush the old request gets no reply (one that comes anyway is
                 // dropped).
                 if let Some(old) = self.requests.remove(&f.oldtag) {
-                    self.held_bytes -= old.frame.len();
+                    self.held_bytes -= pinned(old.frame.len());
                     if matches!(old.state, RequestState::Sent(_)) {
                         self.flushed.insert(f.oldtag, old.ty);
                     }

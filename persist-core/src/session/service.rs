@@ -84,7 +84,7 @@ impl Session {
                     self.send_rooting(link, tag, req, Tclunk { fid: Fid(fid) }.into());
                     return None;
                 };
-                self.held_bytes -= req.frame.len();
+                self.held_bytes -= pinned(req.frame.len());
                 let rattach = Msg::Rattach(Rattach { qid });
                 let mut frame = reply::local(tag, rattach.clone());
                 if let Some(msg) = self.decode_request(&req.frame) {
@@ -96,7 +96,7 @@ impl Session {
                 self.answer_waiting_flush(tag, &req);
             }
             Rooting::Clunk => {
-                self.held_bytes -= req.frame.len();
+                self.held_bytes -= pinned(req.frame.len());
                 self.answered_after_outage();
                 let frame = Failure::NO_SERVICE_ROOT.reply(tag, self.dialect());
                 self.send_to_client(frame);
@@ -175,7 +175,7 @@ impl Session {
     fn send_rooting(&mut self, link: LinkId, tag: u16, mut req: Request, msg: Msg) {
         let Ok(frame) = Fcall::new(tag, msg).to_frame() else {
             // Cannot happen for a walk of at most 16 names or a clunk; answered all the same.
-            self.held_bytes -= req.frame.len();
+            self.held_bytes -= pinned(req.frame.len());
             self.send_to_client(Failure::NO_SERVICE_ROOT.reply(tag, self.dialect()));
             self.answer_waiting_flush(tag, &req);
             return;

@@ -108,6 +108,12 @@ pub struct Knobs {
     /// Chance that a silent link the session gives up on still runs, a while later, the takes
     /// and releases it had received (a hung server thread waking up).
     pub late_run_percent: u32,
+    /// The session's bound on replies queued for its client (0: the least it allows, two
+    /// frames), so a lagging client makes the drive stop reading the server.
+    pub reply_max: usize,
+    /// Chance per step that the process's memory budget turns spent (each session then held to
+    /// a small share) or free again.
+    pub memory_pressure_percent: u32,
 }
 
 impl Knobs {
@@ -156,6 +162,8 @@ impl Knobs {
             contend_percent: 0,
             direct_percent: 0,
             late_run_percent: 0,
+            reply_max: 4 << 20,
+            memory_pressure_percent: 0,
         }
     }
 }
@@ -209,6 +217,10 @@ pub const CALM: &[(&str, &str)] = &[
     (
         "laterun",
         "a link given up on never runs what it held, late",
+    ),
+    (
+        "memory",
+        "replies queued for a client are never bounded below 4 MiB, and the process's memory budget is never spent",
     ),
 ];
 
@@ -270,6 +282,10 @@ impl Overrides {
                 "contend" => k.contend_percent = 0,
                 "direct" => k.direct_percent = 0,
                 "laterun" => k.late_run_percent = 0,
+                "memory" => {
+                    k.reply_max = 4 << 20;
+                    k.memory_pressure_percent = 0;
+                }
                 _ => {}
             }
         }

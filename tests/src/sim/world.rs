@@ -114,6 +114,13 @@ struct Client {
     open_modes: BTreeMap<u32, u32>,
     /// Requests the server answered with an invalid reply: the session may fail them.
     poisoned: std::collections::BTreeSet<u16>,
+    /// The share of a spent process memory budget the session is held to, if it is spent.
+    memory_cap: Option<usize>,
+    /// The client reads nothing of what the proxy sends until then (a process that stopped
+    /// reading its replies for a while).
+    stalled_until: u64,
+    /// When the drive was last seen holding its links (not reading them).
+    held_at: Option<u64>,
     /// Looks at names the server refused the session (so some requests in flight at a loss
     /// may fail, nothing being seen of them); and the tags the session failed for that.
     looks_refused: u32,
@@ -248,6 +255,10 @@ impl World {
         knobs.contend_percent = [0, 0, 10, 30][contention.below(4) as usize] as u32;
         knobs.direct_percent = [0, 30, 80][contention.below(3) as usize] as u32;
         knobs.late_run_percent = [0, 50, 100][contention.below(3) as usize] as u32;
+        // And the memory bounds, later again.
+        let mut memory = Rng::new(seed ^ 0x6d65_6d6f_7279_6b6e);
+        knobs.reply_max = [4 << 20, 4 << 20, 0][memory.below(3) as usize];
+        knobs.memory_pressure_percent = [0, 0, 10][memory.below(3) as usize] as u32;
         overrides.apply(&mut knobs);
         knobs.clients = knobs.clients.clamp(1, knobs.lanes);
         let mut fs = ramfs::Fs::new();
@@ -292,12 +303,16 @@ impl World {
                 replay_budget: knobs.replay_budget,
                 resolve_ambiguous: knobs.resolve_ambiguous,
                 server_timeout: Duration::from_millis(knobs.server_timeout_ms),
+                reply_max: knobs.reply_max,
                 ..Config::default()
             };
             clients.push(Client {
                 drive: Drive::new(cfg, BackendId(0), Instant::from_millis(0)),
                 server: None,
                 pending_dials: Vec::new(),
+                memory_cap: None,
+                stalled_until: 0,
+                held_at: None,
                 failed_links: Vec::new(),
                 closed_links: Default::default(),
                 to_server: VecDeque::new(),
@@ -414,6 +429,20 @@ impl World {
             match &e {
                 Event::Disconnected { loss, .. } if *loss != persist_core::LinkLoss::Closed => {
                     self.clients[c].links_given_up += 1;
+                    // Silence counts only while the link is read: the server cannot be judged
+                    // silent sooner than its timeout after the drive last held the link.
+                    let timeout = match self.knobs.give_up_ms {
+                        Some(g) => g.min(self.knobs.server_timeout_ms),
+                        None => self.knobs.server_timeout_ms,
+                    };
+                    let held_ago = self.clients[c].held_at.map(|t| self.now_ms - t);
+                    if *loss == persist_core::LinkLoss::Silent
+                        && held_ago.is_some_and(|ago| ago + 10 < timeout)
+                    {
+                        return Err(format!(
+                            "client {c}'s session judged its server silent {held_ago:?} ms after it last stopped reading the link: {e:?}"
+                        ));
+                    }
                 }
                 Event::Recovered { .. } => {
                     self.stats.recoveries += 1;
@@ -478,13 +507,15 @@ impl World {
         }
         // Proxy to client: the client reads in pieces, or lags.
         while !self.clients[c].drive.client_out().is_empty()
+            && self.now_ms >= self.clients[c].stalled_until
             && self.rng.chance(self.knobs.client_reads_percent)
         {
             let n = self.piece(self.knobs.read_piece);
             let cl = &mut self.clients[c];
             let n = n.min(cl.drive.client_out().len());
             let bytes = gather(cl.drive.client_out().chunks(), n);
-            cl.drive.client_written(n);
+            let now = Instant::from_millis(self.now_ms);
+            cl.drive.client_written(now, n);
             cl.framer.push(&bytes);
             while let Some(frame) = self.clients[c].framer.next_frame()? {
                 fnv(&mut self.digest, &frame);
@@ -1254,6 +1285,11 @@ impl World {
                 return Ok(());
             };
             let link = s.link;
+            // Replies wait for the client: the server's bytes wait on the wire.
+            if cl.drive.links_held() {
+                cl.held_at = Some(self.now_ms);
+                return Ok(());
+            }
             let Some(bytes) = s.down.take(self.now_ms, piece) else {
                 return Ok(());
             };
@@ -1605,11 +1641,47 @@ impl World {
     }
 
     /// One step of the world: time passes, frames arrive, maybe a fault, lanes act.
+    /// The process's memory budget turns spent or free for each session now and then (only
+    /// while faults happen: the budget is free for the final drain), and every session is told
+    /// its share each step, as a runtime tells it each round.
+    /// Where replies are bounded tightly, a client now and then stops reading them for up to
+    /// 6 s (longer than the shortest server timeout: the server must not be judged silent
+    /// while the proxy is not reading it).
+    fn memory_pressure(&mut self, faults: bool) {
+        let now = self.now();
+        for c in 0..self.clients.len() {
+            if self.knobs.reply_max == 0 && faults && self.rng.chance_per_mille(3) {
+                self.clients[c].stalled_until = self.now_ms + self.rng.range(0, 6_000);
+                note!(
+                    self,
+                    "client {c} stops reading its replies until {}",
+                    self.clients[c].stalled_until
+                );
+            }
+            if self.knobs.memory_pressure_percent == 0 {
+                continue;
+            }
+            let cap = match faults && self.rng.chance(self.knobs.memory_pressure_percent) {
+                true => match self.clients[c].memory_cap {
+                    Some(_) => None,
+                    None => Some(self.rng.range(1, 64 << 10) as usize),
+                },
+                false if faults => self.clients[c].memory_cap,
+                false => None,
+            };
+            self.clients[c].memory_cap = cap;
+            self.clients[c].drive.set_memory_cap(now, cap);
+        }
+    }
+
     fn step(&mut self, faults: bool, new_work: bool) -> Result<(), String> {
         self.now_ms += self.rng.range(0, 3);
         self.end_lingering();
         if !self.late_runs.is_empty() {
             self.run_late(false);
+        }
+        if self.knobs.memory_pressure_percent > 0 || self.knobs.reply_max == 0 {
+            self.memory_pressure(faults);
         }
         for c in 0..self.clients.len() {
             self.server_reads(c)?;
