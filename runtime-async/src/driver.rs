@@ -86,18 +86,19 @@ impl Runtime for FuturesIo {
 }
 
 /// Serve one client until it leaves, is expelled, or `shutdown` is called. `client` names it
-/// in the log; `number` tells this session from the proxy's others (its random choices derive
-/// from it, through [`persist_core::drive::session_seed`]).
+/// in the log; `admitted` is its place within the proxy's limits
+/// ([`runtime_std::Limits::admit`]) and numbers it among the proxy's sessions (its random
+/// choices derive from that, through [`persist_core::drive::session_seed`]).
 pub async fn serve_client(
     client_r: Reader,
     client_w: Writer,
     client: String,
     cfg: ProxyConfig,
-    number: u64,
+    admitted: runtime_std::Admitted,
     shutdown: Shutdown,
 ) {
     let client_r = SizedReader(client_r, ReadSize::default());
-    let mut session = SessionLoop::<FuturesIo>::new(client_r, client_w, client, &cfg, number);
+    let mut session = SessionLoop::<FuturesIo>::new(client_r, client_w, client, &cfg, admitted);
     if session.run_until(shutdown.wait()).await {
         info!("[{}] shutting down", session.client());
     }
@@ -120,7 +121,14 @@ fn poll_read_into(
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     let len = buf.len();
-    let want = size.0;
+    // Within the room the drive made (the rest of a frame whose size is known, or a chunk):
+    // growing the buffer past it would move a large frame into one twice its size, all of
+    // which the frame then keeps alive.
+    let room = buf.capacity() - len;
+    let want = match room {
+        0 => size.0,
+        room => size.0.min(room),
+    };
     buf.resize(len + want, 0);
     let res = Pin::new(r).poll_read(cx, &mut buf[len..]);
     let n = match &res {

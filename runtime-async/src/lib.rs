@@ -17,6 +17,7 @@
 //!             servers: Servers::one(Addr::dial("tcp!fileserver!564").unwrap()),
 //!             session: persist_core::Config::default(),
 //!             metrics: None,
+//!             limits: Default::default(),
 //!         };
 //!         let spawn = |session| smol::spawn(session).detach();
 //!         run_proxy(listener, cfg, spawn, shutdown).await
@@ -154,7 +155,6 @@ pub async fn run_proxy(
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let live = Arc::new(Live::default());
-    let mut number: u64 = 0;
     let mut accept_errors = AcceptErrors::default();
     loop {
         let stop = async {
@@ -168,9 +168,12 @@ pub async fn run_proxy(
         match accepted {
             Ok(Some((r, w, peer))) => {
                 accept_errors.succeeded();
-                number += 1;
+                // Refused (too many clients, or the memory budget spent): closed at once.
+                let Some(admitted) = cfg.limits.admit(&peer) else {
+                    continue;
+                };
                 let guard = live.enter();
-                let session = serve_client(r, w, peer, cfg.clone(), number, shutdown.clone());
+                let session = serve_client(r, w, peer, cfg.clone(), admitted, shutdown.clone());
                 spawn(Box::pin(async move {
                     let _guard = guard;
                     session.await;
@@ -245,13 +248,16 @@ mod tests {
             servers: Servers::one(Addr::Tcp("127.0.0.1:1".into())),
             session: persist_core::Config::default(),
             metrics: None,
+            limits: Default::default(),
         };
         let session = serve_client(
             Box::new(futures_lite::io::empty()),
             Box::new(futures_lite::io::sink()),
             "test".into(),
             cfg,
-            1,
+            Arc::new(runtime_std::Limits::default())
+                .admit("test")
+                .expect("a place"),
             Shutdown::new(),
         );
         send(&session);

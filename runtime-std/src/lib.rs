@@ -16,6 +16,7 @@
 //!         servers: Servers::one(Addr::dial("tcp!fileserver!564").expect("a dial string")),
 //!         session: persist_core::Config::default(),
 //!         metrics: None,
+//!         limits: Default::default(),
 //!     };
 //!     let shutdown = Shutdown::new();
 //!     let proxy = {
@@ -34,6 +35,7 @@
 
 pub mod accept;
 pub mod addr;
+pub mod limits;
 pub mod metrics;
 mod net;
 pub mod poll_loop;
@@ -44,6 +46,7 @@ mod shutdown;
 pub mod sock;
 
 pub use addr::Addr;
+pub use limits::{Admitted, Limits};
 pub use metrics::Metrics;
 pub use net::{Listener, DIAL_TIMEOUT, WRITE_TIMEOUT};
 pub use proxy::run_proxy;
@@ -60,6 +63,9 @@ pub struct ProxyConfig {
     pub session: persist_core::Config,
     /// Where sessions count what they go through (`--metrics`); `None` counts nothing.
     pub metrics: Option<std::sync::Arc<Metrics>>,
+    /// How many clients, and how much memory for them, the process allows (shared by every
+    /// session: see [`limits`]).
+    pub limits: std::sync::Arc<Limits>,
 }
 
 /// Write a drive event's sentence to the log at its level (every runtime logs this way), with

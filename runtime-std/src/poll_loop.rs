@@ -16,7 +16,7 @@ use persist_core::{Config, Event, Instant, LinkId};
 use tracing::debug;
 
 use crate::metrics::SessionMetrics;
-use crate::{Addr, ProxyConfig, Servers};
+use crate::{Addr, Admitted, ProxyConfig, Servers};
 
 /// Longest a single dial may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,18 +90,22 @@ pub struct SessionLoop<R: Runtime> {
     fired: Option<Instant>,
     on_event: Option<Box<dyn FnMut(Event) + Send>>,
     metrics: Option<SessionMetrics>,
+    /// The session's place within the process's limits.
+    admitted: Admitted,
 }
 
 impl<R: Runtime> SessionLoop<R> {
-    /// The `number`th session of a proxy for the client on these streams (`client` names it in
-    /// the log; its random choices derive from `number`, through [`drive::session_seed`]).
+    /// A session for the client on these streams (`client` names it in the log), admitted
+    /// within the proxy's [`limits`](crate::limits); its random choices derive from its
+    /// number there, through [`drive::session_seed`].
     pub fn new(
         client_r: R::Reader,
         client_w: R::Writer,
         client: String,
         cfg: &ProxyConfig,
-        number: u64,
+        admitted: Admitted,
     ) -> SessionLoop<R> {
+        let number = admitted.number();
         let session_cfg = Config {
             seed: drive::session_seed(cfg.session.seed, number),
             ..cfg.session.clone()
@@ -128,6 +132,7 @@ impl<R: Runtime> SessionLoop<R> {
                 .metrics
                 .clone()
                 .map(|m| SessionMetrics::new(m, cfg.servers.namer())),
+            admitted,
         }
     }
 
@@ -177,6 +182,8 @@ impl<R: Runtime> SessionLoop<R> {
             if self.drive.is_finished() {
                 return Poll::Ready(());
             }
+            let cap = self.admitted.report(self.drive.memory_held());
+            self.drive.set_memory_cap(self.now(), cap);
             let mut progress = self.poll_dials(cx);
             progress |= self.poll_writes(cx);
             progress |= self.poll_reads(cx);

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ enum Event {
 
 struct SessionThread {
     thread: JoinHandle<()>,
-    tx: Sender<Input>,
+    tx: SyncSender<Input>,
 }
 
 /// Accept clients on `listener` and proxy each to `cfg.backend` until `shutdown` is raised (or,
@@ -61,7 +61,6 @@ pub fn run_proxy(listener: Listener, cfg: ProxyConfig, shutdown: Shutdown) -> io
             .spawn(move || accept_clients(&listener, &tx, &shutdown))?
     });
     let mut sessions: HashMap<u64, SessionThread> = HashMap::new();
-    let mut number: u64 = 0;
     loop {
         if acceptor.is_none() && sessions.is_empty() {
             return Ok(()); // stdio: the one client is done
@@ -70,8 +69,13 @@ pub fn run_proxy(listener: Listener, cfg: ProxyConfig, shutdown: Shutdown) -> io
         let Ok(event) = rx.recv() else { break };
         match event {
             Event::Accepted(client) => {
-                number += 1;
-                match start_session(client, &cfg, number, &tx, &shutdown) {
+                // Refused (too many clients, or the memory budget spent): closed at once,
+                // before any thread is started for it.
+                let Some(admitted) = cfg.limits.admit(&client.name) else {
+                    continue;
+                };
+                let number = admitted.number();
+                match start_session(client, &cfg, admitted, &tx, &shutdown) {
                     Ok(s) => {
                         sessions.insert(number, s);
                     }
@@ -94,7 +98,8 @@ pub fn run_proxy(listener: Listener, cfg: ProxyConfig, shutdown: Shutdown) -> io
     info!("shutting down: closing {} client sessions", sessions.len());
     listener.wake();
     for s in sessions.values() {
-        let _ = s.tx.send(Input::Shutdown);
+        // A session whose queue is full is not waiting on it: it sees the shutdown flag.
+        let _ = s.tx.try_send(Input::Shutdown);
     }
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while acceptor.is_some() || !sessions.is_empty() {
@@ -133,11 +138,12 @@ fn join(thread: JoinHandle<()>, what: &str) {
 fn start_session(
     client: Accepted,
     cfg: &ProxyConfig,
-    number: u64,
+    admitted: crate::Admitted,
     proxy: &Sender<Event>,
     shutdown: &Shutdown,
 ) -> io::Result<SessionThread> {
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(session::INPUTS_QUEUED);
+    let number = admitted.number();
     let done = DoneNotice {
         tx: proxy.clone(),
         number,
@@ -147,7 +153,7 @@ fn start_session(
         .name(format!("p9persist-session-{number}"))
         .spawn(move || {
             let _done = done;
-            session::serve_client(client, cfg, number, session_tx, rx, shutdown);
+            session::serve_client(client, cfg, admitted, session_tx, rx, shutdown);
         })?;
     Ok(SessionThread { thread, tx })
 }

@@ -6,7 +6,7 @@
 //! moves bytes.
 
 use std::io::{self, IoSlice};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -23,6 +23,9 @@ use crate::{ProxyConfig, Servers};
 const MAX_SLICES: usize = 64;
 /// Inputs taken in one go before writing what they produced.
 const MAX_BATCH: usize = 64;
+/// Inputs queued for a session thread at most: a reader that gets ahead of it waits (each
+/// input is at most a read chunk, so this bounds what a session's readers hold).
+pub(crate) const INPUTS_QUEUED: usize = 16;
 /// Stack of a reader or dial thread (they only read into a heap buffer, or connect).
 const HELPER_STACK: usize = 256 * 1024;
 
@@ -56,7 +59,23 @@ enum GateState {
     Stopped,
 }
 
+impl GateState {
+    fn open_if(open: bool) -> GateState {
+        match open {
+            true => GateState::Open,
+            false => GateState::Closed,
+        }
+    }
+}
+
 impl Gate {
+    /// A gate open or closed.
+    fn new(open: bool) -> Gate {
+        let gate = Gate::default();
+        gate.set(GateState::open_if(open));
+        gate
+    }
+
     fn set(&self, to: GateState) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if *state != GateState::Stopped {
@@ -81,6 +100,9 @@ impl Gate {
 /// A link the drive knows of (or forgot, with its reader not yet finished).
 struct LinkIo {
     id: LinkId,
+    /// Whether its reader may read: closed while the drive holds the links (replies wait for
+    /// the client).
+    gate: Arc<Gate>,
     /// `None` once the drive said to close it.
     stream: Option<Arc<Stream>>,
     /// `None` once it sent its last message and was joined.
@@ -101,25 +123,34 @@ struct SessionIo {
     gate_open: bool,
     links: Vec<LinkIo>,
     dials: Vec<(LinkId, JoinHandle<()>)>,
-    tx: Sender<Input>,
+    tx: SyncSender<Input>,
     epoch: std::time::Instant,
     /// The last deadline that fired: one that does not move afterwards is retried a
     /// millisecond later, not at once.
     fired: Option<Instant>,
     metrics: Option<SessionMetrics>,
+    /// Whether the link readers' gates are open (the drive does not hold the links).
+    links_open: bool,
+    /// Where the helpers' inputs arrive; dropped first when the session ends, so a helper
+    /// waiting to send is let go.
+    rx: Option<Receiver<Input>>,
+    /// The session's place within the process's limits.
+    admitted: crate::Admitted,
 }
 
 /// Serve one client until it leaves, is expelled, or [`Input::Shutdown`] arrives on `rx`.
-/// `number` tells this session from the proxy's others (its random choices derive from it).
+/// `admitted` is its place within the proxy's limits, and numbers it among the proxy's
+/// sessions (its random choices derive from that).
 pub(crate) fn serve_client(
     client: net::Accepted,
     cfg: ProxyConfig,
-    number: u64,
-    tx: Sender<Input>,
+    admitted: crate::Admitted,
+    tx: SyncSender<Input>,
     rx: Receiver<Input>,
     shutdown: crate::Shutdown,
 ) {
     let epoch = std::time::Instant::now();
+    let number = admitted.number();
     let session_cfg = Config {
         seed: drive::session_seed(cfg.session.seed, number),
         ..cfg.session
@@ -151,6 +182,9 @@ pub(crate) fn serve_client(
         epoch,
         fired: None,
         metrics,
+        links_open: true,
+        rx: Some(rx),
+        admitted,
     };
     match spawn_helper(format!("p9persist-client-{number}"), move || {
         read_client(&client_r, &gate, &tx)
@@ -164,7 +198,7 @@ pub(crate) fn serve_client(
             io.drive.handle_client_gone(io.now());
         }
     }
-    if io.run(&rx) {
+    if io.run() {
         info!("[{}] shutting down", io.client);
     }
     // Dropping `io` ends every connection and joins the readers.
@@ -178,7 +212,7 @@ fn spawn_helper(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<J
 }
 
 /// The client reader: read while the gate is open, until the stream ends.
-fn read_client(stream: &Stream, gate: &Gate, tx: &Sender<Input>) {
+fn read_client(stream: &Stream, gate: &Gate, tx: &SyncSender<Input>) {
     let mut buf = vec![0; READ_CHUNK];
     while gate.wait_open() {
         let input = match stream.read(&mut buf) {
@@ -194,10 +228,10 @@ fn read_client(stream: &Stream, gate: &Gate, tx: &Sender<Input>) {
     }
 }
 
-/// A link reader: read until the stream ends or fails.
-fn read_link(link: LinkId, stream: &Stream, tx: &Sender<Input>) {
+/// A link reader: read while the gate is open, until the stream ends or fails.
+fn read_link(link: LinkId, stream: &Stream, gate: &Gate, tx: &SyncSender<Input>) {
     let mut buf = vec![0; READ_CHUNK];
-    loop {
+    while gate.wait_open() {
         let input = match stream.read(&mut buf) {
             Ok(0) => Input::LinkGone(link, "the server closed the connection".into()),
             Ok(n) => Input::LinkBytes(link, buf[..n].to_vec()),
@@ -209,6 +243,8 @@ fn read_link(link: LinkId, stream: &Stream, tx: &Sender<Input>) {
             return;
         }
     }
+    // Stopped at the gate: the link was closed; its last message all the same.
+    let _ = tx.send(Input::LinkGone(link, "closed".into()));
 }
 
 /// Join a helper that sent its last message (so it is returning now).
@@ -226,7 +262,16 @@ impl SessionIo {
     /// Work until the drive is finished (false) or shutdown comes (true). Each round either
     /// consumes an input, writes, fires a timer, or waits: a write waits up to
     /// [`net::WRITE_TIMEOUT`], the channel until the next deadline.
-    fn run(&mut self, rx: &Receiver<Input>) -> bool {
+    fn run(&mut self) -> bool {
+        let Some(rx) = self.rx.take() else {
+            return true;
+        };
+        let shutdown = self.run_on(&rx);
+        self.rx = Some(rx);
+        shutdown
+    }
+
+    fn run_on(&mut self, rx: &Receiver<Input>) -> bool {
         loop {
             if self.shutdown.is_shutdown() {
                 return true;
@@ -313,14 +358,19 @@ impl SessionIo {
                 m.serving(std::time::Instant::now());
             }
         }
+        let cap = self.admitted.report(self.drive.memory_held());
+        self.drive.set_memory_cap(self.now(), cap);
         let want = self.drive.wants_client_read();
         if want != self.gate_open {
             self.gate_open = want;
-            self.gate.set(if want {
-                GateState::Open
-            } else {
-                GateState::Closed
-            });
+            self.gate.set(GateState::open_if(want));
+        }
+        let open = !self.drive.links_held();
+        if open != self.links_open {
+            self.links_open = open;
+            for l in &self.links {
+                l.gate.set(GateState::open_if(open));
+            }
         }
     }
 
@@ -347,6 +397,8 @@ impl SessionIo {
         let Some(i) = self.links.iter().position(|l| l.id == link) else {
             return;
         };
+        // A reader waiting at its gate is let go too.
+        self.links[i].gate.set(GateState::Stopped);
         if let Some(s) = self.links[i].stream.take() {
             s.close();
         }
@@ -405,18 +457,21 @@ impl SessionIo {
             return;
         }
         let stream = Arc::new(stream);
-        let (s, tx) = (stream.clone(), self.tx.clone());
+        let gate = Arc::new(Gate::new(self.links_open));
+        let (s, g, tx) = (stream.clone(), gate.clone(), self.tx.clone());
         match spawn_helper(format!("p9persist-link-{}", link.0), move || {
-            read_link(link, &s, &tx)
+            read_link(link, &s, &g, &tx)
         }) {
             Ok(h) => self.links.push(LinkIo {
                 id: link,
+                gate,
                 stream: Some(stream),
                 reader: Some(h),
             }),
             Err(e) => {
                 self.links.push(LinkIo {
                     id: link,
+                    gate,
                     stream: Some(stream),
                     reader: None,
                 });
@@ -477,10 +532,13 @@ impl Drop for SessionIo {
     /// input's cannot be woken and is left to end with the process). Dials under way are left
     /// to finish on their own.
     fn drop(&mut self) {
+        // Helpers blocked on a full queue get an error and return.
+        self.rx = None;
         self.gate.set(GateState::Stopped);
         self.client_w.close();
         self.client_r.close();
         for l in &mut self.links {
+            l.gate.set(GateState::Stopped);
             if let Some(s) = l.stream.take() {
                 s.close();
             }

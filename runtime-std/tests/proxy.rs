@@ -159,6 +159,7 @@ fn shutdown_before_start() {
         servers: Servers::one(Addr::Tcp("127.0.0.1:9".into())),
         session: persist_core::Config::default(),
         metrics: None,
+        limits: Default::default(),
     };
     let start = Instant::now();
     runtime_std::run_proxy(listener, cfg, shutdown).unwrap();

@@ -62,6 +62,7 @@ pub async fn run(outages: u32, outage: Duration, files: u32) -> Result<(), Strin
             ..Config::default()
         },
         metrics: None,
+        limits: Default::default(),
     };
     tokio::spawn(run_proxy(
         proxy_listener,

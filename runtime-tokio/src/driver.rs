@@ -77,18 +77,19 @@ impl Runtime for Tokio {
     }
 }
 
-/// Serve one client until it leaves, is expelled, or `shutdown` turns true. `number` tells
-/// this session from the proxy's others (its random choices derive from it).
+/// Serve one client until it leaves, is expelled, or `shutdown` turns true. `admitted` is its
+/// place within the proxy's limits ([`runtime_std::Limits::admit`]), and numbers it among the
+/// proxy's sessions (its random choices derive from that).
 pub async fn serve_client(
     client_r: Reader,
     client_w: Writer,
     client: String,
     cfg: ProxyConfig,
-    number: u64,
+    admitted: runtime_std::Admitted,
     events: EventSink,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut session = SessionLoop::<Tokio>::new(client_r, client_w, client, &cfg, number);
+    let mut session = SessionLoop::<Tokio>::new(client_r, client_w, client, &cfg, admitted);
     if let Some(sink) = events {
         session.on_event(move |e| {
             let _ = sink.send(e);

@@ -15,6 +15,7 @@
 //!         servers: Servers::one(Addr::dial("tcp!fileserver!564").unwrap()),
 //!         session: persist_core::Config::default(),
 //!         metrics: None,
+//!         limits: Default::default(),
 //!     };
 //!     // Send `true` to stop the proxy (a signal handler would).
 //!     let (_stop, shutdown) = tokio::sync::watch::channel(false);
@@ -71,15 +72,16 @@ pub async fn run_proxy(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut sessions = tokio::task::JoinSet::new();
-    let mut number: u64 = 0;
     let mut accept_errors = AcceptErrors::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(Some((r, w, peer))) => {
                     accept_errors.succeeded();
-                    number += 1;
-                    sessions.spawn(serve_client(r, w, peer, cfg.clone(), number, events.clone(), shutdown.clone()));
+                    // Refused (too many clients, or the memory budget spent): closed at once.
+                    if let Some(admitted) = cfg.limits.admit(&peer) {
+                        sessions.spawn(serve_client(r, w, peer, cfg.clone(), admitted, events.clone(), shutdown.clone()));
+                    }
                 }
                 // stdio: one client only; wait for it.
                 Ok(None) => {

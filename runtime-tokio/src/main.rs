@@ -1,11 +1,13 @@
 //! `p9persist`: keeps 9P sessions alive across file server restarts.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use persist_core::registry::Query;
 use persist_core::{Backoff, Config};
+use runtime_std::Limits;
 use runtime_tokio::net::Passed;
 use runtime_tokio::{
     run_proxy, Addr, Listener, Metrics, ProxyConfig, RamfsServer, Server, Servers,
@@ -94,10 +96,26 @@ struct SessionOpts {
     /// next fsync after an outage fails with EIO. Each kept write counts at least 16K
     #[arg(long, value_parser = parse_size, default_value = "64M", value_name = "SIZE")]
     replay_budget: usize,
-    /// Most bytes of client requests a session holds while its server is away (e.g. 16M);
-    /// past it the client is not read until the server is back
+    /// Most bytes of client requests a session holds — in flight, or waiting while its server
+    /// is away — each counted as at least 16K (e.g. 16M); past it the client is not read until
+    /// replies free some
     #[arg(long, value_parser = parse_size, default_value = "16M", value_name = "SIZE")]
     held_max: usize,
+    /// Most bytes of replies a session queues for a client that is not reading them, each
+    /// counted as at least 16K (e.g. 4M; never less than two messages); past it the server's
+    /// connection is not read until the client catches up, and the server's own flow control
+    /// holds the rest
+    #[arg(long, value_parser = parse_size, default_value = "4M", value_name = "SIZE")]
+    reply_max: usize,
+    /// Most memory all sessions together hold for their clients and servers (requests,
+    /// replies, unsynced writes kept for replay). When it is reached new clients are refused
+    /// (logged), and each session is held to an equal share: one holding more stops reading
+    /// until others free memory or its own client catches up
+    #[arg(long, value_parser = parse_size, default_value = "512M", value_name = "SIZE")]
+    memory_max: usize,
+    /// Most clients served at once; more are refused (logged, at most a line a second)
+    #[arg(long, default_value_t = runtime_std::limits::DEFAULT_MAX_CLIENTS, value_name = "N")]
+    max_clients: usize,
     /// What a create, remove, link or rename in flight when the server was lost becomes.
     /// `resolve` looks at the server after the reconnect: where the names are as they were
     /// before the request (a name to be made absent, a file to be removed or moved still
@@ -364,6 +382,7 @@ impl SessionOpts {
             version_timeout: self.version_timeout,
             replay_budget: self.replay_budget,
             queue_max_bytes: self.held_max,
+            reply_max: self.reply_max,
             resolve_ambiguous: self.ambiguous == Ambiguous::Resolve,
             seed: std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15,
             ..Config::default()
@@ -440,11 +459,14 @@ async fn serve(
     };
     tracing::info!("{what} ({mode})");
     let mut proxies = tokio::task::JoinSet::new();
+    // Every listener's sessions count against one set of limits.
+    let limits = Arc::new(Limits::new(opts.memory_max, opts.max_clients));
     for (i, listener) in listeners.into_iter().enumerate() {
         let mut cfg = ProxyConfig {
             servers: servers.clone(),
             session: session.clone(),
             metrics: metrics.clone(),
+            limits: limits.clone(),
         };
         // Each listener numbers its sessions from 1: keep their seeds apart.
         cfg.session.seed ^= (i as u64).wrapping_mul(0xa076_1d64_78bd_642f);

@@ -262,6 +262,26 @@ impl Proxy {
             .unwrap()
     }
 
+    /// Peak resident memory so far (VmHWM), in KiB.
+    fn peak_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Threads the proxy runs now.
+    fn threads(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    }
+
     /// SIGTERM; the proxy must exit cleanly within 2 s. Returns how long it took.
     fn terminate(&mut self) -> Duration {
         let start = Instant::now();
@@ -1162,6 +1182,167 @@ async fn pipelining_without_reading(runtime: &str) {
     proxy.finish();
 }
 
+/// The file the memory tests read: each 8-byte word holds its own offset.
+const PATTERN_FILE: u64 = 64 << 20;
+
+fn write_pattern_file(path: &std::path::Path) {
+    let mut data = Vec::with_capacity(PATTERN_FILE as usize);
+    for word in 0..PATTERN_FILE / 8 {
+        data.extend_from_slice(&(word * 8).to_le_bytes());
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+/// Whether `data`, read at `offset`, is the pattern file's.
+fn is_pattern(offset: u64, data: &[u8]) -> bool {
+    data.chunks(8)
+        .enumerate()
+        .all(|(i, w)| w == &(offset + 8 * i as u64).to_le_bytes()[..w.len()])
+}
+
+/// Reads of the pattern file a memory test pipelines: 60 KiB each (within diod's 64 KiB msize),
+/// at 1,000 offsets 64 KiB apart.
+const READ_COUNT: u32 = 60 << 10;
+
+fn read_offset(i: u32) -> u64 {
+    (i % 1000) as u64 * (64 << 10)
+}
+
+/// A client on the pattern file (fid 1, open for reading) through `proxy`.
+async fn open_pattern(proxy: &Addr, aname: Bytes) -> Raw {
+    let mut raw = Raw::attach(proxy, aname).await;
+    let walk = Twalk {
+        fid: Fid(0),
+        newfid: Fid(1),
+        wnames: WalkNames::new(["pattern"]).unwrap(),
+    };
+    raw.send(2, walk).await;
+    assert!(matches!(raw.recv().await.msg, Msg::Rwalk(_)));
+    raw.send(
+        2,
+        Tlopen {
+            fid: Fid(1),
+            flags: lflags::RDONLY,
+        },
+    )
+    .await;
+    let r = raw.recv().await;
+    assert!(matches!(r.msg, Msg::Rlopen(_)), "{:?}", r.msg);
+    raw
+}
+
+/// Send `reads` Treads of the pattern file (tags 2.., read `i` at [`read_offset`]`(i)`) without
+/// reading anything; returns the writer half once all are written.
+fn pipeline_reads(
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    reads: u32,
+) -> tokio::task::JoinHandle<tokio::net::tcp::OwnedWriteHalf> {
+    tokio::spawn(async move {
+        let mut frames = Vec::new();
+        for i in 0..reads {
+            let t = Tread {
+                fid: Fid(1),
+                offset: read_offset(i),
+                count: READ_COUNT,
+            };
+            frames.extend_from_slice(&Fcall::new(2 + i as u16, t).to_frame().unwrap());
+            if frames.len() > 64 << 10 || i + 1 == reads {
+                w.write_all(&frames).await.unwrap();
+                frames.clear();
+            }
+        }
+        w
+    })
+}
+
+/// Read the replies to [`pipeline_reads`]' `reads` Treads: each tag once, each exact.
+async fn take_pattern_replies(
+    r: &mut tokio::net::tcp::OwnedReadHalf,
+    decoder: &mut FrameDecoder,
+    reads: u32,
+    what: &str,
+) {
+    let mut answered = vec![false; reads as usize];
+    let mut left = reads;
+    while left > 0 {
+        while let Some(frame) = decoder.next_frame().unwrap() {
+            let fc = Fcall::decode(&frame, Dialect::DotL).unwrap();
+            let i = fc.tag.wrapping_sub(2) as u32;
+            assert!(
+                i < reads && !answered[i as usize],
+                "{what}: tag {} unexpected or answered twice",
+                fc.tag
+            );
+            answered[i as usize] = true;
+            left -= 1;
+            let Msg::Rread(rr) = &fc.msg else {
+                panic!("{what}: read {i} answered {:?}", fc.msg)
+            };
+            assert_eq!(
+                rr.data.0.len(),
+                READ_COUNT as usize,
+                "{what}: read {i} short"
+            );
+            assert!(
+                is_pattern(read_offset(i), &rr.data.0),
+                "{what}: read {i} is not the file's data"
+            );
+        }
+        if left > 0 {
+            let read = r.read_buf(decoder.read_buf());
+            let n = tokio::time::timeout(Duration::from_secs(20), read)
+                .await
+                .unwrap_or_else(|_| panic!("{what}: stuck with {left} replies to come"))
+                .unwrap();
+            assert!(n > 0, "{what}: the proxy closed the connection");
+        }
+    }
+}
+
+/// The case of the bounded-memory issue: a client opens a 64 MiB file through the proxy (diod
+/// behind it), pipelines 60,000 reads of 60 KiB and reads no reply for 3 s. The proxy's peak
+/// resident memory grows by at most its reply bound (4 MiB) + 8 MiB — the replies wait in the
+/// server's socket and the server, not in the proxy — and when the client reads, every reply
+/// arrives, exact.
+async fn unread_replies_are_bounded(runtime: &str) {
+    const READS: u32 = 60_000;
+    let server = Server::diod().await;
+    let Server::Diod { dir, .. } = &server else {
+        unreachable!()
+    };
+    write_pattern_file(&dir.join("pattern"));
+    let proxy = Proxy::start(
+        runtime,
+        &server.addr(),
+        "127.0.0.1:0",
+        &["--reply-max", "4194304"],
+    );
+    let Raw {
+        mut r,
+        w,
+        mut decoder,
+    } = open_pattern(&proxy.addr, server.aname()).await;
+    let before = proxy.peak_kib();
+    let writer = pipeline_reads(w, READS);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let grown = proxy.peak_kib().saturating_sub(before);
+    println!("{runtime}: peak resident memory grew {grown} KiB while 60,000 reads went unread");
+    assert!(
+        grown <= (4 + 8) << 10,
+        "{runtime}: peak resident memory grew {grown} KiB; log:\n{}",
+        proxy.tail()
+    );
+    take_pattern_replies(&mut r, &mut decoder, READS, runtime).await;
+    writer.await.unwrap();
+    let grown = proxy.peak_kib().saturating_sub(before);
+    println!("{runtime}: and {grown} KiB once every reply was read");
+    assert!(
+        grown <= (4 + 8) << 10,
+        "{runtime}: peak grew {grown} KiB while replies were read"
+    );
+    proxy.finish();
+}
+
 /// 500 clients at once, each with its own session and server link.
 async fn many_clients_at_once(runtime: &str) {
     const CLIENTS: usize = 500;
@@ -1204,9 +1385,13 @@ async fn many_clients_at_once(runtime: &str) {
     proxy.finish();
 }
 
-/// 20,000 clients connect and leave, one after another: finished sessions are reaped, so memory
-/// stays flat.
+/// 20,000 clients connect and leave in bursts of 100 at once, with room for 50 sessions
+/// (`--max-clients 50`): the rest are refused and closed at once (logged, not one line each),
+/// finished sessions are reaped, and neither memory nor the proxy's threads grow with the
+/// connections (the blocking runtime runs three threads a session: at most 50 sessions' worth).
 async fn connect_close_cycles(runtime: &str) {
+    const BURST: usize = 100;
+    const MAX_CLIENTS: u64 = 50;
     let dir =
         std::env::temp_dir().join(format!("p9persist-cycles-{runtime}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -1218,36 +1403,63 @@ async fn connect_close_cycles(runtime: &str) {
     let backend = listener.local_addr().unwrap();
     tokio::spawn(server.serve(listener, watch::channel(false).1));
     let listen = format!("unix!{}", dir.join("proxy").display());
-    let proxy = Proxy::start(runtime, &backend, &listen, &[]);
+    let proxy = Proxy::start(runtime, &backend, &listen, &["--max-clients", "50"]);
     let Addr::Unix(path) = &proxy.addr else {
         unreachable!()
     };
-    // One cycle: connect, hang up, and wait for the proxy to close its end (the session over).
-    let cycle = |n: usize| {
+    // A burst: BURST clients connect at once and stay while the proxy's threads are counted;
+    // then each hangs up and waits for the proxy to close its end (the session over, or the
+    // client refused).
+    let bursts = |n: usize| {
         let path = path.clone();
+        let proxy = &proxy;
         async move {
+            let mut most_threads = 0;
             for _ in 0..n {
-                let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
-                s.shutdown().await.unwrap();
-                let mut rest = Vec::new();
-                let closed =
-                    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest));
-                assert!(
-                    closed.await.is_ok(),
-                    "the proxy did not close a finished session"
-                );
+                let mut conns = Vec::new();
+                for _ in 0..BURST {
+                    conns.push(tokio::net::UnixStream::connect(&path).await.unwrap());
+                }
+                most_threads = most_threads.max(proxy.threads());
+                for mut s in conns {
+                    s.shutdown().await.unwrap();
+                    let mut rest = Vec::new();
+                    let closed =
+                        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest));
+                    assert!(
+                        closed.await.is_ok(),
+                        "the proxy did not close a finished session"
+                    );
+                }
             }
+            most_threads
         }
     };
-    cycle(1000).await;
+    bursts(10).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = proxy.rss_kib();
-    cycle(20_000).await;
+    let most_threads = bursts(200).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let after = proxy.rss_kib();
+    println!("{runtime}: 21,000 connections in bursts of {BURST}: {before} KiB resident before the last 20,000, {after} KiB after; at most {most_threads} threads");
     assert!(
         after < before + 2048,
         "{runtime}: resident memory grew from {before} KiB to {after} KiB over 20,000 connections"
+    );
+    assert!(
+        most_threads <= 3 * MAX_CLIENTS + 16,
+        "{runtime}: {most_threads} threads for at most {MAX_CLIENTS} sessions"
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains("refusing client") && log.contains("--max-clients"),
+        "{runtime}: refusals are not logged:\n{}",
+        proxy.tail()
+    );
+    let refusal_lines = log.matches("refusing client").count();
+    assert!(
+        refusal_lines < 200,
+        "{runtime}: {refusal_lines} lines for the refusals (at most one a second)"
     );
     proxy.finish();
     let _ = std::fs::remove_dir_all(&dir);
@@ -1489,6 +1701,11 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn ramfs_pipelining_without_reading() {
                 pipelining_without_reading($runtime).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn diod_unread_replies_are_bounded() {
+                unread_replies_are_bounded($runtime).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

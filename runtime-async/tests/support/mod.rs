@@ -201,6 +201,7 @@ pub fn quick_config(backend: Addr) -> ProxyConfig {
             ..Config::default()
         },
         metrics: None,
+        limits: Default::default(),
     }
 }
 

@@ -358,6 +358,7 @@ impl Proxy {
                 ..Config::default()
             },
             metrics: None,
+            limits: Default::default(),
         };
         let shutdown = Shutdown::new();
         let thread = {

@@ -6,6 +6,7 @@
 //!                 (--server ADDR | --service 'NAME addr ADDR [aname A] [path P]'...)
 //!                 [--give-up-after-ms N] [--backoff-initial-ms N] [--backoff-max-ms N]
 //!                 [--server-timeout-ms N] [--version-timeout-ms N] [--count-metrics]
+//!                 [--reply-max BYTES] [--held-max BYTES] [--memory-max BYTES] [--max-clients N]
 //!
 //! `--service` lines (registry index lines, as `p9persist mux` reads) make it a mux of those
 //! servers. `--count-metrics` has the sessions count into a `runtime_std::Metrics` (nothing serves it:
@@ -39,6 +40,11 @@ fn args() -> Result<Args, String> {
     };
     let mut backoff = Backoff::default();
     let mut metrics = None;
+    let mut memory_max = runtime_std::limits::DEFAULT_MEMORY_MAX;
+    let mut max_clients = runtime_std::limits::DEFAULT_MAX_CLIENTS;
+    let bytes = |v: String| -> Result<usize, String> {
+        v.parse().map_err(|_| format!("{v:?} is not a number"))
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or(format!("{a} needs a value"));
@@ -63,6 +69,10 @@ fn args() -> Result<Args, String> {
             "--server-timeout-ms" => session.server_timeout = ms(value()?)?,
             "--version-timeout-ms" => session.version_timeout = ms(value()?)?,
             "--count-metrics" => metrics = Some(runtime_std::Metrics::new()),
+            "--reply-max" => session.reply_max = bytes(value()?)?,
+            "--held-max" => session.queue_max_bytes = bytes(value()?)?,
+            "--memory-max" => memory_max = bytes(value()?)?,
+            "--max-clients" => max_clients = bytes(value()?)?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -79,6 +89,7 @@ fn args() -> Result<Args, String> {
             servers,
             session,
             metrics,
+            limits: Arc::new(runtime_std::Limits::new(memory_max, max_clients)),
         },
     })
 }
