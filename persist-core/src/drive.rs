@@ -429,13 +429,24 @@ impl Drive {
         self.pump_client(now);
     }
 
-    /// Bytes from the client that arrived in a buffer of the runtime's own (copied in).
-    pub fn handle_client_bytes(&mut self, now: Instant, bytes: &[u8]) {
-        if bytes.is_empty() || self.client_state != ClientState::Open {
+    /// Bytes from the client that arrived in a buffer of the runtime's own (copied in, a frame
+    /// at a time: each frame gets a buffer of its own size, rather than one that grew by
+    /// doubling under several frames and stays alive while any of them is held).
+    pub fn handle_client_bytes(&mut self, now: Instant, mut bytes: &[u8]) {
+        if self.client_state != ClientState::Open {
             return;
         }
-        self.client.decoder.read_buf().extend_from_slice(bytes);
-        self.pump_client(now);
+        while !bytes.is_empty() {
+            let n = self.client.decoder.push(bytes);
+            bytes = &bytes[n..];
+            if n == 0 {
+                // A whole frame waits for the session to want it (or the stream is broken):
+                // the rest waits behind it.
+                self.client.decoder.read_buf().extend_from_slice(bytes);
+                bytes = &[];
+            }
+            self.pump_client(now);
+        }
     }
 
     /// The client's stream ended or failed (reading or writing).
@@ -486,16 +497,22 @@ impl Drive {
         self.pump_link(now, link);
     }
 
-    /// Bytes from `link` that arrived in a buffer of the runtime's own (copied in).
-    pub fn handle_link_bytes(&mut self, now: Instant, link: LinkId, bytes: &[u8]) {
-        let Some(s) = self.link_stream(link) else {
-            return;
-        };
-        if bytes.is_empty() {
-            return;
+    /// Bytes from `link` that arrived in a buffer of the runtime's own (copied in a frame at
+    /// a time, as [`handle_client_bytes`](Self::handle_client_bytes) does).
+    pub fn handle_link_bytes(&mut self, now: Instant, link: LinkId, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let Some(s) = self.link_stream(link) else {
+                return;
+            };
+            let n = s.decoder.push(bytes);
+            bytes = &bytes[n..];
+            if n == 0 {
+                // A bad size field: the pump below says so and drops the link.
+                s.decoder.read_buf().extend_from_slice(bytes);
+                bytes = &[];
+            }
+            self.pump_link(now, link);
         }
-        s.decoder.read_buf().extend_from_slice(bytes);
-        self.pump_link(now, link);
     }
 
     /// Reading or writing `link` failed (or it closed): it is forgotten with whatever was

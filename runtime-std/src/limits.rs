@@ -23,6 +23,9 @@ use tracing::warn;
 pub const DEFAULT_MEMORY_MAX: usize = 512 << 20;
 /// The default `--max-clients`.
 pub const DEFAULT_MAX_CLIENTS: usize = 1024;
+/// What a session held to its share may take in past it: the read under way and the rest of a
+/// frame begun (a 64 KiB msize).
+pub const SHARE_SLACK: usize = 64 << 10;
 
 /// The limits and what is held against them.
 #[derive(Debug)]
@@ -191,8 +194,13 @@ impl Admitted {
         } else {
             self.limits.held()
         };
-        (total >= self.limits.memory_max)
-            .then(|| self.limits.memory_max / self.limits.sessions().max(1))
+        (total >= self.limits.memory_max).then(|| {
+            let share = self.limits.memory_max / self.limits.sessions().max(1);
+            // A session held to its share may still take in what it was reading when it
+            // reached it; leave room for that, and never hold one to nothing (a session may
+            // always hold one request, or one reply, at a time).
+            share.saturating_sub(SHARE_SLACK).max(1)
+        })
     }
 }
 
@@ -220,26 +228,31 @@ mod tests {
 
     #[test]
     fn a_spent_budget_refuses_clients_and_shares_itself_out() {
-        let limits = Arc::new(Limits::new(1000, 10));
+        let max = 1000 + 2 * SHARE_SLACK;
+        let limits = Arc::new(Limits::new(max, 10));
         let mut a = limits.try_admit().unwrap();
         let mut b = limits.try_admit().unwrap();
         assert_eq!(a.report(600), None);
         assert_eq!(b.report(300), None);
         assert_eq!(limits.held(), 900);
-        // Spent: each of the two sessions is held to half.
-        assert_eq!(b.report(450), Some(500));
+        // Spent: each of the two sessions is held to half, less the slack.
+        assert_eq!(b.report(max - 600), Some(500));
         assert_eq!(a.report(600), Some(500));
-        assert!(matches!(
+        assert_eq!(
             limits.try_admit().unwrap_err(),
-            Refused::Memory {
-                held: 1050,
-                max: 1000
-            }
-        ));
+            Refused::Memory { held: max, max }
+        );
         // What a session frees comes back; a dropped session frees all it held.
         assert_eq!(a.report(100), None);
         drop(b);
         assert_eq!(limits.held(), 100);
         assert_eq!(limits.sessions(), 1);
+    }
+
+    #[test]
+    fn no_session_is_held_to_nothing() {
+        let limits = Arc::new(Limits::new(10, 10));
+        let mut a = limits.try_admit().unwrap();
+        assert_eq!(a.report(10), Some(1));
     }
 }

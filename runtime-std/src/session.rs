@@ -25,7 +25,7 @@ const MAX_SLICES: usize = 64;
 const MAX_BATCH: usize = 64;
 /// Inputs queued for a session thread at most: a reader that gets ahead of it waits (each
 /// input is at most a read chunk, so this bounds what a session's readers hold).
-pub(crate) const INPUTS_QUEUED: usize = 16;
+pub(crate) const INPUTS_QUEUED: usize = 1;
 /// Stack of a reader or dial thread (they only read into a heap buffer, or connect).
 const HELPER_STACK: usize = 256 * 1024;
 
@@ -308,6 +308,11 @@ impl SessionIo {
                     return true;
                 }
                 for _ in 0..MAX_BATCH {
+                    // A gate to close (the drive holds all it may): close it before taking
+                    // more, or the readers would keep reading while the batch lasts.
+                    if self.gates_stale() {
+                        break;
+                    }
                     match rx.try_recv() {
                         Ok(input) => {
                             if self.handle(input) {
@@ -339,7 +344,13 @@ impl SessionIo {
         })
     }
 
-    /// Carry out the drive's actions, log its events, and open or close the client gate.
+    /// Whether a gate is open that the drive would have closed.
+    fn gates_stale(&self) -> bool {
+        (self.gate_open && !self.drive.wants_client_read())
+            || (self.links_open && self.drive.links_held())
+    }
+
+    /// Carry out the drive's actions, log its events, and open or close the gates.
     fn settle(&mut self) {
         while let Some(action) = self.drive.poll_action() {
             match action {

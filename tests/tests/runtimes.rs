@@ -78,7 +78,12 @@ impl Server {
     }
 
     async fn ramfs() -> Server {
-        let server = RamfsServer::new(ramfs::Fs::new(), 65536);
+        Server::ramfs_with(ramfs::Fs::new()).await
+    }
+
+    /// The ramfs server on a tree made beforehand.
+    async fn ramfs_with(fs: ramfs::Fs) -> Server {
+        let server = RamfsServer::new(fs, 65536);
         let listener = Listener::bind(&Addr::Tcp("127.0.0.1:0".into()))
             .await
             .unwrap();
@@ -966,21 +971,35 @@ async fn soft_mode_fails_in_time_and_heals(runtime: &str, mut server: Server) {
 const GETATTR_BASIC: u64 = 0x7ff;
 
 /// A raw 9P2000.L connection for pipelining: frames out with chosen tags, replies in any order.
+/// The halves of a raw client's connection (TCP or a unix socket).
+type RawReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+type RawWriter = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
 struct Raw {
-    r: tokio::net::tcp::OwnedReadHalf,
-    w: tokio::net::tcp::OwnedWriteHalf,
+    r: RawReader,
+    w: RawWriter,
     decoder: FrameDecoder,
 }
 
 impl Raw {
     /// Connect, settle the version and attach fid 0 to `aname`.
     async fn attach(proxy: &Addr, aname: Bytes) -> Raw {
-        let Addr::Tcp(a) = proxy else {
-            panic!("TCP proxy expected")
+        let (r, w): (RawReader, RawWriter) = match proxy {
+            Addr::Tcp(a) => {
+                let s = tokio::net::TcpStream::connect(a).await.unwrap();
+                s.set_nodelay(true).unwrap();
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Addr::Unix(path) => {
+                let (r, w) = tokio::net::UnixStream::connect(path)
+                    .await
+                    .unwrap()
+                    .into_split();
+                (Box::new(r), Box::new(w))
+            }
+            other => panic!("cannot dial {other}"),
         };
-        let s = tokio::net::TcpStream::connect(a).await.unwrap();
-        s.set_nodelay(true).unwrap();
-        let (r, w) = s.into_split();
         let mut raw = Raw {
             r,
             w,
@@ -1185,12 +1204,16 @@ async fn pipelining_without_reading(runtime: &str) {
 /// The file the memory tests read: each 8-byte word holds its own offset.
 const PATTERN_FILE: u64 = 64 << 20;
 
-fn write_pattern_file(path: &std::path::Path) {
+fn pattern_data() -> Vec<u8> {
     let mut data = Vec::with_capacity(PATTERN_FILE as usize);
     for word in 0..PATTERN_FILE / 8 {
         data.extend_from_slice(&(word * 8).to_le_bytes());
     }
-    std::fs::write(path, data).unwrap();
+    data
+}
+
+fn write_pattern_file(path: &std::path::Path) {
+    std::fs::write(path, pattern_data()).unwrap();
 }
 
 /// Whether `data`, read at `offset`, is the pattern file's.
@@ -1233,10 +1256,7 @@ async fn open_pattern(proxy: &Addr, aname: Bytes) -> Raw {
 
 /// Send `reads` Treads of the pattern file (tags 2.., read `i` at [`read_offset`]`(i)`) without
 /// reading anything; returns the writer half once all are written.
-fn pipeline_reads(
-    mut w: tokio::net::tcp::OwnedWriteHalf,
-    reads: u32,
-) -> tokio::task::JoinHandle<tokio::net::tcp::OwnedWriteHalf> {
+fn pipeline_reads(mut w: RawWriter, reads: u32) -> tokio::task::JoinHandle<RawWriter> {
     tokio::spawn(async move {
         let mut frames = Vec::new();
         for i in 0..reads {
@@ -1257,7 +1277,7 @@ fn pipeline_reads(
 
 /// Read the replies to [`pipeline_reads`]' `reads` Treads: each tag once, each exact.
 async fn take_pattern_replies(
-    r: &mut tokio::net::tcp::OwnedReadHalf,
+    r: &mut RawReader,
     decoder: &mut FrameDecoder,
     reads: u32,
     what: &str,
@@ -1341,6 +1361,96 @@ async fn unread_replies_are_bounded(runtime: &str) {
         "{runtime}: peak grew {grown} KiB while replies were read"
     );
     proxy.finish();
+}
+
+/// 200 clients each pipeline reads of the pattern file through one proxy and read no reply,
+/// with a 32 MiB memory budget: the proxy's peak resident memory grows by at most the budget +
+/// 16 MiB, and a client that reads its replies beside them keeps being served (it holds
+/// little, so the budget never holds it back). The server is ramfs, which serves each
+/// connection on its own: diod answers from a fixed pool of threads that block writing to a
+/// connection nobody reads, so 200 such clients starve its others with or without a proxy.
+async fn many_unread_clients_share_the_budget(runtime: &str) {
+    const CLIENTS: usize = 200;
+    // 2.4 MiB each: past what the kernel buffers on a unix socket, and each more than a
+    // session's share of the budget (160 KiB).
+    const READS: u32 = 40;
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let mut fs = ramfs::Fs::new();
+    fs.write_file("pattern", &pattern_data()).unwrap();
+    let server = Server::ramfs_with(fs).await;
+    let budget = 32u64 << 20;
+    // Clients on a unix socket: TCP on loopback would buffer megabytes of each client's
+    // replies in the kernel, out of the proxy's sight.
+    let dir =
+        std::env::temp_dir().join(format!("p9persist-budget-{runtime}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let listen = format!("unix!{}", dir.join("proxy").display());
+    let proxy = Proxy::start(
+        runtime,
+        &server.addr(),
+        &listen,
+        &["--memory-max", &budget.to_string()],
+    );
+    // The well-behaved client attaches first (once the budget is spent, new clients are refused).
+    let mut reader = open_pattern(&proxy.addr, server.aname()).await;
+    let mut hogs = Vec::new();
+    for _ in 0..CLIENTS {
+        hogs.push(open_pattern(&proxy.addr, server.aname()).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = proxy.peak_kib();
+    let mut writers = Vec::new();
+    let mut halves = Vec::new();
+    for Raw { r, w, decoder } in hogs {
+        writers.push(pipeline_reads(w, READS));
+        halves.push((r, decoder));
+    }
+    // Beside them, one read at a time, each answered exact.
+    let start = Instant::now();
+    let mut served = 0u32;
+    while start.elapsed() < Duration::from_secs(4) {
+        let i = served % 1000;
+        reader
+            .send(
+                2,
+                Tread {
+                    fid: Fid(1),
+                    offset: read_offset(i),
+                    count: READ_COUNT,
+                },
+            )
+            .await;
+        let r = tokio::time::timeout(Duration::from_secs(10), reader.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{runtime}: the reading client was not served; log:\n{}",
+                    proxy.tail()
+                )
+            });
+        let Msg::Rread(rr) = &r.msg else {
+            panic!("{runtime}: {:?}", r.msg)
+        };
+        assert!(is_pattern(read_offset(i), &rr.data.0));
+        served += 1;
+    }
+    let grown = proxy.peak_kib().saturating_sub(before);
+    println!(
+        "{runtime}: {CLIENTS} clients not reading, budget {} MiB: peak resident memory grew {grown} KiB; the reading client was served {served} reads in 4 s",
+        budget >> 20
+    );
+    assert!(
+        grown <= (budget >> 10) + (16 << 10),
+        "{runtime}: peak resident memory grew {grown} KiB; log:\n{}",
+        proxy.tail()
+    );
+    assert!(served >= 10, "{runtime}: only {served} reads served");
+    drop(halves);
+    for w in writers {
+        w.abort();
+    }
+    proxy.finish();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// 500 clients at once, each with its own session and server link.
@@ -1706,6 +1816,11 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn diod_unread_replies_are_bounded() {
                 unread_replies_are_bounded($runtime).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ramfs_many_unread_clients_share_the_budget() {
+                many_unread_clients_share_the_budget($runtime).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
