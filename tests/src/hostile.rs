@@ -31,6 +31,9 @@ pub enum Answer {
     Hold,
     /// Hang up the connection.
     Close,
+    /// Stop reading the connection (and answer nothing more), keeping it open: a server that
+    /// does not read. Its thread waits for the process to end.
+    Stall,
 }
 
 type Script = Box<dyn FnMut(&Seen) -> Answer + Send>;
@@ -113,6 +116,9 @@ fn serve(
                 continue;
             }
             Answer::Close => break,
+            Answer::Stall => loop {
+                std::thread::park();
+            },
         };
         out.append(&mut held);
         for f in out {

@@ -1453,6 +1453,125 @@ async fn many_unread_clients_share_the_budget(runtime: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A server that answers every read at once with a full 60 KiB, however fast they come, and a
+/// client that pipelines 60,000 reads and reads no reply: the proxy's peak resident memory
+/// grows by at most its reply bound (4 MiB) + 8 MiB.
+async fn an_eager_server_is_bounded(runtime: &str) {
+    let server = tests::hostile::Hostile::start(65536, |seen| match seen.msg {
+        Msg::Tread(t) => {
+            let data = vec![7u8; t.count as usize];
+            let rread = Fcall::new(
+                seen.tag,
+                Rread {
+                    data: Data(data.into()),
+                },
+            );
+            tests::hostile::Answer::Send(vec![rread.to_frame().unwrap()])
+        }
+        _ => tests::hostile::Answer::Pass,
+    });
+    let backend = Addr::Tcp(server.addr.to_string());
+    let proxy = Proxy::start(runtime, &backend, "127.0.0.1:0", &[]);
+    let Raw {
+        mut r,
+        w,
+        mut decoder,
+    } = Raw::attach(&proxy.addr, Bytes::new()).await;
+    let before = proxy.peak_kib();
+    let writer = pipeline_reads(w, 60_000);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let grown = proxy.peak_kib().saturating_sub(before);
+    println!(
+        "{runtime}: an eager server, 60,000 reads unread: peak resident memory grew {grown} KiB"
+    );
+    assert!(
+        grown <= (4 + 8) << 10,
+        "{runtime}: peak resident memory grew {grown} KiB; log:\n{}",
+        proxy.tail()
+    );
+    // The replies were held back, not lost: the first ones come as soon as they are read.
+    let first = loop {
+        if let Some(frame) = decoder.next_frame().unwrap() {
+            break Fcall::decode(&frame, Dialect::DotL).unwrap();
+        }
+        let read = r.read_buf(decoder.read_buf());
+        let n = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "{runtime}: the proxy closed the connection");
+    };
+    assert!(
+        matches!(&first.msg, Msg::Rread(rr) if rr.data.0.len() == READ_COUNT as usize),
+        "{:?}",
+        first.msg
+    );
+    writer.abort();
+    proxy.finish();
+}
+
+/// A server that stops reading after the attach, and a client that pipelines requests to it
+/// without end — 64 KiB Twrites (up to 1 GiB of them), or Treads: the proxy stops reading the
+/// client once what waits for the server reaches its bounds, and its peak resident memory
+/// grows by at most the held-request bound (16 MiB) + the queue to a server (1 MiB) + 8 MiB.
+async fn a_server_that_does_not_read_is_bounded(runtime: &str, writes: bool) {
+    let server = tests::hostile::Hostile::start(65536, |seen| match seen.msg {
+        Msg::Tversion(_) | Msg::Tattach(_) => tests::hostile::Answer::Pass,
+        _ => tests::hostile::Answer::Stall,
+    });
+    let backend = Addr::Tcp(server.addr.to_string());
+    let proxy = Proxy::start(runtime, &backend, "127.0.0.1:0", &[]);
+    let Raw { r, mut w, .. } = Raw::attach(&proxy.addr, Bytes::new()).await;
+    let before = proxy.peak_kib();
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    let writer = tokio::spawn(async move {
+        let block = vec![5u8; 60 << 10];
+        for i in 0..(1u64 << 30) / (60 << 10) {
+            let tag = 2 + (i % 60_000) as u16;
+            let frame = match writes {
+                true => Fcall::new(
+                    tag,
+                    Twrite {
+                        fid: Fid(0),
+                        offset: i * (60 << 10),
+                        data: Data(block.clone().into()),
+                    },
+                ),
+                false => Fcall::new(
+                    tag,
+                    Tread {
+                        fid: Fid(0),
+                        offset: 0,
+                        count: 60 << 10,
+                    },
+                ),
+            };
+            let frame = frame.to_frame().unwrap();
+            if w.write_all(&frame).await.is_err() {
+                return;
+            }
+            counter.fetch_add(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let grown = proxy.peak_kib().saturating_sub(before);
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let what = if writes { "Twrites" } else { "Treads" };
+    println!(
+        "{runtime}: a server that does not read, {} KiB of {what} sent: peak resident memory grew {grown} KiB",
+        sent >> 10
+    );
+    assert!(
+        grown <= (16 + 1 + 8) << 10,
+        "{runtime}: peak resident memory grew {grown} KiB; log:\n{}",
+        proxy.tail()
+    );
+    writer.abort();
+    drop(r);
+    proxy.finish();
+}
+
 /// 500 clients at once, each with its own session and server link.
 async fn many_clients_at_once(runtime: &str) {
     const CLIENTS: usize = 500;
@@ -1821,6 +1940,21 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn ramfs_many_unread_clients_share_the_budget() {
                 many_unread_clients_share_the_budget($runtime).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn hostile_an_eager_server_is_bounded() {
+                an_eager_server_is_bounded($runtime).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn hostile_a_server_that_does_not_read_writes_is_bounded() {
+                a_server_that_does_not_read_is_bounded($runtime, true).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn hostile_a_server_that_does_not_read_reads_is_bounded() {
+                a_server_that_does_not_read_is_bounded($runtime, false).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
