@@ -64,8 +64,9 @@ impl Source {
     /// The whole index, now.
     pub async fn read(&self) -> Result<Vec<Service>, String> {
         let text = match self {
-            Source::File(p) => std::fs::read_to_string(p)
-                .map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+            Source::File(p) => {
+                read_index_file(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?
+            }
             Source::Registry(a) => {
                 // The whole conversation is bounded: a registry that stalls must not stall
                 // the mux (at start) or its following of the index (later).
@@ -193,6 +194,27 @@ fn stamp(p: &std::path::Path) -> Option<(u64, SystemTime)> {
     Some((m.len(), m.modified().ok()?))
 }
 
+/// The largest index read (a file or a registry's `index`): past it the read fails, and the
+/// mux keeps the servers it has.
+pub const INDEX_MAX: usize = 16 << 20;
+
+/// An index file, refused if larger than [`INDEX_MAX`] (a mistaken path to a huge file must
+/// not be read into memory).
+fn read_index_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(INDEX_MAX as u64 + 1)
+        .read_to_string(&mut text)?;
+    if text.len() > INDEX_MAX {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB",
+            INDEX_MAX >> 20
+        )));
+    }
+    Ok(text)
+}
+
 /// The `index` file of a registry file server (attached with an empty aname): 9P2000.L
 /// offered, and 9P2000 or 9P2000.u spoken when the server answers so (Inferno's and the
 /// Octopus's registry(4) speak Styx, which is 9P2000).
@@ -256,12 +278,34 @@ async fn read_registry(addr: &Addr) -> std::io::Result<String> {
             Msg::Rread(d) if !d.data.0.is_empty() => text.extend_from_slice(&d.data.0),
             _ => break,
         }
-        if text.len() > 16 << 20 {
-            return Err(fail("index is larger than 16 MiB".into()));
+        if text.len() > INDEX_MAX {
+            return Err(fail(format!(
+                "index is larger than {} MiB",
+                INDEX_MAX >> 20
+            )));
         }
     }
     for fid in [1, 0] {
         let _ = c.call(Tclunk { fid: Fid(fid) }).await;
     }
     String::from_utf8(text).map_err(|_| fail("index is not UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_file_past_the_bound_is_refused_not_read() {
+        let dir = std::env::temp_dir().join(format!("p9persist-index-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("index");
+        std::fs::write(&path, "fs1 addr tcp!a!564\n").unwrap();
+        assert_eq!(read_index_file(&path).unwrap(), "fs1 addr tcp!a!564\n");
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(INDEX_MAX as u64 + 1).unwrap();
+        let e = read_index_file(&path).unwrap_err();
+        assert!(e.to_string().contains("larger than 16 MiB"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
