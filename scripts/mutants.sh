@@ -2,8 +2,8 @@
 # Mutation testing of the rules (cargo-mutants, from crates.io), in two passes: every mutant
 # of the rule files is built and persist-core's own tests run against it (the outcome, replay,
 # unsynced, rules, hazards, failover and interleavings tests: a few seconds a mutant); then,
-# with --sim, the mutants they missed are run again with the simulation as the test (its
-# contention worlds and history checkers; SIM_SEEDS seeds, 2,000 unless set). A mutant neither
+# with --sim, the mutants they missed are run again with the simulation (its contention
+# worlds and history checkers; SIM_SEEDS seeds, 2,000 unless set) and the drive's tests. A mutant neither
 # catches is a rule nothing bites: sharpen a test or argue the mutant equivalent. Long (each
 # mutant rebuilds): not part of scripts/test.sh.
 #
@@ -44,7 +44,8 @@ for a in "$@"; do
             # --test-package says (and fails: no simulation there), so the baseline is skipped
             # (the default test run already passes the simulation) and the timeout set.
             export SIM_SEEDS="${SIM_SEEDS:-2000}"
-            sim=(--iterate --test-package tests --cargo-test-arg=--test=simulation --baseline skip)
+            sim=(--iterate --test-package tests --cargo-test-arg=--test=simulation
+                 --cargo-test-arg=--test=drive --baseline skip)
             timeout=(--timeout 600)
             ;;
         *) args+=("$a") ;;
