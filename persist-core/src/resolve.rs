@@ -264,21 +264,13 @@ pub(crate) fn verdict(msg: &Msg, fids: &FidTable, looks: &[Look], seen: &[Seen])
     }
 }
 
-/// The reply `msg` would have had, done; `qid` is what the look found for a made name.
+/// The reply `msg` would have had, done; `qid` is what the look found at its name. Only the
+/// requests [`verdict`] can find done have one.
 pub(crate) fn done_reply(msg: &Msg, qid: Qid) -> Option<Msg> {
     Some(match msg {
         // iounit 0: no promise beyond the msize (the reopen's own is not the create's).
-        Msg::Tcreate(_) => Rcreate { qid, iounit: 0 }.into(),
         Msg::Tlcreate(_) => Rlcreate { qid, iounit: 0 }.into(),
-        Msg::Tmkdir(_) => Rmkdir { qid }.into(),
-        Msg::Tsymlink(_) => Rsymlink { qid }.into(),
-        Msg::Tmknod(_) => Rmknod { qid }.into(),
         Msg::Tlink(_) => Rlink {}.into(),
-        Msg::Tremove(_) => Rremove {}.into(),
-        Msg::Tunlinkat(_) => Runlinkat {}.into(),
-        Msg::Trename(_) => Rrename {}.into(),
-        Msg::Trenameat(_) => Rrenameat {}.into(),
-        Msg::Twstat(_) => Rwstat {}.into(),
         _ => return None,
     })
 }

@@ -186,7 +186,12 @@ impl Rig {
     fn in_flight_at_loss(&mut self, op: impl Into<Msg>, ran: bool) -> Msg {
         self.holding = true;
         self.client(TAG, op);
-        assert_eq!(self.held.len(), 1, "the request reached the link");
+        assert_eq!(
+            self.held.len(),
+            1,
+            "the request reached the link: {:?}",
+            self.replies
+        );
         if ran {
             self.run_held_unanswered();
         }
@@ -865,27 +870,192 @@ fn a_link_whose_name_leads_to_another_file_is_not_done() {
     assert_eq!(r.fs.read_file("d/lockl").unwrap(), b"another's");
 }
 
-/// A name no server makes ("..", "a/b") is not looked for (the walk would find another file):
-/// the request is sent again, and the client gets the server's own answer.
+/// A name no server makes ("", ".", "..", "a/b") is not looked for (the walk would find
+/// another file, or none): the request is sent again, and the client gets the server's own
+/// answer — for every request that names a name, in each place it names one.
 #[test]
 fn names_that_name_nothing_are_sent_again_for_the_servers_error() {
-    for name in ["..", "a/b"] {
-        let mut r = Rig::new(Dialect::DotL, resolving());
-        let mkdir = Tmkdir {
-            dfid: Fid(DIR),
-            name: name.into(),
-            mode: 0o755,
-            gid: 0,
+    type Make = fn(Bytes) -> Msg;
+    let requests: Vec<(Dialect, MsgType, Make)> = vec![
+        (Dialect::DotL, MsgType::Tlcreate, |name| {
+            Tlcreate {
+                fid: Fid(DIR),
+                name,
+                flags: lflags::RDWR | lflags::CREATE | lflags::EXCL,
+                mode: 0o644,
+                gid: 0,
+            }
+            .into()
+        }),
+        (Dialect::DotL, MsgType::Tmkdir, |name| {
+            Tmkdir {
+                dfid: Fid(DIR),
+                name,
+                mode: 0o755,
+                gid: 0,
+            }
+            .into()
+        }),
+        (Dialect::DotL, MsgType::Tsymlink, |name| {
+            Tsymlink {
+                fid: Fid(DIR),
+                name,
+                symtgt: "f".into(),
+                gid: 0,
+            }
+            .into()
+        }),
+        (Dialect::DotL, MsgType::Tmknod, |name| {
+            Tmknod {
+                dfid: Fid(DIR),
+                name,
+                mode: 0o010644,
+                major: 0,
+                minor: 0,
+                gid: 0,
+            }
+            .into()
+        }),
+        (Dialect::DotL, MsgType::Tlink, |name| {
+            Tlink {
+                dfid: Fid(DIR),
+                fid: Fid(FILE),
+                name,
+            }
+            .into()
+        }),
+        (Dialect::DotL, MsgType::Tunlinkat, |name| {
+            Tunlinkat {
+                dirfid: Fid(DIR),
+                name,
+                flags: 0,
+            }
+            .into()
+        }),
+        (Dialect::DotL, MsgType::Trename, |name| {
+            Trename {
+                fid: Fid(FILE),
+                dfid: Fid(DIR),
+                name,
+            }
+            .into()
+        }),
+        (Dialect::DotL, MsgType::Trenameat, |name| {
+            Trenameat {
+                olddirfid: Fid(DIR),
+                oldname: name,
+                newdirfid: Fid(DIR),
+                newname: "g".into(),
+            }
+            .into()
+        }),
+        (Dialect::DotL, MsgType::Trenameat, |name| {
+            Trenameat {
+                olddirfid: Fid(DIR),
+                oldname: "f".into(),
+                newdirfid: Fid(DIR),
+                newname: name,
+            }
+            .into()
+        }),
+        (Dialect::Base, MsgType::Tcreate, |name| {
+            Tcreate {
+                fid: Fid(DIR),
+                name,
+                perm: 0o644,
+                mode: open_mode::RDWR,
+                extension: None,
+            }
+            .into()
+        }),
+        (Dialect::Base, MsgType::Twstat, |name| {
+            Twstat {
+                fid: Fid(FILE),
+                stat: Stat {
+                    name,
+                    ..Stat::unchanged(Dialect::Base)
+                },
+            }
+            .into()
+        }),
+    ];
+    for (dialect, ty, make) in requests {
+        // An empty name in a wstat means "no rename": not a name at all.
+        let names: &[&str] = match ty {
+            MsgType::Twstat => &[".", "..", "a/b"],
+            _ => &["", ".", "..", "a/b"],
         };
-        let got = r.in_flight_at_loss(mkdir, false);
-        assert!(is_error(&got), "{name}: {got:?}");
-        assert_ne!(
-            got,
-            Rlerror { ecode: errno::EIO }.into(),
-            "{name}: the server's error"
+        for &name in names {
+            let what = format!("{} of {name:?}", ty.name());
+            let mut r = Rig::new(dialect, resolving());
+            let got = r.in_flight_at_loss(make(Bytes::from(name)), false);
+            assert!(is_error(&got), "{what}: {got:?}");
+            assert!(
+                !is_not_completed(&got),
+                "{what}: the server's error, not {got:?}"
+            );
+            assert_eq!(r.ran(ty), 1, "{what}: sent again once");
+            assert_eq!(r.resolved(), Some(false), "{what}");
+        }
+    }
+}
+
+/// Special files made by Tcreate (9P2000.u symlinks, devices, named pipes, sockets, and hard
+/// links) are not reopened like files, and a create that removes its file at clunk (ORCLOSE)
+/// leaves nothing the look could see: one in flight at a loss is failed as possibly not
+/// completed, never looked for or sent again. So is a remove of a file open ORCLOSE (the lost
+/// connection's end removed it: its absence shows nothing of the remove).
+#[test]
+fn special_and_remove_on_clunk_files_are_failed_not_looked_for() {
+    let creates: [(&str, u32, u8, &str); 6] = [
+        ("symlink", dm::SYMLINK | 0o777, open_mode::READ, "f"),
+        ("device", dm::DEVICE | 0o644, open_mode::READ, "c 1 3"),
+        ("named pipe", dm::NAMEDPIPE | 0o644, open_mode::READ, ""),
+        ("socket", dm::SOCKET | 0o644, open_mode::READ, ""),
+        ("hard link", 0x0100_0000 | 0o644, open_mode::READ, "2"),
+        (
+            "ORCLOSE file",
+            0o644,
+            open_mode::RDWR | open_mode::RCLOSE,
+            "",
+        ),
+    ];
+    for (what, perm, mode, extension) in creates {
+        let mut r = Rig::new(Dialect::DotU, resolving());
+        let create = Tcreate {
+            fid: Fid(DIR),
+            name: "new".into(),
+            perm,
+            mode,
+            extension: Some(Bytes::from(extension)),
+        };
+        let got = r.in_flight_at_loss(create, false);
+        assert!(is_not_completed(&got), "{what}: {got:?}");
+        assert_eq!(r.ran(MsgType::Tcreate), 0, "{what}: never sent again");
+        assert_eq!(r.resolved(), None, "{what}: not looked for");
+    }
+    for rclose in [false, true] {
+        let mut r = Rig::new(Dialect::DotU, resolving());
+        let mode = open_mode::RDWR | if rclose { open_mode::RCLOSE } else { 0 };
+        r.client(
+            4,
+            Topen {
+                fid: Fid(FILE),
+                mode,
+            },
         );
-        assert_eq!(r.ran(MsgType::Tmkdir), 1);
-        assert_eq!(r.resolved(), Some(false));
+        assert!(!is_error(&r.reply_to(4)), "{:?}", r.replies);
+        let got = r.in_flight_at_loss(Tremove { fid: Fid(FILE) }, false);
+        match rclose {
+            true => {
+                assert!(is_not_completed(&got), "ORCLOSE: {got:?}");
+                assert_eq!(r.ran(MsgType::Tremove), 0);
+            }
+            false => {
+                assert_eq!(got, Rremove {}.into());
+                assert_eq!(r.ran(MsgType::Tremove), 1);
+            }
+        }
     }
 }
 

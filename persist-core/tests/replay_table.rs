@@ -9,6 +9,7 @@ mod harness;
 use bytes::Bytes;
 use harness::*;
 use p9_core::*;
+use persist_core::Mark;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
@@ -79,8 +80,22 @@ fn rdwr(d: Dialect) -> u32 {
     }
 }
 
+/// The row of the table that fails `msg` in flight at a loss, as its mark names it.
+fn fail_row(msg: &Msg) -> Mark {
+    match msg {
+        Msg::Tremove(_) | Msg::Tunlinkat(_) => Mark::ReplayFailRemove,
+        Msg::Trename(_) | Msg::Trenameat(_) | Msg::Twstat(_) => Mark::ReplayFailRename,
+        Msg::Tlock(_) => Mark::ReplayFailLock,
+        Msg::Twrite(_) => Mark::ReplayFailAppend,
+        Msg::Tread(_) | Msg::Treaddir(_) => Mark::ReplayFailDirRead,
+        Msg::Tfsync(_) => Mark::ReplayFailFsync,
+        _ => Mark::ReplayFailCreate,
+    }
+}
+
 fn check(d: Dialect, name: &str, mut p: Pair, msg: Msg, expect: Outcome) {
     let ty = msg.msg_type();
+    let msg_kind = msg.clone();
     p.client(TAG, msg);
     assert!(
         p.to_client.is_empty(),
@@ -100,6 +115,9 @@ fn check(d: Dialect, name: &str, mut p: Pair, msg: Msg, expect: Outcome) {
         Resend => assert!(resent, "{d} {name}: not resent"),
         Fail => {
             assert!(!resent, "{d} {name}: failed and also resent");
+            // The row that decided is the request's own (each failing row has its mark).
+            let row = fail_row(&msg_kind);
+            assert_eq!(p.s.marks().get(row), 1, "{d} {name}: decided by {row:?}");
             let expected: Msg = match d {
                 Dialect::DotL => Rlerror { ecode: errno::EIO }.into(),
                 Dialect::DotU => Rerror {
