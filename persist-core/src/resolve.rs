@@ -25,10 +25,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use bytes::Bytes;
-use p9_core::{
-    dm, lflags, open_mode, Msg, MsgType, Qid, Rcreate, Rlcreate, Rlink, Rmkdir, Rmknod, Rremove,
-};
-use p9_core::{Rrename, Rrenameat, Rsymlink, Runlinkat, Rwstat};
+use p9_core::{dm, lflags, open_mode, Msg, MsgType, Qid, Rlcreate, Rlink};
 
 use crate::fids::{FidKind, FidTable, OpenMode, RootId};
 
