@@ -997,3 +997,84 @@ fn locks_not_granted_are_not_replayed() {
         .collect();
     assert_eq!(replayed, [0]);
 }
+
+/// Attaches by one user to one tree share a root: the recovery attaches it once, however many
+/// of the client's attaches it stands for; a different user, attach name or numeric user is
+/// another root, attached again on its own.
+#[test]
+fn attaches_of_one_user_to_one_tree_are_one_root_rebuilt_once() {
+    let cases: [(&str, &str, u32, usize); 4] = [
+        ("glenda", "", 1000, 1),
+        ("other", "", 1000, 2),
+        ("glenda", "/srv", 1000, 2),
+        ("glenda", "", 1001, 2),
+    ];
+    for (uname, aname, n_uname, roots) in cases {
+        let what = format!("a second attach as {uname} ({n_uname}) to {aname:?}");
+        let mut p = Pair::attached(Dialect::DotL);
+        p.server.touch(&["srv"], true);
+        p.client(
+            2,
+            Tattach {
+                fid: Fid(5),
+                afid: NOFID,
+                uname: uname.into(),
+                aname: aname.into(),
+                n_uname: Some(n_uname),
+            },
+        );
+        p.serve();
+        assert!(
+            matches!(p.reply_to(2), Msg::Rattach(_)),
+            "{what}: {:?}",
+            p.reply_to(2)
+        );
+        p.kill();
+        let attaches = p
+            .reconnect_log()
+            .iter()
+            .filter(|f| matches!(f.msg, Msg::Tattach(_)))
+            .count();
+        assert_eq!(attaches, roots, "{what}: re-attaches");
+    }
+}
+
+/// A root two attaches share lives while either does: the client clunking one leaves the
+/// other rebuilt after a loss.
+#[test]
+fn a_shared_root_outlives_one_of_its_attaches() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.client(
+        2,
+        Tattach {
+            fid: Fid(5),
+            afid: NOFID,
+            uname: "glenda".into(),
+            aname: "".into(),
+            n_uname: Some(1000),
+        },
+    );
+    p.serve();
+    p.client(3, Tclunk { fid: Fid(5) });
+    p.serve();
+    p.kill();
+    let attaches = p
+        .reconnect_log()
+        .iter()
+        .filter(|f| matches!(&f.msg, Msg::Tattach(_)))
+        .count();
+    assert_eq!(attaches, 1, "fid 0's root attached again");
+    p.client(
+        4,
+        Tgetattr {
+            fid: Fid(0),
+            request_mask: 0x7ff,
+        },
+    );
+    p.serve();
+    assert!(
+        matches!(p.reply_to(4), Msg::Rgetattr(_)),
+        "{:?}",
+        p.reply_to(4)
+    );
+}
