@@ -36,8 +36,8 @@ impl Session {
         let end = peek::TWRITE_HEADER + n.min(io.count as usize);
         let data = || {
             (n > 0 && end <= frame.len()).then(|| {
-                // The slice keeps its whole read buffer alive: it counts at least a read chunk.
-                let charge = frame.len().max(crate::drive::READ_CHUNK);
+                // The slice keeps its whole read buffer alive.
+                let charge = pinned(frame.len());
                 (frame.slice(peek::TWRITE_HEADER..end), charge)
             })
         };
