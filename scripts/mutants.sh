@@ -46,7 +46,7 @@ for a in "$@"; do
             export SIM_SEEDS="${SIM_SEEDS:-2000}"
             sim=(--iterate --test-package tests --cargo-test-arg=--test=simulation
                  --cargo-test-arg=--test=drive --baseline skip)
-            timeout=(--timeout 600)
+            timeout=(--timeout 20)
             ;;
         *) args+=("$a") ;;
     esac

@@ -246,17 +246,20 @@ impl Drive {
     // ---- outputs ---------------------------------------------------------------------------
 
     /// The next dial or close to carry out. Drain after every input.
+    #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
     /// The next event worth logging ([`sentence`] words it). Drain after every input.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if at all (while the memory
     /// budget holds the session back, at least every [`MEMORY_RECHECK`]).
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let recheck = self.memory_cap.map(|(_, at)| at);
         match (self.session.poll_timeout(), recheck) {

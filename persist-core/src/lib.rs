@@ -51,7 +51,8 @@
 //! seeds, log sentences), so a runtime supplies only sockets, timers and its own wait. It lives
 //! here, under the same purity rules, so the simulation and the fuzzer drive it byte by byte.
 //!
-//! Where things live: the session's state is [`Session`] (`session.rs`); what happens to a
+//! Where things live: the session's state is [`Session`] (`session/mod.rs`, its work by job in
+//! `session/`: links, forwarding, recording, services); what happens to a
 //! request in flight when a link dies is the one table in `replay.rs` (with the outcome table
 //! for creates, removes and renames, settled by looking, in `resolve.rs`); rebuilding fids after
 //! a reconnect is `recovery.rs`; fids and the shared name tree are `fids.rs` and `names.rs`;

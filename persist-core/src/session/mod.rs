@@ -276,17 +276,20 @@ impl Session {
     // ---- outputs -------------------------------------------------------------------------
 
     /// The next thing the driver must do. Drain it (until `None`) after every input.
+    #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
     }
 
     /// The next event worth logging. Drain after every input.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When the driver must call [`handle_timeout`](Self::handle_timeout) next, if at all.
     /// Calling it early or late is harmless.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_timer().map(|(_, at)| at)
     }
