@@ -658,10 +658,7 @@ impl Drive {
 /// different schedules (one seed for all would bring every client back in lock-step), and the
 /// whole proxy still replays from one seed.
 pub fn session_seed(proxy_seed: u64, number: u64) -> u64 {
-    let mut z = proxy_seed ^ number.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    crate::rng::mix(proxy_seed ^ number.wrapping_mul(crate::rng::GOLDEN))
 }
 
 /// How loud a log line is.

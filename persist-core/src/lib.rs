@@ -77,7 +77,7 @@ pub mod registry;
 mod replay;
 mod reply;
 mod resolve;
-mod rng;
+pub mod rng;
 mod session;
 mod time;
 mod timers;

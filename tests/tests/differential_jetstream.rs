@@ -58,15 +58,11 @@ use p9_core::{DecodeError, DecodeErrorKind, Dialect, Fcall, Fid, Msg, MsgType, H
 // ---------------------------------------------------------------------------------------------
 // A small deterministic PRNG (SplitMix64), so the inputs are the same on every run.
 
-struct Rng(u64);
+struct Rng(persist_core::rng::Rng);
 
 impl Rng {
     fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (n > 0); the modulo bias is irrelevant here.
@@ -898,7 +894,9 @@ fn scale() -> usize {
 
 /// The PRNG of one family: a fixed seed, varied by `DIFF_JETSTREAM_SEED` if set.
 fn rng_for(family: u64) -> Rng {
-    Rng((0x9e57_0000 + family) ^ (env_number("DIFF_JETSTREAM_SEED").unwrap_or(0) << 8))
+    Rng(persist_core::rng::Rng::new(
+        (0x9e57_0000 + family) ^ (env_number("DIFF_JETSTREAM_SEED").unwrap_or(0) << 8),
+    ))
 }
 
 /// The message types of 9P2000.L, as p9-core lists them.

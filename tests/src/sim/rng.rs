@@ -1,19 +1,15 @@
-//! The simulation's randomness: SplitMix64 from the seed, nothing else.
+//! The simulation's randomness: the session's SplitMix64 from the seed, nothing else.
 
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(persist_core::rng::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(persist_core::rng::Rng::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (n > 0).
