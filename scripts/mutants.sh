@@ -2,8 +2,9 @@
 # Mutation testing of the rules (cargo-mutants, from crates.io), in two passes: every mutant
 # of the rule files is built and persist-core's own tests run against it (the outcome, replay,
 # unsynced, rules, hazards, failover and interleavings tests: a few seconds a mutant); then,
-# with --sim, the mutants they missed are run again with the simulation (its contention
-# worlds and history checkers; SIM_SEEDS seeds, 2,000 unless set) and the drive's tests. A mutant neither
+# with --sim, the mutants they missed are run again with those tests, the simulation (its
+# contention worlds and history checkers; SIM_SEEDS seeds, 2,000 unless set) and the drive's
+# tests. A mutant neither
 # catches is a rule nothing bites: sharpen a test or argue the mutant equivalent. Long (each
 # mutant rebuilds): not part of scripts/test.sh.
 #
@@ -39,14 +40,20 @@ args=()
 for a in "$@"; do
     case "$a" in
         --sim)
-            # The simulation is in the tests package; --iterate skips what pass 1 caught.
-            # cargo-mutants 27.1 runs the unmutated baseline in the mutated package whatever
-            # --test-package says (and fails: no simulation there), so the baseline is skipped
-            # (the default test run already passes the simulation) and the timeout set.
+            # Pass 2 runs persist-core's own tests again beside the simulation and the
+            # drive's tests (in the tests package), so a mutant pass 1 caught on lines that
+            # have moved since is caught again; --iterate skips what earlier runs caught.
+            # cargo-mutants 27.1 runs the unmutated baseline in the mutated package alone
+            # (and fails: no simulation there), so the baseline is skipped (the default test
+            # run already passes) and the timeout set.
             export SIM_SEEDS="${SIM_SEEDS:-2000}"
-            sim=(--iterate --test-package tests --cargo-test-arg=--test=simulation
-                 --cargo-test-arg=--test=drive --baseline skip)
-            timeout=(--timeout 20)
+            sim=(--iterate --test-package persist-core --test-package tests --baseline skip
+                 --cargo-test-arg=--lib)
+            for t in persist-core/tests/*.rs; do
+                sim+=("--cargo-test-arg=--test=$(basename "$t" .rs)")
+            done
+            sim+=(--cargo-test-arg=--test=simulation --cargo-test-arg=--test=drive)
+            timeout=(--timeout 30)
             ;;
         *) args+=("$a") ;;
     esac
