@@ -1078,3 +1078,96 @@ fn a_shared_root_outlives_one_of_its_attaches() {
         p.reply_to(4)
     );
 }
+
+/// Every way a file is renamed moves the path its fid is rebuilt at: Trename (9P2000.L), and a
+/// renaming Twstat (9P2000.u), alone or with a length change in the same request; a Twstat
+/// that renames nothing moves nothing.
+#[test]
+fn every_rename_moves_the_path_recovery_walks() {
+    let renames: Vec<(Dialect, &str, Msg, &str)> = vec![
+        (
+            Dialect::DotL,
+            "Trename",
+            Trename {
+                fid: Fid(1),
+                dfid: Fid(0),
+                name: "z".into(),
+            }
+            .into(),
+            "z",
+        ),
+        (
+            Dialect::DotU,
+            "Twstat of the name",
+            Twstat {
+                fid: Fid(1),
+                stat: Stat {
+                    name: "z".into(),
+                    ..Stat::unchanged(Dialect::DotU)
+                },
+            }
+            .into(),
+            "z",
+        ),
+        (
+            Dialect::DotU,
+            "Twstat of the name and the length",
+            Twstat {
+                fid: Fid(1),
+                stat: Stat {
+                    name: "z".into(),
+                    length: 0,
+                    ..Stat::unchanged(Dialect::DotU)
+                },
+            }
+            .into(),
+            "z",
+        ),
+        (
+            Dialect::DotU,
+            "Twstat of the mode (no rename)",
+            Twstat {
+                fid: Fid(1),
+                stat: Stat {
+                    mode: 0o600,
+                    ..Stat::unchanged(Dialect::DotU)
+                },
+            }
+            .into(),
+            "a",
+        ),
+    ];
+    for (d, what, rename, at) in renames {
+        let mut p = Pair::attached(d);
+        p.server.touch(&["a"], false);
+        p.client(
+            2,
+            Twalk {
+                fid: Fid(0),
+                newfid: Fid(1),
+                wnames: WalkNames::new(["a"]).unwrap(),
+            },
+        );
+        p.serve();
+        p.client(3, rename);
+        p.serve();
+        assert!(
+            !matches!(p.reply_to(3), Msg::Rerror(_) | Msg::Rlerror(_)),
+            "{what}: {:?}",
+            p.reply_to(3)
+        );
+        p.kill();
+        p.server.touch(&[at], false);
+        let walked: Vec<Vec<Vec<u8>>> = p
+            .reconnect_log()
+            .iter()
+            .filter_map(|f| match &f.msg {
+                Msg::Twalk(w) if w.newfid == Fid(1) => {
+                    Some(w.wnames.iter().map(<[u8]>::to_vec).collect())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(walked, [vec![at.as_bytes().to_vec()]], "{what}");
+    }
+}
