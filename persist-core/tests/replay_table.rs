@@ -674,3 +674,37 @@ fn fsync_fails_when_acknowledged_writes_could_not_be_kept() {
         Fail,
     );
 }
+
+/// An attach through an auth fid in flight at a loss fails (the auth fid did not survive the
+/// link: sent again, it would name nothing); a clunk of a fid the recovery could not rebuild
+/// (its file gone) is answered here, never sent (the new link does not know the fid).
+#[test]
+fn rows_that_hang_on_the_fid() {
+    for d in Dialect::ALL {
+        let p = setup(d, rdwr(d), false);
+        let attach = Tattach {
+            fid: Fid(9),
+            afid: Fid(8),
+            uname: "glenda".into(),
+            aname: "".into(),
+            n_uname: d.is_extended().then_some(1000),
+        };
+        check(d, "Tattach with an afid", p, attach.into(), Fail);
+
+        let mut p = setup(d, rdwr(d), false);
+        p.client(TAG, Tclunk { fid: Fid(WALKED) });
+        p.kill();
+        p.server.remove(&["g"]);
+        let log = p.reconnect_log();
+        assert!(
+            !log.iter().any(|f| f.tag == TAG),
+            "{d}: the clunk of a fid not rebuilt was sent"
+        );
+        assert!(
+            matches!(p.reply_to(TAG), Msg::Rclunk(_)),
+            "{d}: {:?}",
+            p.reply_to(TAG)
+        );
+        assert_eq!(p.s.marks().get(Mark::ReplayClunkLocally), 1, "{d}");
+    }
+}
