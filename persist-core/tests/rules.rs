@@ -302,6 +302,43 @@ fn a_smaller_msize_after_reconnect_clamps_reads_and_shortens_writes() {
         }),
         "a short write"
     );
+    // Writes that fit go as they are, up to the last byte the server's msize allows.
+    for (tag, n) in [
+        (12, 4096 - IOHDRSZ as usize),
+        (13, 4096 - IOHDRSZ as usize - 30),
+    ] {
+        p.client(
+            tag,
+            Twrite {
+                fid: Fid(1),
+                offset: 0,
+                data: Data(vec![2u8; n].into()),
+            },
+        );
+        let fc = p.next_request();
+        let Msg::Twrite(w) = &fc.msg else {
+            panic!("not a write")
+        };
+        assert_eq!(w.data.0.len(), n, "a write of {n} bytes fits");
+        let reply = p.server.answer(&fc);
+        p.reply(fc.tag, reply);
+    }
+    // Anything else larger than the server's msize is refused here, never sent.
+    p.client(
+        14,
+        Tsymlink {
+            fid: Fid(0),
+            name: "long".into(),
+            symtgt: vec![b'x'; 5000].into(),
+            gid: 0,
+        },
+    );
+    assert!(p.to_server.is_empty(), "sent: {:?}", p.to_server);
+    assert!(
+        matches!(p.reply_to(14), Msg::Rlerror(_)),
+        "{:?}",
+        p.reply_to(14)
+    );
 }
 
 #[test]
