@@ -1208,3 +1208,97 @@ fn every_rename_moves_the_path_recovery_walks() {
         assert_eq!(walked, [vec![at.as_bytes().to_vec()]], "{what}");
     }
 }
+
+/// A tag whose request the server flushed is the client's again: a reply to its next use is
+/// that request's, not a late one of the flushed use.
+#[test]
+fn a_flushed_tag_used_again_gets_its_new_reply() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    p.client(
+        5,
+        Tread {
+            fid: Fid(1),
+            offset: 0,
+            count: 10,
+        },
+    );
+    let read = p.next_request();
+    p.client(6, Tflush { oldtag: 5 });
+    let flush = p.next_request();
+    assert!(matches!(flush.msg, Msg::Tflush(_)));
+    p.reply(6, Rflush {});
+    assert!(matches!(p.reply_to(6), Msg::Rflush(_)));
+    drop(read); // the server never answers the flushed read
+    p.client(
+        5,
+        Tgetattr {
+            fid: Fid(1),
+            request_mask: 0x7ff,
+        },
+    );
+    let getattr = p.next_request();
+    let reply = p.server.answer(&getattr);
+    p.reply(5, reply);
+    assert!(
+        matches!(p.reply_to(5), Msg::Rgetattr(_)),
+        "{:?}",
+        p.replies_to(5)
+    );
+}
+
+/// A tag must be NOTAG exactly on a Tversion: either way round the request is answered here as
+/// malformed and never sent.
+#[test]
+fn notag_only_on_a_version() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.client(
+        NOTAG,
+        Tgetattr {
+            fid: Fid(0),
+            request_mask: 0x7ff,
+        },
+    );
+    p.client(
+        7,
+        Tversion {
+            msize: 8192,
+            version: "9P2000.L".into(),
+        },
+    );
+    assert!(p.to_server.is_empty(), "sent: {:?}", p.to_server);
+    for tag in [NOTAG, 7] {
+        assert!(
+            matches!(p.reply_to(tag), Msg::Rlerror(_)),
+            "{tag}: {:?}",
+            p.replies_to(tag)
+        );
+    }
+}
+
+/// Requests in flight at a loss are sent again in the order the client sent them, whatever
+/// their tags.
+#[test]
+fn orphans_are_resent_in_the_order_sent() {
+    let mut p = Pair::attached(Dialect::DotL);
+    p.open_file(2, 1, &["f"], lflags::RDWR);
+    let tags = [30u16, 20, 25, 10];
+    for (i, &tag) in tags.iter().enumerate() {
+        p.client(
+            tag,
+            Tread {
+                fid: Fid(1),
+                offset: i as u64,
+                count: 1,
+            },
+        );
+    }
+    p.kill();
+    let resent: Vec<u16> = p
+        .reconnect_log()
+        .iter()
+        .filter(|f| matches!(f.msg, Msg::Tread(_)))
+        .map(|f| f.tag)
+        .collect();
+    assert_eq!(resent, tags);
+}
