@@ -162,6 +162,20 @@ impl Bench {
         );
     }
 
+    /// `ms` milliseconds pass; then whatever timeout is due.
+    fn pass(&mut self, ms: u64) {
+        self.ms += ms;
+        self.drive.handle_timeout(self.now());
+        self.actions();
+    }
+
+    /// `secs` seconds pass with nothing but timeouts, a second at a time.
+    fn idle(&mut self, secs: u64) {
+        for _ in 0..secs {
+            self.pass(1_000);
+        }
+    }
+
     fn wait_for_redial(&mut self) {
         self.ms += 40_000;
         self.drive.handle_timeout(self.now());
@@ -373,12 +387,7 @@ fn a_client_that_reads_no_replies_stops_the_server_link_not_the_session() {
     let unanswered: Vec<u8> = b.drive.link_out(link).chunks().flatten().copied().collect();
     b.drive.link_written(link, unanswered.len());
     // A minute passes with the client reading nothing: the link stays, nothing is redialed.
-    for _ in 0..60 {
-        b.ms += 1_000;
-        let now = b.now();
-        b.drive.handle_timeout(now);
-        b.actions();
-    }
+    b.idle(60);
     assert!(b.closed.is_empty(), "{:?}", b.events);
     // The client reads everything: the link is read again, and the request in flight is not
     // judged silent for the minute the link was held.
@@ -394,10 +403,7 @@ fn a_client_that_reads_no_replies_stops_the_server_link_not_the_session() {
         deliver(&mut b, &mut socket);
     }
     assert!(!b.drive.links_held());
-    b.ms += 2_000;
-    let now = b.now();
-    b.drive.handle_timeout(now);
-    b.actions();
+    b.pass(2_000);
     assert!(b.closed.is_empty(), "judged silent: {:?}", b.events);
     // The last request is answered now, and everything came in order.
     let (_, conn, dec) = b.server.as_mut().unwrap();
@@ -440,27 +446,16 @@ fn silence_counts_from_when_a_held_link_is_read_again() {
     b.send(tag, getattr(0));
     let out: Vec<u8> = b.drive.link_out(link).chunks().flatten().copied().collect();
     b.drive.link_written(link, out.len());
-    for _ in 0..60 {
-        b.ms += 1_000;
-        let now = b.now();
-        b.drive.handle_timeout(now);
-        b.actions();
-    }
+    b.idle(60);
     // The client catches up; the server's answer is not due yet.
     let queued: Vec<u8> = b.drive.client_out().chunks().flatten().copied().collect();
     let now = b.now();
     b.drive.client_written(now, queued.len());
     assert!(!b.drive.links_held());
-    b.ms += 2_000;
-    let now = b.now();
-    b.drive.handle_timeout(now);
-    b.actions();
+    b.pass(2_000);
     assert!(b.closed.is_empty(), "judged silent: {:?}", b.events);
     // Past the timeout from then, it is.
-    b.ms += 4_000;
-    let now = b.now();
-    b.drive.handle_timeout(now);
-    b.actions();
+    b.pass(4_000);
     assert_eq!(b.closed, vec![link], "{:?}", b.events);
 }
 

@@ -257,34 +257,29 @@ impl Proxy {
         Duration::from_millis((f[11] + f[12]) * 10)
     }
 
-    /// Resident memory, in KiB.
-    fn rss_kib(&self) -> u64 {
+    /// A number field of the proxy's /proc status (kB fields in KiB).
+    fn status(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+            .unwrap_or_else(|| panic!("no {field} in the proxy's status"))
+    }
+
+    /// Resident memory, in KiB.
+    fn rss_kib(&self) -> u64 {
+        self.status("VmRSS")
     }
 
     /// Peak resident memory so far (VmHWM), in KiB.
     fn peak_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+        self.status("VmHWM")
     }
 
     /// Threads the proxy runs now.
     fn threads(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Threads:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap()
+        self.status("Threads")
     }
 
     /// SIGTERM; the proxy must exit cleanly within 2 s. Returns how long it took.
