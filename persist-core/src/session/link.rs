@@ -3,7 +3,7 @@
 
 use super::*;
 
-use p9_core::{Rlopen, Ropen, Tlopen, Topen};
+use p9_core::{Rlopen, Tlopen};
 
 use crate::resolve;
 
@@ -338,17 +338,6 @@ impl Session {
         let frame = reply::local(tag, reply.clone());
         // A create's fid is the new file by now: its qid is keyed as an open's of that fid.
         let frame = match (msg, &reply) {
-            (Msg::Tcreate(c), Msg::Rcreate(r)) => {
-                let open = Topen {
-                    fid: c.fid,
-                    mode: c.mode,
-                };
-                let ropen = Ropen {
-                    qid: r.qid,
-                    iounit: r.iounit,
-                };
-                self.client_qids(&open.into(), &ropen.into(), frame)
-            }
             (Msg::Tlcreate(c), Msg::Rlcreate(r)) => {
                 let open = Tlopen {
                     fid: c.fid,
