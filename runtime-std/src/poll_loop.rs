@@ -92,6 +92,8 @@ pub struct SessionLoop<R: Runtime> {
     metrics: Option<SessionMetrics>,
     /// The session's place within the process's limits.
     admitted: Admitted,
+    /// Whether the drive was last told the budget is spent.
+    capped: bool,
 }
 
 impl<R: Runtime> SessionLoop<R> {
@@ -133,6 +135,7 @@ impl<R: Runtime> SessionLoop<R> {
                 .clone()
                 .map(|m| SessionMetrics::new(m, cfg.servers.namer())),
             admitted,
+            capped: false,
         }
     }
 
@@ -182,8 +185,13 @@ impl<R: Runtime> SessionLoop<R> {
             if self.drive.is_finished() {
                 return Poll::Ready(());
             }
+            // The budget's verdict reaches the drive while it is spent, and once when it stops
+            // being so (no clock read per round while it is free).
             let cap = self.admitted.report(self.drive.memory_held());
-            self.drive.set_memory_cap(self.now(), cap);
+            if cap.is_some() || self.capped {
+                self.capped = cap.is_some();
+                self.drive.set_memory_cap(self.now(), cap);
+            }
             let mut progress = self.poll_dials(cx);
             progress |= self.poll_writes(cx);
             progress |= self.poll_reads(cx);
